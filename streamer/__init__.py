@@ -1,0 +1,42 @@
+"""streamer: stream processing on Apache Kafka with async Python agents.
+
+The public surface is exactly ``__all__``; everything else is private implementation.
+"""
+
+from streamer.agents import Agent, Stream
+from streamer.app import App
+from streamer.errors import (
+    AppLoadError,
+    ConfigError,
+    KafkaOperationError,
+    KafkaUnavailableError,
+    SerializationError,
+    StreamerError,
+    TopicMismatchError,
+)
+from streamer.events import Event, Record
+from streamer.serde import Serde, avro
+from streamer.settings import ProcessingGuarantee, Settings
+from streamer.topics import Topic
+
+__all__ = [
+    "Agent",
+    "App",
+    "AppLoadError",
+    "ConfigError",
+    "Event",
+    "KafkaOperationError",
+    "KafkaUnavailableError",
+    "ProcessingGuarantee",
+    "Record",
+    "Serde",
+    "SerializationError",
+    "Settings",
+    "Stream",
+    "StreamerError",
+    "Topic",
+    "TopicMismatchError",
+    "avro",
+]
+
+__version__ = "0.1.0"

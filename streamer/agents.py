@@ -1,0 +1,104 @@
+"""Agents and the stream they iterate.
+
+An agent is an ``async def`` that takes a :class:`Stream` and iterates it. The worker runs
+one instance of it per ordered key-lane of each assigned partition, so the code inside the
+``async for`` sees the events of one lane in offset order.
+
+The completion rule (DESIGN §2 rule 1): an event is complete when the agent asks for the
+next one (the next ``__anext__``, or the next batch of :meth:`Stream.take`). Until then its
+outputs (``yield`` and ``Topic.send``) are held back; they are released, in offset order,
+only when every earlier event of the partition is complete too.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from streamer.errors import ConfigError
+from streamer.events import Event
+from streamer.topics import Topic
+
+AgentFn = Callable[["Stream"], Any]
+
+
+class EventSource(Protocol):
+    """What a stream reads from: one lane of one partition (see ``streamer.worker.lanes``)."""
+
+    async def next_event(self) -> Event:
+        """Complete the events handed out before, then wait for the next; StopAsyncIteration
+        when the lane closes."""
+        ...
+
+    async def next_batch(self, max_events: int, within: float) -> list[Event]:
+        """Like next_event, for up to ``max_events`` events gathered for at most ``within`` s."""
+        ...
+
+
+class Stream:
+    """The async iterator an agent receives. ``async for event in stream`` or ``take``."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: EventSource) -> None:
+        self._source = source
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self._source.next_event()
+
+    async def take(self, max_events: int, within: float) -> AsyncIterator[list[Event]]:
+        """Yield batches of up to ``max_events`` events, waiting at most ``within`` seconds
+        after the first event of a batch for it to fill. A batch is complete when the next
+        one is asked for."""
+        if max_events < 1 or within <= 0:
+            raise ValueError("take() needs max_events >= 1 and within > 0")
+        while True:
+            try:
+                batch = await self._source.next_batch(max_events, within)
+            except StopAsyncIteration:
+                return
+            yield batch
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A declared agent: its function, the topics it reads, where its yields go."""
+
+    fn: AgentFn
+    name: str
+    topics: tuple[Topic, ...]
+    sinks: tuple[Topic, ...]
+    concurrency: int
+
+    @property
+    def yields(self) -> bool:
+        """True when the function is an async generator (its yields go to the sinks)."""
+        return inspect.isasyncgenfunction(self.fn)
+
+
+def make_agent(
+    fn: AgentFn,
+    topics: Sequence[Topic],
+    *,
+    sinks: Sequence[Topic],
+    concurrency: int,
+    name: str | None,
+) -> Agent:
+    """Validate a declaration; raise ConfigError with the fix when it is wrong."""
+    label: str = name or getattr(fn, "__name__", None) or repr(fn)
+    if not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)):
+        raise ConfigError(f"agent {label!r} must be an `async def` taking a stream")
+    if not topics:
+        raise ConfigError(f"agent {label!r} reads no topic: pass @app.agent(topic)")
+    if concurrency < 1:
+        raise ConfigError(f"agent {label!r}: concurrency must be >= 1, got {concurrency}")
+    if sinks and not inspect.isasyncgenfunction(fn):
+        raise ConfigError(
+            f"agent {label!r} has sinks but never yields; `yield value` sends to the sinks"
+        )
+    return Agent(fn, label, tuple(topics), tuple(sinks), concurrency)

@@ -1,0 +1,144 @@
+"""App: what a streamer application declares (topics, agents) and its settings. No loop here:
+the worker (``streamer.worker``) runs an App."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from streamer.agents import Agent, AgentFn, make_agent
+from streamer.errors import ConfigError, KafkaOperationError
+from streamer.events import Headers
+from streamer.kafka.clients import make_producer
+from streamer.serde import Serde, serde_for
+from streamer.settings import Settings, load_settings
+from streamer.topics import Topic
+
+
+class App:
+    """A streamer application.
+
+    ``App(id, brokers=..., **settings)``: ``id`` names the consumer group (unless
+    ``group_id`` is set) and prefixes internal topics. Settings not given as arguments come
+    from ``STREAMER_*`` environment variables (see :class:`streamer.settings.Settings`).
+    """
+
+    def __init__(self, id: str, *, brokers: str | None = None, **settings: Any) -> None:
+        if not id or not id.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ConfigError(f"app id {id!r} must be non-empty letters, digits, '-', '_', '.'")
+        if brokers is not None:
+            settings["brokers"] = brokers
+        self.id = id
+        self.settings: Settings = load_settings(**settings)
+        self.topics: dict[str, Topic] = {}
+        self.agents: list[Agent] = []
+        self._producer: Producer | None = None
+        self._producer_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"App({self.id!r}, brokers={self.settings.brokers!r})"
+
+    @property
+    def group_id(self) -> str:
+        return self.settings.group_id or self.id
+
+    def topic(
+        self,
+        name: str,
+        *,
+        key_type: object = bytes,
+        value_type: object = bytes,
+        partitions: int | None = None,
+        replication: int | None = None,
+        config: dict[str, str] | None = None,
+    ) -> Topic:
+        """Declare a topic. Types choose the serdes (bytes, str, int, float, dict/list as
+        JSON, a pydantic model, ``streamer.avro("schema")``, or any Serde object).
+
+        Declaring the same name twice returns the first declaration when it agrees, and
+        raises ConfigError when it does not.
+        """
+        key_serde = self._serde(key_type)
+        value_serde = self._serde(value_type)
+        if partitions is not None and partitions < 1:
+            raise ConfigError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
+        existing = self.topics.get(name)
+        if existing is not None:
+            if partitions is not None and existing.partitions not in (None, partitions):
+                raise ConfigError(
+                    f"topic {name!r} declared twice with partitions "
+                    f"{existing.partitions} and {partitions}"
+                )
+            return existing
+        topic = Topic(
+            self,
+            name,
+            key_serde=key_serde,
+            value_serde=value_serde,
+            partitions=partitions,
+            replication=replication,
+            config=dict(config or {}),
+        )
+        self.topics[name] = topic
+        return topic
+
+    def _serde(self, tp: object) -> Serde:
+        return serde_for(tp, schema_dir=Path(self.settings.schema_dir))
+
+    def agent(
+        self,
+        topic: Topic | Sequence[Topic],
+        *,
+        sink: Topic | Sequence[Topic] = (),
+        concurrency: int = 1,
+        name: str | None = None,
+    ) -> Callable[[AgentFn], AgentFn]:
+        """Declare an agent over ``topic`` (or several). ``concurrency`` ordered key-lanes
+        run per partition; events with the same key always share a lane, so their order holds.
+        """
+        topics = [topic] if isinstance(topic, Topic) else list(topic)
+        sinks = [sink] if isinstance(sink, Topic) else list(sink)
+
+        def register(fn: AgentFn) -> AgentFn:
+            agent = make_agent(fn, topics, sinks=sinks, concurrency=concurrency, name=name)
+            if any(existing.name == agent.name for existing in self.agents):
+                raise ConfigError(f"two agents are named {agent.name!r}; pass name=...")
+            self.agents.append(agent)
+            return fn
+
+        return register
+
+    def run(self) -> None:
+        """Run a worker for this app until SIGINT/SIGTERM (what `streamer worker` does)."""
+        from streamer.worker import run_worker
+
+        run_worker(self)
+
+    def send_now(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
+    ) -> None:
+        """Produce one encoded record outside any agent and wait for its ack (blocking)."""
+        with self._producer_lock:
+            if self._producer is None:
+                self._producer = make_producer(
+                    self.settings.brokers,
+                    {**self.settings.kafka_config, **self.settings.producer_config},
+                )
+            producer = self._producer
+        failures: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+        remaining = producer.flush(30)
+        if remaining or failures:
+            reason = failures[0] if failures else "no ack within 30s"
+            raise KafkaOperationError(
+                f"could not send to {topic!r} via {self.settings.brokers}: {reason}"
+            )

@@ -1,0 +1,18 @@
+"""The ``streamer`` command.
+
+Every user error (bad app path, invalid settings, broker unreachable, missing Java) ends in
+one readable line on stderr and a non-zero exit; ``--debug`` shows the traceback instead.
+Subcommands live in their own modules and are registered here.
+"""
+
+from __future__ import annotations
+
+from streamer.cli.app_cmds import send, worker
+from streamer.cli.base import main
+from streamer.cli.kafka_cmd import kafka
+
+main.add_command(kafka)
+main.add_command(worker)
+main.add_command(send)
+
+__all__ = ["main"]

@@ -1,0 +1,43 @@
+"""The root click group and the error handling shared by every subcommand."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from streamer.errors import StreamerError
+
+
+class StreamerGroup(click.Group):
+    """A click group that turns StreamerError into one line on stderr (exit 1).
+
+    With ``--debug`` the full traceback is shown instead, for bug reports.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StreamerError as exc:
+            if ctx.meta.get("streamer.debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=StreamerGroup)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option(
+    "--log-level", default="INFO", show_default=True, help="Log level (DEBUG, INFO, WARNING)."
+)
+@click.pass_context
+def main(ctx: click.Context, debug: bool, log_level: str) -> None:
+    """streamer: stream processing on Apache Kafka with async Python agents."""
+    ctx.meta["streamer.debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

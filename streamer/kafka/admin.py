@@ -1,0 +1,96 @@
+"""Topic administration: make the cluster match what the app declares, or say why not."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from streamer.errors import ConfigError, KafkaOperationError, TopicMismatchError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """What a topic must look like. ``partitions=None`` accepts whatever the cluster has."""
+
+    name: str
+    partitions: int | None = None
+    replication: int | None = None
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def partition_counts(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]:
+    """Partition count of every topic in the cluster."""
+    metadata = admin.list_topics(timeout=timeout)
+    return {
+        name: len(topic.partitions)
+        for name, topic in metadata.topics.items()
+        if topic.error is None
+    }
+
+
+def ensure_topics(
+    admin: AdminClient,
+    specs: list[TopicSpec],
+    *,
+    auto_create: bool,
+    default_replication: int,
+    timeout: float = 30.0,
+) -> dict[str, int]:
+    """Create the missing topics of ``specs`` and check the partition counts of the others.
+
+    Returns the partition count of every spec'd topic. Raises TopicMismatchError when an
+    existing topic has another partition count than declared, and ConfigError when a topic
+    is missing and ``auto_create`` is off.
+    """
+    existing = partition_counts(admin)
+    result: dict[str, int] = {}
+    to_create: list[NewTopic] = []
+    for spec in specs:
+        if spec.name in existing:
+            actual = existing[spec.name]
+            if spec.partitions is not None and actual != spec.partitions:
+                raise TopicMismatchError(
+                    f"topic {spec.name!r} has {actual} partitions in the cluster but is declared "
+                    f"with partitions={spec.partitions}; declare partitions={actual}, or "
+                    "recreate the topic (its data would be lost)"
+                )
+            result[spec.name] = actual
+            continue
+        if not auto_create:
+            raise ConfigError(
+                f"topic {spec.name!r} does not exist and topic_auto_create is off; create it "
+                "(kafka-topics --create) or set STREAMER_TOPIC_AUTO_CREATE=true"
+            )
+        partitions = spec.partitions or 1
+        if spec.partitions is None:
+            log.warning(
+                "creating topic %r with 1 partition: declare partitions=N to choose", spec.name
+            )
+        to_create.append(
+            NewTopic(
+                spec.name,
+                num_partitions=partitions,
+                replication_factor=spec.replication or default_replication,
+                config=dict(spec.config),
+            )
+        )
+        result[spec.name] = partitions
+    if to_create:
+        futures = admin.create_topics(to_create, operation_timeout=timeout)
+        for name, future in futures.items():
+            try:
+                future.result(timeout)
+                log.info("created topic %r (%d partitions)", name, result[name])
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                # Another worker created it at the same moment: that is success.
+                if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                raise KafkaOperationError(f"could not create topic {name!r}: {exc}") from exc
+    return result

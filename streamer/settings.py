@@ -1,0 +1,101 @@
+"""Settings: one pydantic model, filled from arguments and ``STREAMER_*`` environment variables.
+
+Arguments given to :class:`streamer.App` win over the environment. Kafka client options
+(``kafka_config``, ``consumer_config``, ``producer_config``) pass to librdkafka untouched, so
+SASL/SSL and any tuning work as documented there; values whose names look secret are masked
+in every log line and repr (see :func:`redact`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamer.errors import ConfigError
+
+_SECRET_MARKERS = ("password", "secret", "sasl.oauthbearer.config", "ssl.key", "token")
+
+
+class ProcessingGuarantee(StrEnum):
+    """What a crash may cost: duplicates (at-least-once) or nothing (exactly-once)."""
+
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+
+class Settings(BaseSettings):
+    """Everything an App can be told. Field docs are the user documentation."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMER_", extra="forbid", frozen=True)
+
+    brokers: str = Field("localhost:9092", description="Kafka bootstrap servers, comma separated.")
+    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
+    commit_interval: float | None = Field(
+        None, gt=0, description="Seconds between checkpoints (1.0 at-least-once, 0.1 exactly-once)."
+    )
+    group_id: str | None = Field(None, description="Consumer group id; defaults to the app id.")
+    instance_id: str | None = Field(
+        None, description="Stable worker identity: static membership and transactional.id."
+    )
+    state_dir: Path = Field(Path("state"), description="Where tables keep their RocksDB stores.")
+    schema_dir: Path = Field(Path("schemas"), description="Where Avro schemas (*.avsc) are found.")
+    topic_auto_create: bool = Field(True, description="Create declared topics that are missing.")
+    topic_replication: int = Field(1, ge=1, description="Replication factor for created topics.")
+    lane_buffer: int = Field(
+        1000, ge=1, description="Events buffered per partition before it is paused."
+    )
+    consume_batch: int = Field(500, ge=1, description="Max records taken per consume call.")
+    shutdown_timeout: float = Field(
+        10.0, gt=0, description="Seconds to let in-flight events finish on stop."
+    )
+    kafka_config: dict[str, Any] = Field(
+        default_factory=dict, description="librdkafka options for consumer and producer."
+    )
+    consumer_config: dict[str, Any] = Field(default_factory=dict)
+    producer_config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("brokers")
+    @classmethod
+    def _brokers_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name at least one host:port")
+        return value.strip()
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+
+    @property
+    def effective_commit_interval(self) -> float:
+        if self.commit_interval is not None:
+            return self.commit_interval
+        return 0.1 if self.exactly_once else 1.0
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from ``overrides`` and the environment.
+
+    Raises ConfigError with one line per invalid field, naming the field and its env variable.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(part) for part in err["loc"]) or "settings"
+            env = f"STREAMER_{str(err['loc'][0]).upper()}" if err["loc"] else ""
+            hint = f" (argument {field!r} or env {env})" if env else ""
+            lines.append(f"{field}: {err['msg']}{hint}")
+        raise ConfigError("invalid settings: " + "; ".join(lines)) from None
+
+
+def redact(config: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of a librdkafka config safe to log: secret-looking values are masked."""
+    return {
+        key: "***" if any(marker in key.lower() for marker in _SECRET_MARKERS) else value
+        for key, value in config.items()
+    }

@@ -1,0 +1,112 @@
+"""Per-partition bookkeeping: the completed-prefix tracker and staged outputs.
+
+Offsets travel with the data: every dispatched record gets a :class:`Pending` entry, in
+offset order. An entry is done when every agent reading its topic has completed it. The
+head of the queue is popped while done; popping releases the entry's staged outputs (in
+offset order, DESIGN §2 rule 2) and moves the commit position to ``offset + 1`` (rule 3).
+Offsets that were never delivered (compaction, transaction markers) are never tracked, so
+they cannot stall the prefix.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from streamer.events import Event, Headers
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from streamer.worker.lanes import Lane
+
+Output = tuple[str, bytes | None, bytes | None, Headers | None]
+ReleaseFn = Callable[[list[Output]], None]
+
+
+# Stands in for the event of an offset no lane ever sees (see PartitionState.skip).
+_SKIPPED = Event(None, None, [], 0, "", -1, -1)
+
+
+class Pending:
+    """One record on its way through the agents of a partition."""
+
+    __slots__ = ("done", "event", "offset", "outputs", "remaining")
+
+    def __init__(self, event: Event, remaining: int, offset: int) -> None:
+        self.event = event
+        self.offset = offset
+        self.remaining = remaining
+        self.outputs: list[Output] | None = None
+        self.done = False
+
+
+class PartitionState:
+    """Everything the worker tracks for one assigned topic-partition.
+
+    ``next_commit`` is the offset to commit (completed contiguous prefix + 1), ``committed``
+    what was last committed. ``buffered`` counts records handed to lanes but not yet taken by
+    an agent; the worker pauses the partition when it passes the lane buffer bound.
+    """
+
+    __slots__ = (
+        "buffered",
+        "committed",
+        "inflight",
+        "next_commit",
+        "partition",
+        "paused",
+        "release",
+        "routes",
+        "tasks",
+        "topic",
+    )
+
+    def __init__(self, topic: str, partition: int, release: ReleaseFn) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.release = release
+        self.inflight: deque[Pending] = deque()
+        self.next_commit: int | None = None
+        self.committed: int | None = None
+        self.buffered = 0
+        self.paused = False
+        self.routes: list[list[Lane]] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def label(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+    @property
+    def lanes(self) -> list[Lane]:
+        return [lane for lanes in self.routes for lane in lanes]
+
+    def track(self, pending: Pending) -> None:
+        """Register a dispatched record; records must be tracked in offset order."""
+        self.inflight.append(pending)
+
+    def skip(self, offset: int) -> None:
+        """Record an offset that completes without reaching any agent (e.g. undecodable)."""
+        pending = Pending(_SKIPPED, 0, offset)
+        pending.done = True
+        self.inflight.append(pending)
+        self._advance()
+
+    def complete(self, pending: Pending) -> None:
+        """One agent finished ``pending``; when all have, advance the prefix."""
+        pending.remaining -= 1
+        if pending.remaining > 0:
+            return
+        pending.done = True
+        if self.inflight and self.inflight[0] is pending:
+            self._advance()
+
+    def _advance(self) -> None:
+        inflight = self.inflight
+        while inflight and inflight[0].done:
+            head = inflight.popleft()
+            if head.outputs:
+                self.release(head.outputs)
+            self.next_commit = head.offset + 1

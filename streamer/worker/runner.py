@@ -1,0 +1,325 @@
+"""The worker: one process running an App's agents against Kafka.
+
+One asyncio loop owns everything. The pump consumes batches and hands records to lanes;
+rebalance callbacks run inside ``consume()`` on the same thread, so partition state is only
+ever touched from the loop thread and needs no locks. The checkpoint is the one owner that
+decides when offsets are committed (see ``streamer.worker.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import zlib
+from collections.abc import Iterable
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from streamer.agents import Agent
+from streamer.app import App
+from streamer.errors import ConfigError, KafkaOperationError, SerializationError
+from streamer.events import Event
+from streamer.kafka.admin import TopicSpec, ensure_topics
+from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
+from streamer.settings import redact
+from streamer.topics import Topic
+from streamer.worker.checkpoint import AtLeastOnceCheckpoint
+from streamer.worker.lanes import Lane, run_lane
+from streamer.worker.partition import Output, PartitionState, Pending
+
+log = logging.getLogger("streamer.worker")
+
+_IDLE_POLL = 0.1  # seconds consume() may block when no event is in flight
+_BUSY_NAP = 0.002  # seconds to yield to agents when events are in flight and none arrived
+
+
+def format_partitions(partitions: Iterable[TopicPartition | PartitionState]) -> str:
+    """``orders[0,1], words[3]``: how logs name a set of partitions."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return ", ".join(
+        f"{topic}[{','.join(map(str, sorted(parts)))}]" for topic, parts in sorted(by_topic.items())
+    )
+
+
+class Worker:
+    """Runs ``app``'s agents until :meth:`stop` (or SIGINT/SIGTERM) and shuts down cleanly:
+    in-flight events finish (bounded by ``shutdown_timeout``), offsets are committed, the
+    consumer leaves the group."""
+
+    def __init__(self, app: App, *, handle_signals: bool = True) -> None:
+        if not app.agents:
+            raise ConfigError(f"app {app.id!r} declares no agents; there is nothing to run")
+        self.app = app
+        self.settings = app.settings
+        self._handle_signals = handle_signals
+        self._stopping = False
+        self._states: dict[tuple[str, int], PartitionState] = {}
+        self._to_resume: set[PartitionState] = set()
+        self._subscribers: dict[str, list[Agent]] = {}
+        self._sources: dict[str, Topic] = {}
+        for agent in app.agents:
+            for topic in agent.topics:
+                self._subscribers.setdefault(topic.name, []).append(agent)
+                self._sources[topic.name] = topic
+        self._consumer: Consumer | None = None
+        self._checkpoint: AtLeastOnceCheckpoint | None = None
+        self.stopped = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to stop; safe to call from a signal handler, more than once."""
+        if not self._stopping:
+            log.info("stopping: finishing in-flight events, then committing")
+        self._stopping = True
+
+    async def run(self) -> None:
+        s = self.settings
+        client_config = {**s.kafka_config}
+        admin = make_admin(s.brokers, client_config)
+        check_reachable(admin, s.brokers)
+        specs: dict[str, TopicSpec] = {}
+        for agent in self.app.agents:
+            for topic in (*agent.topics, *agent.sinks):
+                specs[topic.name] = topic.spec
+        ensure_topics(
+            admin,
+            list(specs.values()),
+            auto_create=s.topic_auto_create,
+            default_replication=s.topic_replication,
+        )
+        consumer_overrides = {**client_config, **s.consumer_config}
+        if s.instance_id:
+            consumer_overrides.setdefault("group.instance.id", s.instance_id)
+        producer_overrides = {**client_config, **s.producer_config}
+        consumer = make_consumer(s.brokers, self.app.group_id, consumer_overrides)
+        producer = make_producer(s.brokers, producer_overrides)
+        self._consumer = consumer
+        self._checkpoint = AtLeastOnceCheckpoint(consumer, producer, s.brokers)
+        log.debug("consumer overrides: %s", redact(consumer_overrides))
+        consumer.subscribe(
+            sorted(self._subscribers),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info(
+            "worker started: app %r, group %r, brokers %s, agents %s, reading %s",
+            self.app.id,
+            self.app.group_id,
+            s.brokers,
+            ", ".join(a.name for a in self.app.agents),
+            ", ".join(sorted(self._subscribers)),
+        )
+        loop = asyncio.get_running_loop()
+        if self._handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            await self._pump()
+        finally:
+            try:
+                await self._shutdown()
+            finally:
+                if self._handle_signals:
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        loop.remove_signal_handler(sig)
+                self.stopped.set()
+
+    async def _pump(self) -> None:
+        assert self._consumer is not None and self._checkpoint is not None
+        consumer, checkpoint = self._consumer, self._checkpoint
+        batch_size = self.settings.consume_batch
+        interval = self.settings.effective_commit_interval
+        next_checkpoint = time.monotonic() + interval
+        while not self._stopping:
+            busy = self._busy()
+            messages = consumer.consume(batch_size, 0 if busy else _IDLE_POLL)
+            if messages:
+                self._dispatch(messages)
+            if self._to_resume:
+                self._resume_drained()
+            checkpoint.poll()
+            now = time.monotonic()
+            if now >= next_checkpoint:
+                checkpoint.commit(self._states.values())
+                next_checkpoint = now + interval
+            await asyncio.sleep(0 if messages or not busy else _BUSY_NAP)
+
+    def _busy(self) -> bool:
+        return any(state.inflight for state in self._states.values())
+
+    async def _shutdown(self) -> None:
+        states = list(self._states.values())
+        for state in states:
+            for lane in state.lanes:
+                lane.close()
+        tasks = [task for state in states for task in state.tasks if not task.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
+            if pending:
+                log.warning(
+                    "%d agent instance(s) still busy after %.0fs; cancelling them (their "
+                    "events stay uncommitted and will be processed again)",
+                    len(pending),
+                    self.settings.shutdown_timeout,
+                )
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        if self._checkpoint is not None:
+            try:
+                self._checkpoint.commit(self._states.values())
+            except KafkaOperationError as exc:
+                log.error(
+                    "final commit failed: %s (uncommitted events will be processed again)", exc
+                )
+        if self._consumer is not None:
+            self._consumer.close()  # leaves the group; the revoke callback finds nothing to do
+            self._consumer = None
+        if self._checkpoint is not None:
+            self._checkpoint.close()
+        log.info("worker stopped")
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def _dispatch(self, messages: list[Message]) -> None:
+        states = self._states
+        touched: set[PartitionState] = set()
+        for message in messages:
+            if message.error() is not None:
+                self._on_message_error(message)
+                continue
+            # A message without an error always has topic, partition and offset; the
+            # client's stubs cannot know that, hence the ignores on the hot path.
+            state = states.get((message.topic(), message.partition()))  # type: ignore[arg-type]
+            if state is None:  # revoked after the fetch
+                continue
+            source = self._sources[state.topic]
+            raw_key: bytes | None = message.key()
+            offset: int = message.offset()  # type: ignore[assignment]
+            try:
+                event = Event(
+                    source.decode_key(raw_key),
+                    source.decode_value(message.value()),
+                    message.headers() or [],  # type: ignore[arg-type]
+                    message.timestamp()[1],
+                    state.topic,
+                    state.partition,
+                    offset,
+                )
+            except SerializationError as exc:
+                log.error("%s@%d cannot be decoded, skipped: %s", state.label, offset, exc)
+                state.skip(offset)
+                continue
+            routes = state.routes
+            pending = Pending(event, len(routes), offset)
+            state.track(pending)
+            for lanes in routes:
+                if len(lanes) == 1:
+                    lanes[0].push(pending)
+                elif raw_key is None:
+                    lanes[offset % len(lanes)].push(pending)
+                else:
+                    lanes[zlib.crc32(raw_key) % len(lanes)].push(pending)
+            state.buffered += len(routes)
+            touched.add(state)
+        limit = self.settings.lane_buffer
+        to_pause = [s for s in touched if not s.paused and s.buffered >= limit]
+        if to_pause and self._consumer is not None:
+            self._consumer.pause([TopicPartition(s.topic, s.partition) for s in to_pause])
+            for state in to_pause:
+                state.paused = True
+            log.debug("paused %s: lanes full", format_partitions(to_pause))
+
+    def _on_taken(self, state: PartitionState) -> None:
+        if state.buffered <= self.settings.lane_buffer // 2:
+            self._to_resume.add(state)
+
+    def _resume_drained(self) -> None:
+        drained = [
+            s for s in self._to_resume if s.paused and (s.topic, s.partition) in self._states
+        ]
+        self._to_resume.clear()
+        if drained and self._consumer is not None:
+            self._consumer.resume([TopicPartition(s.topic, s.partition) for s in drained])
+            for state in drained:
+                state.paused = False
+            log.debug("resumed %s: lanes drained", format_partitions(drained))
+
+    def _release(self, outputs: list[Output]) -> None:
+        assert self._checkpoint is not None
+        self._checkpoint.release(outputs)
+
+    def _on_message_error(self, message: Message) -> None:
+        err = message.error()
+        if err is None:
+            return
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        if err.fatal():
+            raise KafkaOperationError(f"fatal consumer error: {err.str()}")
+        log.warning("consumer: %s (%s[%s])", err.str(), message.topic(), message.partition())
+
+    # -- rebalance callbacks (run inside consume(), on the loop thread) ---------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        for tp in partitions:
+            state = PartitionState(tp.topic, tp.partition, self._release)
+            for agent in self._subscribers.get(tp.topic, []):
+                lanes = [Lane(state, agent, i, self._on_taken) for i in range(agent.concurrency)]
+                state.routes.append(lanes)
+                state.tasks.extend(asyncio.ensure_future(run_lane(lane)) for lane in lanes)
+            self._states[(tp.topic, tp.partition)] = state
+        log.info(
+            "assigned %s (now owning %d partitions)",
+            format_partitions(partitions),
+            len(self._states),
+        )
+
+    def _release_partitions(self, partitions: list[TopicPartition], *, commit: bool) -> None:
+        states = [
+            state
+            for tp in partitions
+            if (state := self._states.pop((tp.topic, tp.partition), None)) is not None
+        ]
+        for state in states:
+            for lane in state.lanes:
+                lane.close()
+        if commit and self._checkpoint is not None:
+            self._checkpoint.commit(states)
+        for state in states:
+            for task in state.tasks:
+                task.cancel()
+            self._to_resume.discard(state)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        # Cooperative revoke: commit what is complete first, so the next owner starts there.
+        self._release_partitions(partitions, commit=True)
+        log.info(
+            "revoked %s (now owning %d partitions)",
+            format_partitions(partitions),
+            len(self._states),
+        )
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost means another member may already own them: committing now could overwrite
+        # its progress, so drop everything uncommitted (it is processed again: at-least-once).
+        self._release_partitions(partitions, commit=False)
+        log.warning("lost %s without a clean hand-over", format_partitions(partitions))
+
+
+def run_worker(app: App) -> None:
+    """Run a worker for ``app`` in a fresh event loop until it is stopped."""
+    asyncio.run(Worker(app).run())
+
+
+__all__ = ["Worker", "format_partitions", "run_worker"]

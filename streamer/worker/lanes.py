@@ -188,8 +188,7 @@ async def run_lane(lane: Lane) -> None:
             failed = [p.event for p in lane.current]
             where = ", ".join(f"{e.topic}[{e.partition}]@{e.offset}" for e in failed) or "no event"
             log.exception(
-                "agent %r failed on %s; that event is skipped (its outputs dropped) "
-                "and the agent restarted",
+                "agent %r failed on %s; skipped (its outputs dropped), agent restarted",
                 agent.name,
                 where,
             )

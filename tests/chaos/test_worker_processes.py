@@ -1,0 +1,112 @@
+"""Worker processes under kill -9, scaling and SIGTERM (at-least-once: nothing lost)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kafkatools import WorkerProcess, committed, end_offsets, produce, read_all
+
+PARTITIONS = 6
+
+
+@pytest.fixture
+def echo_env(kafka_bootstrap: str, create_topic, unique_name) -> dict[str, str]:
+    return {
+        "STREAMER_BROKERS": kafka_bootstrap,
+        "TEST_APP_ID": unique_name("echo"),
+        "TEST_SRC": create_topic("src", partitions=PARTITIONS),
+        "TEST_OUT": create_topic("out", partitions=PARTITIONS),
+        "TEST_PARTITIONS": str(PARTITIONS),
+        "TEST_CONCURRENCY": "2",
+    }
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.close()
+
+
+def _records(start: int, stop: int) -> Iterator[tuple[bytes, bytes]]:
+    return ((f"k{i % 97}".encode(), str(i).encode()) for i in range(start, stop))
+
+
+def _outputs(bootstrap: str, topic: str, expect: int) -> set[str]:
+    return {m.value().decode() for m in read_all(bootstrap, topic, expect=expect, timeout=120)}
+
+
+def _wait_for_outputs(bootstrap: str, topic: str, at_least: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(read_all(bootstrap, topic, expect=at_least, timeout=5, idle=1)) >= at_least:
+            return
+    raise AssertionError(f"fewer than {at_least} outputs on {topic} after {timeout}s")
+
+
+def test_kill_9_mid_stream_loses_nothing(
+    kafka_bootstrap: str, echo_env: dict[str, str], workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    total = 20_000
+    produce(kafka_bootstrap, echo_env["TEST_SRC"], _records(0, total))
+    env = {**echo_env, "TEST_DELAY": "0.0005"}
+    first = WorkerProcess("tests.apps.echo", env, tmp_path, "first")
+    workers.append(first)
+    _wait_for_outputs(kafka_bootstrap, echo_env["TEST_OUT"], 2_000)
+    first.kill()  # mid-stream: thousands of records still unprocessed
+    second = WorkerProcess("tests.apps.echo", echo_env, tmp_path, "second")
+    workers.append(second)
+    expected = {f"k{i % 97}:{i}" for i in range(total)}
+    outputs = _outputs(kafka_bootstrap, echo_env["TEST_OUT"], total)
+    assert expected <= outputs, f"{len(expected - outputs)} inputs never reached the sink"
+    assert second.terminate() < 15
+
+
+def test_workers_join_and_leave_without_losing_records(
+    kafka_bootstrap: str, echo_env: dict[str, str], workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    src, out = echo_env["TEST_SRC"], echo_env["TEST_OUT"]
+    env = {**echo_env, "TEST_DELAY": "0.0002"}
+    workers.extend(WorkerProcess("tests.apps.echo", env, tmp_path, f"w{i}") for i in range(2))
+    produce(kafka_bootstrap, src, _records(0, 5_000))
+    _wait_for_outputs(kafka_bootstrap, out, 1_000)
+    workers.append(WorkerProcess("tests.apps.echo", env, tmp_path, "w2"))  # a third joins
+    produce(kafka_bootstrap, src, _records(5_000, 10_000))
+    time.sleep(4)
+    assert workers[0].terminate() < 15  # one leaves
+    produce(kafka_bootstrap, src, _records(10_000, 15_000))
+    expected = {f"k{i % 97}:{i}" for i in range(15_000)}
+    outputs = _outputs(kafka_bootstrap, out, 15_000)
+    assert expected <= outputs, f"{len(expected - outputs)} inputs never reached the sink"
+    # Every partition is served: the remaining workers commit up to the log end everywhere.
+    deadline = time.monotonic() + 30
+    ends = end_offsets(kafka_bootstrap, src, PARTITIONS)
+    while committed(kafka_bootstrap, echo_env["TEST_APP_ID"], src, PARTITIONS) != ends:
+        assert time.monotonic() < deadline, "some partition is not served after the rebalances"
+        time.sleep(0.5)
+    logs = workers[1].log() + workers[2].log()
+    assert "assigned" in logs and "revoked" in logs
+
+
+def test_sigterm_exits_quickly_with_everything_committed(
+    kafka_bootstrap: str, echo_env: dict[str, str], workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    total = 3_000
+    produce(kafka_bootstrap, echo_env["TEST_SRC"], _records(0, total))
+    worker = WorkerProcess("tests.apps.echo", echo_env, tmp_path, "term")
+    workers.append(worker)
+    _wait_for_outputs(kafka_bootstrap, echo_env["TEST_OUT"], total)
+    took = worker.terminate()
+    assert worker.proc.returncode == 0
+    assert took < 10, f"SIGTERM took {took:.1f}s"
+    src = echo_env["TEST_SRC"]
+    assert committed(kafka_bootstrap, echo_env["TEST_APP_ID"], src, PARTITIONS) == end_offsets(
+        kafka_bootstrap, src, PARTITIONS
+    )
+    log = worker.log()
+    assert "worker started" in log and "worker stopped" in log

@@ -1,0 +1,78 @@
+"""`streamer kafka up|status|down` as a user runs them: the real CLI in a subprocess.
+
+It uses the shared jar cache (HOME / XDG_CACHE_HOME untouched); the instance home is the
+default one for a fresh free port, wiped at the end, so it never meets another broker.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from streamer.kafka.local import KAFKA_VERSION, LocalKafka, free_port_pair
+
+_CLI = [sys.executable, "-c", "from streamer.cli import main; main()"]
+
+
+def _streamer(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*_CLI, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, f"streamer {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}"
+    return proc
+
+
+def _pid(text: str) -> int:
+    match = re.search(r"\(pid (\d+)", text)
+    assert match, text
+    return int(match.group(1))
+
+
+@pytest.mark.timeout(400)
+def test_up_status_down_cycle() -> None:
+    port = free_port_pair()
+    bootstrap = f"127.0.0.1:{port}"
+    broker = LocalKafka(port)  # the same instance the CLI manages for --port
+    try:
+        first = _streamer("kafka", "up", "--port", str(port))
+        assert f"started Kafka {KAFKA_VERSION} on {bootstrap}" in first.stdout
+        pid = _pid(first.stdout)
+        assert broker.status().pid == pid
+
+        second = _streamer("kafka", "up", "--port", str(port))
+        assert f"Kafka is already running on {bootstrap} (pid {pid})" in second.stdout
+        assert "starting" not in second.stderr  # nothing new was launched
+        assert broker.status().pid == pid
+
+        status = _streamer("kafka", "status", "--port", str(port))
+        assert f"Kafka on {bootstrap} is running (pid {pid}" in status.stdout
+
+        logs = _streamer("kafka", "logs", "--port", str(port), "-n", "200")
+        assert "Kafka Server started" in logs.stdout
+
+        down = _streamer("kafka", "down", "--port", str(port))
+        assert f"stopped Kafka on {bootstrap} (pid {pid})" in down.stdout
+
+        after = _streamer("kafka", "status", "--port", str(port))
+        assert f"Kafka on {bootstrap} is stopped" in after.stdout
+        assert not broker.status().running
+
+        again = _streamer("kafka", "down", "--port", str(port))
+        assert "was not running" in again.stdout
+    finally:
+        broker.wipe()  # stops the broker if an assertion fired while it ran
+
+
+def test_logs_without_a_broker_is_one_line_error() -> None:
+    port = free_port_pair()
+    proc = subprocess.run(
+        [*_CLI, "kafka", "logs", "--port", str(port)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: no log at {LocalKafka(port).log_file}: Kafka was never started on port {port} "
+        f"(start it with `streamer kafka up --port {port}`)"
+    ]

@@ -1,0 +1,160 @@
+"""Helpers for tests against the real broker: produce, read back, committed offsets, and
+worker processes that can be killed. Nothing here fakes Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streamer import App
+from streamer.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+    """Produce ``records`` (key, value) with murmur2 partitioning, as streamer does."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"}
+    )
+    count = 0
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        count += 1
+    assert producer.flush(60) == 0
+    return count
+
+
+def read_all(
+    bootstrap: str,
+    topic: str,
+    *,
+    expect: int | None = None,
+    timeout: float = 60.0,
+    idle: float = 3.0,
+    isolation: str = "read_committed",
+) -> list[Any]:
+    """Read ``topic`` from the start: until ``expect`` records arrived, or nothing came for
+    ``idle`` seconds, bounded by ``timeout``. Returns the messages."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{os.getpid()}-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(1000, 0.5)
+            batch = [m for m in batch if m.error() is None]
+            if batch:
+                messages.extend(batch)
+                last = time.monotonic()
+            if expect is not None and len(messages) >= expect:
+                # Linger briefly so duplicates or extras would be seen too.
+                messages.extend(m for m in consumer.consume(1000, 1.0) if m.error() is None)
+                break
+            if expect is None and time.monotonic() - last > idle:
+                break
+    finally:
+        consumer.close()
+    return messages
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offset per partition (-1001 when none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        result = consumer.committed(
+            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+        )
+        return {tp.partition: tp.offset for tp in result}
+    finally:
+        consumer.close()
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+async def run_until(app: App, done: Callable[[], bool], *, timeout: float = 120.0) -> Worker:
+    """Run a worker for ``app`` in this loop until ``done()``; then stop it cleanly."""
+    worker = Worker(app, handle_signals=False)
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while not done():
+            if task.done():
+                task.result()
+                raise AssertionError("worker stopped before the condition held")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not reached within {timeout}s")
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 60)
+    return worker
+
+
+class WorkerProcess:
+    """`streamer worker` in a child process, with its output in a log file."""
+
+    def __init__(self, app_path: str, env: dict[str, str], log_dir: Path, name: str) -> None:
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "worker", app_path],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def terminate(self, timeout: float = 30.0) -> float:
+        """SIGTERM and wait; returns how long the exit took."""
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout)
+        return time.monotonic() - start
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.alive():
+            self.kill()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

@@ -8,6 +8,7 @@ import click
 import orjson
 
 from streamer.errors import ConfigError
+from streamer.kafka.clients import check_reachable, make_admin
 from streamer.serde import BytesSerde, JsonSerde, StrSerde
 from streamer.worker import load_app, run_worker
 
@@ -37,6 +38,9 @@ def send(
             raise ConfigError("--brokers and --app both given; the app names its brokers")
     else:
         app = App("streamer-cli", brokers=brokers)
+    check_reachable(
+        make_admin(app.settings.brokers, app.settings.kafka_config), app.settings.brokers
+    )
     declared = app.topics.get(topic)
     if declared is None:
         # Undeclared topic: key as text, value as JSON if it parses, else as text.

@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` and `make test`. Both set up everything first
+# (a virtualenv with streamer and its dev tools; Kafka's jars come through Maven on first use).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint kafka-up kafka-down bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+kafka-up: setup
+	$(BIN)/streamer kafka up
+
+kafka-down: setup
+	$(BIN)/streamer kafka down
+
+# Runs apps.wordcount with `streamer worker` on the local broker and prints its output.
+demo: kafka-up
+	STREAMER_BROKERS=127.0.0.1:9092 $(BIN)/python -m apps.demo
+
+# Starts its own broker for the session (or uses STREAMER_TEST_BROKERS) and runs every test.
+test: setup
+	$(BIN)/pytest -q -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check streamer tests apps
+	$(BIN)/ruff format --check streamer tests apps
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Runnable example apps; each is exercised by the tests."""

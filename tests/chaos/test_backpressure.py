@@ -1,0 +1,49 @@
+"""A slow agent over a backlog of 1,000,000 records: the worker's memory stays bounded,
+because full lanes pause their partitions instead of buffering (DESIGN §2 rule 8)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.kafkatools import WorkerProcess, committed, produce
+
+BACKLOG = 1_000_000
+RSS_BOUND_MB = 300  # a worker holding the whole backlog would need well over this
+GROWTH_BOUND_MB = 40
+
+
+def test_memory_stays_flat_under_a_large_backlog(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
+) -> None:
+    src = create_topic("backlog", partitions=2)
+    out = create_topic("backlog-out", partitions=2)
+    payload = b"x" * 100  # ~120 MB of backlog in all
+    produce(kafka_bootstrap, src, ((str(i % 1000).encode(), payload) for i in range(BACKLOG)))
+    env = {
+        "STREAMER_BROKERS": kafka_bootstrap,
+        "TEST_APP_ID": unique_name("slow"),
+        "TEST_SRC": src,
+        "TEST_OUT": out,
+        "TEST_PARTITIONS": "2",
+        "TEST_DELAY": "0.001",  # a slow agent: ~1,000 events/s per lane
+    }
+    worker = WorkerProcess("tests.apps.echo", env, tmp_path, "slow")
+    try:
+        process = psutil.Process(worker.proc.pid)
+        samples: list[float] = []
+        for _ in range(25):
+            time.sleep(1)
+            assert worker.alive(), worker.log()
+            samples.append(process.memory_info().rss / 2**20)
+        steady = samples[5:]  # after start-up and the first fetches
+        assert max(samples) < RSS_BOUND_MB, f"RSS samples (MB): {samples}"
+        assert max(steady) - min(steady) < GROWTH_BOUND_MB, f"RSS grew: {samples}"
+        assert worker.terminate(timeout=60) < 15
+        # It was really working through the backlog, and committed what it processed.
+        done = sum(committed(kafka_bootstrap, env["TEST_APP_ID"], src, 2).values())
+        assert 5_000 < done < BACKLOG
+    finally:
+        worker.close()

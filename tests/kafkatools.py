@@ -158,3 +158,30 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def create_app_topics(app: App) -> None:
+    """Create every topic ``app`` declares, as its worker would at start."""
+    from confluent_kafka.admin import AdminClient
+
+    from streamer.kafka.admin import ensure_topics
+
+    ensure_topics(
+        AdminClient({"bootstrap.servers": app.settings.brokers}),
+        [topic.spec for topic in app.topics.values()],
+        auto_create=True,
+        default_replication=1,
+    )
+
+
+def observe_yields(app: App, agent_name: str, seen: list[Any]) -> None:
+    """Wrap a yielding agent so every item it yields is also appended to ``seen``."""
+    agent = next(a for a in app.agents if a.name == agent_name)
+    original = agent.fn
+
+    async def observed(stream: Any) -> Any:
+        async for item in original(stream):
+            seen.append(item)
+            yield item
+
+    object.__setattr__(agent, "fn", observed)  # Agent is frozen: tests only

@@ -17,6 +17,7 @@ from streamer.errors import (
 from streamer.events import Event, Record
 from streamer.serde import Serde, avro
 from streamer.settings import ProcessingGuarantee, Settings
+from streamer.state import Table
 from streamer.topics import Topic
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Settings",
     "Stream",
     "StreamerError",
+    "Table",
     "Topic",
     "TopicMismatchError",
     "avro",

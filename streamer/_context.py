@@ -8,13 +8,24 @@ passing anything around. Outside a worker the variable is unset and sends go out
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from streamer.events import Headers
 
+if TYPE_CHECKING:
+    from streamer.state.table import TableWrite
+
 
 class Stager(Protocol):
-    """Something that holds outputs with the event in progress until it completes."""
+    """Something that holds outputs and table writes with the event in progress until it
+    completes (a worker lane)."""
+
+    @property
+    def partition(self) -> int:
+        """The source partition of the event in progress (= the table partition)."""
+        ...
+
+    def stage_write(self, write: TableWrite) -> None: ...
 
     def stage(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None

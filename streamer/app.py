@@ -16,6 +16,7 @@ from streamer.events import Headers
 from streamer.kafka.clients import make_producer
 from streamer.serde import Serde, serde_for
 from streamer.settings import Settings, load_settings
+from streamer.state.table import Table
 from streamer.topics import Topic
 
 
@@ -36,6 +37,7 @@ class App:
         self.settings: Settings = load_settings(**settings)
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
+        self.tables: dict[str, Table] = {}
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
 
@@ -111,6 +113,32 @@ class App:
             return fn
 
         return register
+
+    def table(
+        self,
+        name: str,
+        *,
+        default: Callable[[], Any] | None = None,
+        key_type: object = str,
+        value_type: object = None,
+        partitions: int | None = None,
+    ) -> Table:
+        """Declare a table: dict-like state in RocksDB, backed by the compacted changelog
+        topic ``<app id>-<name>-changelog``. Values are JSON unless ``value_type`` says
+        otherwise; ``default`` (a callable such as ``int``) answers reads of absent keys.
+        """
+        if name in self.tables:
+            raise ConfigError(f"table {name!r} is declared twice")
+        table = Table(
+            name,
+            changelog=f"{self.id}-{name}-changelog",
+            default=default,
+            key_serde=self._serde(key_type),
+            value_serde=self._serde(dict if value_type is None else value_type),
+            partitions=partitions,
+        )
+        self.tables[name] = table
+        return table
 
     def run(self) -> None:
         """Run a worker for this app until SIGINT/SIGTERM (what `streamer worker` does)."""

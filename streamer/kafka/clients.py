@@ -51,6 +51,7 @@ def make_consumer(brokers: str, group_id: str, overrides: dict[str, Any]) -> Con
     """A consumer in ``group_id``; ``overrides`` (user librdkafka options) win."""
     config = {"bootstrap.servers": brokers, "group.id": group_id, **CONSUMER_DEFAULTS}
     config["error_cb"] = _log_client_error
+    config["logger"] = _client_log
     config.update(overrides)
     return Consumer(config)
 
@@ -59,12 +60,21 @@ def make_producer(brokers: str, overrides: dict[str, Any]) -> Producer:
     """A producer with streamer's defaults; ``overrides`` win."""
     config: dict[str, Any] = {"bootstrap.servers": brokers, **PRODUCER_DEFAULTS}
     config["error_cb"] = _log_client_error
+    config["logger"] = _client_log
     config.update(overrides)
     return Producer(config)
 
 
+# librdkafka's own log lines go through Python logging, never raw to stderr.
+_client_log = logging.getLogger("streamer.kafka.client")
+# The admin client mostly probes reachability at start; its connection failures are
+# reported once, by check_reachable, in words.
+_admin_log = logging.getLogger("streamer.kafka.admin-client")
+_admin_log.setLevel(logging.CRITICAL)
+
+
 def make_admin(brokers: str, overrides: dict[str, Any]) -> AdminClient:
-    config = {"bootstrap.servers": brokers, **overrides}
+    config = {"bootstrap.servers": brokers, "logger": _admin_log, **overrides}
     return AdminClient(config)
 
 

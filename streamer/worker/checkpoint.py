@@ -3,11 +3,16 @@
 At-least-once, in this fixed order (DESIGN §2):
 
 1. released outputs were handed to the producer as their events completed (``release``);
-2. flush the producer, so every output of a completed event is acknowledged by Kafka;
-3. stop if any delivery failed (the offsets stay uncommitted and are processed again);
-4. commit, per partition, the completed contiguous prefix + 1.
+2. produce one changelog record per table key changed by completed events (latest value,
+   or a tombstone);
+3. flush the producer, so every output and changelog record is acknowledged by Kafka;
+4. stop if any delivery failed (the offsets stay uncommitted and are processed again);
+5. commit, per partition, the completed contiguous prefix + 1;
+6. write each table partition's changes to RocksDB in one WriteBatch with the changelog
+   offset that recovery resumes from.
 
-A crash anywhere before step 4 loses nothing: the events are consumed again.
+A crash before step 5 loses nothing: the events are consumed again. A crash between 5 and 6
+leaves RocksDB behind its changelog, and recovery replays the difference.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streamer.errors import KafkaOperationError
+from streamer.state.store import CHANGELOG_OFFSET
+from streamer.state.table import TablePartition
 from streamer.worker.partition import Output, PartitionState
 
 log = logging.getLogger("streamer.checkpoint")
@@ -60,13 +67,16 @@ class AtLeastOnceCheckpoint:
 
     def commit(self, states: Iterable[PartitionState]) -> None:
         """Commit the completed prefix of ``states`` once their outputs are acknowledged."""
+        states = list(states)
         due = [
             (state, state.next_commit)
             for state in states
             if state.next_commit is not None and state.next_commit != state.committed
         ]
-        if not due:
+        parts = [part for state in states for part in state.tables if part.dirty]
+        if not due and not parts:
             return
+        self._produce_changelogs(parts)
         remaining = self._producer.flush(FLUSH_TIMEOUT)
         if remaining:
             raise KafkaOperationError(
@@ -81,6 +91,29 @@ class AtLeastOnceCheckpoint:
                 f"{count} output record(s) could not be delivered (first: {first}); "
                 "offsets not committed (the events will be processed again)"
             )
+        if due:
+            self._commit_offsets(due)
+        # The changelog holds these changes now, whatever happened to the commit: the local
+        # store mirrors the changelog.
+        for part in parts:
+            written, part.dirty = part.dirty, {}
+            part.changelog_end += len(written)
+            part.store.apply(written, {CHANGELOG_OFFSET: part.changelog_end})
+            part.checkpointed(written)
+
+    def _produce_changelogs(self, parts: list[TablePartition]) -> None:
+        produce = self._producer.produce
+        for part in parts:
+            topic, partition = part.table.changelog, part.partition
+            for key, value in part.dirty.items():
+                while True:
+                    try:
+                        produce(topic, value, key, partition, on_delivery=self._on_delivery)
+                        break
+                    except BufferError:
+                        self._producer.poll(0.05)
+
+    def _commit_offsets(self, due: list[tuple[PartitionState, int]]) -> None:
         offsets = [TopicPartition(s.topic, s.partition, offset) for s, offset in due]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)

@@ -17,6 +17,7 @@ from streamer._context import current_lane
 from streamer.agents import Agent, Stream
 from streamer.errors import StreamerError
 from streamer.events import Event, Headers, Record
+from streamer.state.table import TableWrite
 from streamer.worker.partition import PartitionState, Pending
 
 log = logging.getLogger("streamer.agent")
@@ -58,6 +59,10 @@ class Lane:
         self._on_taken = on_taken
         self._wakeup = asyncio.Event()
         self._waiting = False
+
+    @property
+    def partition(self) -> int:
+        return self.state.partition
 
     @property
     def label(self) -> str:
@@ -133,10 +138,28 @@ class Lane:
         self.current.clear()
 
     def drop_current(self) -> None:
-        """Complete the current event(s) without their outputs (the agent failed on them)."""
-        for pending in self.current:
+        """Complete the current event(s) without their effects (the agent failed on them):
+        outputs are dropped and table writes undone, newest first."""
+        for pending in reversed(self.current):
             pending.outputs = None
+            if pending.writes:
+                for part, key, _, had_entry, previous in reversed(pending.writes):
+                    part.undo(key, had_entry, previous)
+                pending.writes = None
         self.complete_current()
+
+    def stage_write(self, write: TableWrite) -> None:
+        """Hold a table write with the event being processed (the Stager protocol)."""
+        if not self.current:
+            # Undo at once: a write outside any event has nothing to commit with.
+            write[0].undo(write[1], write[3], write[4])
+            raise StreamerError(
+                f"agent {self.agent.name!r} wrote a table while no event was being processed"
+            )
+        holder = self.current[-1]
+        if holder.writes is None:
+            holder.writes = []
+        holder.writes.append(write)
 
     def stage(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
@@ -176,6 +199,7 @@ async def run_lane(lane: Lane) -> None:
     """
     current_lane.set(lane)
     agent = lane.agent
+    await lane.state.ready.wait()  # tables of this partition are restored
     while True:
         stream = Stream(lane)
         try:

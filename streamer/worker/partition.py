@@ -10,15 +10,15 @@ they cannot stall the prefix.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from streamer.events import Event, Headers
+from streamer.state.table import TablePartition, TableWrite
 
 if TYPE_CHECKING:
-    import asyncio
-
     from streamer.worker.lanes import Lane
 
 Output = tuple[str, bytes | None, bytes | None, Headers | None]
@@ -32,13 +32,14 @@ _SKIPPED = Event(None, None, [], 0, "", -1, -1)
 class Pending:
     """One record on its way through the agents of a partition."""
 
-    __slots__ = ("done", "event", "offset", "outputs", "remaining")
+    __slots__ = ("done", "event", "offset", "outputs", "remaining", "writes")
 
     def __init__(self, event: Event, remaining: int, offset: int) -> None:
         self.event = event
         self.offset = offset
         self.remaining = remaining
         self.outputs: list[Output] | None = None
+        self.writes: list[TableWrite] | None = None
         self.done = False
 
 
@@ -57,8 +58,10 @@ class PartitionState:
         "next_commit",
         "partition",
         "paused",
+        "ready",
         "release",
         "routes",
+        "tables",
         "tasks",
         "topic",
     )
@@ -73,6 +76,10 @@ class PartitionState:
         self.buffered = 0
         self.paused = False
         self.routes: list[list[Lane]] = []
+        # Table partitions co-partitioned with this source partition, and whether they are
+        # restored: lanes start their agents only once ``ready`` is set.
+        self.tables: list[TablePartition] = []
+        self.ready: asyncio.Event = asyncio.Event()
         self.tasks: list[asyncio.Task[Any]] = []
 
     @property
@@ -109,4 +116,7 @@ class PartitionState:
             head = inflight.popleft()
             if head.outputs:
                 self.release(head.outputs)
+            if head.writes:
+                for part, key, value, _, _ in head.writes:
+                    part.release(key, value)
             self.next_commit = head.offset + 1

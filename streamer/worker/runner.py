@@ -14,6 +14,7 @@ import signal
 import time
 import zlib
 from collections.abc import Iterable
+from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
@@ -28,6 +29,7 @@ from streamer.topics import Topic
 from streamer.worker.checkpoint import AtLeastOnceCheckpoint
 from streamer.worker.lanes import Lane, run_lane
 from streamer.worker.partition import Output, PartitionState, Pending
+from streamer.worker.tables import TableManager
 
 log = logging.getLogger("streamer.worker")
 
@@ -67,6 +69,7 @@ class Worker:
                 self._sources[topic.name] = topic
         self._consumer: Consumer | None = None
         self._checkpoint: AtLeastOnceCheckpoint | None = None
+        self._tables = TableManager(app, {})
         self.stopped = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -86,12 +89,17 @@ class Worker:
         for agent in self.app.agents:
             for topic in (*agent.topics, *agent.sinks):
                 specs[topic.name] = topic.spec
-        ensure_topics(
+        ensure = partial(
+            ensure_topics,
             admin,
-            list(specs.values()),
             auto_create=s.topic_auto_create,
             default_replication=s.topic_replication,
         )
+        counts = ensure(list(specs.values()))
+        self._tables = TableManager(self.app, {"bootstrap.servers": s.brokers, **client_config})
+        changelogs = self._tables.changelog_specs({name: counts[name] for name in self._sources})
+        if changelogs:
+            ensure(changelogs)
         consumer_overrides = {**client_config, **s.consumer_config}
         if s.instance_id:
             consumer_overrides.setdefault("group.instance.id", s.instance_id)
@@ -158,6 +166,9 @@ class Worker:
         for state in states:
             for lane in state.lanes:
                 lane.close()
+            if not state.ready.is_set():  # still restoring: its agents never started
+                for task in state.tasks:
+                    task.cancel()
         tasks = [task for state in states for task in state.tasks if not task.done()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
@@ -179,8 +190,15 @@ class Worker:
                     "final commit failed: %s (uncommitted events will be processed again)", exc
                 )
         if self._consumer is not None:
-            self._consumer.close()  # leaves the group; the revoke callback finds nothing to do
+            # Leaving the group revokes every partition: the revoke callback commits again
+            # (a no-op when the commit above went through; a retry when a rebalance had
+            # refused it) and closes the partitions' tables.
+            self._consumer.close()
             self._consumer = None
+        self._release_partitions(
+            [TopicPartition(s.topic, s.partition) for s in self._states.values()], commit=False
+        )
+        await self._tables.wait_idle()
         if self._checkpoint is not None:
             self._checkpoint.close()
         log.info("worker stopped")
@@ -277,6 +295,7 @@ class Worker:
                 state.routes.append(lanes)
                 state.tasks.extend(asyncio.ensure_future(run_lane(lane)) for lane in lanes)
             self._states[(tp.topic, tp.partition)] = state
+            self._tables.start(state)
         log.info(
             "assigned %s (now owning %d partitions)",
             format_partitions(partitions),
@@ -292,9 +311,15 @@ class Worker:
         for state in states:
             for lane in state.lanes:
                 lane.close()
+        paused = [TopicPartition(s.topic, s.partition) for s in states if s.paused]
+        if paused and self._consumer is not None:
+            # librdkafka keeps a partition's pause flag across unassign/assign: a partition
+            # revoked while paused would never be fetched again if it came back.
+            self._consumer.resume(paused)
         if commit and self._checkpoint is not None:
             self._checkpoint.commit(states)
         for state in states:
+            self._tables.release(state)
             for task in state.tasks:
                 task.cancel()
             self._to_resume.discard(state)

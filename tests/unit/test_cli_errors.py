@@ -40,8 +40,8 @@ def test_unreachable_broker_is_named() -> None:
 def test_worker_with_unreachable_broker() -> None:
     result = _streamer("worker", "apps.wordcount", STREAMER_BROKERS="127.0.0.1:1")
     assert result.returncode == 1
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: cannot reach Kafka at 127.0.0.1:1")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: cannot reach Kafka at 127.0.0.1:1")
     assert "Traceback" not in result.stderr
 
 

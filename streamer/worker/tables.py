@@ -1,0 +1,137 @@
+"""The worker's side of tables: changelog topics, opening and restoring a partition's stores
+on assignment, and closing them on revoke.
+
+A source partition's lanes start only when every table partition co-partitioned with it is
+restored (``PartitionState.ready``); the other partitions keep flowing meanwhile. A store is
+never opened while a previous handle on the same path is still open (a partition that comes
+back to this worker waits for its old recovery to finish), so RocksDB's lock never bites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from streamer.app import App
+from streamer.errors import ConfigError
+from streamer.kafka.admin import TopicSpec
+from streamer.state.recovery import restore
+from streamer.state.store import PartitionStore
+from streamer.state.table import TablePartition
+from streamer.worker.partition import PartitionState
+
+log = logging.getLogger("streamer.tables")
+
+CHANGELOG_CONFIG = {"cleanup.policy": "compact"}
+
+
+class TableManager:
+    """Opens, restores and closes the table partitions of the partitions this worker owns."""
+
+    def __init__(self, app: App, consumer_config: dict[str, Any]) -> None:
+        self.app = app
+        self.tables = list(app.tables.values())
+        self._consumer_config = consumer_config
+        self._open: dict[Path, asyncio.Event] = {}
+        self._cancel: dict[PartitionState, threading.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.restored_records = 0
+
+    def changelog_specs(self, source_partitions: dict[str, int]) -> list[TopicSpec]:
+        """Changelog topics, co-partitioned with the source topic (DESIGN §2 rule 6)."""
+        if not self.tables:
+            return []
+        if len(source_partitions) != 1:
+            raise ConfigError(
+                f"app {self.app.id!r} has tables and reads {len(source_partitions)} topics "
+                f"({', '.join(sorted(source_partitions))}); a table is co-partitioned with one "
+                "source topic: put the agents that use tables in an app of their own"
+            )
+        ((source, count),) = source_partitions.items()
+        specs = []
+        for table in self.tables:
+            if table.partitions is not None and table.partitions != count:
+                raise ConfigError(
+                    f"table {table.name!r} is declared with {table.partitions} partitions but "
+                    f"its source topic {source!r} has {count}; they must match"
+                )
+            table.partitions = count
+            specs.append(TopicSpec(table.changelog, count, None, dict(CHANGELOG_CONFIG)))
+        return specs
+
+    def path(self, table_name: str, partition: int) -> Path:
+        return Path(self.app.settings.state_dir) / self.app.id / table_name / str(partition)
+
+    def start(self, state: PartitionState) -> None:
+        """Restore ``state``'s table partitions in the background, then set ``state.ready``."""
+        if not self.tables:
+            state.ready.set()
+            return
+        cancel = threading.Event()
+        self._cancel[state] = cancel
+        task = asyncio.ensure_future(self._restore(state, cancel))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restore(self, state: PartitionState, cancel: threading.Event) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for table in self.tables:
+                path = self.path(table.name, state.partition)
+                while path in self._open:  # a previous owner of this path is still closing
+                    await self._open[path].wait()
+                self._open[path] = asyncio.Event()
+                store = await loop.run_in_executor(None, PartitionStore.open_or_rebuild, path)
+                part = TablePartition(table, state.partition, store)
+                state.tables.append(part)
+                if cancel.is_set():
+                    break
+                result = await loop.run_in_executor(
+                    None,
+                    restore,
+                    store,
+                    part.label,
+                    table.changelog,
+                    state.partition,
+                    self._consumer_config,
+                    cancel,
+                )
+                part.changelog_end = result.end_offset
+                self.restored_records += result.restored
+        except Exception:
+            log.exception("restoring tables of %s failed; the worker stops", state.label)
+            raise
+        finally:
+            self._cancel.pop(state, None)
+            if cancel.is_set():
+                self._close(state)
+        if cancel.is_set():
+            return
+        for part in state.tables:
+            part.table.attach(part)
+        state.ready.set()
+
+    def release(self, state: PartitionState) -> None:
+        """``state`` is no longer ours: close its stores, or stop its recovery first."""
+        cancel = self._cancel.get(state)
+        if cancel is not None:
+            cancel.set()  # the recovery task closes the stores when its thread returns
+            return
+        self._close(state)
+
+    def _close(self, state: PartitionState) -> None:
+        for part in state.tables:
+            part.table.detach(part.partition)
+            part.store.close()
+            closed = self._open.pop(part.store.path, None)
+            if closed is not None:
+                closed.set()
+        state.tables.clear()
+
+    async def wait_idle(self) -> None:
+        """Wait for recoveries still running (after their partitions were released)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

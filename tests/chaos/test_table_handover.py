@@ -1,0 +1,58 @@
+"""A table partition moves between workers: the new owner restores it from the changelog and
+continues; after a clean stop of one worker the counts are exact."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.kafkatools import WorkerProcess, committed, end_offsets, produce, read_all
+
+PARTITIONS = 4
+
+
+def _latest_counts(bootstrap: str, changelog: str) -> dict[str, int]:
+    return {m.key().decode(): int(m.value()) for m in read_all(bootstrap, changelog, idle=2)}
+
+
+def test_clean_stop_moves_partitions_and_counts_stay_exact(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
+) -> None:
+    src = create_topic("events", partitions=PARTITIONS)
+    app_id = unique_name("counter")
+    env = {
+        "STREAMER_BROKERS": kafka_bootstrap,
+        "TEST_APP_ID": app_id,
+        "TEST_SRC": src,
+        "TEST_PARTITIONS": str(PARTITIONS),
+        "TEST_DELAY": "0.0003",
+    }
+    workers = [
+        WorkerProcess(
+            "tests.apps.counter",
+            {**env, "STREAMER_STATE_DIR": str(tmp_path / f"state-{i}")},
+            tmp_path,
+            f"w{i}",
+        )
+        for i in range(2)
+    ]
+    try:
+        keys = [f"user-{i % 200}" for i in range(12_000)]
+        produce(kafka_bootstrap, src, ((k.encode(), b"x") for k in keys[:6_000]))
+        time.sleep(4)  # both workers own partitions and have counted some
+        assert workers[0].terminate() < 15  # a clean stop: its partitions move
+        produce(kafka_bootstrap, src, ((k.encode(), b"x") for k in keys[6_000:]))
+        ends = end_offsets(kafka_bootstrap, src, PARTITIONS)
+        deadline = time.monotonic() + 90
+        while committed(kafka_bootstrap, app_id, src, PARTITIONS) != ends:
+            assert time.monotonic() < deadline, workers[1].log()[-3000:]
+            time.sleep(0.5)
+        assert workers[1].terminate() < 15
+        survivor_log = workers[1].log()
+        assert "restoring" in survivor_log  # it rebuilt the moved partitions from the changelog
+        counts = _latest_counts(kafka_bootstrap, f"{app_id}-counts-changelog")
+        assert counts == Counter(keys)
+    finally:
+        for worker in workers:
+            worker.close()

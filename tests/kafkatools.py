@@ -126,11 +126,20 @@ async def run_until(app: App, done: Callable[[], bool], *, timeout: float = 120.
 class WorkerProcess:
     """`streamer worker` in a child process, with its output in a log file."""
 
-    def __init__(self, app_path: str, env: dict[str, str], log_dir: Path, name: str) -> None:
+    def __init__(
+        self,
+        app_path: str,
+        env: dict[str, str],
+        log_dir: Path,
+        name: str,
+        *,
+        instance: str | None = None,
+    ) -> None:
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
+        extra = ["--instance", instance] if instance else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "worker", app_path],
+            [sys.executable, "-m", "streamer", "worker", app_path, *extra],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=self._log,

@@ -10,9 +10,13 @@ from __future__ import annotations
 from streamer.cli.app_cmds import send, worker
 from streamer.cli.base import main
 from streamer.cli.kafka_cmd import kafka
+from streamer.cli.offsets_cmd import offsets
+from streamer.cli.tables_cmd import tables
 
 main.add_command(kafka)
 main.add_command(worker)
 main.add_command(send)
+main.add_command(offsets)
+main.add_command(tables)
 
 __all__ = ["main"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import click
 import orjson
@@ -15,8 +16,17 @@ from streamer.worker import load_app, run_worker
 
 @click.command()
 @click.argument("app_path", metavar="APP")
-def worker(app_path: str) -> None:
+@click.option(
+    "--instance",
+    default=None,
+    help="Stable worker identity (static membership; with exactly-once, the "
+    "transactional.id suffix, so a restart fences its predecessor at once).",
+)
+def worker(app_path: str, instance: str | None) -> None:
     """Run APP (module or module:attribute) until SIGINT/SIGTERM."""
+    if instance:
+        # Settings are read when the app module builds its App, so set it first.
+        os.environ["STREAMER_INSTANCE_ID"] = instance
     run_worker(load_app(app_path))
 
 

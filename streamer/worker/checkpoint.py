@@ -1,18 +1,21 @@
 """The checkpoint: the one place that decides when offsets are committed.
 
-At-least-once, in this fixed order (DESIGN §2):
+Outputs of completed events are handed to the producer as soon as they are released (in
+offset order); the checkpoint, every ``commit_interval``, on revoke and on stop, makes them
+durable together with the table changes and the source offsets, in a fixed order.
 
-1. released outputs were handed to the producer as their events completed (``release``);
-2. produce one changelog record per table key changed by completed events (latest value,
-   or a tombstone);
-3. flush the producer, so every output and changelog record is acknowledged by Kafka;
-4. stop if any delivery failed (the offsets stay uncommitted and are processed again);
-5. commit, per partition, the completed contiguous prefix + 1;
-6. write each table partition's changes to RocksDB in one WriteBatch with the changelog
-   offset that recovery resumes from.
+At-least-once (:class:`AtLeastOnceCheckpoint`):
 
-A crash before step 5 loses nothing: the events are consumed again. A crash between 5 and 6
-leaves RocksDB behind its changelog, and recovery replays the difference.
+1. produce one changelog record per table key changed by completed events;
+2. flush the producer: every output and changelog record is acknowledged;
+3. stop if any delivery failed (the offsets stay uncommitted, the events run again);
+4. commit, per partition, the completed contiguous prefix + 1;
+5. write each table partition's changes to RocksDB in one WriteBatch with the changelog
+   offset recovery resumes from.
+
+Exactly-once (:class:`ExactlyOnceCheckpoint`, KIP-447): released outputs go into the open
+transaction; the checkpoint produces the changelog records, sends the offsets with the
+consumer's group metadata, commits the transaction, and only then writes RocksDB.
 """
 
 from __future__ import annotations
@@ -24,24 +27,101 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streamer.errors import KafkaOperationError
-from streamer.state.store import CHANGELOG_OFFSET
+from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
 from streamer.state.table import TablePartition
 from streamer.worker.partition import Output, PartitionState
 
 log = logging.getLogger("streamer.checkpoint")
 
 FLUSH_TIMEOUT = 30.0
+Due = list[tuple[PartitionState, int]]
 
 
-class AtLeastOnceCheckpoint:
-    """Owns the producer's released outputs and the consumer's commits."""
+class TransactionAborted(Exception):
+    """The open transaction was aborted: every owned partition must rewind to its committed
+    offset and drop what it holds (raised by the exactly-once checkpoint; internal)."""
+
+
+class Checkpoint:
+    """What both guarantees share: releasing outputs, changelog records, RocksDB batches."""
 
     def __init__(self, consumer: Consumer, producer: Producer, brokers: str) -> None:
         self._consumer = consumer
         self._producer = producer
         self._brokers = brokers
-        self._delivery_failures: list[str] = []
         self.commits = 0
+
+    def release(self, outputs: list[Output]) -> None:
+        """Hand the outputs of completed events to the producer, in order. Never raises
+        a Kafka error: those surface at the next commit, the one place that handles them."""
+        produce = self._producer.produce
+        for topic, key, value, headers in outputs:
+            self._produce(produce, topic, value, key, headers=headers)
+
+    def _produce(self, produce: Any, *args: Any, **kwargs: Any) -> None:
+        while True:
+            try:
+                produce(*args, **kwargs)
+                return
+            except BufferError:
+                # The producer's queue is full: serve delivery reports until it drains.
+                self._producer.poll(0.05)
+
+    def poll(self) -> None:
+        """Serve producer callbacks without blocking."""
+        self._producer.poll(0)
+
+    def commit(self, states: Iterable[PartitionState]) -> None:
+        """Make the completed work of ``states`` durable: outputs, table changes, offsets."""
+        states = list(states)
+        due: Due = [
+            (state, state.next_commit)
+            for state in states
+            if state.next_commit is not None and state.next_commit != state.committed
+        ]
+        parts = [part for state in states for part in state.tables if part.dirty]
+        if due or parts or self._pending_work():
+            self._commit(due, parts)
+
+    def _pending_work(self) -> bool:
+        return False
+
+    def _commit(self, due: Due, parts: list[TablePartition]) -> None:
+        raise NotImplementedError
+
+    def _produce_changelogs(self, parts: list[TablePartition], **kwargs: Any) -> None:
+        produce = self._producer.produce
+        for part in parts:
+            topic, partition = part.table.changelog, part.partition
+            for key, value in part.dirty.items():
+                self._produce(produce, topic, value, key, partition, **kwargs)
+
+    @staticmethod
+    def _apply_tables(parts: list[TablePartition], markers: int, source: dict[int, int]) -> None:
+        """Write what the changelog now holds to RocksDB, with the offset to resume from.
+
+        ``markers`` is the number of transaction markers each written changelog partition
+        gained (1 under exactly-once, 0 otherwise): recovery must start after them.
+        """
+        for part in parts:
+            written, part.dirty = part.dirty, {}
+            part.changelog_end += len(written) + markers
+            meta = {CHANGELOG_OFFSET: part.changelog_end}
+            if part.partition in source:
+                meta[SOURCE_OFFSET] = source[part.partition]
+            part.store.apply(written, meta)
+            part.checkpointed(written)
+
+    def close(self) -> None:
+        self._producer.flush(FLUSH_TIMEOUT)
+
+
+class AtLeastOnceCheckpoint(Checkpoint):
+    """Flush, then commit offsets: a crash at any point loses nothing, may repeat some."""
+
+    def __init__(self, consumer: Consumer, producer: Producer, brokers: str) -> None:
+        super().__init__(consumer, producer, brokers)
+        self._delivery_failures: list[str] = []
 
     def _on_delivery(self, err: Any, message: Any) -> None:
         # Called only for failures (delivery.report.only.error).
@@ -49,34 +129,12 @@ class AtLeastOnceCheckpoint:
             self._delivery_failures.append(f"{message.topic()}: {err.str()}")
 
     def release(self, outputs: list[Output]) -> None:
-        """Hand the outputs of completed events to the producer, in order."""
-        produce = self._producer.produce
-        on_delivery = self._on_delivery
+        produce, on_delivery = self._producer.produce, self._on_delivery
         for topic, key, value, headers in outputs:
-            while True:
-                try:
-                    produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    # The producer's queue is full: serve delivery reports until it drains.
-                    self._producer.poll(0.05)
+            self._produce(produce, topic, value, key, headers=headers, on_delivery=on_delivery)
 
-    def poll(self) -> None:
-        """Serve producer callbacks without blocking."""
-        self._producer.poll(0)
-
-    def commit(self, states: Iterable[PartitionState]) -> None:
-        """Commit the completed prefix of ``states`` once their outputs are acknowledged."""
-        states = list(states)
-        due = [
-            (state, state.next_commit)
-            for state in states
-            if state.next_commit is not None and state.next_commit != state.committed
-        ]
-        parts = [part for state in states for part in state.tables if part.dirty]
-        if not due and not parts:
-            return
-        self._produce_changelogs(parts)
+    def _commit(self, due: Due, parts: list[TablePartition]) -> None:
+        self._produce_changelogs(parts, on_delivery=self._on_delivery)
         remaining = self._producer.flush(FLUSH_TIMEOUT)
         if remaining:
             raise KafkaOperationError(
@@ -84,36 +142,19 @@ class AtLeastOnceCheckpoint:
                 f"{FLUSH_TIMEOUT:.0f}s; offsets not committed (the events will be processed again)"
             )
         if self._delivery_failures:
-            first = self._delivery_failures[0]
-            count = len(self._delivery_failures)
+            first, count = self._delivery_failures[0], len(self._delivery_failures)
             self._delivery_failures.clear()
             raise KafkaOperationError(
                 f"{count} output record(s) could not be delivered (first: {first}); "
                 "offsets not committed (the events will be processed again)"
             )
-        if due:
-            self._commit_offsets(due)
-        # The changelog holds these changes now, whatever happened to the commit: the local
+        committed = self._commit_offsets(due) if due else False
+        # The changelog holds these changes whatever happened to the commit: the local
         # store mirrors the changelog.
-        for part in parts:
-            written, part.dirty = part.dirty, {}
-            part.changelog_end += len(written)
-            part.store.apply(written, {CHANGELOG_OFFSET: part.changelog_end})
-            part.checkpointed(written)
+        source = {s.partition: offset for s, offset in due} if committed else {}
+        self._apply_tables(parts, 0, source)
 
-    def _produce_changelogs(self, parts: list[TablePartition]) -> None:
-        produce = self._producer.produce
-        for part in parts:
-            topic, partition = part.table.changelog, part.partition
-            for key, value in part.dirty.items():
-                while True:
-                    try:
-                        produce(topic, value, key, partition, on_delivery=self._on_delivery)
-                        break
-                    except BufferError:
-                        self._producer.poll(0.05)
-
-    def _commit_offsets(self, due: list[tuple[PartitionState, int]]) -> None:
+    def _commit_offsets(self, due: Due) -> bool:
         offsets = [TopicPartition(s.topic, s.partition, offset) for s, offset in due]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
@@ -121,10 +162,8 @@ class AtLeastOnceCheckpoint:
             # Typically a rebalance in progress: the next checkpoint (or the new owner)
             # commits; nothing is lost, at worst processed twice.
             log.warning("commit of %d partition(s) failed, retrying later: %s", len(offsets), exc)
-            return
+            return False
         for state, offset in due:
             state.committed = offset
         self.commits += 1
-
-    def close(self) -> None:
-        self._producer.flush(FLUSH_TIMEOUT)
+        return True

@@ -54,6 +54,7 @@ class PartitionState:
     __slots__ = (
         "buffered",
         "committed",
+        "discarded",
         "inflight",
         "next_commit",
         "partition",
@@ -75,6 +76,7 @@ class PartitionState:
         self.committed: int | None = None
         self.buffered = 0
         self.paused = False
+        self.discarded = False
         self.routes: list[list[Lane]] = []
         # Table partitions co-partitioned with this source partition, and whether they are
         # restored: lanes start their agents only once ``ready`` is set.
@@ -110,7 +112,15 @@ class PartitionState:
         if self.inflight and self.inflight[0] is pending:
             self._advance()
 
+    def discard(self) -> None:
+        """Its work was aborted: stop its lanes and never release anything more from it."""
+        self.discarded = True
+        for lane in self.lanes:
+            lane.close()
+
     def _advance(self) -> None:
+        if self.discarded:
+            return
         inflight = self.inflight
         while inflight and inflight[0].done:
             head = inflight.popleft()

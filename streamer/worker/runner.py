@@ -16,20 +16,22 @@ import zlib
 from collections.abc import Iterable
 from functools import partial
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from streamer.agents import Agent
 from streamer.app import App
 from streamer.errors import ConfigError, KafkaOperationError, SerializationError
 from streamer.events import Event
-from streamer.kafka.admin import TopicSpec, ensure_topics
-from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
+from streamer.kafka.admin import ensure_topics
+from streamer.kafka.clients import check_reachable, make_admin, make_consumer
 from streamer.settings import redact
 from streamer.topics import Topic
-from streamer.worker.checkpoint import AtLeastOnceCheckpoint
+from streamer.worker.checkpoint import Checkpoint, TransactionAborted
+from streamer.worker.guarantee import make_checkpoint
 from streamer.worker.lanes import Lane, run_lane
 from streamer.worker.partition import Output, PartitionState, Pending
 from streamer.worker.tables import TableManager
+from streamer.worker.transactions import ExactlyOnceCheckpoint, ProducerFenced
 
 log = logging.getLogger("streamer.worker")
 
@@ -68,7 +70,8 @@ class Worker:
                 self._subscribers.setdefault(topic.name, []).append(agent)
                 self._sources[topic.name] = topic
         self._consumer: Consumer | None = None
-        self._checkpoint: AtLeastOnceCheckpoint | None = None
+        self._checkpoint: Checkpoint | None = None
+        self._rewind_pending = False
         self._tables = TableManager(app, {})
         self.stopped = asyncio.Event()
 
@@ -85,10 +88,8 @@ class Worker:
         client_config = {**s.kafka_config}
         admin = make_admin(s.brokers, client_config)
         check_reachable(admin, s.brokers)
-        specs: dict[str, TopicSpec] = {}
-        for agent in self.app.agents:
-            for topic in (*agent.topics, *agent.sinks):
-                specs[topic.name] = topic.spec
+        # Every declared topic, not only those agents read and yield to: `send` targets too.
+        specs = {name: topic.spec for name, topic in self.app.topics.items()}
         ensure = partial(
             ensure_topics,
             admin,
@@ -103,11 +104,9 @@ class Worker:
         consumer_overrides = {**client_config, **s.consumer_config}
         if s.instance_id:
             consumer_overrides.setdefault("group.instance.id", s.instance_id)
-        producer_overrides = {**client_config, **s.producer_config}
         consumer = make_consumer(s.brokers, self.app.group_id, consumer_overrides)
-        producer = make_producer(s.brokers, producer_overrides)
         self._consumer = consumer
-        self._checkpoint = AtLeastOnceCheckpoint(consumer, producer, s.brokers)
+        self._checkpoint = make_checkpoint(self.app.id, s, consumer)
         log.debug("consumer overrides: %s", redact(consumer_overrides))
         consumer.subscribe(
             sorted(self._subscribers),
@@ -139,23 +138,31 @@ class Worker:
                 self.stopped.set()
 
     async def _pump(self) -> None:
-        assert self._consumer is not None and self._checkpoint is not None
-        consumer, checkpoint = self._consumer, self._checkpoint
+        assert self._consumer is not None
+        consumer = self._consumer
         batch_size = self.settings.consume_batch
         interval = self.settings.effective_commit_interval
         next_checkpoint = time.monotonic() + interval
         while not self._stopping:
             busy = self._busy()
             messages = consumer.consume(batch_size, 0 if busy else _IDLE_POLL)
+            if self._rewind_pending:
+                # A transaction was aborted inside consume() (a rebalance callback). Seek
+                # only now, outside the callback: then everything this call returned
+                # predates the seek and is dropped, and everything after it is fresh.
+                self._rewind()
+                messages = []
             if messages:
                 self._dispatch(messages)
             if self._to_resume:
                 self._resume_drained()
-            checkpoint.poll()
+            self._checkpoint_poll()
             now = time.monotonic()
             if now >= next_checkpoint:
-                checkpoint.commit(self._states.values())
+                self._commit()
                 next_checkpoint = now + interval
+            if self._rewind_pending:
+                self._rewind()
             await asyncio.sleep(0 if messages or not busy else _BUSY_NAP)
 
     def _busy(self) -> bool:
@@ -184,7 +191,7 @@ class Worker:
                 await asyncio.gather(*pending, return_exceptions=True)
         if self._checkpoint is not None:
             try:
-                self._checkpoint.commit(self._states.values())
+                self._commit()
             except KafkaOperationError as exc:
                 log.error(
                     "final commit failed: %s (uncommitted events will be processed again)", exc
@@ -316,8 +323,9 @@ class Worker:
             # librdkafka keeps a partition's pause flag across unassign/assign: a partition
             # revoked while paused would never be fetched again if it came back.
             self._consumer.resume(paused)
-        if commit and self._checkpoint is not None:
-            self._checkpoint.commit(states)
+        if commit:
+            # Under exactly-once one transaction spans every partition: commit them all.
+            self._commit([*states, *self._states.values()])
         for state in states:
             self._tables.release(state)
             for task in state.tasks:
@@ -329,17 +337,58 @@ class Worker:
             return
         # Cooperative revoke: commit what is complete first, so the next owner starts there.
         self._release_partitions(partitions, commit=True)
-        log.info(
-            "revoked %s (now owning %d partitions)",
-            format_partitions(partitions),
-            len(self._states),
-        )
+        log.info("revoked %s (owning %d)", format_partitions(partitions), len(self._states))
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost means another member may already own them: committing now could overwrite
-        # its progress, so drop everything uncommitted (it is processed again: at-least-once).
+        # its progress, so drop everything uncommitted (it is processed again).
         self._release_partitions(partitions, commit=False)
         log.warning("lost %s without a clean hand-over", format_partitions(partitions))
+        if isinstance(self._checkpoint, ExactlyOnceCheckpoint):
+            # The open transaction holds work of the lost partitions too: abort it all.
+            self._checkpoint.abort("partitions were lost")
+            self._rewind_pending = True
+
+    # -- commits and their failures ----------------------------------------------------------
+
+    def _checkpoint_poll(self) -> None:
+        assert self._checkpoint is not None
+        self._checkpoint.poll()
+
+    def _commit(self, states: Iterable[PartitionState] | None = None) -> bool:
+        """Checkpoint ``states`` (all owned by default). Returns False when the transaction
+        was aborted: then every partition must rewind (the pump does it, outside consume)."""
+        assert self._checkpoint is not None
+        try:
+            self._checkpoint.commit(self._states.values() if states is None else states)
+            return True
+        except TransactionAborted:
+            pass
+        except ProducerFenced as exc:
+            log.error("%s", exc)
+            assert self._consumer is not None
+            self._checkpoint = make_checkpoint(self.app.id, self.settings, self._consumer)
+        self._rewind_pending = True
+        for state in self._states.values():
+            state.discard()  # nothing more of the aborted work may be released
+        return False
+
+    def _rewind(self) -> None:
+        """Drop every owned partition's in-flight work and staged state, and restart each
+        from its committed offset (after an aborted transaction). Never call it inside
+        consume(): the seek must come after everything that call returns."""
+        assert self._consumer is not None
+        self._rewind_pending = False
+        partitions = [TopicPartition(s.topic, s.partition) for s in self._states.values()]
+        if not partitions:
+            return
+        self._release_partitions(partitions, commit=False)
+        committed = self._consumer.committed(partitions, timeout=30)
+        self._on_assign(self._consumer, partitions)
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        log.warning("rewound %s to their committed offsets", format_partitions(partitions))
 
 
 def run_worker(app: App) -> None:

@@ -1,0 +1,363 @@
+"""Consumer-group offset tools: what an app's group has committed, and moving it (issue 6).
+
+:class:`GroupOffsets` reads the committed offset, the watermarks and the lag of every partition
+of an app's source topics, plans a reset (to an offset, a time, a shift, the earliest or the
+latest record) and applies it. A plan is validated completely before anything is written, so a
+bad partition or an out-of-range offset changes nothing. Applying refuses while the group has
+active members: the broker would overwrite (or reject) offsets a running worker still commits.
+
+Every user mistake is a :class:`~streamer.errors.ConfigError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from confluent_kafka import (
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+
+from streamer.errors import ConfigError, KafkaOperationError
+from streamer.kafka.clients import check_reachable, make_admin, make_consumer
+
+if TYPE_CHECKING:
+    from streamer.app import App
+
+TIMEOUT = 10.0
+# States in which the group is consuming (or about to), even if no member is listed.
+_BUSY_STATES = (
+    ConsumerGroupState.STABLE,
+    ConsumerGroupState.PREPARING_REBALANCING,
+    ConsumerGroupState.COMPLETING_REBALANCING,
+)
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    """One partition as the group sees it. ``committed`` is None when the group never
+    committed there; ``low``/``end`` are the first and next-to-be-written offsets the app's
+    consumer can read (``end`` is the last stable offset under read_committed)."""
+
+    topic: str
+    partition: int
+    committed: int | None
+    low: int
+    end: int
+
+    @property
+    def lag(self) -> int | None:
+        """Records the group has yet to process; None without a committed offset."""
+        return None if self.committed is None else max(self.end - self.committed, 0)
+
+
+@dataclass(frozen=True)
+class OffsetChange:
+    """A planned move of one partition's committed offset from ``old`` to ``new``."""
+
+    topic: str
+    partition: int
+    old: int | None
+    new: int
+
+
+ResetKind = Literal["offset", "datetime", "shift", "earliest", "latest"]
+
+
+@dataclass(frozen=True)
+class ResetTarget:
+    """Where to move offsets: ``value`` is the offset (``offset``), the shift (``shift``),
+    the UTC datetime (``datetime``), or None (``earliest``/``latest``)."""
+
+    kind: ResetKind
+    value: int | datetime | None = None
+
+    def describe(self) -> str:
+        if isinstance(self.value, datetime):
+            return f"{self.kind} {_iso(self.value)}"
+        return self.kind if self.value is None else f"{self.kind} {self.value}"
+
+
+def _iso(moment: datetime) -> str:
+    """ISO 8601 to the millisecond Kafka timestamps have, without zeros that say nothing."""
+    return moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
+
+
+def parse_datetime(text: str) -> datetime:
+    """ISO 8601 (``2024-05-01T12:00:00Z``, ``...+02:00``, a date alone); naive means UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{text!r} is not an ISO 8601 datetime (for example 2024-05-01T12:00:00Z)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+_SHORT_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.IGNORECASE)
+_ISO_DURATION = re.compile(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``1h``, ``90m``, ``2d12h``, ``30s`` or ISO 8601 ``PT1H``/``P1DT2H``; must be > 0."""
+    text = text.strip()
+    match = _SHORT_DURATION.fullmatch(text) or _ISO_DURATION.fullmatch(text)
+    if match is None or not any(match.groups()):
+        raise ConfigError(f"{text!r} is not a duration (for example 1h, 30m, 2d12h or PT1H)")
+    days, hours, minutes, seconds = (int(group or 0) for group in match.groups())
+    duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if duration <= timedelta(0):
+        raise ConfigError(f"duration {text!r} must be longer than zero")
+    return duration
+
+
+def source_topics(app: App) -> list[str]:
+    """The topics the app's agents read, sorted, each once."""
+    return sorted({topic.name for agent in app.agents for topic in agent.topics})
+
+
+def _one_line(exc: KafkaException) -> str:
+    err = exc.args[0] if exc.args else None
+    return err.str() if isinstance(err, KafkaError) else str(exc)
+
+
+class GroupOffsets:
+    """Offsets of ``app``'s consumer group. Use as a context manager (it holds clients).
+
+    The consumer shares the group id but never subscribes, so it never joins the group: it
+    only reads committed offsets and watermarks and looks offsets up by time.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.group = app.group_id
+        settings = app.settings
+        self._admin = make_admin(settings.brokers, dict(settings.kafka_config))
+        check_reachable(self._admin, settings.brokers)
+        self._consumer = make_consumer(
+            settings.brokers,
+            self.group,
+            {**settings.kafka_config, **settings.consumer_config, "enable.auto.commit": False},
+        )
+
+    def __enter__(self) -> GroupOffsets:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def partition_counts(self) -> dict[str, int]:
+        """Partition count of every topic in the cluster (a full listing: asking for one
+        topic by name could auto-create it on brokers that allow that)."""
+        metadata = self._admin.list_topics(timeout=TIMEOUT)
+        return {n: len(t.partitions) for n, t in metadata.topics.items() if t.error is None}
+
+    def show(self, topics: list[str]) -> list[PartitionOffsets]:
+        """Committed offset, watermarks and lag of every partition of ``topics`` that exist."""
+        counts = self.partition_counts()
+        wanted = [TopicPartition(t, p) for t in topics if t in counts for p in range(counts[t])]
+        return self._read(wanted)
+
+    def _read(self, partitions: list[TopicPartition]) -> list[PartitionOffsets]:
+        if not partitions:
+            return []
+        try:
+            committed = self._consumer.committed(partitions, timeout=TIMEOUT)
+            result = []
+            for tp in committed:
+                if tp.error is not None:
+                    raise KafkaOperationError(
+                        f"could not read the committed offset of {tp.topic}[{tp.partition}] "
+                        f"for group {self.group!r}: {tp.error.str()}"
+                    )
+                low, end = self._consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=TIMEOUT
+                )
+                offset = tp.offset if tp.offset >= 0 else None
+                result.append(PartitionOffsets(tp.topic, tp.partition, offset, low, end))
+        except KafkaException as exc:
+            raise KafkaOperationError(
+                f"could not read offsets of group {self.group!r}: {_one_line(exc)}"
+            ) from exc
+        return sorted(result, key=lambda po: (po.topic, po.partition))
+
+    # -- resetting ---------------------------------------------------------------------------
+
+    def plan(
+        self, topic: str, partitions: list[int] | None, target: ResetTarget
+    ) -> list[OffsetChange]:
+        """The changes a reset of ``topic`` (all partitions, or ``partitions``) would make.
+
+        Raises ConfigError, changing nothing, for an unknown topic or partition, a shift of a
+        partition without a committed offset, a time after the last record, or any new offset
+        outside [low watermark, end].
+        """
+        count = self.partition_counts().get(topic)
+        if count is None:
+            raise ConfigError(f"topic {topic!r} does not exist in the cluster")
+        chosen = sorted(set(partitions)) if partitions else list(range(count))
+        unknown = [p for p in chosen if not 0 <= p < count]
+        if unknown:
+            raise ConfigError(
+                f"topic {topic!r} has {count} partition(s) (0..{count - 1}); "
+                f"no partition {', '.join(map(str, unknown))}"
+            )
+        current = self._read([TopicPartition(topic, p) for p in chosen])
+        targets = self._targets(current, target)
+        changes = []
+        for po in current:
+            new = targets[po.partition]
+            if not po.low <= new <= po.end:
+                raise ConfigError(
+                    f"offset {new} for {topic}[{po.partition}] is outside the retained range "
+                    f"{po.low}..{po.end}; nothing was changed"
+                )
+            changes.append(OffsetChange(topic, po.partition, po.committed, new))
+        return changes
+
+    def _targets(self, current: list[PartitionOffsets], target: ResetTarget) -> dict[int, int]:
+        value = target.value
+        if target.kind == "earliest":
+            return {po.partition: po.low for po in current}
+        if target.kind == "latest":
+            return {po.partition: po.end for po in current}
+        if target.kind == "offset" and isinstance(value, int):
+            return {po.partition: value for po in current}
+        if target.kind == "shift" and isinstance(value, int):
+            missing = [po for po in current if po.committed is None]
+            if missing:
+                first = missing[0]
+                raise ConfigError(
+                    f"group {self.group!r} has no committed offset on {first.topic}"
+                    f"[{first.partition}] to shift; use --to-offset, --to-datetime or --to-earliest"
+                )
+            return {po.partition: (po.committed or 0) + value for po in current}
+        if target.kind == "datetime" and isinstance(value, datetime):
+            return self._offsets_at(current, value)
+        raise ValueError(f"invalid reset target {target!r}")  # a programming error
+
+    def _offsets_at(self, current: list[PartitionOffsets], moment: datetime) -> dict[int, int]:
+        millis = int(moment.timestamp() * 1000)
+        query = [TopicPartition(po.topic, po.partition, millis) for po in current]
+        try:
+            found = self._consumer.offsets_for_times(query, timeout=TIMEOUT)
+        except KafkaException as exc:
+            raise KafkaOperationError(
+                f"could not look up offsets by time: {_one_line(exc)}"
+            ) from exc
+        result = {}
+        for tp in found:
+            if tp.error is not None:
+                raise KafkaOperationError(
+                    f"could not look up {tp.topic}[{tp.partition}] at {_iso(moment)}: "
+                    f"{tp.error.str()}"
+                )
+            if tp.offset < 0:  # -1: every record is older than the requested time
+                raise ConfigError(
+                    f"{tp.topic}[{tp.partition}] has no record at or after "
+                    f"{_iso(moment)}; use --to-latest to skip everything"
+                )
+            result[tp.partition] = tp.offset
+        return result
+
+    def active_members(self) -> tuple[str, int]:
+        """The group's state name and its member count (("NONE", 0) if it does not exist)."""
+        try:
+            future = self._admin.describe_consumer_groups([self.group], request_timeout=TIMEOUT)
+            description = future[self.group].result(TIMEOUT)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return "NONE", 0
+            raise KafkaOperationError(
+                f"could not describe group {self.group!r}: {_one_line(exc)}"
+            ) from exc
+        members = len(description.members or [])
+        if description.state in _BUSY_STATES:
+            # A rebalancing group may momentarily list no members; it is still in use.
+            members = max(members, 1)
+        state = description.state.name if description.state is not None else "UNKNOWN"
+        return state, members
+
+    def ensure_idle(self) -> None:
+        """Raise ConfigError when the group has active members."""
+        state, members = self.active_members()
+        if members:
+            raise ConfigError(
+                f"consumer group {self.group!r} has {members} active member(s) (state "
+                f"{state}); stop the app's workers, then reset"
+            )
+
+    def apply(self, changes: list[OffsetChange]) -> None:
+        """Commit ``changes`` for the group (refused while it has active members)."""
+        self.ensure_idle()
+        request = ConsumerGroupTopicPartitions(
+            self.group, [TopicPartition(c.topic, c.partition, c.new) for c in changes]
+        )
+        try:
+            future = self._admin.alter_consumer_group_offsets([request])[self.group]
+            result = future.result(TIMEOUT)
+        except KafkaException as exc:
+            raise KafkaOperationError(
+                f"could not commit offsets for group {self.group!r}: {_one_line(exc)}"
+            ) from exc
+        failed = [tp for tp in result.topic_partitions or [] if tp.error is not None]
+        if failed:
+            tp = failed[0]
+            raise KafkaOperationError(
+                f"could not commit {tp.topic}[{tp.partition}] for group {self.group!r}: "
+                f"{tp.error.str()}"
+            )
+
+    def changelogs(self) -> list[str]:
+        """The changelog topics of the app's tables that exist in the cluster."""
+        existing = self.partition_counts()
+        return [t.changelog for t in self.app.tables.values() if t.changelog in existing]
+
+    def delete_changelogs(self) -> list[str]:
+        """Delete the changelog topics of the app's tables that exist; returns their names.
+
+        Waits until they leave the metadata, so a worker started next recreates them empty.
+        """
+        names = self.changelogs()
+        if not names:
+            return []
+        try:
+            for future in self._admin.delete_topics(names, operation_timeout=30).values():
+                future.result(30)
+        except KafkaException as exc:
+            raise KafkaOperationError(
+                f"could not delete changelog topics: {_one_line(exc)}"
+            ) from exc
+        deadline = time.monotonic() + 30
+        while set(names) & set(self.partition_counts()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return names
+
+
+def local_state_dirs(app: App) -> list[Path]:
+    """The local state directories of the app's tables that exist on this machine."""
+    root = Path(app.settings.state_dir) / app.id
+    return [root / name for name in app.tables if (root / name).exists()]
+
+
+def delete_local_state(app: App) -> list[Path]:
+    """Delete the app's local table state (``state_dir/<app id>/<table>``); returns the paths."""
+    deleted = local_state_dirs(app)
+    for path in deleted:
+        shutil.rmtree(path)
+    return deleted

@@ -3,10 +3,12 @@ the worker (``streamer.worker``) runs an App."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Producer
 
@@ -17,6 +19,10 @@ from streamer.kafka.clients import make_producer
 from streamer.serde import Serde, serde_for
 from streamer.settings import Settings, load_settings
 from streamer.state.table import Table
+
+if TYPE_CHECKING:
+    from streamer.worker.partition import Output
+    from streamer.worker.replay import ReplaySummary
 from streamer.topics import Topic
 
 
@@ -139,6 +145,73 @@ class App:
         )
         self.tables[name] = table
         return table
+
+    def replay(
+        self,
+        topic: str,
+        *,
+        partitions: list[int] | None = None,
+        from_offset: int | None = None,
+        from_datetime: str | datetime | None = None,
+        to_offset: int | None = None,
+        to_datetime: str | datetime | None = None,
+        agent: str | None = None,
+        dry_run: bool = False,
+    ) -> ReplaySummary:
+        """Run the agents reading ``topic`` over a range of it, outside the consumer group
+        (its committed offsets never move), and return a summary. ``to_offset`` is
+        inclusive; without an end, the replay runs to the log end as of its start. With
+        ``dry_run`` outputs are not sent: they are returned in ``summary.printed``.
+        Blocking; from a running event loop use :meth:`replay_async`."""
+        return asyncio.run(
+            self.replay_async(
+                topic,
+                partitions=partitions,
+                from_offset=from_offset,
+                from_datetime=from_datetime,
+                to_offset=to_offset,
+                to_datetime=to_datetime,
+                agent=agent,
+                dry_run=dry_run,
+            )
+        )
+
+    async def replay_async(
+        self,
+        topic: str,
+        *,
+        partitions: list[int] | None = None,
+        from_offset: int | None = None,
+        from_datetime: str | datetime | None = None,
+        to_offset: int | None = None,
+        to_datetime: str | datetime | None = None,
+        agent: str | None = None,
+        dry_run: bool = False,
+        on_output: Callable[[Output], None] | None = None,
+    ) -> ReplaySummary:
+        """The coroutine behind :meth:`replay`; ``on_output`` also sees dry-run outputs."""
+        from streamer.worker.replay import plan_replay, run_replay
+
+        plan = plan_replay(
+            self,
+            topic,
+            partitions=partitions,
+            from_offset=from_offset,
+            from_datetime=from_datetime,
+            to_offset=to_offset,
+            to_datetime=to_datetime,
+            agent=agent,
+        )
+        printed: list[Output] = []
+
+        def collect(output: Output) -> None:
+            printed.append(output)
+            if on_output is not None:
+                on_output(output)
+
+        summary = await run_replay(self, plan, dry_run=collect if dry_run else None)
+        summary.printed = printed
+        return summary
 
     def run(self) -> None:
         """Run a worker for this app until SIGINT/SIGTERM (what `streamer worker` does)."""

@@ -7,7 +7,7 @@ Subcommands live in their own modules and are registered here.
 
 from __future__ import annotations
 
-from streamer.cli.app_cmds import send, worker
+from streamer.cli.app_cmds import replay, send, worker
 from streamer.cli.base import main
 from streamer.cli.kafka_cmd import kafka
 from streamer.cli.offsets_cmd import offsets
@@ -16,6 +16,7 @@ from streamer.cli.tables_cmd import tables
 main.add_command(kafka)
 main.add_command(worker)
 main.add_command(send)
+main.add_command(replay)
 main.add_command(offsets)
 main.add_command(tables)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from confluent_kafka import (
+    Consumer,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
     KafkaError,
@@ -151,6 +152,11 @@ class GroupOffsets:
 
     def __enter__(self) -> GroupOffsets:
         return self
+
+    @property
+    def consumer(self) -> Consumer:
+        """The group's non-member consumer (for offset look-ups by time)."""
+        return self._consumer
 
     def __exit__(self, *_: object) -> None:
         self.close()

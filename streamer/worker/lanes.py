@@ -216,6 +216,7 @@ async def run_lane(lane: Lane) -> None:
                 agent.name,
                 where,
             )
+            lane.state.stats.errors += 1
             lane.drop_current()
             if lane.closing and not lane.buffer:
                 return

@@ -29,6 +29,18 @@ ReleaseFn = Callable[[list[Output]], None]
 _SKIPPED = Event(None, None, [], 0, "", -1, -1)
 
 
+class WorkerStats:
+    """Running totals of one worker (or one replay): records dispatched, outputs released,
+    events an agent failed on."""
+
+    __slots__ = ("errors", "outputs", "records")
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.outputs = 0
+        self.errors = 0
+
+
 class Pending:
     """One record on its way through the agents of a partition."""
 
@@ -55,6 +67,7 @@ class PartitionState:
         "buffered",
         "committed",
         "discarded",
+        "fetched_to",
         "inflight",
         "next_commit",
         "partition",
@@ -62,15 +75,21 @@ class PartitionState:
         "ready",
         "release",
         "routes",
+        "stats",
+        "stop_offset",
         "tables",
         "tasks",
         "topic",
     )
 
-    def __init__(self, topic: str, partition: int, release: ReleaseFn) -> None:
+    def __init__(self, topic: str, partition: int, release: ReleaseFn, stats: WorkerStats) -> None:
         self.topic = topic
         self.partition = partition
         self.release = release
+        self.stats = stats
+        # Replays stop a partition here (exclusive); None: no end.
+        self.stop_offset: int | None = None
+        self.fetched_to = 0  # the offset after the last one fetched (replays only)
         self.inflight: deque[Pending] = deque()
         self.next_commit: int | None = None
         self.committed: int | None = None
@@ -125,6 +144,7 @@ class PartitionState:
         while inflight and inflight[0].done:
             head = inflight.popleft()
             if head.outputs:
+                self.stats.outputs += len(head.outputs)
                 self.release(head.outputs)
             if head.writes:
                 for part, key, value, _, _ in head.writes:

@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import tempfile
 import time
+import uuid
 import zlib
 from collections.abc import Iterable
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
@@ -23,13 +27,14 @@ from streamer.app import App
 from streamer.errors import ConfigError, KafkaOperationError, SerializationError
 from streamer.events import Event
 from streamer.kafka.admin import ensure_topics
-from streamer.kafka.clients import check_reachable, make_admin, make_consumer
+from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
 from streamer.settings import redact
 from streamer.topics import Topic
 from streamer.worker.checkpoint import Checkpoint, TransactionAborted
 from streamer.worker.guarantee import make_checkpoint
 from streamer.worker.lanes import Lane, run_lane
-from streamer.worker.partition import Output, PartitionState, Pending
+from streamer.worker.partition import Output, PartitionState, Pending, WorkerStats
+from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
 from streamer.worker.tables import TableManager
 from streamer.worker.transactions import ExactlyOnceCheckpoint, ProducerFenced
 
@@ -54,7 +59,14 @@ class Worker:
     in-flight events finish (bounded by ``shutdown_timeout``), offsets are committed, the
     consumer leaves the group."""
 
-    def __init__(self, app: App, *, handle_signals: bool = True) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        handle_signals: bool = True,
+        replay: ReplayPlan | None = None,
+        dry_run: OutputSink | None = None,
+    ) -> None:
         if not app.agents:
             raise ConfigError(f"app {app.id!r} declares no agents; there is nothing to run")
         self.app = app
@@ -66,9 +78,17 @@ class Worker:
         self._subscribers: dict[str, list[Agent]] = {}
         self._sources: dict[str, Topic] = {}
         for agent in app.agents:
+            if replay is not None and agent.name not in replay.agents:
+                continue
             for topic in agent.topics:
+                if replay is not None and topic.name != replay.topic:
+                    continue
                 self._subscribers.setdefault(topic.name, []).append(agent)
                 self._sources[topic.name] = topic
+        self._replay = replay
+        self._dry_run = dry_run
+        self._replay_state_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.stats = WorkerStats()
         self._consumer: Consumer | None = None
         self._checkpoint: Checkpoint | None = None
         self._rewind_pending = False
@@ -102,18 +122,21 @@ class Worker:
         if changelogs:
             ensure(changelogs)
         consumer_overrides = {**client_config, **s.consumer_config}
-        if s.instance_id:
-            consumer_overrides.setdefault("group.instance.id", s.instance_id)
-        consumer = make_consumer(s.brokers, self.app.group_id, consumer_overrides)
-        self._consumer = consumer
-        self._checkpoint = make_checkpoint(self.app.id, s, consumer)
-        log.debug("consumer overrides: %s", redact(consumer_overrides))
-        consumer.subscribe(
-            sorted(self._subscribers),
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        if self._replay is not None:
+            await self._start_replay(consumer_overrides)
+        else:
+            if s.instance_id:
+                consumer_overrides.setdefault("group.instance.id", s.instance_id)
+            consumer = make_consumer(s.brokers, self.app.group_id, consumer_overrides)
+            self._consumer = consumer
+            self._checkpoint = make_checkpoint(self.app.id, s, consumer)
+            log.debug("consumer overrides: %s", redact(consumer_overrides))
+            consumer.subscribe(
+                sorted(self._subscribers),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
         log.info(
             "worker started: app %r, group %r, brokers %s, agents %s, reading %s",
             self.app.id,
@@ -136,6 +159,42 @@ class Worker:
                     for sig in (signal.SIGINT, signal.SIGTERM):
                         loop.remove_signal_handler(sig)
                 self.stopped.set()
+
+    async def _start_replay(self, overrides: dict[str, Any]) -> None:
+        """Assign the replay's range directly (no group membership, no commits)."""
+        plan = self._replay
+        assert plan is not None
+        s = self.settings
+        group = f"{self.app.group_id}-replay-{uuid.uuid4().hex[:8]}"
+        consumer = make_consumer(s.brokers, group, {**overrides, "enable.partition.eof": True})
+        self._consumer = consumer
+        producer = make_producer(s.brokers, {**s.kafka_config, **s.producer_config})
+        self._checkpoint = ReplayCheckpoint(consumer, producer, s.brokers, dry_run=self._dry_run)
+        self._replay_state_dir = tempfile.TemporaryDirectory(prefix="streamer-replay-")
+        self._tables.state_dir = Path(self._replay_state_dir.name)
+        partitions = [TopicPartition(plan.topic, p, start) for p, (start, _) in plan.ranges.items()]
+        consumer.assign(partitions)
+        self._on_assign(consumer, partitions)
+        for p, (start, stop) in plan.ranges.items():
+            state = self._states[(plan.topic, p)]
+            state.stop_offset = stop
+            if start >= stop:
+                state.fetched_to = stop
+        log.info(
+            "replaying %d records of %s (partitions %s), group offsets untouched",
+            plan.total,
+            plan.topic,
+            ", ".join(f"{p}: {a}..{b - 1}" for p, (a, b) in plan.ranges.items()),
+        )
+
+    def _replay_finished(self) -> bool:
+        return (
+            all(
+                state.stop_offset is not None and state.fetched_to >= state.stop_offset
+                for state in self._states.values()
+            )
+            and not self._busy()
+        )
 
     async def _pump(self) -> None:
         assert self._consumer is not None
@@ -163,6 +222,9 @@ class Worker:
                 next_checkpoint = now + interval
             if self._rewind_pending:
                 self._rewind()
+            if self._replay is not None and self._replay_finished():
+                self.stop()
+                break
             await asyncio.sleep(0 if messages or not busy else _BUSY_NAP)
 
     def _busy(self) -> bool:
@@ -208,6 +270,8 @@ class Worker:
         await self._tables.wait_idle()
         if self._checkpoint is not None:
             self._checkpoint.close()
+        if self._replay_state_dir is not None:
+            self._replay_state_dir.cleanup()
         log.info("worker stopped")
 
     # -- the hot path ----------------------------------------------------------------------
@@ -227,6 +291,10 @@ class Worker:
             source = self._sources[state.topic]
             raw_key: bytes | None = message.key()
             offset: int = message.offset()  # type: ignore[assignment]
+            if state.stop_offset is not None:
+                state.fetched_to = max(state.fetched_to, offset + 1)
+                if offset >= state.stop_offset:  # a replay's range ends before it
+                    continue
             try:
                 event = Event(
                     source.decode_key(raw_key),
@@ -244,6 +312,7 @@ class Worker:
             routes = state.routes
             pending = Pending(event, len(routes), offset)
             state.track(pending)
+            state.stats.records += 1
             for lanes in routes:
                 if len(lanes) == 1:
                     lanes[0].push(pending)
@@ -285,6 +354,9 @@ class Worker:
         if err is None:
             return
         if err.code() == KafkaError._PARTITION_EOF:
+            state = self._states.get((message.topic(), message.partition()))  # type: ignore[arg-type]
+            if state is not None and state.stop_offset is not None:
+                state.fetched_to = max(state.fetched_to, message.offset() or 0)
             return
         if err.fatal():
             raise KafkaOperationError(f"fatal consumer error: {err.str()}")
@@ -296,7 +368,7 @@ class Worker:
         if not partitions:
             return
         for tp in partitions:
-            state = PartitionState(tp.topic, tp.partition, self._release)
+            state = PartitionState(tp.topic, tp.partition, self._release, self.stats)
             for agent in self._subscribers.get(tp.topic, []):
                 lanes = [Lane(state, agent, i, self._on_taken) for i in range(agent.concurrency)]
                 state.routes.append(lanes)

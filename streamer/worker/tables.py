@@ -31,8 +31,11 @@ CHANGELOG_CONFIG = {"cleanup.policy": "compact"}
 class TableManager:
     """Opens, restores and closes the table partitions of the partitions this worker owns."""
 
-    def __init__(self, app: App, consumer_config: dict[str, Any]) -> None:
+    def __init__(
+        self, app: App, consumer_config: dict[str, Any], *, state_dir: Path | None = None
+    ) -> None:
         self.app = app
+        self.state_dir = Path(app.settings.state_dir) if state_dir is None else state_dir
         self.tables = list(app.tables.values())
         self._consumer_config = consumer_config
         self._open: dict[Path, asyncio.Event] = {}
@@ -63,7 +66,7 @@ class TableManager:
         return specs
 
     def path(self, table_name: str, partition: int) -> Path:
-        return Path(self.app.settings.state_dir) / self.app.id / table_name / str(partition)
+        return self.state_dir / self.app.id / table_name / str(partition)
 
     def start(self, state: PartitionState) -> None:
         """Restore ``state``'s table partitions in the background, then set ``state.ready``."""

@@ -6,6 +6,7 @@ The public surface is exactly ``__all__``; everything else is private implementa
 from streamer.agents import Agent, Stream
 from streamer.app import App
 from streamer.errors import (
+    AgentFailed,
     AppLoadError,
     ConfigError,
     KafkaOperationError,
@@ -15,6 +16,7 @@ from streamer.errors import (
     TopicMismatchError,
 )
 from streamer.events import Event, Record
+from streamer.policy import ErrorPolicy
 from streamer.serde import Serde, avro
 from streamer.settings import ProcessingGuarantee, Settings
 from streamer.state import Table
@@ -22,9 +24,11 @@ from streamer.topics import Topic
 
 __all__ = [
     "Agent",
+    "AgentFailed",
     "App",
     "AppLoadError",
     "ConfigError",
+    "ErrorPolicy",
     "Event",
     "KafkaOperationError",
     "KafkaUnavailableError",

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from streamer.errors import ConfigError
 from streamer.events import Event
+from streamer.policy import ErrorPolicy
 from streamer.topics import Topic
 
 AgentFn = Callable[["Stream"], Any]
@@ -74,6 +75,7 @@ class Agent:
     topics: tuple[Topic, ...]
     sinks: tuple[Topic, ...]
     concurrency: int
+    on_error: ErrorPolicy | None = None  # None: the app's default
 
     @property
     def yields(self) -> bool:
@@ -88,6 +90,7 @@ def make_agent(
     sinks: Sequence[Topic],
     concurrency: int,
     name: str | None,
+    on_error: ErrorPolicy | None = None,
 ) -> Agent:
     """Validate a declaration; raise ConfigError with the fix when it is wrong."""
     label: str = name or getattr(fn, "__name__", None) or repr(fn)
@@ -101,4 +104,4 @@ def make_agent(
         raise ConfigError(
             f"agent {label!r} has sinks but never yields; `yield value` sends to the sinks"
         )
-    return Agent(fn, label, tuple(topics), tuple(sinks), concurrency)
+    return Agent(fn, label, tuple(topics), tuple(sinks), concurrency, on_error)

@@ -16,6 +16,7 @@ from streamer.agents import Agent, AgentFn, make_agent
 from streamer.errors import ConfigError, KafkaOperationError
 from streamer.events import Headers
 from streamer.kafka.clients import make_producer
+from streamer.policy import ErrorPolicy
 from streamer.serde import Serde, serde_for
 from streamer.settings import Settings, load_settings
 from streamer.state.table import Table
@@ -34,13 +35,21 @@ class App:
     from ``STREAMER_*`` environment variables (see :class:`streamer.settings.Settings`).
     """
 
-    def __init__(self, id: str, *, brokers: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        id: str,
+        *,
+        brokers: str | None = None,
+        on_error: ErrorPolicy | None = None,
+        **settings: Any,
+    ) -> None:
         if not id or not id.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ConfigError(f"app id {id!r} must be non-empty letters, digits, '-', '_', '.'")
         if brokers is not None:
             settings["brokers"] = brokers
         self.id = id
         self.settings: Settings = load_settings(**settings)
+        self.on_error = on_error or ErrorPolicy()
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
         self.tables: dict[str, Table] = {}
@@ -104,15 +113,19 @@ class App:
         sink: Topic | Sequence[Topic] = (),
         concurrency: int = 1,
         name: str | None = None,
+        on_error: ErrorPolicy | None = None,
     ) -> Callable[[AgentFn], AgentFn]:
         """Declare an agent over ``topic`` (or several). ``concurrency`` ordered key-lanes
         run per partition; events with the same key always share a lane, so their order holds.
+        ``on_error`` overrides the app's :class:`ErrorPolicy` for this agent.
         """
         topics = [topic] if isinstance(topic, Topic) else list(topic)
         sinks = [sink] if isinstance(sink, Topic) else list(sink)
 
         def register(fn: AgentFn) -> AgentFn:
-            agent = make_agent(fn, topics, sinks=sinks, concurrency=concurrency, name=name)
+            agent = make_agent(
+                fn, topics, sinks=sinks, concurrency=concurrency, name=name, on_error=on_error
+            )
             if any(existing.name == agent.name for existing in self.agents):
                 raise ConfigError(f"two agents are named {agent.name!r}; pass name=...")
             self.agents.append(agent)
@@ -212,6 +225,13 @@ class App:
         summary = await run_replay(self, plan, dry_run=collect if dry_run else None)
         summary.printed = printed
         return summary
+
+    def policy_for(self, agent: Agent) -> ErrorPolicy:
+        """The error policy ``agent`` runs under (its own, else the app's)."""
+        return agent.on_error or self.on_error
+
+    def dead_letter_topic(self, agent: Agent) -> str:
+        return self.policy_for(agent).dead_letter_topic_for(self.id, agent.name)
 
     def run(self) -> None:
         """Run a worker for this app until SIGINT/SIGTERM (what `streamer worker` does)."""

@@ -7,6 +7,7 @@
     │   ├── AppLoadError            `module[:attr]` names no module, attribute or App
     │   └── TopicMismatchError      a declared topic disagrees with the cluster (partitions)
     ├── SerializationError          a value does not fit its topic's serde (names topic, field)
+    ├── AgentFailed                 an agent's error policy said "stop"; its event stays uncommitted
     ├── KafkaUnavailableError       the broker cannot be reached (names the address)
     ├── KafkaOperationError         Kafka refused an operation (create topic, commit, ...)
     └── LocalKafkaError             the local development broker cannot start or stop
@@ -40,6 +41,10 @@ class SerializationError(StreamerError):
 
     The message names the topic and, where the serde can tell, the field at fault.
     """
+
+
+class AgentFailed(StreamerError):
+    """An agent failed on an event and its ErrorPolicy says ``on_exhausted="stop"``."""
 
 
 class KafkaUnavailableError(StreamerError):

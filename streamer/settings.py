@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(
         10.0, gt=0, description="Seconds to let in-flight events finish on stop."
     )
+    web_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve /metrics, /health and /ready on this port (all interfaces); "
+        "none: no HTTP server.",
+    )
+    metrics: bool = Field(
+        True, description="Collect Prometheus metrics (per-event counts, sampled latency)."
+    )
     kafka_config: dict[str, Any] = Field(
         default_factory=dict, description="librdkafka options for consumer and producer."
     )

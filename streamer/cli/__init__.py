@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from streamer.cli.app_cmds import replay, send, worker
 from streamer.cli.base import main
+from streamer.cli.dlq_cmd import dlq
 from streamer.cli.kafka_cmd import kafka
 from streamer.cli.offsets_cmd import offsets
+from streamer.cli.status_cmd import status
 from streamer.cli.tables_cmd import tables
 
 main.add_command(kafka)
 main.add_command(worker)
 main.add_command(send)
 main.add_command(replay)
+main.add_command(dlq)
 main.add_command(offsets)
+main.add_command(status)
 main.add_command(tables)
 
 __all__ = ["main"]

@@ -22,11 +22,19 @@ from streamer.worker import load_app, run_worker
     help="Stable worker identity (static membership; with exactly-once, the "
     "transactional.id suffix, so a restart fences its predecessor at once).",
 )
-def worker(app_path: str, instance: str | None) -> None:
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics (Prometheus), /health and /ready on this port.",
+)
+def worker(app_path: str, instance: str | None, web_port: int | None) -> None:
     """Run APP (module or module:attribute) until SIGINT/SIGTERM."""
     if instance:
         # Settings are read when the app module builds its App, so set it first.
         os.environ["STREAMER_INSTANCE_ID"] = instance
+    if web_port is not None:
+        os.environ["STREAMER_WEB_PORT"] = str(web_port)
     run_worker(load_app(app_path))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from streamer.errors import StreamerError
+from streamer.logs import LogFormat, configure_logging
 
 
 class StreamerGroup(click.Group):
@@ -32,12 +33,15 @@ class StreamerGroup(click.Group):
 @click.option(
     "--log-level", default="INFO", show_default=True, help="Log level (DEBUG, INFO, WARNING)."
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Readable text, or one JSON object per line (time, level, logger, message, partition).",
+)
 @click.pass_context
-def main(ctx: click.Context, debug: bool, log_level: str) -> None:
+def main(ctx: click.Context, debug: bool, log_level: str, log_format: LogFormat) -> None:
     """streamer: stream processing on Apache Kafka with async Python agents."""
     ctx.meta["streamer.debug"] = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(logging.DEBUG if debug else log_level.upper(), log_format)

@@ -22,6 +22,7 @@ class TopicSpec:
     partitions: int | None = None
     replication: int | None = None
     config: dict[str, str] = field(default_factory=dict)
+    internal: bool = False  # streamer's own (dead letters): created quietly with 1 partition
 
 
 def partition_counts(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]:
@@ -68,7 +69,7 @@ def ensure_topics(
                 "(kafka-topics --create) or set STREAMER_TOPIC_AUTO_CREATE=true"
             )
         partitions = spec.partitions or 1
-        if spec.partitions is None:
+        if spec.partitions is None and not spec.internal:
             log.warning(
                 "creating topic %r with 1 partition: declare partitions=N to choose", spec.name
             )

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import (
     Consumer,
@@ -59,6 +59,17 @@ class PartitionOffsets:
     def lag(self) -> int | None:
         """Records the group has yet to process; None without a committed offset."""
         return None if self.committed is None else max(self.end - self.committed, 0)
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One member of a consumer group and the partitions it owns, as (topic, partition)."""
+
+    member_id: str
+    client_id: str
+    host: str
+    instance_id: str | None
+    assignment: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
@@ -280,18 +291,48 @@ class GroupOffsets:
             result[tp.partition] = tp.offset
         return result
 
-    def active_members(self) -> tuple[str, int]:
-        """The group's state name and its member count (("NONE", 0) if it does not exist)."""
+    def _describe(self) -> Any:
+        """The group's ConsumerGroupDescription, or None when the group does not exist."""
         try:
             future = self._admin.describe_consumer_groups([self.group], request_timeout=TIMEOUT)
-            description = future[self.group].result(TIMEOUT)
+            return future[self.group].result(TIMEOUT)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
-                return "NONE", 0
+                return None
             raise KafkaOperationError(
                 f"could not describe group {self.group!r}: {_one_line(exc)}"
             ) from exc
+
+    def members(self) -> tuple[str, list[GroupMember]]:
+        """The group's state name and its members with their assignments, sorted by member
+        id (("NONE", []) when the group does not exist)."""
+        description = self._describe()
+        if description is None:
+            return "NONE", []
+        state = description.state.name if description.state is not None else "UNKNOWN"
+        members = [
+            GroupMember(
+                member_id=m.member_id,
+                client_id=m.client_id,
+                host=m.host,
+                instance_id=m.group_instance_id,
+                assignment=tuple(
+                    sorted(
+                        (tp.topic, tp.partition)
+                        for tp in (m.assignment.topic_partitions if m.assignment else None) or []
+                    )
+                ),
+            )
+            for m in description.members or []
+        ]
+        return state, sorted(members, key=lambda m: m.member_id)
+
+    def active_members(self) -> tuple[str, int]:
+        """The group's state name and its member count (("NONE", 0) if it does not exist)."""
+        description = self._describe()
+        if description is None:
+            return "NONE", 0
         members = len(description.members or [])
         if description.state in _BUSY_STATES:
             # A rebalancing group may momentarily list no members; it is still in use.

@@ -21,12 +21,14 @@ consumer's group metadata, commits the transaction, and only then writes RocksDB
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streamer.errors import KafkaOperationError
+from streamer.metrics import IDLE_TIMER
 from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
 from streamer.state.table import TablePartition
 from streamer.worker.partition import Output, PartitionState
@@ -50,12 +52,15 @@ class Checkpoint:
         self._producer = producer
         self._brokers = brokers
         self.commits = 0
+        self.timer = IDLE_TIMER  # WorkerMetrics.watch() sets both: commit timing, and
+        self.produced: dict[str, int] = defaultdict(int)  # records released per topic
 
     def release(self, outputs: list[Output]) -> None:
         """Hand the outputs of completed events to the producer, in order. Never raises
         a Kafka error: those surface at the next commit, the one place that handles them."""
-        produce = self._producer.produce
+        produce, produced = self._producer.produce, self.produced
         for topic, key, value, headers in outputs:
+            produced[topic] += 1
             self._produce(produce, topic, value, key, headers=headers)
 
     def _produce(self, produce: Any, *args: Any, **kwargs: Any) -> None:
@@ -81,7 +86,8 @@ class Checkpoint:
         ]
         parts = [part for state in states for part in state.tables if part.dirty]
         if due or parts or self._pending_work():
-            self._commit(due, parts)
+            with self.timer:  # observes the duration, or counts the failure it raises
+                self._commit(due, parts)
 
     def _pending_work(self) -> bool:
         return False
@@ -130,7 +136,9 @@ class AtLeastOnceCheckpoint(Checkpoint):
 
     def release(self, outputs: list[Output]) -> None:
         produce, on_delivery = self._producer.produce, self._on_delivery
+        produced = self.produced
         for topic, key, value, headers in outputs:
+            produced[topic] += 1
             self._produce(produce, topic, value, key, headers=headers, on_delivery=on_delivery)
 
     def _commit(self, due: Due, parts: list[TablePartition]) -> None:
@@ -162,6 +170,7 @@ class AtLeastOnceCheckpoint(Checkpoint):
             # Typically a rebalance in progress: the next checkpoint (or the new owner)
             # commits; nothing is lost, at worst processed twice.
             log.warning("commit of %d partition(s) failed, retrying later: %s", len(offsets), exc)
+            self.timer.failed("offset_commit_refused")
             return False
         for state, offset in due:
             state.committed = offset

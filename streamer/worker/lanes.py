@@ -11,13 +11,17 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from streamer._context import current_lane
 from streamer.agents import Agent, Stream
 from streamer.errors import StreamerError
 from streamer.events import Event, Headers, Record
+from streamer.metrics import IDLE_PROBE, LaneProbe
+from streamer.policy import ErrorPolicy
 from streamer.state.table import TableWrite
+from streamer.worker.dead_letters import dead_letter
 from streamer.worker.partition import PartitionState, Pending
 
 log = logging.getLogger("streamer.agent")
@@ -32,33 +36,29 @@ class Lane:
     """
 
     __slots__ = (
-        "_on_taken",
         "_waiting",
         "_wakeup",
         "agent",
         "buffer",
         "closing",
+        "ctx",
         "current",
         "index",
+        "probe",
         "state",
     )
 
-    def __init__(
-        self,
-        state: PartitionState,
-        agent: Agent,
-        index: int,
-        on_taken: Callable[[PartitionState], None],
-    ) -> None:
+    def __init__(self, state: PartitionState, agent: Agent, index: int, ctx: LaneContext) -> None:
         self.state = state
         self.agent = agent
         self.index = index
+        self.ctx = ctx
         self.buffer: deque[Pending] = deque()
         self.current: list[Pending] = []
         self.closing = False
-        self._on_taken = on_taken
         self._wakeup = asyncio.Event()
         self._waiting = False
+        self.probe: LaneProbe = IDLE_PROBE  # WorkerMetrics.assigned() binds a live one
 
     @property
     def partition(self) -> int:
@@ -125,27 +125,60 @@ class Lane:
             self._waiting = False
 
     def _taken(self, count: int) -> None:
+        probe = self.probe  # metrics, inline: a count and a compare per hand-out
+        probe.taken += count
+        if probe.taken >= probe.due:
+            probe.start()
         self.state.buffered -= count
         if self.state.paused:
-            self._on_taken(self.state)
+            self.ctx.on_taken(self.state)
 
     # -- completion and staging ------------------------------------------------------------
 
     def complete_current(self) -> None:
+        if self.probe.started:  # a sampled hand-out completes: observe its latency
+            self.probe.stop()
         state = self.state
         for pending in self.current:
             state.complete(pending)
         self.current.clear()
 
-    def drop_current(self) -> None:
-        """Complete the current event(s) without their effects (the agent failed on them):
-        outputs are dropped and table writes undone, newest first."""
+    def _undo_current(self) -> None:
+        """Drop the outputs and undo the table writes of the current event(s), newest first."""
         for pending in reversed(self.current):
             pending.outputs = None
             if pending.writes:
                 for part, key, _, had_entry, previous in reversed(pending.writes):
                     part.undo(key, had_entry, previous)
                 pending.writes = None
+
+    def drop_current(self) -> None:
+        """Complete the current event(s) without their effects (the agent failed on them)."""
+        self._undo_current()
+        self.complete_current()
+
+    def retry_current(self) -> None:
+        """Put the current event(s) back at the head of the lane, effects undone, so the
+        next agent instance sees them first (later events of the lane keep waiting)."""
+        self._undo_current()
+        self.buffer.extendleft(reversed(self.current))
+        self.state.buffered += len(self.current)
+        self.current.clear()
+
+    def dead_letter_current(self, error: BaseException) -> None:
+        """Complete the current event(s) with only their dead-letter records as outputs."""
+        self._undo_current()
+        topic = self.ctx.dead_letter_topic
+        for pending in self.current:
+            pending.outputs = [
+                dead_letter(
+                    topic,
+                    pending.message,
+                    error,
+                    agent=self.agent.name,
+                    attempts=pending.attempts,
+                )
+            ]
         self.complete_current()
 
     def stage_write(self, write: TableWrite) -> None:
@@ -190,15 +223,27 @@ class Lane:
             self.stage(sink.name, sink.encode_key(key), sink.encode_value(value), headers)
 
 
+@dataclass(frozen=True)
+class LaneContext:
+    """What every lane of one agent shares: its error policy and the worker's callbacks."""
+
+    policy: ErrorPolicy
+    dead_letter_topic: str
+    on_taken: Callable[[PartitionState], None]  # a paused partition's lane drained a bit
+    on_fatal: Callable[[BaseException], None]  # the policy says: stop the worker
+
+
 async def run_lane(lane: Lane) -> None:
     """Drive one agent instance over one lane until the lane closes.
 
-    An exception from the agent (or from encoding what it yielded) drops the outputs of the
-    event in progress, logs the event's coordinates, completes it and starts a fresh
-    instance: one bad event never stops the partition or the worker.
+    When the agent raises (or what it yielded cannot be encoded), the failed attempt's
+    effects are dropped and its :class:`ErrorPolicy` decides: retry the same event(s) after
+    a backoff in a fresh instance, or, once retries are exhausted, dead-letter, skip, or stop
+    the worker. One bad event never stalls the partition silently.
     """
     current_lane.set(lane)
     agent = lane.agent
+    policy = lane.ctx.policy
     await lane.state.ready.wait()  # tables of this partition are restored
     while True:
         stream = Stream(lane)
@@ -208,16 +253,41 @@ async def run_lane(lane: Lane) -> None:
                     lane.stage_yield(item)
             else:
                 await agent.fn(stream)
-        except Exception:
-            failed = [p.event for p in lane.current]
-            where = ", ".join(f"{e.topic}[{e.partition}]@{e.offset}" for e in failed) or "no event"
-            log.exception(
-                "agent %r failed on %s; skipped (its outputs dropped), agent restarted",
-                agent.name,
-                where,
-            )
+        except Exception as error:
+            if not lane.current:
+                log.exception("agent %r failed outside any event; restarting it", agent.name)
+                await asyncio.sleep(policy.delay(1))
+                continue
             lane.state.stats.errors += 1
-            lane.drop_current()
+            attempts = max(pending.attempts for pending in lane.current) + 1
+            for pending in lane.current:
+                pending.attempts = attempts
+            where = ", ".join(
+                f"{p.event.topic}[{p.event.partition}]@{p.event.offset}" for p in lane.current
+            )
+            if attempts <= policy.retries and not lane.closing:
+                delay = policy.delay(attempts)
+                log.warning(
+                    "agent %r failed on %s (attempt %d of %d): %r; retrying in %.2fs",
+                    agent.name, where, attempts, policy.retries + 1, error, delay,
+                )  # fmt: skip
+                lane.retry_current()
+                await asyncio.sleep(delay)
+                continue
+            if policy.on_exhausted == "stop" and not lane.closing:
+                log.error("agent %r failed on %s %d time(s); stopping the worker", agent.name,
+                          where, attempts, exc_info=error)  # fmt: skip
+                lane.retry_current()  # left uncommitted: processed again after a restart
+                lane.ctx.on_fatal(error)
+                return
+            if policy.on_exhausted == "dead_letter":
+                log.error("agent %r failed on %s %d time(s): %r; sent to %s", agent.name, where,
+                          attempts, error, lane.ctx.dead_letter_topic)  # fmt: skip
+                lane.dead_letter_current(error)
+            else:
+                log.error("agent %r failed on %s %d time(s); skipped", agent.name, where,
+                          attempts, exc_info=error)  # fmt: skip
+                lane.drop_current()
             if lane.closing and not lane.buffer:
                 return
             continue

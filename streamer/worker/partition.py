@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import Message
+
 from streamer.events import Event, Headers
 from streamer.state.table import TablePartition, TableWrite
 
@@ -44,11 +46,13 @@ class WorkerStats:
 class Pending:
     """One record on its way through the agents of a partition."""
 
-    __slots__ = ("done", "event", "offset", "outputs", "remaining", "writes")
+    __slots__ = ("attempts", "done", "event", "message", "offset", "outputs", "remaining", "writes")
 
-    def __init__(self, event: Event, remaining: int, offset: int) -> None:
+    def __init__(self, event: Event, remaining: int, offset: int, message: Message) -> None:
         self.event = event
         self.offset = offset
+        self.message = message  # the raw record, for dead letters
+        self.attempts = 0
         self.remaining = remaining
         self.outputs: list[Output] | None = None
         self.writes: list[TableWrite] | None = None
@@ -115,9 +119,11 @@ class PartitionState:
         """Register a dispatched record; records must be tracked in offset order."""
         self.inflight.append(pending)
 
-    def skip(self, offset: int) -> None:
-        """Record an offset that completes without reaching any agent (e.g. undecodable)."""
-        pending = Pending(_SKIPPED, 0, offset)
+    def skip(self, message: Message, outputs: list[Output] | None = None) -> None:
+        """Record an offset that completes without reaching any agent (e.g. undecodable),
+        with ``outputs`` (its dead letters) released in offset order."""
+        pending = Pending(_SKIPPED, 0, message.offset() or 0, message)
+        pending.outputs = outputs
         pending.done = True
         self.inflight.append(pending)
         self._advance()

@@ -24,15 +24,18 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from streamer.agents import Agent
 from streamer.app import App
-from streamer.errors import ConfigError, KafkaOperationError, SerializationError
+from streamer.errors import AgentFailed, ConfigError, KafkaOperationError, SerializationError
 from streamer.events import Event
-from streamer.kafka.admin import ensure_topics
+from streamer.kafka.admin import TopicSpec, ensure_topics
 from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
+from streamer.metrics import WorkerMetrics
 from streamer.settings import redact
 from streamer.topics import Topic
+from streamer.web import start_web
 from streamer.worker.checkpoint import Checkpoint, TransactionAborted
+from streamer.worker.dead_letters import dead_letter
 from streamer.worker.guarantee import make_checkpoint
-from streamer.worker.lanes import Lane, run_lane
+from streamer.worker.lanes import Lane, LaneContext, run_lane
 from streamer.worker.partition import Output, PartitionState, Pending, WorkerStats
 from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
 from streamer.worker.tables import TableManager
@@ -87,6 +90,13 @@ class Worker:
                 self._sources[topic.name] = topic
         self._replay = replay
         self._dry_run = dry_run
+        self._failure: BaseException | None = None
+        self._lane_contexts = {
+            agent.name: LaneContext(
+                app.policy_for(agent), app.dead_letter_topic(agent), self._on_taken, self._fail
+            )
+            for agent in app.agents
+        }
         self._replay_state_dir: tempfile.TemporaryDirectory[str] | None = None
         self.stats = WorkerStats()
         self._consumer: Consumer | None = None
@@ -94,6 +104,7 @@ class Worker:
         self._rewind_pending = False
         self._tables = TableManager(app, {})
         self.stopped = asyncio.Event()
+        self.metrics = WorkerMetrics(app, self._states, enabled=self.settings.metrics)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -118,9 +129,17 @@ class Worker:
         )
         counts = ensure(list(specs.values()))
         self._tables = TableManager(self.app, {"bootstrap.servers": s.brokers, **client_config})
+        self._tables.metrics = self.metrics
         changelogs = self._tables.changelog_specs({name: counts[name] for name in self._sources})
         if changelogs:
             ensure(changelogs)
+        dead_letters = {
+            ctx.dead_letter_topic: TopicSpec(ctx.dead_letter_topic, None, internal=True)
+            for ctx in self._lane_contexts.values()
+            if ctx.policy.on_exhausted == "dead_letter"
+        }
+        if dead_letters:
+            ensure([spec for name, spec in dead_letters.items() if name not in counts])
         consumer_overrides = {**client_config, **s.consumer_config}
         if self._replay is not None:
             await self._start_replay(consumer_overrides)
@@ -130,12 +149,13 @@ class Worker:
             consumer = make_consumer(s.brokers, self.app.group_id, consumer_overrides)
             self._consumer = consumer
             self._checkpoint = make_checkpoint(self.app.id, s, consumer)
+            self.metrics.watch(self._checkpoint)
             log.debug("consumer overrides: %s", redact(consumer_overrides))
             consumer.subscribe(
                 sorted(self._subscribers),
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
+                on_assign=self.metrics.rebalance_callback("assign", self._on_assign),
+                on_revoke=self.metrics.rebalance_callback("revoke", self._on_revoke),
+                on_lost=self.metrics.rebalance_callback("lost", self._on_lost),
             )
         log.info(
             "worker started: app %r, group %r, brokers %s, agents %s, reading %s",
@@ -149,16 +169,24 @@ class Worker:
         if self._handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stop)
+        web = await start_web(self.metrics, s.web_port)  # None without a web_port
         try:
             await self._pump()
         finally:
             try:
                 await self._shutdown()
             finally:
+                if web is not None:
+                    await web.close()
                 if self._handle_signals:
                     for sig in (signal.SIGINT, signal.SIGTERM):
                         loop.remove_signal_handler(sig)
                 self.stopped.set()
+        if self._failure is not None:
+            raise AgentFailed(
+                f"stopped by the error policy: {type(self._failure).__name__}: {self._failure} "
+                "(the event stays uncommitted; fix the agent and restart)"
+            ) from self._failure
 
     async def _start_replay(self, overrides: dict[str, Any]) -> None:
         """Assign the replay's range directly (no group membership, no commits)."""
@@ -217,6 +245,7 @@ class Worker:
                 self._resume_drained()
             self._checkpoint_poll()
             now = time.monotonic()
+            self.metrics.refresh(consumer, now)  # does work at most once a second
             if now >= next_checkpoint:
                 self._commit()
                 next_checkpoint = now + interval
@@ -306,11 +335,10 @@ class Worker:
                     offset,
                 )
             except SerializationError as exc:
-                log.error("%s@%d cannot be decoded, skipped: %s", state.label, offset, exc)
-                state.skip(offset)
+                self._undecodable(state, message, exc)
                 continue
             routes = state.routes
-            pending = Pending(event, len(routes), offset)
+            pending = Pending(event, len(routes), offset, message)
             state.track(pending)
             state.stats.records += 1
             for lanes in routes:
@@ -329,6 +357,30 @@ class Worker:
             for state in to_pause:
                 state.paused = True
             log.debug("paused %s: lanes full", format_partitions(to_pause))
+
+    def _undecodable(self, state: PartitionState, message: Message, error: Exception) -> None:
+        """A record no agent can see: dead-letter it (for each reader whose policy says so),
+        without retries, and go on with the next offset."""
+        outputs = []
+        for agent in self._subscribers[state.topic]:
+            ctx = self._lane_contexts[agent.name]
+            if ctx.policy.on_exhausted == "stop":
+                self._fail(error)
+                return
+            if ctx.policy.on_exhausted == "dead_letter":
+                outputs.append(dead_letter(ctx.dead_letter_topic, message, error, agent=agent.name,
+                                           attempts=1))  # fmt: skip
+        where = f"{state.label}@{message.offset()}"
+        sent = f"; sent to {', '.join(o[0] for o in outputs)}" if outputs else "; skipped"
+        log.error("%s cannot be decoded: %s%s", where, error, sent)
+        state.stats.errors += 1
+        state.skip(message, outputs)
+
+    def _fail(self, error: BaseException) -> None:
+        """An error policy says stop: stop the worker; run() raises AgentFailed."""
+        if self._failure is None:
+            self._failure = error
+        self.stop()
 
     def _on_taken(self, state: PartitionState) -> None:
         if state.buffered <= self.settings.lane_buffer // 2:
@@ -370,11 +422,13 @@ class Worker:
         for tp in partitions:
             state = PartitionState(tp.topic, tp.partition, self._release, self.stats)
             for agent in self._subscribers.get(tp.topic, []):
-                lanes = [Lane(state, agent, i, self._on_taken) for i in range(agent.concurrency)]
+                ctx = self._lane_contexts[agent.name]
+                lanes = [Lane(state, agent, i, ctx) for i in range(agent.concurrency)]
                 state.routes.append(lanes)
                 state.tasks.extend(asyncio.ensure_future(run_lane(lane)) for lane in lanes)
             self._states[(tp.topic, tp.partition)] = state
             self._tables.start(state)
+        self.metrics.assigned(partitions)  # binds the lanes' probes before they run
         log.info(
             "assigned %s (now owning %d partitions)",
             format_partitions(partitions),
@@ -387,6 +441,7 @@ class Worker:
             for tp in partitions
             if (state := self._states.pop((tp.topic, tp.partition), None)) is not None
         ]
+        self.metrics.released(states)
         for state in states:
             for lane in state.lanes:
                 lane.close()
@@ -440,6 +495,7 @@ class Worker:
             log.error("%s", exc)
             assert self._consumer is not None
             self._checkpoint = make_checkpoint(self.app.id, self.settings, self._consumer)
+            self.metrics.watch(self._checkpoint)
         self._rewind_pending = True
         for state in self._states.values():
             state.discard()  # nothing more of the aborted work may be released

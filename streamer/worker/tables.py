@@ -18,6 +18,7 @@ from typing import Any
 from streamer.app import App
 from streamer.errors import ConfigError
 from streamer.kafka.admin import TopicSpec
+from streamer.metrics import WorkerMetrics
 from streamer.state.recovery import restore
 from streamer.state.store import PartitionStore
 from streamer.state.table import TablePartition
@@ -42,6 +43,7 @@ class TableManager:
         self._cancel: dict[PartitionState, threading.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.restored_records = 0
+        self.metrics: WorkerMetrics | None = None  # the worker's, for recovery progress
 
     def changelog_specs(self, source_partitions: dict[str, int]) -> list[TopicSpec]:
         """Changelog topics, co-partitioned with the source topic (DESIGN §2 rule 6)."""
@@ -101,6 +103,7 @@ class TableManager:
                     state.partition,
                     self._consumer_config,
                     cancel,
+                    self.metrics.recovery_progress(part) if self.metrics else None,
                 )
                 part.changelog_end = result.end_offset
                 self.restored_records += result.restored

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from streamer import App, Event, Record, Stream
+from streamer import App, ErrorPolicy, Event, Record, Stream
 from tests.kafkatools import committed, end_offsets, produce, read_all, run_until
 
 PARTITIONS = 8
@@ -72,7 +72,9 @@ def test_send_take_record_and_failing_event(
     batches: list[list[Event]] = []
     processed: list[int] = []
 
-    @app.agent(source, sink=[side_topic], name="batcher")
+    @app.agent(
+        source, sink=[side_topic], name="batcher", on_error=ErrorPolicy(0, on_exhausted="skip")
+    )
     async def batcher(stream: Stream):  # type: ignore[no-untyped-def]
         async for batch in stream.take(10, within=0.2):
             batches.append(batch)

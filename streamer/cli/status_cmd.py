@@ -1,0 +1,241 @@
+"""`streamer status APP`: a live view of an app's partitions, their owners, lag and rates.
+
+Everything comes from the broker (no worker needs to serve HTTP): the group's members and
+their assignments (``describe_consumer_groups``), committed offsets and end offsets (the
+same reads as ``streamer offsets show``). Rates are differences between two refreshes, so
+``--once`` and ``--json`` (one snapshot each) have none. The live view redraws plain text
+(no extra dependency): in a terminal it clears the screen first, elsewhere it appends.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import orjson
+
+from streamer.app import App
+from streamer.cli.offsets_cmd import render_table
+from streamer.errors import ConfigError
+from streamer.kafka.offsets import GroupMember, GroupOffsets, PartitionOffsets, source_topics
+from streamer.worker import load_app
+
+_CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
+
+TopicPartitionKey = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The group and its partitions at one moment (``taken`` is monotonic seconds)."""
+
+    app: str
+    group: str
+    state: str
+    members: list[GroupMember]
+    partitions: list[PartitionOffsets]
+    taken: float
+    at: datetime
+
+    def owner(self, topic: str, partition: int) -> str | None:
+        """The label of the member that owns the partition, None if none does."""
+        for member in self.members:
+            if (topic, partition) in member.assignment:
+                return member_label(member)
+        return None
+
+    @property
+    def total_lag(self) -> int:
+        return sum(p.lag or 0 for p in self.partitions)
+
+
+def member_label(member: GroupMember) -> str:
+    """``instance@host`` with static membership, else ``<member id tail>@host``: short, and
+    distinct for workers on one host."""
+    host = member.host.lstrip("/")
+    name = member.instance_id or member.member_id[-8:]
+    return f"{name}@{host}" if host else name
+
+
+def format_assignment(assignment: tuple[TopicPartitionKey, ...]) -> str:
+    """``orders[0,1], words[3]``, the way logs name partitions."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in assignment:
+        by_topic.setdefault(topic, []).append(partition)
+    return ", ".join(
+        f"{topic}[{','.join(map(str, sorted(parts)))}]" for topic, parts in sorted(by_topic.items())
+    )
+
+
+def take_snapshot(app: App, group: GroupOffsets, topics: list[str]) -> Snapshot:
+    state, members = group.members()
+    return Snapshot(
+        app=app.id,
+        group=group.group,
+        state=state,
+        members=members,
+        partitions=group.show(topics),
+        taken=time.monotonic(),
+        at=datetime.now(UTC),
+    )
+
+
+Rates = tuple[float | None, float | None, float | None]
+
+
+def rates(previous: Snapshot | None, current: Snapshot) -> dict[TopicPartitionKey, Rates]:
+    """Per partition: records arriving, records committed, and the lag's change, per second,
+    between ``previous`` and ``current`` (None where unknown)."""
+    if previous is None or current.taken <= previous.taken:
+        return {}
+    seconds = current.taken - previous.taken
+    before = {(p.topic, p.partition): p for p in previous.partitions}
+    result: dict[TopicPartitionKey, Rates] = {}
+    for now in current.partitions:
+        then = before.get((now.topic, now.partition))
+        if then is None:
+            continue
+        arriving = (now.end - then.end) / seconds
+        done = (
+            (now.committed - then.committed) / seconds
+            if now.committed is not None and then.committed is not None
+            else None
+        )
+        lag_change = (
+            (now.lag - then.lag) / seconds if now.lag is not None and then.lag is not None else None
+        )
+        result[(now.topic, now.partition)] = (arriving, done, lag_change)
+    return result
+
+
+def render(snapshot: Snapshot, previous: Snapshot | None = None) -> str:
+    """The text view: a header, the members, then one row per partition."""
+    lines = [
+        f"app {snapshot.app!r}, group {snapshot.group!r}: {snapshot.state}, "
+        f"{len(snapshot.members)} member(s), at {snapshot.at:%Y-%m-%d %H:%M:%S} UTC",
+        "",
+    ]
+    if snapshot.members:
+        member_rows = [
+            (member_label(m), m.client_id, format_assignment(m.assignment) or "(none)")
+            for m in snapshot.members
+        ]
+        lines += [render_table(["member", "client", "partitions"], member_rows), ""]
+    per_second = rates(previous, snapshot)
+    rows = []
+    for p in snapshot.partitions:
+        arriving, done, lag_change = per_second.get((p.topic, p.partition), (None, None, None))
+        rows.append(
+            (
+                p.topic,
+                p.partition,
+                snapshot.owner(p.topic, p.partition),
+                p.committed,
+                p.end,
+                p.lag,
+                _rate(arriving),
+                _rate(done),
+                _rate(lag_change, signed=True),
+            )
+        )
+    headers = ["topic", "partition", "owner", "committed", "end", "lag", "in/s", "done/s", "lag/s"]
+    lines.append(render_table(headers, rows))
+    uncommitted = sum(1 for p in snapshot.partitions if p.committed is None)
+    suffix = f" ({uncommitted} partition(s) without a committed offset)" if uncommitted else ""
+    lines.append(f"total lag: {snapshot.total_lag}{suffix}")
+    return "\n".join(lines)
+
+
+def _rate(value: float | None, *, signed: bool = False) -> str | None:
+    if value is None:
+        return None
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def to_json(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "app": snapshot.app,
+        "group": snapshot.group,
+        "state": snapshot.state,
+        "time": snapshot.at.isoformat(timespec="seconds"),
+        "members": [
+            {
+                "member_id": m.member_id,
+                "client_id": m.client_id,
+                "host": m.host,
+                "instance_id": m.instance_id,
+                "label": member_label(m),
+                "partitions": [f"{t}[{p}]" for t, p in m.assignment],
+            }
+            for m in snapshot.members
+        ],
+        "partitions": [
+            {
+                "topic": p.topic,
+                "partition": p.partition,
+                "owner": snapshot.owner(p.topic, p.partition),
+                "committed": p.committed,
+                "start": p.low,
+                "end": p.end,
+                "lag": p.lag,
+            }
+            for p in snapshot.partitions
+        ],
+        "total_lag": snapshot.total_lag,
+    }
+
+
+@click.command()
+@click.argument("app_path", metavar="APP")
+@click.option("--once", is_flag=True, help="Print one snapshot and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON snapshot and exit.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes of the live view.",
+)
+def status(app_path: str, once: bool, as_json: bool, interval: float) -> None:
+    """Live view of APP's partitions: owners, committed and end offsets, lag and rates.
+
+    Refreshes every --interval seconds until Ctrl-C; rates are the change since the last
+    refresh.
+    """
+    app = load_app(app_path)
+    topics = source_topics(app)
+    if not topics:
+        raise ConfigError(f"app {app.id!r} has no agents, so it reads no topics")
+    with GroupOffsets(app) as group:
+        snapshot = take_snapshot(app, group, topics)
+        found = {p.topic for p in snapshot.partitions}
+        for topic in topics:
+            if topic not in found:
+                click.echo(f"warning: topic {topic!r} does not exist yet", err=True)
+        if as_json:
+            click.echo(orjson.dumps(to_json(snapshot), option=orjson.OPT_INDENT_2).decode())
+            return
+        if once:
+            click.echo(render(snapshot))
+            return
+        _live(app, group, topics, snapshot, interval)
+
+
+def _live(
+    app: App, group: GroupOffsets, topics: list[str], snapshot: Snapshot, interval: float
+) -> None:
+    terminal = sys.stdout.isatty()
+    previous: Snapshot | None = None
+    try:
+        while True:
+            view = render(snapshot, previous)
+            footer = f"refreshing every {interval:g}s; Ctrl-C to quit"
+            click.echo(f"{_CLEAR if terminal else ''}{view}\n{footer}\n")
+            time.sleep(interval)
+            previous, snapshot = snapshot, take_snapshot(app, group, topics)
+    except KeyboardInterrupt:
+        pass  # the normal way out of a live view

@@ -1,0 +1,442 @@
+"""Prometheus metrics of one worker, in a registry of its own.
+
+Each :class:`WorkerMetrics` owns a ``CollectorRegistry`` (never the global one), so several
+workers in one process (tests, benchmarks) keep separate numbers. The worker creates it in
+``Worker.__init__`` (``worker.metrics``) and calls into it at a few points:
+
+- rebalance callbacks (wrapped by :meth:`WorkerMetrics.rebalance_callback`), partitions
+  assigned and released (:meth:`assigned`, :meth:`released`);
+- the pump, once per iteration (:meth:`refresh`; it does real work at most once per
+  :data:`REFRESH_INTERVAL`: consumer lag, paused partitions, table sizes, counter flushes);
+- the checkpoint (:meth:`watch` gives it a :class:`CommitTimer` and the per-topic output
+  tally its release loop increments);
+- recovery threads (:meth:`recovery_progress`), and the error path (:meth:`dead_lettered`).
+
+The hot path pays almost nothing: no label lookups per event, no locks. A lane holds a
+:class:`LaneProbe` pre-bound to its agent's children when its partition is assigned; per
+hand-out the lane adds to ``probe.taken`` and compares it with ``probe.due``; per completion
+it tests ``probe.started``. Counts reach the Prometheus counters in batches (each refresh and
+each scrape), and processing latency is *sampled*: one hand-out in :data:`SAMPLE_EVERY` per
+lane (and the first one) is timed. With ``Settings.metrics`` off, lanes get an inert probe
+that never samples and the pump's refresh returns at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streamer.app import App
+    from streamer.state.table import TablePartition
+    from streamer.worker.partition import PartitionState
+
+log = logging.getLogger("streamer.metrics")
+
+REFRESH_INTERVAL = 1.0  # seconds between refreshes of lag, sizes and counters from the pump
+SAMPLE_EVERY = 16  # one hand-out in this many per lane is timed for the latency histogram
+
+# Agents range from microseconds (pure transforms) to seconds (remote calls).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+COMMIT_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+RebalanceCallback = Callable[[Any, list[Any]], None]
+Progress = Callable[[int, int], None]
+
+
+class LaneProbe:
+    """One lane's part of its agent's metrics; the lane updates it inline (see the module
+    docstring): ``taken`` counts events handed to the agent, ``due`` is the ``taken`` at
+    which the next hand-out is timed, ``started`` is non-zero while a timed one runs."""
+
+    __slots__ = ("_counter", "_latency", "due", "reported", "started", "taken")
+
+    def __init__(self, counter: Counter | None, latency: Histogram | None) -> None:
+        self.taken = 0
+        self.reported = 0  # the part of ``taken`` already added to the counter
+        self.started = 0.0
+        self.due = 1 if latency is not None else sys.maxsize  # the first hand-out is timed
+        self._counter = counter
+        self._latency = latency
+
+    def start(self) -> None:
+        """A hand-out is timed: note when, and when the next one will be."""
+        self.started = time.perf_counter()
+        self.due = self.taken + SAMPLE_EVERY
+
+    def stop(self) -> None:
+        """The timed event (or batch) completed: observe how long the agent took."""
+        elapsed = time.perf_counter() - self.started
+        self.started = 0.0
+        if self._latency is not None:
+            self._latency.observe(elapsed)
+
+    def flush(self) -> None:
+        """Add the events handed out since the last flush to the counter."""
+        taken = self.taken
+        if taken != self.reported and self._counter is not None:
+            self._counter.inc(taken - self.reported)
+        self.reported = taken
+
+
+IDLE_PROBE = LaneProbe(None, None)  # lanes start with it; metrics off leaves it there
+
+
+class CommitTimer:
+    """Wraps one checkpoint commit (``with timer:``): observes its duration when it succeeds,
+    counts a failure named after the exception when it raises (and never swallows it).
+    :meth:`failed` counts failures the checkpoint handles itself."""
+
+    __slots__ = ("_failures", "_histogram", "_started")
+
+    def __init__(self, histogram: Histogram | None, failures: Counter | None) -> None:
+        self._histogram = histogram
+        self._failures = failures
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self._histogram is None:
+            return
+        if exc_type is None:
+            self._histogram.observe(time.perf_counter() - self._started)
+        else:
+            self.failed(exc_type.__name__)
+
+    def failed(self, reason: str) -> None:
+        if self._failures is not None:
+            self._failures.labels(reason).inc()
+
+
+IDLE_TIMER = CommitTimer(None, None)
+
+
+class WorkerMetrics:
+    """The metrics of one worker. ``states`` is the worker's own mapping of owned partitions
+    (read, never changed here); every method runs on the worker's loop thread except the
+    callables from :meth:`recovery_progress`, which recovery threads call (Prometheus
+    children are thread-safe). With ``enabled`` False only the per-event instrumentation and
+    the exposition are off; readiness and the rare counters still work."""
+
+    def __init__(
+        self,
+        app: App,
+        states: Mapping[tuple[str, int], PartitionState],
+        *,
+        enabled: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._states = states
+        r = self.registry
+        self.events_in = Counter(
+            "streamer_events_in", "Events handed to an agent.", ["topic", "agent"], registry=r
+        )
+        self.events_out = Counter(
+            "streamer_events_out",
+            "Records agents produced (released to the producer, in offset order).",
+            ["topic"],
+            registry=r,
+        )
+        self.processing = Histogram(
+            "streamer_processing_seconds",
+            f"Time from handing an event (or a take() batch) to an agent until it completes; "
+            f"sampled: one hand-out in {SAMPLE_EVERY} per lane.",
+            ["agent"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "streamer_consumer_lag",
+            "Records between the worker's fetch position and the partition's high watermark.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "streamer_commit_seconds",
+            "Duration of a checkpoint: flush and offset commit (at-least-once), or the "
+            "transaction commit (exactly-once).",
+            buckets=COMMIT_BUCKETS,
+            registry=r,
+        )
+        self.commit_failures = Counter(
+            "streamer_commit_failures", "Checkpoints that failed, by cause.", ["reason"], registry=r
+        )
+        self.table_keys = Gauge(
+            "streamer_table_keys",
+            "Keys in a table partition's RocksDB store (RocksDB's estimate).",
+            ["table", "partition"],
+            registry=r,
+        )
+        self.table_pending = Gauge(
+            "streamer_table_pending_keys",
+            "Keys of a table partition changed in memory and not yet written to RocksDB.",
+            ["table", "partition"],
+            registry=r,
+        )
+        self.recovery_restored = Gauge(
+            "streamer_recovery_restored_records",
+            "Changelog records applied by the running (or last) recovery of a table partition.",
+            ["table", "partition"],
+            registry=r,
+        )
+        self.recovery_remaining = Gauge(
+            "streamer_recovery_remaining_records",
+            "Changelog records a table partition's recovery has still to apply.",
+            ["table", "partition"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "streamer_dead_lettered",
+            "Events sent to a dead-letter topic, by agent and reason.",
+            ["agent", "reason"],
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "streamer_rebalances",
+            "Rebalance callbacks with partitions, by kind (assign, revoke, lost).",
+            ["kind"],
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "streamer_assigned_partitions", "Partitions this worker owns.", registry=r
+        )
+        self.paused_partitions = Gauge(
+            "streamer_paused_partitions",
+            "Owned partitions paused because their lanes are full (backpressure).",
+            registry=r,
+        )
+        info = Gauge(
+            "streamer_worker_info", "The worker's app, group and guarantee.",
+            ["app", "group", "guarantee"], registry=r,
+        )  # fmt: skip
+        info.labels(app.id, app.group_id, app.settings.processing_guarantee.value).set(1)
+        for agent in app.agents:  # present from the start, even before the first sample
+            self.processing.labels(agent.name)
+        self.commit_timer = CommitTimer(self.commit_seconds, self.commit_failures)
+        # Records released per sink topic; the checkpoint's release loop adds to it.
+        self.produced: defaultdict[str, int] = defaultdict(int)
+        self._produced_reported: dict[str, int] = {}
+        self._probes: dict[tuple[str, int], list[LaneProbe]] = {}
+        self._tables_seen: set[tuple[str, int]] = set()
+        self._recovery: dict[tuple[str, int], tuple[int, int]] = {}
+        self._next_refresh = 0.0
+        self._beat = time.monotonic()  # when the pump last turned (see stalled_for)
+        # Counts are flushed by the loop (refresh, release) and by scrapes (the web thread).
+        self._flush_lock = threading.Lock()
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    def rebalance_callback(self, kind: str, callback: RebalanceCallback) -> RebalanceCallback:
+        """``callback`` (a consumer rebalance callback) that also counts itself as ``kind``."""
+        counter = self.rebalances.labels(kind)
+
+        def counted(consumer: Any, partitions: list[Any]) -> None:
+            if partitions:
+                counter.inc()
+            callback(consumer, partitions)
+
+        return counted
+
+    def watch(self, checkpoint: Any) -> None:
+        """Time ``checkpoint``'s commits and tally what it releases (a fresh checkpoint after
+        a fenced producer is watched again and keeps adding to the same tallies)."""
+        checkpoint.timer = self.commit_timer
+        if self.enabled:
+            checkpoint.produced = self.produced
+
+    def assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        """Partitions were assigned (or restarted after a rewind): give their lanes probes
+        bound to their agent's children."""
+        self.assigned_partitions.set(len(self._states))
+        if not self.enabled:
+            return
+        for tp in partitions:
+            state = self._states.get((tp.topic, tp.partition))
+            if state is None:
+                continue
+            probes = []
+            for lane in state.lanes:
+                agent = lane.agent.name
+                probe = LaneProbe(
+                    self.events_in.labels(state.topic, agent), self.processing.labels(agent)
+                )
+                lane.probe = probe
+                probes.append(probe)
+            self._probes[(state.topic, state.partition)] = probes
+
+    def released(self, states: Iterable[PartitionState]) -> None:
+        """``states`` are no longer owned: count what their lanes handed out and drop their
+        per-partition series, so a scrape shows only partitions this worker owns."""
+        for state in states:
+            probes = self._probes.pop((state.topic, state.partition), ())
+            with self._flush_lock:
+                for probe in probes:
+                    probe.flush()
+            self._remove(self.lag, state.topic, state.partition)
+            for part in state.tables:
+                self._forget_table(part.table.name, part.partition)
+        self.assigned_partitions.set(len(self._states))
+        with self._flush_lock:
+            self._flush_produced()
+
+    def recovery_progress(self, part: TablePartition) -> Progress | None:
+        """A ``progress(restored, remaining)`` callable for the recovery of ``part``; it runs
+        on the recovery thread."""
+        table, partition = part.table.name, part.partition
+        self._tables_seen.add((table, partition))
+        restored = self.recovery_restored.labels(table, str(partition))
+        remaining = self.recovery_remaining.labels(table, str(partition))
+        recovery = self._recovery
+
+        def progress(done: int, left: int) -> None:
+            restored.set(done)
+            remaining.set(left)
+            recovery[(table, partition)] = (done, left)
+
+        return progress
+
+    def dead_lettered(self, agent: str, reason: str) -> None:
+        """Count one event of ``agent`` sent to the dead-letter topic (``reason``: the
+        exception's type name, or why it was given up on)."""
+        self.dead_letters.labels(agent, reason).inc()
+
+    # -- refresh and exposition ---------------------------------------------------------------
+
+    def refresh(self, consumer: Consumer, now: float) -> None:
+        """Called by the pump every iteration; at most every :data:`REFRESH_INTERVAL` seconds
+        it updates lag, paused partitions and table sizes and flushes the counts. A failure
+        here is logged and never stops the worker."""
+        self._beat = now
+        if now < self._next_refresh or not self.enabled:
+            return
+        self._next_refresh = now + REFRESH_INTERVAL
+        try:
+            self._refresh(consumer)
+        except Exception:  # metrics must never take the worker down
+            log.warning("refreshing metrics failed", exc_info=True)
+
+    def _refresh(self, consumer: Consumer) -> None:
+        from confluent_kafka import TopicPartition
+
+        states = list(self._states.values())
+        self.flush()
+        self.assigned_partitions.set(len(states))
+        self.paused_partitions.set(sum(1 for state in states if state.paused))
+        if states:
+            positions = consumer.position([TopicPartition(s.topic, s.partition) for s in states])
+            for tp in positions:
+                # cached=True: the high watermark of the last fetch response, no request.
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    self.lag.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
+        for state in states:
+            if not state.ready.is_set():
+                continue  # its stores belong to the recovery thread until then
+            for part in state.tables:
+                labels = (part.table.name, str(part.partition))
+                self._tables_seen.add((part.table.name, part.partition))
+                self.table_keys.labels(*labels).set(part.store.approximate_keys())
+                self.table_pending.labels(*labels).set(len(part.overlay))
+
+    def flush(self) -> None:
+        """Bring the event counters up to date (cheap: one pass over the owned lanes). Safe
+        from any thread: the copies are single C-level steps under the GIL, the rest runs
+        under a lock."""
+        with self._flush_lock:
+            for probes in list(self._probes.values()):
+                for probe in probes:
+                    probe.flush()
+            self._flush_produced()
+
+    def _flush_produced(self) -> None:
+        reported = self._produced_reported
+        for topic, count in list(self.produced.items()):
+            before = reported.get(topic, 0)
+            if count != before:
+                self.events_out.labels(topic).inc(count - before)
+                reported[topic] = count
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format, counters flushed first."""
+        self.flush()
+        return generate_latest(self.registry)
+
+    def stalled_for(self) -> float:
+        """Seconds since the pump last turned (it calls :meth:`refresh` every turn)."""
+        return time.monotonic() - self._beat
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when partitions are assigned and every one is restored and processing (its
+        ``ready`` event set, its lanes open). The detail says which are not, and why. Safe
+        from any thread: it only reads, from a copy of the partition map."""
+        states = list(self._states.values())  # one C-level copy: atomic under the GIL
+        waiting: dict[str, str] = {}
+        for state in states:
+            if not state.ready.is_set():
+                waiting[state.label] = "restoring"
+            elif any(lane.closing for lane in state.lanes):
+                waiting[state.label] = "stopping"
+        ready = bool(states) and not waiting
+        detail: dict[str, Any] = {"ready": ready, "assigned": len(states)}
+        if not states:
+            detail["reason"] = "no partitions assigned"
+        if waiting:
+            detail["not_ready"] = waiting
+            owned = {(p.table.name, p.partition) for s in states for p in s.tables}
+            detail["recovery"] = {
+                f"{table}[{partition}]": {"restored": done, "remaining": left}
+                for (table, partition), (done, left) in sorted(list(self._recovery.items()))
+                if (table, partition) in owned and left > 0
+            }
+        return ready, detail
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _forget_table(self, table: str, partition: int) -> None:
+        if (table, partition) not in self._tables_seen:
+            return
+        self._tables_seen.discard((table, partition))
+        self._recovery.pop((table, partition), None)
+        for gauge in (
+            self.table_keys,
+            self.table_pending,
+            self.recovery_restored,
+            self.recovery_remaining,
+        ):
+            self._remove(gauge, table, partition)
+
+    @staticmethod
+    def _remove(metric: Gauge, name: str, partition: int) -> None:
+        with contextlib.suppress(KeyError):  # never set (no lag known yet, no table)
+            metric.remove(name, str(partition))
+
+
+__all__ = [
+    "COMMIT_BUCKETS",
+    "IDLE_PROBE",
+    "IDLE_TIMER",
+    "LATENCY_BUCKETS",
+    "REFRESH_INTERVAL",
+    "SAMPLE_EVERY",
+    "CommitTimer",
+    "LaneProbe",
+    "WorkerMetrics",
+]

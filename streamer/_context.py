@@ -22,7 +22,8 @@ class Stager(Protocol):
 
     @property
     def partition(self) -> int:
-        """The source partition of the event in progress (= the table partition)."""
+        """The source partition of the event in progress (= the table partition); -1 when
+        the code runs outside any event (a timer)."""
         ...
 
     def stage_write(self, write: TableWrite) -> None: ...

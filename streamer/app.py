@@ -20,6 +20,7 @@ from streamer.policy import ErrorPolicy
 from streamer.serde import Serde, serde_for
 from streamer.settings import Settings, load_settings
 from streamer.state.table import Table
+from streamer.timers import Timer, TimerFn, make_timer
 
 if TYPE_CHECKING:
     from streamer.worker.partition import Output
@@ -53,6 +54,7 @@ class App:
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
         self.tables: dict[str, Table] = {}
+        self.timers: list[Timer] = []
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
 
@@ -225,6 +227,35 @@ class App:
         summary = await run_replay(self, plan, dry_run=collect if dry_run else None)
         summary.printed = printed
         return summary
+
+    def timer(
+        self, interval: float, *, on_leader: bool = False, name: str | None = None
+    ) -> Callable[[TimerFn], TimerFn]:
+        """Run an ``async def`` every ``interval`` seconds while a worker runs (on one
+        worker of the group only with ``on_leader=True``)."""
+
+        def register(fn: TimerFn) -> TimerFn:
+            self.timers.append(make_timer(fn, name=name, interval=interval, on_leader=on_leader))
+            return fn
+
+        return register
+
+    def crontab(
+        self,
+        cron: str,
+        *,
+        timezone: str = "UTC",
+        on_leader: bool = False,
+        name: str | None = None,
+    ) -> Callable[[TimerFn], TimerFn]:
+        """Run an ``async def`` on a cron schedule (``"*/5 * * * *"``) in ``timezone``."""
+
+        def register(fn: TimerFn) -> TimerFn:
+            timer = make_timer(fn, name=name, cron=cron, timezone=timezone, on_leader=on_leader)
+            self.timers.append(timer)
+            return fn
+
+        return register
 
     def policy_for(self, agent: Agent) -> ErrorPolicy:
         """The error policy ``agent`` runs under (its own, else the app's)."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from streamer._context import current_lane
 from streamer.agents import Agent
 from streamer.app import App
 from streamer.errors import AgentFailed, ConfigError, KafkaOperationError, SerializationError
@@ -38,6 +39,7 @@ from streamer.worker.guarantee import make_checkpoint
 from streamer.worker.lanes import Lane, LaneContext, run_lane
 from streamer.worker.partition import Output, PartitionState, Pending, WorkerStats
 from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
+from streamer.worker.scheduler import WorkerStager, run_timer
 from streamer.worker.tables import TableManager
 from streamer.worker.transactions import ExactlyOnceCheckpoint, ProducerFenced
 
@@ -90,6 +92,7 @@ class Worker:
                 self._sources[topic.name] = topic
         self._replay = replay
         self._dry_run = dry_run
+        self._timer_tasks: list[asyncio.Task[None]] = []
         self._failure: BaseException | None = None
         self._lane_contexts = {
             agent.name: LaneContext(
@@ -169,6 +172,14 @@ class Worker:
         if self._handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stop)
+        # Code that runs outside any event (timers) sends through this worker's checkpoint;
+        # every task created from here on inherits it, and lanes override it with themselves.
+        current_lane.set(WorkerStager(self._release))
+        if self._replay is None:
+            self._timer_tasks = [
+                asyncio.ensure_future(run_timer(timer, self._is_leader))
+                for timer in self.app.timers
+            ]
         web = await start_web(self.metrics, s.web_port)  # None without a web_port
         try:
             await self._pump()
@@ -259,7 +270,16 @@ class Worker:
     def _busy(self) -> bool:
         return any(state.inflight for state in self._states.values())
 
+    def _is_leader(self) -> bool:
+        """The group's leader for ``on_leader`` timers: the owner of partition 0 of the
+        first source topic (exactly one worker, whenever the group is stable)."""
+        first = min(self._sources) if self._sources else None
+        return first is not None and (first, 0) in self._states
+
     async def _shutdown(self) -> None:
+        for task in self._timer_tasks:
+            task.cancel()
+        await asyncio.gather(*self._timer_tasks, return_exceptions=True)
         states = list(self._states.values())
         for state in states:
             for lane in state.lanes:

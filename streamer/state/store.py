@@ -1,0 +1,102 @@
+"""PartitionStore: one RocksDB (rocksdict) database per table partition.
+
+User keys and values live in the default column family as the table's serialized bytes;
+checkpoint metadata (the changelog offset to resume recovery from, the source offset it
+matches) lives in a ``meta`` column family, written in the *same* WriteBatch as the data, so
+the two can never disagree after a crash (DESIGN §2 rule 5).
+
+The key layout is the table's serialized key as is; windowed tables will prefix keys with
+the window start, so range scans over a key's windows stay contiguous.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch
+
+log = logging.getLogger("streamer.state")
+
+_META = "meta"
+CHANGELOG_OFFSET = b"changelog_offset"
+SOURCE_OFFSET = b"source_offset"
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.create_missing_column_families(True)
+    return options
+
+
+class PartitionStore:
+    """A table partition's local RocksDB. Not thread-safe: one owner at a time (the worker's
+    loop, or the recovery thread while the partition is not yet serving)."""
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        access = AccessType.read_only() if read_only else AccessType.read_write()
+        self._db = Rdict(str(path), _options(), column_families={_META: _options()}, access_type=access)
+        self._meta = self._db.get_column_family(_META)
+        self._meta_handle = self._db.get_column_family_handle(_META)
+
+    @classmethod
+    def open_or_rebuild(cls, path: Path) -> PartitionStore:
+        """Open the store; when it is corrupt or unreadable, wipe it (with a warning) so that
+        recovery rebuilds it from the changelog, instead of crashing the worker."""
+        try:
+            return cls(path)
+        except Exception as exc:  # rocksdict raises plain Exception for corruption
+            if "lock" in str(exc).lower():
+                raise
+            log.warning("local state at %s is unreadable (%s); rebuilding it from the changelog", path, exc)
+            shutil.rmtree(path, ignore_errors=True)
+            return cls(path)
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(key)
+        return value
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        yield from self._db.items()
+
+    def meta_offset(self, name: bytes) -> int | None:
+        raw = self._meta.get(name)
+        return int(raw) if raw is not None else None
+
+    def is_empty(self) -> bool:
+        return next(iter(self._db.keys()), None) is None
+
+    def apply(self, writes: Mapping[bytes, bytes | None], meta: Mapping[bytes, int]) -> None:
+        """Write ``writes`` (None deletes) and ``meta`` offsets atomically, in one WriteBatch."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in writes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        for name, offset in meta.items():
+            batch.put(name, str(offset).encode(), self._meta_handle)
+        self._db.write(batch)
+
+    def approximate_size(self) -> int:
+        return int(self._db.property_int_value("rocksdb.estimate-live-data-size") or 0)
+
+    def approximate_keys(self) -> int:
+        return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
+
+    def close(self) -> None:
+        # Drop the column-family references first: RocksDB's lock is released only when
+        # nothing refers to the database any more (else reopening hits "lock hold").
+        del self._meta, self._meta_handle
+        self._db.close()
+        del self._db
+
+    def wipe(self) -> None:
+        """Close and delete the store's files."""
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)

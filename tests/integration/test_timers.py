@@ -1,0 +1,74 @@
+"""Timers on real worker processes: they run at their interval, survive their own failures,
+and an on_leader timer runs on exactly one of two workers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from streamer import App, ConfigError
+from tests.kafkatools import WorkerProcess, read_all
+
+
+def test_interval_and_leader_timers(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
+) -> None:
+    env = {
+        "STREAMER_BROKERS": kafka_bootstrap,
+        "TEST_APP_ID": unique_name("timers"),
+        "TEST_SRC": create_topic("src", partitions=4),
+        "TEST_TICKS": create_topic("ticks", partitions=1),
+    }
+    workers = [
+        WorkerProcess("tests.apps.timers", {**env, "TEST_INSTANCE": name}, tmp_path, name)
+        for name in ("a", "b")
+    ]
+    try:
+        time.sleep(8)
+        assert all(worker.alive() for worker in workers)  # the failing timer harmed nothing
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.close()
+    ticks: dict[str, list[float]] = defaultdict(list)
+    leader: list[tuple[float, str]] = []
+    for message in read_all(kafka_bootstrap, env["TEST_TICKS"], idle=2):
+        value = json.loads(message.value())
+        if message.key() == b"tick":
+            ticks[value["worker"]].append(value["at"])
+        else:
+            leader.append((value["at"], value["worker"]))
+    for name in ("a", "b"):
+        gaps = [b - a for a, b in zip(ticks[name], ticks[name][1:], strict=False)]
+        assert len(gaps) >= 10, ticks
+        assert 0.25 < sorted(gaps)[len(gaps) // 2] < 0.6  # the median gap is the interval
+    # Once both workers have joined, leader ticks come from one worker only.
+    settled = max(min(ticks["a"]), min(ticks["b"])) + 3
+    assert len({worker for at, worker in leader if at > settled}) == 1
+    assert "this timer always fails" in workers[0].log()
+
+
+def test_timer_declarations_are_checked() -> None:
+    app = App("timers")
+
+    def not_async() -> None:
+        pass
+
+    with pytest.raises(ConfigError, match="async def"):
+        app.timer(1)(not_async)  # type: ignore[arg-type]
+
+    async def fine() -> None:
+        pass
+
+    with pytest.raises(ConfigError, match="interval must be > 0"):
+        app.timer(0)(fine)
+    with pytest.raises(ConfigError, match="not a cron expression"):
+        app.crontab("every tuesday")(fine)
+    with pytest.raises(ConfigError, match="unknown timezone"):
+        app.crontab("*/5 * * * *", timezone="Mars/Olympus")(fine)
+    app.crontab("*/5 * * * *", timezone="Europe/Paris")(fine)
+    assert 0 <= app.timers[-1].next_delay() <= 300

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(
         10.0, gt=0, description="Seconds to let in-flight events finish on stop."
     )
+    standby_replicas: int = Field(
+        0, ge=0, description="Keep warm copies of table partitions this worker does not own."
+    )
     web_port: int | None = Field(
         None,
         ge=0,

@@ -63,9 +63,7 @@ def restore(
         }
     )
     try:
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(changelog, partition), timeout=30
-        )
+        low, high = consumer.get_watermark_offsets(TopicPartition(changelog, partition), timeout=30)
         stored = store.meta_offset(CHANGELOG_OFFSET)
         start = stored if stored is not None else low
         if stored is None and not store.is_empty():

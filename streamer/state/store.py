@@ -40,7 +40,9 @@ class PartitionStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         access = AccessType.read_only() if read_only else AccessType.read_write()
-        self._db = Rdict(str(path), _options(), column_families={_META: _options()}, access_type=access)
+        self._db = Rdict(
+            str(path), _options(), column_families={_META: _options()}, access_type=access
+        )
         self._meta = self._db.get_column_family(_META)
         self._meta_handle = self._db.get_column_family_handle(_META)
 
@@ -53,7 +55,9 @@ class PartitionStore:
         except Exception as exc:  # rocksdict raises plain Exception for corruption
             if "lock" in str(exc).lower():
                 raise
-            log.warning("local state at %s is unreadable (%s); rebuilding it from the changelog", path, exc)
+            log.warning(
+                "local state at %s is unreadable (%s); rebuilding it from the changelog", path, exc
+            )
             shutil.rmtree(path, ignore_errors=True)
             return cls(path)
 

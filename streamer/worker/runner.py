@@ -40,6 +40,7 @@ from streamer.worker.lanes import Lane, LaneContext, run_lane
 from streamer.worker.partition import Output, PartitionState, Pending, WorkerStats
 from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
 from streamer.worker.scheduler import WorkerStager, run_timer
+from streamer.worker.standby import StandbyManager
 from streamer.worker.tables import TableManager
 from streamer.worker.transactions import ExactlyOnceCheckpoint, ProducerFenced
 
@@ -92,7 +93,9 @@ class Worker:
                 self._sources[topic.name] = topic
         self._replay = replay
         self._dry_run = dry_run
-        self._timer_tasks: list[asyncio.Task[None]] = []
+        self._background_tasks: list[asyncio.Task[None]] = []
+        self._standby: StandbyManager | None = None
+        self._standby_following = False
         self._failure: BaseException | None = None
         self._lane_contexts = {
             agent.name: LaneContext(
@@ -136,6 +139,12 @@ class Worker:
         changelogs = self._tables.changelog_specs({name: counts[name] for name in self._sources})
         if changelogs:
             ensure(changelogs)
+            if s.standby_replicas > 0 and self._replay is None:
+                self._standby = StandbyManager(
+                    self._tables, {"bootstrap.servers": s.brokers, **client_config}
+                )
+                self._tables.standby = self._standby
+                self._standby.start()
         dead_letters = {
             ctx.dead_letter_topic: TopicSpec(ctx.dead_letter_topic, None, internal=True)
             for ctx in self._lane_contexts.values()
@@ -176,7 +185,7 @@ class Worker:
         # every task created from here on inherits it, and lanes override it with themselves.
         current_lane.set(WorkerStager(self._release))
         if self._replay is None:
-            self._timer_tasks = [
+            self._background_tasks = [
                 asyncio.ensure_future(run_timer(timer, self._is_leader))
                 for timer in self.app.timers
             ]
@@ -277,9 +286,9 @@ class Worker:
         return first is not None and (first, 0) in self._states
 
     async def _shutdown(self) -> None:
-        for task in self._timer_tasks:
+        for task in self._background_tasks:
             task.cancel()
-        await asyncio.gather(*self._timer_tasks, return_exceptions=True)
+        await asyncio.gather(*self._background_tasks, return_exceptions=True)
         states = list(self._states.values())
         for state in states:
             for lane in state.lanes:
@@ -317,6 +326,8 @@ class Worker:
             [TopicPartition(s.topic, s.partition) for s in self._states.values()], commit=False
         )
         await self._tables.wait_idle()
+        if self._standby is not None:
+            await self._standby.stop()
         if self._checkpoint is not None:
             self._checkpoint.close()
         if self._replay_state_dir is not None:
@@ -449,6 +460,13 @@ class Worker:
             self._states[(tp.topic, tp.partition)] = state
             self._tables.start(state)
         self.metrics.assigned(partitions)  # binds the lanes' probes before they run
+        if self._standby is not None and not self._standby_following:
+            # After this first assignment (whose restores claim their partitions first):
+            # follow every table partition not assigned here.
+            self._standby_following = True
+            count = self._tables.tables[0].partitions or 0
+            follow = asyncio.ensure_future(self._standby.follow_unowned(count))
+            self._background_tasks.append(follow)
         log.info(
             "assigned %s (now owning %d partitions)",
             format_partitions(partitions),

@@ -23,6 +23,7 @@ from streamer.state.recovery import restore
 from streamer.state.store import PartitionStore
 from streamer.state.table import TablePartition
 from streamer.worker.partition import PartitionState
+from streamer.worker.standby import StandbyManager
 
 log = logging.getLogger("streamer.tables")
 
@@ -43,6 +44,7 @@ class TableManager:
         self._cancel: dict[PartitionState, threading.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.restored_records = 0
+        self.standby: StandbyManager | None = None
         self.metrics: WorkerMetrics | None = None  # the worker's, for recovery progress
 
     def changelog_specs(self, source_partitions: dict[str, int]) -> list[TopicSpec]:
@@ -84,6 +86,8 @@ class TableManager:
     async def _restore(self, state: PartitionState, cancel: threading.Event) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if self.standby is not None:  # a warm copy: the standby hands its stores over
+                await self.standby.take(state.partition)
             for table in self.tables:
                 path = self.path(table.name, state.partition)
                 while path in self._open:  # a previous owner of this path is still closing
@@ -136,6 +140,10 @@ class TableManager:
             if closed is not None:
                 closed.set()
         state.tables.clear()
+        if self.standby is not None:  # keep following it, warm, from where we left it
+            task = asyncio.ensure_future(self.standby.give_back(state.partition))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def wait_idle(self) -> None:
         """Wait for recoveries still running (after their partitions were released)."""

@@ -1,0 +1,141 @@
+"""Standby replicas: warm copies of table partitions this worker does not own.
+
+With ``standby_replicas >= 1`` a worker follows the changelog of every table partition it
+does not own, into the same local store path an owner would use, and records the changelog
+offset it reached. When such a partition is handed to this worker, recovery starts from
+that offset and restores only the tail. (Today every worker follows every partition it does
+not own: enough for the common one-standby case of two or three workers; a placement that
+follows exactly N copies across a larger group is future work.)
+
+Runs as one asyncio task with one consumer; consuming and writing RocksDB happen in a
+worker thread, one step at a time, and a partition is handed back to its new owner only
+between steps, so the active and the standby never hold the same store at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
+
+if TYPE_CHECKING:
+    from streamer.worker.tables import TableManager
+
+log = logging.getLogger("streamer.standby")
+
+BATCH = 5_000
+
+
+class StandbyManager:
+    """Follows the changelogs of non-owned table partitions."""
+
+    def __init__(self, tables: TableManager, consumer_config: dict[str, Any]) -> None:
+        self._tables = tables
+        self._consumer_config = consumer_config
+        self._stores: dict[tuple[str, int], PartitionStore] = {}  # (changelog, partition)
+        self._positions: dict[tuple[str, int], int] = {}
+        self._owned: set[int] = set()
+        self._lock = asyncio.Lock()
+        self._consumer: Consumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.applied = 0
+
+    def start(self) -> None:
+        self._consumer = Consumer(
+            {
+                **self._consumer_config,
+                "group.id": f"streamer-standby-{self._tables.app.id}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        async with self._lock:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+
+    async def take(self, partition: int) -> None:
+        """This worker now owns ``partition``: stop following it and close its stores, so
+        the owner can open them (at the offset the standby reached)."""
+        self._owned.add(partition)
+        async with self._lock:
+            for key in [k for k in self._stores if k[1] == partition]:
+                self._stores.pop(key).close()
+                self._positions.pop(key, None)
+            self._reassign()
+
+    async def give_back(self, partition: int) -> None:
+        """This worker no longer owns ``partition`` (its owner closed the stores): follow it."""
+        self._owned.discard(partition)
+        async with self._lock:
+            if partition in self._owned or self._consumer is None:
+                return  # assigned back meanwhile, or stopping
+            self._follow(partition)
+            self._reassign()
+
+    async def follow_unowned(self, partitions: int) -> None:
+        """Follow every partition (of ``partitions``) not owned, once the worker has its
+        first assignment."""
+        async with self._lock:
+            for partition in range(partitions):
+                if partition not in self._owned:
+                    self._follow(partition)
+            self._reassign()
+            log.info("standby: following %d table partition(s)", len(self._stores))
+
+    def _follow(self, partition: int) -> None:
+        for table in self._tables.tables:
+            key = (table.changelog, partition)
+            if key in self._stores:
+                continue
+            store = PartitionStore.open_or_rebuild(self._tables.path(table.name, partition))
+            self._stores[key] = store
+            self._positions[key] = store.meta_offset(CHANGELOG_OFFSET) or 0
+
+    def _reassign(self) -> None:
+        if self._consumer is not None:
+            self._consumer.assign(
+                [TopicPartition(t, p, self._positions[(t, p)]) for t, p in self._stores]
+            )
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._stores:
+                await asyncio.sleep(0.5)
+                continue
+            async with self._lock:
+                await loop.run_in_executor(None, self._step)
+
+    def _step(self) -> None:
+        """Consume one batch and apply it to the stores (in a worker thread)."""
+        assert self._consumer is not None
+        writes: dict[tuple[str, int], dict[bytes, bytes | None]] = {}
+        for message in self._consumer.consume(BATCH, 0.2):
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("standby: %s", error.str())
+                continue
+            key = (message.topic() or "", message.partition() or 0)
+            if key not in self._stores or message.key() is None:
+                continue
+            writes.setdefault(key, {})[message.key()] = message.value()  # type: ignore[index]
+            self._positions[key] = (message.offset() or 0) + 1
+        for key, batch in writes.items():
+            self._stores[key].apply(batch, {CHANGELOG_OFFSET: self._positions[key]})
+            self.applied += len(batch)

@@ -1,0 +1,80 @@
+"""Standby replicas: a hand-over to a worker that kept a warm copy restores only the tail of
+the changelog; a cold start restores all of it (the test measures both)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.kafkatools import WorkerProcess, committed, end_offsets, produce, read_all
+
+PARTITIONS = 4
+
+
+def _restored(log: str) -> int:
+    return sum(int(n) for n in re.findall(r"restored (\d+) records in", log))
+
+
+def _wait_committed(bootstrap: str, env: dict[str, str], worker: WorkerProcess) -> None:
+    ends = end_offsets(bootstrap, env["TEST_SRC"], PARTITIONS)
+    deadline = time.monotonic() + 120
+    while committed(bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], PARTITIONS) != ends:
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.5)
+
+
+def test_standby_hand_over_restores_less_than_a_cold_start(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
+) -> None:
+    env = {
+        "STREAMER_BROKERS": kafka_bootstrap,
+        "TEST_APP_ID": unique_name("standby"),
+        "TEST_SRC": create_topic("events", partitions=PARTITIONS),
+        "TEST_PARTITIONS": str(PARTITIONS),
+        "STREAMER_STANDBY_REPLICAS": "1",
+    }
+
+    def start(name: str, **extra: str) -> WorkerProcess:
+        state = {"STREAMER_STATE_DIR": str(tmp_path / f"state-{name}")}
+        return WorkerProcess("tests.apps.counter", {**env, **state, **extra}, tmp_path, name)
+
+    keys = [f"user-{i % 5_000}" for i in range(40_000)]
+    first, second = start("first"), start("second")
+    try:
+        time.sleep(4)  # both joined: each owns two partitions and follows the other two
+        produce(kafka_bootstrap, env["TEST_SRC"], ((k.encode(), b"x") for k in keys))
+        _wait_committed(kafka_bootstrap, env, second)
+        time.sleep(2)  # let the standby catch up with the last checkpoint
+        assert "standby: following" in second.log()
+        assert first.terminate() < 15  # a clean stop: its partitions move to the standby
+        _wait_committed(kafka_bootstrap, env, second)
+        # One more event per key: the survivor counts on from the values its standby copies
+        # hold, so any key its warm copy got wrong shows up in the final counts.
+        produce(
+            kafka_bootstrap, env["TEST_SRC"], ((f"user-{i}".encode(), b"x") for i in range(5_000))
+        )
+        _wait_committed(kafka_bootstrap, env, second)
+        assert second.terminate() < 15
+    finally:
+        first.close()
+        second.close()
+    handover = _restored(second.log())
+
+    cold = start("cold", STREAMER_STANDBY_REPLICAS="0")
+    try:
+        deadline = time.monotonic() + 60
+        while cold.log().count("restored") < PARTITIONS:
+            assert time.monotonic() < deadline, cold.log()[-3000:]
+            time.sleep(0.5)
+        assert cold.terminate() < 15
+    finally:
+        cold.close()
+    cold_start = _restored(cold.log())
+    changelog = read_all(kafka_bootstrap, f"{env['TEST_APP_ID']}-counts-changelog", idle=2)
+    expected = Counter(keys) + Counter(f"user-{i}" for i in range(5_000))
+    assert {m.key().decode(): int(m.value()) for m in changelog} == expected
+    print(f"restored on hand-over: {handover}, on a cold start: {cold_start}")
+    assert cold_start >= len(expected)  # every key at least once
+    assert handover < cold_start / 4

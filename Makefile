@@ -30,8 +30,8 @@ test: setup
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: setup
-	$(BIN)/ruff check streamer tests apps
-	$(BIN)/ruff format --check streamer tests apps
+	$(BIN)/ruff check streamer tests apps bench
+	$(BIN)/ruff format --check streamer tests apps bench
 	$(BIN)/mypy
 
 clean:

@@ -9,9 +9,12 @@ from typing import Any
 Headers = list[tuple[str, str | bytes | None]]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Event:
-    """A record as an agent sees it.
+    """A record as an agent sees it (treat it as read-only).
+
+    Not frozen on purpose: a frozen dataclass sets each field through
+    ``object.__setattr__``, a measurable cost on the hot path (one Event per record).
 
     ``key`` and ``value`` are decoded with the topic's serdes; ``timestamp`` is the record's
     timestamp in milliseconds since the epoch; ``topic``, ``partition`` and ``offset`` say

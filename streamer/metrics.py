@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from streamer.app import App
     from streamer.state.table import TablePartition
+    from streamer.worker.checkpoint import Checkpoint
     from streamer.worker.partition import PartitionState
 
 log = logging.getLogger("streamer.metrics")
@@ -255,7 +256,7 @@ class WorkerMetrics:
 
         return counted
 
-    def watch(self, checkpoint: Any) -> None:
+    def watch(self, checkpoint: Checkpoint) -> None:
         """Time ``checkpoint``'s commits and tally what it releases (a fresh checkpoint after
         a fenced producer is watched again and keeps adding to the same tallies)."""
         checkpoint.timer = self.commit_timer
@@ -347,6 +348,8 @@ class WorkerMetrics:
                 _, high = consumer.get_watermark_offsets(tp, cached=True)
                 if tp.offset >= 0 and high >= 0:
                     self.lag.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
+                elif high == 0:  # never written to: no position yet, and nothing to lag
+                    self.lag.labels(tp.topic, str(tp.partition)).set(0)
         for state in states:
             if not state.ready.is_set():
                 continue  # its stores belong to the recovery thread until then

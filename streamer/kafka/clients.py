@@ -25,6 +25,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "isolation.level": "read_committed",
     # Bounded prefetch keeps memory flat under a large backlog (DESIGN §2 rule 8).
     "queued.max.messages.kbytes": 16384,
+    # ... and resume fetching soon after the queue drains below it (librdkafka's default
+    # waits a whole second, which caps throughput near 120,000 records/s).
+    "fetch.queue.backoff.ms": 10,
     "session.timeout.ms": 10000,
     "heartbeat.interval.ms": 1000,
 }

@@ -61,7 +61,10 @@ class Checkpoint:
         produce, produced = self._producer.produce, self.produced
         for topic, key, value, headers in outputs:
             produced[topic] += 1
-            self._produce(produce, topic, value, key, headers=headers)
+            try:  # the hot path: one direct call per record
+                produce(topic, value, key, headers=headers)
+            except BufferError:
+                self._produce(produce, topic, value, key, headers=headers)
 
     def _produce(self, produce: Any, *args: Any, **kwargs: Any) -> None:
         while True:
@@ -139,7 +142,10 @@ class AtLeastOnceCheckpoint(Checkpoint):
         produced = self.produced
         for topic, key, value, headers in outputs:
             produced[topic] += 1
-            self._produce(produce, topic, value, key, headers=headers, on_delivery=on_delivery)
+            try:  # the hot path: one direct call per record
+                produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+            except BufferError:
+                self._produce(produce, topic, value, key, headers=headers, on_delivery=on_delivery)
 
     def _commit(self, due: Due, parts: list[TablePartition]) -> None:
         self._produce_changelogs(parts, on_delivery=self._on_delivery)

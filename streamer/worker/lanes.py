@@ -231,6 +231,7 @@ class LaneContext:
     dead_letter_topic: str
     on_taken: Callable[[PartitionState], None]  # a paused partition's lane drained a bit
     on_fatal: Callable[[BaseException], None]  # the policy says: stop the worker
+    dead_lettered: Callable[[str, str], None]  # counts (agent, reason) for the metrics
 
 
 async def run_lane(lane: Lane) -> None:
@@ -284,6 +285,7 @@ async def run_lane(lane: Lane) -> None:
                 log.error("agent %r failed on %s %d time(s): %r; sent to %s", agent.name, where,
                           attempts, error, lane.ctx.dead_letter_topic)  # fmt: skip
                 lane.dead_letter_current(error)
+                lane.ctx.dead_lettered(agent.name, type(error).__name__)
             else:
                 log.error("agent %r failed on %s %d time(s); skipped", agent.name, where,
                           attempts, exc_info=error)  # fmt: skip

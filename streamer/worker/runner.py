@@ -97,12 +97,6 @@ class Worker:
         self._standby: StandbyManager | None = None
         self._standby_following = False
         self._failure: BaseException | None = None
-        self._lane_contexts = {
-            agent.name: LaneContext(
-                app.policy_for(agent), app.dead_letter_topic(agent), self._on_taken, self._fail
-            )
-            for agent in app.agents
-        }
         self._replay_state_dir: tempfile.TemporaryDirectory[str] | None = None
         self.stats = WorkerStats()
         self._consumer: Consumer | None = None
@@ -111,6 +105,16 @@ class Worker:
         self._tables = TableManager(app, {})
         self.stopped = asyncio.Event()
         self.metrics = WorkerMetrics(app, self._states, enabled=self.settings.metrics)
+        self._lane_contexts = {
+            agent.name: LaneContext(
+                app.policy_for(agent),
+                app.dead_letter_topic(agent),
+                self._on_taken,
+                self._fail,
+                self.metrics.dead_lettered,
+            )
+            for agent in app.agents
+        }
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -252,7 +256,13 @@ class Worker:
         next_checkpoint = time.monotonic() + interval
         while not self._stopping:
             busy = self._busy()
-            messages = consumer.consume(batch_size, 0 if busy else _IDLE_POLL)
+            messages = consumer.consume(batch_size, 0)
+            if not messages and not busy:
+                # Idle: block until the first record arrives (consume() with a timeout would
+                # wait for a full batch, adding up to the whole timeout to every latency).
+                first = consumer.poll(_IDLE_POLL)
+                if first is not None:
+                    messages = [first, *consumer.consume(batch_size - 1, 0)]
             if self._rewind_pending:
                 # A transaction was aborted inside consume() (a rebalance callback). Seek
                 # only now, outside the callback: then everything this call returned
@@ -401,6 +411,7 @@ class Worker:
             if ctx.policy.on_exhausted == "dead_letter":
                 outputs.append(dead_letter(ctx.dead_letter_topic, message, error, agent=agent.name,
                                            attempts=1))  # fmt: skip
+                ctx.dead_lettered(agent.name, type(error).__name__)
         where = f"{state.label}@{message.offset()}"
         sent = f"; sent to {', '.join(o[0] for o in outputs)}" if outputs else "; skipped"
         log.error("%s cannot be decoded: %s%s", where, error, sent)

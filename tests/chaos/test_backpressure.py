@@ -40,7 +40,10 @@ def test_memory_stays_flat_under_a_large_backlog(
             samples.append(process.memory_info().rss / 2**20)
         steady = samples[5:]  # after start-up and the first fetches
         assert max(samples) < RSS_BOUND_MB, f"RSS samples (MB): {samples}"
-        assert max(steady) - min(steady) < GROWTH_BOUND_MB, f"RSS grew: {samples}"
+        # Flat: no trend from the first to the last steady seconds (short spikes of
+        # librdkafka's fetch buffers come and go).
+        start, end = sum(steady[:5]) / 5, sum(steady[-5:]) / 5
+        assert end - start < GROWTH_BOUND_MB, f"RSS grew: {samples}"
         assert worker.terminate(timeout=60) < 15
         # It was really working through the backlog, and committed what it processed.
         done = sum(committed(kafka_bootstrap, env["TEST_APP_ID"], src, 2).values())

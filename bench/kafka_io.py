@@ -1,0 +1,206 @@
+"""The broker side of the bench: which broker, topics, pre-produced input, reading output.
+
+Nothing here is timed; it sets a scenario up and checks what it left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from bench.common import key_of, payload
+
+log = logging.getLogger("bench")
+
+BROKERS_ENV = "STREAMER_BENCH_BROKERS"
+
+Say = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def broker(brokers: str | None, say: Say) -> Iterator[str]:
+    """``brokers``, else ``$STREAMER_BENCH_BROKERS``, else a LocalKafka on a free port that
+    is stopped (and its data deleted) on exit."""
+    chosen = brokers or os.environ.get(BROKERS_ENV)
+    if chosen:
+        yield chosen
+        return
+    from streamer.kafka.local import LocalKafka, free_port_pair
+
+    home = Path(tempfile.mkdtemp(prefix="streamer-bench-kafka-"))
+    local = LocalKafka(free_port_pair(), home=home)
+    try:
+        yield local.up(progress=say)
+    finally:
+        local.down()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def unique(prefix: str) -> str:
+    return f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Topics:
+    """Creates uniquely named topics for one scenario and deletes them (and its consumer
+    groups) at the end, so runs never see each other's data and the broker is left clean."""
+
+    def __init__(self, brokers: str) -> None:
+        self.brokers = brokers
+        # librdkafka's own log lines go through (quiet) Python logging, not raw to stderr.
+        config: dict[str, Any] = {"bootstrap.servers": brokers, "logger": log}
+        self.admin = AdminClient(config)
+        self.created: list[str] = []
+        self.groups: list[str] = []
+
+    def create(self, name: str, partitions: int, config: dict[str, str] | None = None) -> str:
+        new = NewTopic(name, num_partitions=partitions, config=dict(config or {}))
+        self.admin.create_topics([new], operation_timeout=30)[name].result(timeout=30)
+        self.created.append(name)
+        self._wait(name, partitions)
+        return name
+
+    def _wait(self, name: str, partitions: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(KafkaException):
+                topic = self.admin.list_topics(topic=name, timeout=5.0).topics.get(name)
+                if (
+                    topic is not None
+                    and topic.error is None
+                    and len(topic.partitions) == partitions
+                    and all(p.leader >= 0 for p in topic.partitions.values())
+                ):
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"topic {name} did not appear within {timeout:.0f}s")
+
+    def cleanup(self) -> None:
+        """Best effort: a leftover uniquely named topic harms nobody."""
+        futures: list[Any] = []
+        try:
+            if self.created:
+                futures += self.admin.delete_topics(self.created, operation_timeout=30).values()
+            if self.groups:
+                futures += self.admin.delete_consumer_groups(self.groups).values()
+        except Exception as exc:  # cleanup must never hide the figures
+            log.warning("could not delete bench topics %s: %s", self.created, exc)
+        for future in futures:
+            try:
+                future.result(timeout=30)
+            except Exception as exc:  # e.g. a changelog the worker never created
+                log.debug("cleanup: %s", exc)
+
+
+def _producer(brokers: str, **extra: Any) -> Producer:
+    config: dict[str, Any] = {
+        "bootstrap.servers": brokers,
+        "partitioner": "murmur2_random",  # as streamer partitions
+        "linger.ms": 20,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 500_000,
+    }
+    config.update(extra)
+    return Producer(config)
+
+
+def produce(brokers: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+    """Produce ``records`` as fast as the client allows; returns how many were acknowledged."""
+    producer = _producer(brokers)
+    failures: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    count = 0
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        count += 1
+        if count % 10_000 == 0:
+            producer.poll(0)
+    if producer.flush(120) or failures:
+        raise RuntimeError(f"pre-producing to {topic} failed: {failures[:1] or 'no ack'}")
+    return count
+
+
+def json_records(n: int, pad: int = 0) -> Iterator[tuple[bytes, bytes]]:
+    for i in range(n):
+        yield key_of(i), orjson.dumps(payload(i, pad=pad))
+
+
+def produce_at_rate(brokers: str, topic: str, n: int, rate: float) -> float:
+    """Produce ``n`` JSON records at ``rate`` per second, each carrying its produce time
+    (``ts``, ms since the epoch) in its value; ``linger.ms=0`` so none waits in the client.
+    Returns the rate achieved."""
+    producer = _producer(brokers, **{"linger.ms": 0})
+    start = time.perf_counter()
+    for i in range(n):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        value = orjson.dumps(payload(i, ts_ms=time.time() * 1000.0))
+        producer.produce(topic, value, key_of(i))
+        producer.poll(0)
+    elapsed = time.perf_counter() - start
+    if producer.flush(60):
+        raise RuntimeError(f"records to {topic} not acknowledged")
+    return n / elapsed if elapsed > 0 else 0.0
+
+
+def end_offsets(brokers: str, topic: str) -> int:
+    """Sum of ``topic``'s high watermarks: how many records it holds."""
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": unique("watermarks")})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        )
+    finally:
+        consumer.close()
+
+
+def read_latencies(brokers: str, topic: str, expect: int, timeout: float = 60.0) -> list[float]:
+    """Read ``expect`` records of ``topic``; for each, its timestamp (set when the processor
+    produced it) minus the ``ts`` its input carried, in ms."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": unique("latency-reader"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    latencies: list[float] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(latencies) < expect and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is not None:
+                    continue
+                produced_ms = message.timestamp()[1]
+                sent_ms = orjson.loads(message.value() or b"{}")["ts"]
+                latencies.append(produced_ms - sent_ms)
+    finally:
+        consumer.close()
+    return latencies

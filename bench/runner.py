@@ -1,0 +1,125 @@
+"""``run_bench``: the one entry point, used by ``python -m bench`` and by the tests."""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import Result
+from bench.kafka_io import Say, broker
+from bench.report import machine, sources_digest, table, write_json
+from bench.scenarios import SCENARIOS, Env, run_scenario
+
+
+@dataclass
+class Report:
+    """What a run produced: ``results`` in run order, ``meta`` (machine, command, broker)."""
+
+    meta: dict[str, Any]
+    results: list[Result] = field(default_factory=list)
+
+    def get(self, scenario: str) -> Result:
+        return next(r for r in self.results if r.scenario == scenario)
+
+    @property
+    def failed(self) -> list[Result]:
+        return [r for r in self.results if r.status == "failed"]
+
+
+def resolve(selection: Sequence[str]) -> list[str]:
+    """Scenario names from ``all`` or names (comma-separated allowed); the baseline is always
+    included, and first, since every ratio is to the baseline of the same invocation."""
+    wanted: set[str] = set()
+    for item in selection:
+        for name in filter(None, (part.strip() for part in item.split(","))):
+            if name == "all":
+                wanted.update(SCENARIOS)
+            elif name in SCENARIOS:
+                wanted.add(name)
+            else:
+                raise ValueError(
+                    f"unknown scenario {name!r}; choose from all, {', '.join(SCENARIOS)}"
+                )
+    wanted.add("baseline")
+    return [name for name in SCENARIOS if name in wanted]
+
+
+def add_ratios(results: Sequence[Result]) -> None:
+    """Fill ``ratio`` (rate / baseline rate) and the goal ratios the issue asks for."""
+    by_name = {r.scenario: r for r in results if r.status == "ok"}
+    base = by_name.get("baseline")
+    for result in results:
+        if result.status != "ok" or base is None or not base.rate:
+            continue
+        if result.scenario != "latency":  # its rate is the offered load, not a capacity
+            result.ratio = float(f"{result.rate / base.rate:.4g}")
+    conc1, conc8 = by_name.get("io_conc1"), by_name.get("io_conc8")
+    if conc1 and conc8 and conc1.rate:
+        conc8.extra["speedup_vs_conc1"] = round(conc8.rate / conc1.rate, 2)
+    alo, eos = by_name.get("count_alo"), by_name.get("count_eos")
+    if alo and eos and alo.rate:
+        eos.extra["vs_count_alo"] = round(eos.rate / alo.rate, 3)
+
+
+def run_bench(
+    scenarios: Sequence[str],
+    messages: int,
+    *,
+    brokers: str | None = None,
+    json_path: Path | None = None,
+    profile: str | None = None,
+    consumer_config: dict[str, str] | None = None,
+    command: str | None = None,
+    say: Say = print,
+) -> Report:
+    """Run ``scenarios`` (names or "all") with ``messages`` as the scale, against ``brokers``
+    (else ``$STREAMER_BENCH_BROKERS``, else a LocalKafka started for the run); print the table,
+    write the JSON to ``json_path`` when given, and return the report. ``consumer_config``
+    (librdkafka options) applies to the baseline and to every streamer app alike."""
+    if messages < 2:
+        raise ValueError("--messages must be at least 2")
+    names = resolve(scenarios)
+    started = time.monotonic()
+    state_dir = Path(tempfile.mkdtemp(prefix="streamer-bench-state-"))
+    report = Report(
+        meta={
+            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": command,
+            "messages": messages,
+            "scenarios": names,
+            "consumer_config": dict(consumer_config or {}),
+            "machine": machine(),
+            "streamer_sources": sources_digest(),
+        }
+    )
+    try:
+        with broker(brokers, say) as bootstrap:
+            report.meta["brokers"] = bootstrap
+            report.meta["broker_source"] = "given" if brokers else "env or local"
+            env = Env(bootstrap, messages, state_dir, say, profile, dict(consumer_config or {}))
+            for name in names:
+                say(f"-- {name} ...")
+                result = run_scenario(name, env)
+                report.results.append(result)
+                say(f"   {result.status}: {result.messages:,} in {result.seconds:.2f}s = "
+                    f"{result.rate:,.0f}/s (wall {result.extra.get('wall_seconds')}s)"
+                    + (f" - {result.reason.splitlines()[0]}" if result.reason else ""))  # fmt: skip
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    add_ratios(report.results)
+    if sources_digest() != report.meta["streamer_sources"]:
+        report.meta["streamer_sources_changed_during_run"] = True
+        say("warning: streamer's sources changed during the run; the figures mix versions")
+    report.meta["wall_seconds"] = round(time.monotonic() - started, 1)
+    say("")
+    say(table(report.results))
+    if json_path is not None:
+        write_json(json_path, report.meta, report.results)
+        say(f"\nwrote {json_path}")
+    return report

@@ -76,6 +76,7 @@ class Agent:
     sinks: tuple[Topic, ...]
     concurrency: int
     on_error: ErrorPolicy | None = None  # None: the app's default
+    internal: bool = False  # streamer's own (a group_by's repartitioner), not the user's
 
     @property
     def yields(self) -> bool:
@@ -91,6 +92,7 @@ def make_agent(
     concurrency: int,
     name: str | None,
     on_error: ErrorPolicy | None = None,
+    internal: bool = False,
 ) -> Agent:
     """Validate a declaration; raise ConfigError with the fix when it is wrong."""
     label: str = name or getattr(fn, "__name__", None) or repr(fn)
@@ -104,4 +106,4 @@ def make_agent(
         raise ConfigError(
             f"agent {label!r} has sinks but never yields; `yield value` sends to the sinks"
         )
-    return Agent(fn, label, tuple(topics), tuple(sinks), concurrency, on_error)
+    return Agent(fn, label, tuple(topics), tuple(sinks), concurrency, on_error, internal)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Producer
 
-from streamer.agents import Agent, AgentFn, make_agent
+from streamer.agents import Agent, AgentFn, Stream, make_agent
 from streamer.errors import ConfigError, KafkaOperationError
-from streamer.events import Headers
+from streamer.events import Event, Headers, Record
 from streamer.kafka.clients import make_producer
 from streamer.policy import ErrorPolicy
 from streamer.serde import Serde, serde_for
@@ -227,6 +227,43 @@ class App:
         summary = await run_replay(self, plan, dry_run=collect if dry_run else None)
         summary.printed = printed
         return summary
+
+    def group_by(
+        self,
+        topic: Topic,
+        key: Callable[[Event], Any],
+        *,
+        name: str,
+        key_type: object = str,
+    ) -> Topic:
+        """Re-key ``topic`` by ``key(event)`` through the repartition topic
+        ``<app id>-<name>-repartition`` (same partition count, same value serde), and return
+        that topic for agents to read. An internal agent forwards each event with its new
+        key, in offset order per source partition; under exactly-once the forwarding is
+        transactional like any agent's output.
+        """
+        if topic.partitions is None:
+            raise ConfigError(
+                f"group_by {name!r}: declare partitions=N on topic {topic.name!r}; the "
+                "repartition topic gets the same count"
+            )
+        target = self.topic(
+            f"{self.id}-{name}-repartition",
+            key_type=key_type,
+            value_type=topic.value_serde,
+            partitions=topic.partitions,
+        )
+
+        async def repartition(stream: Stream) -> AsyncIterator[Record]:
+            async for event in stream:
+                yield Record(key(event), event.value, event.headers or None)
+
+        agent = make_agent(
+            repartition, [topic], sinks=[target], concurrency=1, name=f"{name}-repartitioner",
+            internal=True,
+        )  # fmt: skip
+        self.agents.append(agent)
+        return target
 
     def timer(
         self, interval: float, *, on_leader: bool = False, name: str | None = None

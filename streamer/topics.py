@@ -75,6 +75,10 @@ class Topic:
         except SerializationError as exc:
             raise SerializationError(f"topic {self.name!r}: value {exc}") from exc
 
+    def group_by(self, key: Any, *, name: str, key_type: object = str) -> Topic:
+        """Re-key this topic by ``key(event)``: see :meth:`App.group_by`."""
+        return self._app.group_by(self, key, name=name, key_type=key_type)
+
     async def send(
         self, *, key: Any = None, value: Any = None, headers: Headers | None = None
     ) -> None:

@@ -234,3 +234,8 @@ class Table:
 
     def as_dict(self) -> dict[Any, Any]:
         return dict(self.items())
+
+    def tick(self, now: float) -> None:
+        """Called by the worker about once a second with the wall-clock time (epoch
+        seconds), outside any event; plain tables have nothing to do. Windowed tables close
+        windows of idle partitions here."""

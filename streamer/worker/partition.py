@@ -79,6 +79,7 @@ class PartitionState:
         "ready",
         "release",
         "routes",
+        "stall_probe",
         "stats",
         "stop_offset",
         "tables",
@@ -94,6 +95,7 @@ class PartitionState:
         # Replays stop a partition here (exclusive); None: no end.
         self.stop_offset: int | None = None
         self.fetched_to = 0  # the offset after the last one fetched (replays only)
+        self.stall_probe: Pending | None = None  # the head at the last stall check
         self.inflight: deque[Pending] = deque()
         self.next_commit: int | None = None
         self.committed: int | None = None

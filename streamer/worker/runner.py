@@ -4,6 +4,12 @@ One asyncio loop owns everything. The pump consumes batches and hands records to
 rebalance callbacks run inside ``consume()`` on the same thread, so partition state is only
 ever touched from the loop thread and needs no locks. The checkpoint is the one owner that
 decides when offsets are committed (see ``streamer.worker.checkpoint``).
+
+Why this module is longer than 500 lines: :class:`Worker` is deliberately one class. Its pump,
+dispatch, rebalance callbacks and rewind all mutate the same partition map, and the rule that
+makes that safe (only the loop thread, never inside a callback's seek window) is easiest to
+check when they sit side by side. The pieces that do not share that state live elsewhere:
+lanes, the checkpoints, tables, standby, replay planning, timers, dead letters.
 """
 
 from __future__ import annotations
@@ -46,8 +52,10 @@ from streamer.worker.transactions import ExactlyOnceCheckpoint, ProducerFenced
 
 log = logging.getLogger("streamer.worker")
 
-_IDLE_POLL = 0.1  # seconds consume() may block when no event is in flight
+_IDLE_POLL = 0.1  # seconds poll() may block when no event is in flight
 _BUSY_NAP = 0.002  # seconds to yield to agents when events are in flight and none arrived
+TICK_INTERVAL = 1.0  # seconds between Table.tick calls
+STALL_AFTER = 60.0  # seconds an offset may stay in progress before the worker says so
 
 
 def format_partitions(partitions: Iterable[TopicPartition | PartitionState]) -> str:
@@ -254,6 +262,8 @@ class Worker:
         batch_size = self.settings.consume_batch
         interval = self.settings.effective_commit_interval
         next_checkpoint = time.monotonic() + interval
+        next_tick = time.monotonic() + TICK_INTERVAL
+        next_stall_check = time.monotonic() + STALL_AFTER
         while not self._stopping:
             busy = self._busy()
             messages = consumer.consume(batch_size, 0)
@@ -276,6 +286,14 @@ class Worker:
             self._checkpoint_poll()
             now = time.monotonic()
             self.metrics.refresh(consumer, now)  # does work at most once a second
+            if now >= next_tick:
+                # Wall-clock duties of tables (windows closing on an idle partition).
+                for table in self._tables.tables:
+                    table.tick(time.time())
+                next_tick = now + TICK_INTERVAL
+            if now >= next_stall_check:
+                self._report_stalls()
+                next_stall_check = now + STALL_AFTER
             if now >= next_checkpoint:
                 self._commit()
                 next_checkpoint = now + interval
@@ -285,6 +303,22 @@ class Worker:
                 self.stop()
                 break
             await asyncio.sleep(0 if messages or not busy else _BUSY_NAP)
+
+    def _report_stalls(self) -> None:
+        """Say so when a partition's oldest in-flight offset has not completed since the last
+        check: its commits cannot advance past it (a stuck agent, not a quiet topic)."""
+        for state in self._states.values():
+            head = state.inflight[0] if state.inflight else None
+            if head is not None and head is state.stall_probe:
+                log.warning(
+                    "%s: offset %d has been in progress for over %.0fs, so commits of this "
+                    "partition cannot advance; an agent may be stuck on it (%d events waiting)",
+                    state.label,
+                    head.offset,
+                    STALL_AFTER,
+                    len(state.inflight),
+                )
+            state.stall_probe = head
 
     def _busy(self) -> bool:
         return any(state.inflight for state in self._states.values())

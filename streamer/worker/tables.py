@@ -45,12 +45,17 @@ class TableManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self.restored_records = 0
         self.standby: StandbyManager | None = None
+        self.source_topic: str | None = None  # the topic whose partitions own the tables
         self.metrics: WorkerMetrics | None = None  # the worker's, for recovery progress
 
     def changelog_specs(self, source_partitions: dict[str, int]) -> list[TopicSpec]:
-        """Changelog topics, co-partitioned with the source topic (DESIGN §2 rule 6)."""
+        """Changelog topics, co-partitioned with the source topic (DESIGN §2 rule 6): the
+        one topic the app's own agents read (a group_by's repartitioner reads the topic it
+        re-keys, but owns no table)."""
         if not self.tables:
             return []
+        user_topics = {t.name for a in self.app.agents if not a.internal for t in a.topics}
+        source_partitions = {n: c for n, c in source_partitions.items() if n in user_topics}
         if len(source_partitions) != 1:
             raise ConfigError(
                 f"app {self.app.id!r} has tables and reads {len(source_partitions)} topics "
@@ -58,6 +63,7 @@ class TableManager:
                 "source topic: put the agents that use tables in an app of their own"
             )
         ((source, count),) = source_partitions.items()
+        self.source_topic = source
         specs = []
         for table in self.tables:
             if table.partitions is not None and table.partitions != count:
@@ -73,8 +79,9 @@ class TableManager:
         return self.state_dir / self.app.id / table_name / str(partition)
 
     def start(self, state: PartitionState) -> None:
-        """Restore ``state``'s table partitions in the background, then set ``state.ready``."""
-        if not self.tables:
+        """Restore ``state``'s table partitions in the background, then set ``state.ready``.
+        Only partitions of the tables' source topic own table partitions."""
+        if not self.tables or state.topic != self.source_topic:
             state.ready.set()
             return
         cancel = threading.Event()
@@ -126,6 +133,8 @@ class TableManager:
 
     def release(self, state: PartitionState) -> None:
         """``state`` is no longer ours: close its stores, or stop its recovery first."""
+        if state.topic != self.source_topic:
+            return
         cancel = self._cancel.get(state)
         if cancel is not None:
             cancel.set()  # the recovery task closes the stores when its thread returns

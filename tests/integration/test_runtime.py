@@ -148,3 +148,31 @@ def test_undecodable_and_unfit_values_name_topic_and_field(
     assert good == ["1", "4"]
     # The undecodable offsets do not stall the commit.
     assert committed(kafka_bootstrap, app.group_id, src, 1) == {0: 4}
+
+
+def test_a_stuck_agent_is_reported(
+    kafka_bootstrap: str,
+    create_topic,
+    unique_name,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import streamer.worker.runner as runner
+
+    monkeypatch.setattr(runner, "STALL_AFTER", 0.5)
+    src = create_topic("stuck", partitions=1)
+    app = App(unique_name("stuck"), brokers=kafka_bootstrap, shutdown_timeout=1.0)
+    source = app.topic(src, key_type=str, value_type=str, partitions=1)
+    started = asyncio.Event()
+
+    @app.agent(source)
+    async def hang(stream: Stream) -> None:
+        async for _ in stream:
+            started.set()
+            await asyncio.Event().wait()  # never completes
+
+    produce(kafka_bootstrap, src, [(b"k", b"v"), (b"k", b"w")])
+    with caplog.at_level("WARNING", logger="streamer.worker"):
+        asyncio.run(run_until(app, lambda: "may be stuck" in caplog.text, timeout=30))
+    assert f"{src}[0]: offset 0 has been in progress" in caplog.text
+    assert committed(kafka_bootstrap, app.group_id, src, 1) == {0: -1001}  # nothing past it

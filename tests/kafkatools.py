@@ -194,3 +194,36 @@ def observe_yields(app: App, agent_name: str, seen: list[Any]) -> None:
             yield item
 
     object.__setattr__(agent, "fn", observed)  # Agent is frozen: tests only
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """`python -m streamer ARGS` from the repository root, ``env`` added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def wait_committed(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    partitions: int,
+    *,
+    worker: WorkerProcess | None = None,
+    timeout: float = 120.0,
+) -> None:
+    """Wait until ``group`` has committed every partition of ``topic`` up to its end."""
+    ends = end_offsets(bootstrap, topic, partitions)
+    deadline = time.monotonic() + timeout
+    while committed(bootstrap, group, topic, partitions) != ends:
+        detail = worker.log()[-3000:] if worker is not None else ""
+        assert time.monotonic() < deadline, f"{topic} not fully committed\n{detail}"
+        time.sleep(0.5)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,30 +12,17 @@ from confluent_kafka import Producer
 
 from streamer import App, ConfigError, Event, Stream
 from tests.kafkatools import (
-    ROOT,
     WorkerProcess,
     committed,
     end_offsets,
     produce,
     read_all,
+    run_cli,
     run_until,
+    wait_committed,
 )
 
 PARTITIONS = 4
-
-
-def _streamer(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "streamer", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
-        env={**os.environ, **env},
-    )
 
 
 def test_replay_processes_exactly_the_range_and_leaves_offsets(
@@ -95,7 +80,7 @@ def test_cli_replay_dry_run_prints_outputs(kafka_bootstrap: str, create_topic, u
     ends = end_offsets(kafka_bootstrap, env["TEST_SRC"], PARTITIONS)
     full = [p for p, end in ends.items() if end]
     assert len(full) == 1  # one key, so one partition holds every record
-    result = _streamer(
+    result = run_cli(
         "replay", "tests.apps.echo", "--topic", env["TEST_SRC"], "--partition", str(full[0]),
         "--from-offset", "100", "--to-offset", "199", "--dry-run",
         env=env,
@@ -115,14 +100,6 @@ def _produce_at(bootstrap: str, topic: str, records: list[tuple[str, int]]) -> N
     producer.flush(30)
 
 
-def _wait_committed(bootstrap: str, group: str, topic: str, log: WorkerProcess) -> None:
-    ends = end_offsets(bootstrap, topic, PARTITIONS)
-    deadline = time.monotonic() + 90
-    while committed(bootstrap, group, topic, PARTITIONS) != ends:
-        assert time.monotonic() < deadline, log.log()[-3000:]
-        time.sleep(0.5)
-
-
 def test_reset_to_a_datetime_reprocesses_exactly_from_then(
     kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
 ) -> None:
@@ -138,19 +115,19 @@ def test_reset_to_a_datetime_reprocesses_exactly_from_then(
     records = [(f"k{i % 50}", t0 + (i // 5_000) * 60_000 + i % 5_000) for i in range(10_000)]
     _produce_at(kafka_bootstrap, env["TEST_SRC"], records)
     worker = WorkerProcess("tests.apps.echo", env, tmp_path, "first")
-    _wait_committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], worker)
+    wait_committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], PARTITIONS, worker=worker)
     worker.terminate()
     worker.close()
 
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(middle / 1000))
-    dry = _streamer("offsets", "reset", "tests.apps.echo", "--topic", env["TEST_SRC"],
+    dry = run_cli("offsets", "reset", "tests.apps.echo", "--topic", env["TEST_SRC"],
                     "--to-datetime", iso, env=env)  # fmt: skip
     assert dry.returncode == 0 and "dry run" in dry.stdout
-    done = _streamer("offsets", "reset", "tests.apps.echo", "--topic", env["TEST_SRC"],
+    done = run_cli("offsets", "reset", "tests.apps.echo", "--topic", env["TEST_SRC"],
                      "--to-datetime", iso, "--execute", env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     worker = WorkerProcess("tests.apps.echo", env, tmp_path, "second")
-    _wait_committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], worker)
+    wait_committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], PARTITIONS, worker=worker)
     worker.terminate()
     worker.close()
 
@@ -176,16 +153,16 @@ def test_reset_state_rebuilds_tables_from_the_replayed_range(
     records = [(f"k{i % 30}", t0 + (i // 2_000) * 60_000 + i % 2_000) for i in range(4_000)]
     _produce_at(kafka_bootstrap, env["TEST_SRC"], records)
     worker = WorkerProcess("tests.apps.counter", env, tmp_path, "first")
-    _wait_committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], worker)
+    wait_committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], PARTITIONS, worker=worker)
     worker.terminate()
     worker.close()
 
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((t0 + 60_000) / 1000))
-    done = _streamer("offsets", "reset", "tests.apps.counter", "--topic", env["TEST_SRC"],
+    done = run_cli("offsets", "reset", "tests.apps.counter", "--topic", env["TEST_SRC"],
                      "--to-datetime", iso, "--execute", "--reset-state", env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     worker = WorkerProcess("tests.apps.counter", env, tmp_path, "second")
-    _wait_committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], worker)
+    wait_committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], PARTITIONS, worker=worker)
     worker.terminate()
     worker.close()
     changelog = read_all(kafka_bootstrap, f"{env['TEST_APP_ID']}-counts-changelog", idle=2)

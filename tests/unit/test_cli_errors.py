@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -21,19 +20,11 @@ from pathlib import Path
 import pytest
 
 from streamer.kafka.local import free_port_pair
-from tests.kafkatools import ROOT
+from tests.kafkatools import ROOT, run_cli
 
 
 def _streamer(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamer", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-        env={**os.environ, **env},
-    )
+    return run_cli(*args, env=env, timeout=60)
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -97,8 +97,9 @@ def test_workers_join_and_leave_without_losing_records(
     while committed(kafka_bootstrap, echo_env["TEST_APP_ID"], src, PARTITIONS) != ends:
         assert time.monotonic() < deadline, "some partition is not served after the rebalances"
         time.sleep(0.5)
-    logs = workers[1].log() + workers[2].log()
-    assert "assigned" in logs and "revoked" in logs
+    # Partitions really moved: the leaver gave some up, and the joiner received some.
+    assert "revoked" in workers[0].log()
+    assert "assigned" in workers[2].log()
 
 
 def test_sigterm_exits_quickly_with_everything_committed(

@@ -27,8 +27,8 @@ Output = tuple[str, bytes | None, bytes | None, Headers | None]
 ReleaseFn = Callable[[list[Output]], None]
 
 
-# Stands in for the event of an offset no lane ever sees (see PartitionState.skip).
-_SKIPPED = Event(None, None, [], 0, "", -1, -1)
+# Stands in for the event of an offset no lane ever sees (undecodable records).
+SKIPPED_EVENT = Event(None, None, [], 0, "", -1, -1)
 
 
 class WorkerStats:
@@ -124,7 +124,7 @@ class PartitionState:
     def skip(self, message: Message, outputs: list[Output] | None = None) -> None:
         """Record an offset that completes without reaching any agent (e.g. undecodable),
         with ``outputs`` (its dead letters) released in offset order."""
-        pending = Pending(_SKIPPED, 0, message.offset() or 0, message)
+        pending = Pending(SKIPPED_EVENT, 0, message.offset() or 0, message)
         pending.outputs = outputs
         pending.done = True
         self.inflight.append(pending)

@@ -43,7 +43,7 @@ from streamer.worker.checkpoint import Checkpoint, TransactionAborted
 from streamer.worker.dead_letters import dead_letter
 from streamer.worker.guarantee import make_checkpoint
 from streamer.worker.lanes import Lane, LaneContext, run_lane
-from streamer.worker.partition import Output, PartitionState, Pending, WorkerStats
+from streamer.worker.partition import SKIPPED_EVENT, Output, PartitionState, Pending, WorkerStats
 from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
 from streamer.worker.scheduler import WorkerStager, run_timer
 from streamer.worker.standby import StandbyManager
@@ -440,6 +440,8 @@ class Worker:
         for agent in self._subscribers[state.topic]:
             ctx = self._lane_contexts[agent.name]
             if ctx.policy.on_exhausted == "stop":
+                # Track it as never completing, so no commit can pass this offset.
+                state.track(Pending(SKIPPED_EVENT, 1, message.offset() or 0, message))
                 self._fail(error)
                 return
             if ctx.policy.on_exhausted == "dead_letter":

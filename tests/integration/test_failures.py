@@ -177,3 +177,28 @@ def test_stop_policy_stops_the_worker_with_the_event_uncommitted(
         asyncio.run(Worker(app, handle_signals=False).run())
     assert seen == [0, 1, 2, 3, 4]
     assert committed(kafka_bootstrap, app.group_id, src, 1) == {0: 5}
+
+
+def test_stop_policy_on_an_undecodable_record_commits_nothing_past_it(
+    kafka_bootstrap: str, create_topic, unique_name
+) -> None:
+    src = create_topic("events", partitions=1)
+    app = App(
+        unique_name("stop-decode"),
+        brokers=kafka_bootstrap,
+        commit_interval=0.1,
+        on_error=ErrorPolicy(on_exhausted="stop"),
+    )
+    source = app.topic(src, key_type=str, value_type=dict, partitions=1)
+    seen: list[int] = []
+
+    @app.agent(source)
+    async def work(stream: Stream) -> None:
+        async for event in stream:
+            seen.append(event.value["n"])
+
+    records = [b'{"n": 0}', b"{broken", b'{"n": 2}', b'{"n": 3}']
+    produce(kafka_bootstrap, src, ((b"k", value) for value in records))
+    with pytest.raises(AgentFailed, match="not valid JSON"):
+        asyncio.run(Worker(app, handle_signals=False).run())
+    assert committed(kafka_bootstrap, app.group_id, src, 1) == {0: 1}

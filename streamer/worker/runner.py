@@ -490,6 +490,10 @@ class Worker:
             return
         if err.fatal():
             raise KafkaOperationError(f"fatal consumer error: {err.str()}")
+        if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            # Right after creating a topic, metadata can lag a moment: not the user's concern.
+            log.debug("consumer: %s", err.str())
+            return
         log.warning("consumer: %s (%s[%s])", err.str(), message.topic(), message.partition())
 
     # -- rebalance callbacks (run inside consume(), on the loop thread) ---------------------

@@ -102,6 +102,9 @@ class Worker:
         self._replay = replay
         self._dry_run = dry_run
         self._background_tasks: list[asyncio.Task[None]] = []
+        # Outputs of completed events, in release order, handed to the producer once per
+        # pump turn (and before every commit) rather than one call chain per event.
+        self._released: list[Output] = []
         self._standby: StandbyManager | None = None
         self._standby_following = False
         self._failure: BaseException | None = None
@@ -283,6 +286,7 @@ class Worker:
                 self._dispatch(messages)
             if self._to_resume:
                 self._resume_drained()
+            self._flush_released()
             self._checkpoint_poll()
             now = time.monotonic()
             self.metrics.refresh(consumer, now)  # does work at most once a second
@@ -475,6 +479,12 @@ class Worker:
                 state.paused = False
             log.debug("resumed %s: lanes drained", format_partitions(drained))
 
+    def _flush_released(self) -> None:
+        if self._released:
+            assert self._checkpoint is not None
+            self._checkpoint.release(self._released)
+            self._released.clear()
+
     def _release(self, outputs: list[Output]) -> None:
         assert self._checkpoint is not None
         self._checkpoint.release(outputs)
@@ -502,7 +512,7 @@ class Worker:
         if not partitions:
             return
         for tp in partitions:
-            state = PartitionState(tp.topic, tp.partition, self._release, self.stats)
+            state = PartitionState(tp.topic, tp.partition, self._released.extend, self.stats)
             for agent in self._subscribers.get(tp.topic, []):
                 ctx = self._lane_contexts[agent.name]
                 lanes = [Lane(state, agent, i, ctx) for i in range(agent.concurrency)]
@@ -562,6 +572,7 @@ class Worker:
         log.warning("lost %s without a clean hand-over", format_partitions(partitions))
         if isinstance(self._checkpoint, ExactlyOnceCheckpoint):
             # The open transaction holds work of the lost partitions too: abort it all.
+            self._released.clear()
             self._checkpoint.abort("partitions were lost")
             self._rewind_pending = True
 
@@ -576,6 +587,7 @@ class Worker:
         was aborted: then every partition must rewind (the pump does it, outside consume)."""
         assert self._checkpoint is not None
         try:
+            self._flush_released()
             self._checkpoint.commit(self._states.values() if states is None else states)
             return True
         except TransactionAborted:
@@ -586,6 +598,7 @@ class Worker:
             self._checkpoint = make_checkpoint(self.app.id, self.settings, self._consumer)
             self.metrics.watch(self._checkpoint)
         self._rewind_pending = True
+        self._released.clear()
         for state in self._states.values():
             state.discard()  # nothing more of the aborted work may be released
         return False

@@ -19,7 +19,7 @@ from streamer.events import Event, Record
 from streamer.policy import ErrorPolicy
 from streamer.serde import Serde, avro
 from streamer.settings import ProcessingGuarantee, Settings
-from streamer.state import Table
+from streamer.state import Table, WindowedTable
 from streamer.topics import Topic
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "Table",
     "Topic",
     "TopicMismatchError",
+    "WindowedTable",
     "avro",
 ]
 

@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from streamer._context import current_lane
-from streamer.errors import SerializationError, StreamerError
+from streamer.errors import ConfigError, SerializationError, StreamerError
 from streamer.serde import Serde
 
 if TYPE_CHECKING:
+    from streamer.events import Event
     from streamer.state.store import PartitionStore
+    from streamer.state.windows import OnClose, OnLate, WindowedTable
 
 # What a read finds when a key is absent (distinct from a None value).
 MISSING: Any = object()
@@ -83,6 +85,24 @@ class TablePartition:
         elif entry[1] == 0:
             del self.overlay[key]
 
+    def pending(self, key: bytes) -> int:
+        """How many writes to ``key`` events in flight hold (staged, not yet released)."""
+        entry = self.overlay.get(key)
+        return 0 if entry is None else int(entry[1])
+
+    def write_now(self, key: bytes, value: bytes | None) -> bool:
+        """Write ``key`` outside any event (windowed tables' ticks): released at once into
+        ``dirty``, so the next checkpoint persists it (in its transaction under exactly-once).
+
+        Refused (returns False) while an event in flight holds a write to ``key``: that
+        event's release would overwrite this value with an older one.
+        """
+        if self.pending(key):
+            return False
+        self.stage(key, value)
+        self.release(key, value)
+        return True
+
     def checkpointed(self, written: dict[bytes, bytes | None]) -> None:
         """``written`` reached RocksDB: overlay entries with nothing pending can go."""
         overlay = self.overlay
@@ -127,6 +147,8 @@ class Table:
         self.value_serde = value_serde
         self.partitions = partitions
         self._owned: dict[int, TablePartition] = {}
+        # Set by tumbling()/hopping(): the table's keys are then windows (see windows.py).
+        self.windowed: WindowedTable | None = None
 
     def __repr__(self) -> str:
         return f"Table({self.name!r}, changelog={self.changelog!r})"
@@ -211,6 +233,11 @@ class Table:
         self._write(key, None)
 
     def _write(self, key: Any, value: bytes | None) -> None:
+        if self.windowed is not None:  # a plain key in a windowed store would pass for a window
+            raise StreamerError(
+                f"table {self.name!r} holds windows: write through the table that "
+                "tumbling()/hopping() returned"
+            )
         data = self._key(key)
         part, lane = self._here()
         if part is None:
@@ -238,4 +265,63 @@ class Table:
     def tick(self, now: float) -> None:
         """Called by the worker about once a second with the wall-clock time (epoch
         seconds), outside any event; plain tables have nothing to do. Windowed tables close
-        windows of idle partitions here."""
+        windows of idle partitions here (never raising: errors are logged)."""
+        if self.windowed is not None:
+            self.windowed.tick(now)
+
+    # -- windows -----------------------------------------------------------------------------
+
+    def tumbling(
+        self,
+        size: float,
+        *,
+        grace: float = 0.0,
+        retention: float | None = None,
+        on_close: OnClose | None = None,
+        on_late: OnLate | None = None,
+        idle_close: float | None = 30.0,
+        event_time: Callable[[Event], float] | None = None,
+    ) -> WindowedTable:
+        """Make this table hold tumbling windows of ``size`` seconds; use the returned
+        :class:`~streamer.state.windows.WindowedTable` (see there for every parameter)."""
+        return self.hopping(
+            size,
+            size,
+            grace=grace,
+            retention=retention,
+            on_close=on_close,
+            on_late=on_late,
+            idle_close=idle_close,
+            event_time=event_time,
+        )
+
+    def hopping(
+        self,
+        size: float,
+        step: float,
+        *,
+        grace: float = 0.0,
+        retention: float | None = None,
+        on_close: OnClose | None = None,
+        on_late: OnLate | None = None,
+        idle_close: float | None = 30.0,
+        event_time: Callable[[Event], float] | None = None,
+    ) -> WindowedTable:
+        """Make this table hold hopping windows of ``size`` seconds starting every
+        ``step`` seconds; use the returned :class:`~streamer.state.windows.WindowedTable`."""
+        from streamer.state.windows import WindowedTable
+
+        if self.windowed is not None:
+            raise ConfigError(f"table {self.name!r} is already windowed")
+        self.windowed = WindowedTable(
+            self,
+            size=size,
+            step=step,
+            grace=grace,
+            retention=retention,
+            on_close=on_close,
+            on_late=on_late,
+            idle_close=idle_close,
+            event_time=event_time,
+        )
+        return self.windowed

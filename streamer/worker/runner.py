@@ -385,18 +385,32 @@ class Worker:
     # -- the hot path ----------------------------------------------------------------------
 
     def _dispatch(self, messages: list[Message]) -> None:
+        """Decode each record once and hand it to its lane(s). The hot path: consecutive
+        records usually share a partition, so its state and decoders are looked up once per
+        run of records, and the error wrapping of ``Topic.decode_*`` is paid only on failure.
+        """
         states = self._states
         touched: set[PartitionState] = set()
+        last: tuple[object, object] | None = None
+        state: PartitionState | None = None
+        decode_key = decode_value = None
+        dispatched = 0
         for message in messages:
             if message.error() is not None:
                 self._on_message_error(message)
                 continue
-            # A message without an error always has topic, partition and offset; the
-            # client's stubs cannot know that, hence the ignores on the hot path.
-            state = states.get((message.topic(), message.partition()))  # type: ignore[arg-type]
+            where = (message.topic(), message.partition())
+            if where != last:
+                last = where
+                # A message without an error always has topic, partition and offset.
+                state = states.get(where)  # type: ignore[arg-type]
+                if state is not None:
+                    source = self._sources[state.topic]
+                    decode_key = source.key_serde.deserialize
+                    decode_value = source.value_serde.deserialize
+                    touched.add(state)
             if state is None:  # revoked after the fetch
                 continue
-            source = self._sources[state.topic]
             raw_key: bytes | None = message.key()
             offset: int = message.offset()  # type: ignore[assignment]
             if state.stop_offset is not None:
@@ -405,21 +419,25 @@ class Worker:
                     continue
             try:
                 event = Event(
-                    source.decode_key(raw_key),
-                    source.decode_value(message.value()),
+                    decode_key(raw_key),  # type: ignore[misc]
+                    decode_value(message.value()),  # type: ignore[misc]
                     message.headers() or [],  # type: ignore[arg-type]
                     message.timestamp()[1],
                     state.topic,
                     state.partition,
                     offset,
                 )
-            except SerializationError as exc:
-                self._undecodable(state, message, exc)
+            except SerializationError:
+                source = self._sources[state.topic]
+                try:  # decode again through the topic, for a message that names it
+                    source.decode_key(raw_key)
+                    source.decode_value(message.value())
+                except SerializationError as exc:
+                    self._undecodable(state, message, exc)
                 continue
             routes = state.routes
             pending = Pending(event, len(routes), offset, message)
-            state.track(pending)
-            state.stats.records += 1
+            state.inflight.append(pending)  # tracked in offset order
             for lanes in routes:
                 if len(lanes) == 1:
                     lanes[0].push(pending)
@@ -428,7 +446,8 @@ class Worker:
                 else:
                     lanes[zlib.crc32(raw_key) % len(lanes)].push(pending)
             state.buffered += len(routes)
-            touched.add(state)
+            dispatched += 1
+        self.stats.records += dispatched
         limit = self.settings.lane_buffer
         to_pause = [s for s in touched if not s.paused and s.buffered >= limit]
         if to_pause and self._consumer is not None:

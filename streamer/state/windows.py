@@ -1,0 +1,462 @@
+"""Windowed tables: per-key values per time window, closed and expired by stream time.
+
+``app.table(...).tumbling(60.0, grace=10.0)`` (or ``.hopping(size, step, ...)``) returns a
+:class:`WindowedTable`. Inside an agent::
+
+    counts[event.key] += 1              # every window containing the event time
+    counts[event.key].current()         # the latest window containing the event time
+    counts[event.key].at(ts)            # the window containing epoch seconds ts
+    counts[event.key].range(a, b)       # [(window start, value)] of windows overlapping [a, b)
+
+Contracts:
+
+- Event time is the record timestamp (ms), or ``event_time(event)`` (epoch seconds).
+  Windows are epoch-aligned ``[start, end)``. Stream time, per table partition, is the
+  largest event time written so far (an event that failed and was retried included), plus
+  the idle time credited to it (below).
+- A write goes to every window containing the event time that is still open: not past
+  ``end + grace`` at stream time and not closed. An event none of whose windows is open is
+  late: not applied, counted in :attr:`WindowedTable.late_events`, passed to ``on_late``.
+- When stream time reaches ``end + grace``, the window is marked closed and
+  ``on_close(key, start, end, value)`` runs once for it. A close caused by an event runs
+  inside that event: what the callback sends (``Topic.send``) is staged with the event and
+  commits with it, and the close is undone with it if the agent fails. Callbacks run
+  synchronously until they first suspend: ``await topic.send(...)`` never suspends inside a
+  worker; a callback that awaits real I/O finishes in a task, outside the event (logged once).
+- Idle partitions: once no window of a partition was written for ``idle_close`` seconds,
+  ``tick`` (about once a second, wall clock) credits the idle wall-clock time to its stream
+  time, so its windows close (outside any event: their sends go through the worker's
+  producer, into the open transaction under exactly-once) and expire; no window waits
+  forever.
+- Windows are deleted (changelog tombstones) once stream time reaches ``end + retention``.
+- Callback errors are logged, never fatal; the window stays closed.
+
+Storage and the in-memory index: see :mod:`streamer.state.window_store`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any
+
+from streamer._context import Stager, current_lane
+from streamer.errors import ConfigError, SerializationError, StreamerError
+from streamer.events import Event
+from streamer.state.window_store import (
+    CLOSED_FLAG,
+    META_KEY,
+    OPEN_FLAG,
+    WindowPartition,
+    WindowSpec,
+    split_key,
+    window_key,
+)
+
+if TYPE_CHECKING:
+    from streamer.state.table import Table, TablePartition
+
+log = logging.getLogger("streamer.windows")
+
+OnClose = Callable[[Any, float, float, Any], Awaitable[None] | None]
+OnLate = Callable[[Event], Awaitable[None] | None]
+DAY = 86_400.0
+
+
+class WindowedTable:
+    """A table whose values live per (key, window). Create with ``Table.tumbling`` or
+    ``Table.hopping``; see the module docstring for the contracts.
+
+    ``retention`` (seconds after a window's end; default one day, at least ``grace``) bounds
+    how long past windows stay readable. ``idle_close=None`` disables wall-clock closing;
+    otherwise it trades completeness for liveness: events that arrive after an idle spell
+    with times the credited stream time has passed are late. Set it above the longest pause
+    the producers may take.
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        *,
+        size: float,
+        step: float,
+        grace: float,
+        retention: float | None,
+        on_close: OnClose | None,
+        on_late: OnLate | None,
+        idle_close: float | None,
+        event_time: Callable[[Event], float] | None,
+    ) -> None:
+        if retention is None:
+            retention = max(DAY, grace)
+        if idle_close is not None and not idle_close > 0:
+            raise ConfigError(f"idle_close must be > 0 seconds or None, got {idle_close}")
+        self.table = table
+        self.spec = WindowSpec.of(size, step, grace, retention)
+        self.on_close = on_close
+        self.on_late = on_late
+        self.idle_close = idle_close
+        self.event_time = event_time
+        self.late_events = 0
+        self.closed_windows = 0
+        self.expired_windows = 0
+        self._parts: dict[int, WindowPartition] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()  # callbacks running on
+        self._outside: Stager | None = None  # the worker's stager, seen in tick
+        self._warned_suspend = False
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    def __repr__(self) -> str:
+        spec = self.spec
+        return f"WindowedTable({self.name!r}, size={spec.size / 1000}s, step={spec.step / 1000}s)"
+
+    # -- the dict-like surface ---------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> WindowSet:
+        return WindowSet(self, key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """``t[k] = v`` sets every open window containing the event time to ``v``.
+        (``t[k] += 1`` lands here too, with the WindowSet it already updated: nothing to do.)"""
+        if isinstance(value, WindowSet):
+            if value.table is self and value.key == key:
+                return
+            raise TypeError("assign a value to a window set, not the windows of another key")
+        self._update(key, lambda _: value, read=False)
+
+    def items(self) -> Iterator[tuple[tuple[Any, float], Any]]:
+        """``((key, window start), value)`` of every window (open or closed, not expired)
+        of the partitions this worker owns, in time order per partition."""
+        serde = self.table.key_serde
+        for part in list(self.table.owned.values()):
+            for window, value in part.items():
+                if window != META_KEY and len(window) >= 8:
+                    start, key = split_key(window)
+                    yield (serde.deserialize(key), start / 1000), self._decode(value)
+
+    def as_dict(self) -> dict[tuple[Any, float], Any]:
+        return dict(self.items())
+
+    def stream_time(self, partition: int) -> float | None:
+        """Partition ``partition``'s stream time (epoch seconds), None before any event."""
+        part = self.table.owned.get(partition)
+        if part is None:
+            return None
+        stream = self._state(part).stream
+        return None if stream < 0 else stream / 1000
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _read_window(self, key: Any, start: int) -> bytes | None:
+        data = window_key(start, self.table._key(key))
+        part, _ = self.table._here()
+        if part is not None:
+            return part.read(data)
+        for candidate in list(self.table.owned.values()):
+            value = candidate.read(data)
+            if value is not None:
+                return value
+        return None
+
+    def _decode(self, stored: bytes) -> Any:
+        return self.table.value_serde.deserialize(stored[1:])
+
+    def _value(self, stored: bytes | None) -> Any:
+        if stored is not None:
+            return self._decode(stored)
+        return None if self.table.default is None else self.table.default()
+
+    def _now_ms(self) -> int:
+        """The event time of the event in progress; the wall clock outside any event."""
+        _, lane = self.table._here()
+        if lane is None:
+            return round(time.time() * 1000)
+        return self._time(self._event(lane))
+
+    def _event(self, lane: Stager) -> Event:
+        """The event in progress in ``lane`` (with ``take()``, the batch's last one)."""
+        current = getattr(lane, "current", None)
+        if not current:
+            raise StreamerError(f"windowed table {self.name!r} used while no event is in progress")
+        event: Event = current[-1].event
+        return event
+
+    def _time(self, event: Event) -> int:
+        if self.event_time is None:
+            return event.timestamp
+        return round(self.event_time(event) * 1000)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _update(self, key: Any, fn: Callable[[Any], Any], *, read: bool = True) -> None:
+        """Apply ``fn`` (old value -> new value) to every open window of ``key`` containing
+        the event time, staged with the event; close what the event's time closes."""
+        table = self.table
+        part, lane = table._here()
+        if part is None:
+            raise StreamerError(
+                f"windowed table {self.name!r} is written outside an agent; windows change "
+                "only while an agent processes an event (so the change commits with it)"
+            )
+        event = self._event(lane)
+        t = self._time(event)
+        state = self._state(part)
+        state.last_event = state.idle_from = time.time()
+        advanced = t > state.stream
+        if advanced:
+            state.stream = t
+        if state.stream >= state.next_due or state.closing:
+            self._close(state, lane)
+        data = table._key(key)
+        serialize, default = table.value_serde.serialize, table.default
+        limit = self.spec.late_before(state.stream)
+        applied = False
+        for start in self.spec.starts(t) if t >= 0 else ():
+            if start <= limit:
+                break  # this window and every older one are past their grace
+            window = window_key(start, data)
+            stored = part.read(window)
+            if stored is None:
+                if read and default is None:
+                    raise KeyError(key)
+                old = default() if read and default is not None else None
+                state.add_open(start, data)
+            elif stored[:1] != OPEN_FLAG:
+                continue  # closed already (by an idle tick): it never changes again
+            else:
+                old = self._decode(stored) if read else None
+            encoded = serialize(fn(old))
+            if encoded is None:
+                raise SerializationError(f"windowed table {self.name!r}: a value cannot be None")
+            lane.stage_write(part.stage(window, OPEN_FLAG + encoded))
+            applied = True
+        if advanced:
+            lane.stage_write(part.stage(META_KEY, state.meta()))
+        if not applied:
+            self._late(state, event)
+        if state.stream >= state.next_expiry:
+            self._expire(state, lane)
+
+    def _late(self, state: WindowPartition, event: Event) -> None:
+        if state.last_late is event:
+            return  # one event, several writes: counted once
+        state.last_late = event
+        self.late_events += 1
+        if self.on_late is not None:
+            self._call("on_late", self.on_late, event)
+
+    # -- closing and expiry ------------------------------------------------------------------
+
+    def _state(self, part: TablePartition) -> WindowPartition:
+        state = self._parts.get(part.partition)
+        if state is None or state.part is not part:  # attached anew: rebuild from the store
+            state = WindowPartition.rebuild(part, self.spec, time.time())
+            self._parts[part.partition] = state
+            log.debug(
+                "%s: %d open window start(s), stream time %d", part.label, len(state.open),
+                state.stream,
+            )  # fmt: skip
+        return state
+
+    def _writer(self, part: TablePartition, lane: Stager | None) -> Callable[..., bool]:
+        if lane is None:
+            return part.write_now
+
+        def staged(key: bytes, value: bytes | None) -> bool:
+            lane.stage_write(part.stage(key, value))
+            return True
+
+        return staged
+
+    def _close(self, state: WindowPartition, lane: Stager | None) -> int:
+        """Close the windows due; returns how many."""
+        closed = state.close_due(self._writer(state.part, lane), staged=lane is not None)
+        self.closed_windows += len(closed)
+        if self.on_close is None:
+            return len(closed)
+        size = self.spec.size
+        for start, key, stored in closed:
+            try:
+                user_key, value = self.table.key_serde.deserialize(key), self._decode(stored)
+            except Exception:
+                log.exception("window %s of table %r cannot be decoded", start, self.name)
+                continue
+            self._call("on_close", self.on_close, user_key, start / 1000, (start + size) / 1000,
+                       value)  # fmt: skip
+        return len(closed)
+
+    def _expire(self, state: WindowPartition, lane: Stager | None) -> int:
+        """Delete the windows past their retention; returns how many."""
+        expired = state.expire_due(self._writer(state.part, lane))
+        self.expired_windows += expired
+        return expired
+
+    def tick(self, now: float) -> None:
+        """Wall-clock duties (see the module docstring); never raises."""
+        stager = current_lane.get()
+        if stager is not None and stager.partition < 0:
+            self._outside = stager
+        owned = self.table.owned
+        for partition in [p for p in self._parts if p not in owned]:
+            del self._parts[partition]
+        for part in list(owned.values()):
+            try:
+                self._tick(part, now)
+            except Exception:
+                log.exception("windows of %s: tick failed; retrying at the next one", part.label)
+
+    def _tick(self, part: TablePartition, now: float) -> None:
+        state = self._state(part)
+        if state.stream < 0:
+            return
+        if self.idle_close is not None and now - state.last_event >= self.idle_close:
+            credit = round((now - state.idle_from) * 1000)
+            if credit > 0:
+                state.stream += credit
+                state.idle_from = now
+        changed = 0
+        if state.stream >= state.next_due or state.closing:
+            changed += self._close(state, None)
+        if state.stream >= state.next_expiry:
+            changed += self._expire(state, None)
+        if changed:
+            # Persist the stream time that closed or expired windows. Not every credit: an
+            # idle partition must not write (and commit a transaction) every second, and
+            # the close markers, not the stream time, keep closes exact. Refused while an
+            # event holds a staged meta write: that event writes it.
+            part.write_now(META_KEY, state.meta())
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a user callback now; errors are logged, never raised."""
+        try:
+            result = fn(*args)
+            if inspect.iscoroutine(result):
+                self._run_inline(what, result)
+            elif inspect.isawaitable(result):
+                self._keep(asyncio.ensure_future(result), what)
+        except Exception:
+            log.exception("%s of windowed table %r failed (ignored)", what, self.name)
+
+    def _run_inline(self, what: str, coro: Coroutine[Any, Any, Any]) -> None:
+        """Drive ``coro`` synchronously, in the caller's context (inside the event, its sends
+        are staged with it), until it returns or first suspends; then finish it in a task
+        whose sends go through the worker's stager (outside any event)."""
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+        if not self._warned_suspend:
+            self._warned_suspend = True
+            log.warning(
+                "%s of windowed table %r awaited something that suspends; what it does after "
+                "that runs outside the event (at-least-once)", what, self.name,
+            )  # fmt: skip
+        context = contextvars.copy_context()
+        context.run(current_lane.set, self._outside)
+        loop = asyncio.get_running_loop()
+        self._keep(loop.create_task(_finish(coro, yielded), context=context), what)
+
+    def _keep(self, task: asyncio.Future[Any], what: str) -> None:
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Future[Any]) -> None:
+            self._tasks.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("%s of windowed table %r failed (ignored)", what, self.name,
+                          exc_info=finished.exception())  # fmt: skip
+
+        task.add_done_callback(done)
+
+
+async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+    """Resume a coroutine that was stepped by hand, as a Task would: wait for the future it
+    yielded, then send it on, until it returns."""
+    try:
+        while True:
+            if yielded is None:  # a bare yield (asyncio.sleep(0))
+                await asyncio.sleep(0)
+            else:
+                yielded._asyncio_future_blocking = False
+                await asyncio.wait([yielded])
+            yielded = coro.send(None)
+    except StopIteration:
+        return
+    except asyncio.CancelledError:
+        if yielded is not None:
+            yielded.cancel()
+        coro.close()
+        raise
+
+
+class WindowSet:
+    """The windows of one key, as ``windowed[key]`` returns them (inside an agent, relative
+    to the event in progress). In-place operators update every open window containing the
+    event time: ``t[k] += 1``, ``-=``, ``*=``, ``/=``, ``|=``; :meth:`update` takes any
+    function. Reads return fresh values (the mutation rule of tables holds)."""
+
+    __slots__ = ("key", "table")
+
+    def __init__(self, table: WindowedTable, key: Any) -> None:
+        self.table = table
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"WindowSet({self.table.name!r}, {self.key!r})"
+
+    def current(self) -> Any:
+        """The latest window containing the event time (the wall clock outside any event);
+        the table's default (or None) when it has no value."""
+        return self.at_ms(self.table._now_ms())
+
+    def at(self, ts: float) -> Any:
+        """The latest window containing epoch seconds ``ts``; default (or None) if none."""
+        return self.at_ms(round(ts * 1000))
+
+    def at_ms(self, t: int) -> Any:
+        start = self.table.spec.last_start(t)
+        return self.table._value(self.table._read_window(self.key, start))
+
+    def range(self, start: float, end: float) -> list[tuple[float, Any]]:
+        """``[(window start, value)]`` of the stored windows overlapping ``[start, end)``
+        (epoch seconds), in time order; windows without a value are left out."""
+        table, result = self.table, []
+        for first in table.spec.overlapping(round(start * 1000), round(end * 1000)):
+            stored = table._read_window(self.key, first)
+            if stored is not None:
+                result.append((first / 1000, table._decode(stored)))
+        return result
+
+    def is_closed(self, ts: float) -> bool:
+        """Whether the latest window containing ``ts`` has been closed."""
+        start = self.table.spec.last_start(round(ts * 1000))
+        stored = self.table._read_window(self.key, start)
+        return stored is not None and stored[:1] == CLOSED_FLAG
+
+    def update(self, fn: Callable[[Any], Any]) -> WindowSet:
+        """Set every open window containing the event time to ``fn(its value)``."""
+        self.table._update(self.key, fn)
+        return self
+
+    def __iadd__(self, other: Any) -> WindowSet:
+        return self.update(lambda value: value + other)
+
+    def __isub__(self, other: Any) -> WindowSet:
+        return self.update(lambda value: value - other)
+
+    def __imul__(self, other: Any) -> WindowSet:
+        return self.update(lambda value: value * other)
+
+    def __itruediv__(self, other: Any) -> WindowSet:
+        return self.update(lambda value: value / other)
+
+    def __ior__(self, other: Any) -> WindowSet:
+        return self.update(lambda value: value | other)

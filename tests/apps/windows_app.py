@@ -1,0 +1,46 @@
+"""A test app for windowed tables in worker processes: counts events per key in tumbling
+windows; every window close is sent to an output topic (from inside the event that closed
+it, or from the idle tick).
+
+Configured by environment: TEST_APP_ID, TEST_SRC, TEST_OUT, TEST_PARTITIONS, TEST_DELAY,
+TEST_SIZE, TEST_GRACE, TEST_RETENTION, TEST_IDLE_CLOSE (seconds), TEST_GUARANTEE
+(exactly_once by default), and the usual STREAMER_* settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import streamer
+
+env = os.environ
+app = streamer.App(
+    env["TEST_APP_ID"], processing_guarantee=env.get("TEST_GUARANTEE", "exactly_once")
+)
+partitions = int(env.get("TEST_PARTITIONS", "1"))
+source = app.topic(env["TEST_SRC"], key_type=str, value_type=str, partitions=partitions)
+closed = app.topic(env["TEST_OUT"], key_type=str, value_type=str)
+delay = float(env.get("TEST_DELAY", "0"))
+
+
+async def emit(key: str, start: float, end: float, value: int) -> None:
+    await closed.send(key=key, value=json.dumps({"start": start, "end": end, "value": value}))
+
+
+counts = app.table("counts", default=int, value_type=int).tumbling(
+    float(env.get("TEST_SIZE", "5")),
+    grace=float(env.get("TEST_GRACE", "1")),
+    retention=float(env.get("TEST_RETENTION", "3")),
+    idle_close=float(env.get("TEST_IDLE_CLOSE", "4")),
+    on_close=emit,
+)
+
+
+@app.agent(source)
+async def count(stream: streamer.Stream) -> None:
+    async for event in stream:
+        if delay:
+            await asyncio.sleep(delay)
+        counts[event.key] += 1

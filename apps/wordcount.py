@@ -1,8 +1,9 @@
 """Word count, stateless: split lines into words and send ``word -> 1`` to a sink topic.
 
 Run it:  streamer worker apps.wordcount
-Feed it: streamer send lines --app apps.wordcount --value '"the quick brown fox"'
-Topics are namespaced with STREAMER_DEMO_PREFIX so demos and tests never collide.
+Feed it: streamer send demo-lines --app apps.wordcount --key l1 --value "the quick brown fox"
+Topics are namespaced with STREAMER_DEMO_PREFIX (default "demo") so demos and tests never
+collide.
 """
 
 from __future__ import annotations

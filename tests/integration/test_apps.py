@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from streamer.serde import avro
-from tests.kafkatools import create_app_topics, observe_yields, produce, read_all, run_until
+from tests.kafkatools import (
+    create_app_topics,
+    observe_yields,
+    produce,
+    read_all,
+    run_cli,
+    run_until,
+)
 
 
 def _load(module: str, monkeypatch: pytest.MonkeyPatch, bootstrap: str, prefix: str) -> ModuleType:
@@ -59,3 +66,21 @@ def test_orders(kafka_bootstrap: str, unique_name, monkeypatch: pytest.MonkeyPat
     ]
     large = read_all(kafka_bootstrap, orders.large_orders.name, expect=1)
     assert [(m.key(), m.value()) for m in large] == [(b"bob", b'{"id":"o3","amount":250.0}')]
+
+
+def test_readme_send_command(
+    kafka_bootstrap: str, unique_name, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's `streamer send` line, as written (with this test's topic prefix)."""
+    prefix = unique_name("readme")
+    env = {"STREAMER_BROKERS": kafka_bootstrap, "STREAMER_DEMO_PREFIX": prefix}
+    topic = f"{prefix}-lines"
+    create_app_topics(_load("apps.wordcount", monkeypatch, kafka_bootstrap, prefix).app)
+    result = run_cli(
+        "send", topic, "--app", "apps.wordcount", "--key", "l1", "--value",
+        "the quick brown fox", env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"sent to {topic} via {kafka_bootstrap}"
+    (message,) = read_all(kafka_bootstrap, topic, expect=1)
+    assert (message.key(), message.value()) == (b"l1", b"the quick brown fox")

@@ -10,7 +10,6 @@ the group only: the one that owns partition 0 of the app's first source topic.
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from streamer.clock import current_clock
 from streamer.errors import ConfigError
 
 TimerFn = Callable[[], Awaitable[None]]
@@ -39,9 +39,10 @@ class Timer:
         if self.interval is not None:
             return self.interval
         assert self.cron is not None
-        now = datetime.now(ZoneInfo(self.timezone))
+        clock = current_clock.get()  # the worker's: simulated under streamer.testing
+        now = datetime.fromtimestamp(clock.time(), ZoneInfo(self.timezone))
         due: datetime = croniter(self.cron, now).get_next(datetime)
-        return max(0.0, due.timestamp() - time.time())
+        return max(0.0, due.timestamp() - clock.time())
 
 
 def make_timer(

@@ -8,7 +8,7 @@ partitioning so co-partitioning with JVM producers holds. User options override 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
@@ -50,12 +50,33 @@ def _log_client_error(err: KafkaError) -> None:
         log.warning("Kafka client: %s", err.str())
 
 
+def is_memory(brokers: str) -> bool:
+    """``memory://NAME`` addresses an in-memory broker (``streamer.kafka.memory``)."""
+    return brokers.startswith("memory://")
+
+
+# The in-memory clients implement the subset of the confluent-kafka API streamer calls
+# (duck-typed, not subclasses): the casts below let callers keep one client type.
+
+
 def make_consumer(brokers: str, group_id: str, overrides: dict[str, Any]) -> Consumer:
     """A consumer in ``group_id``; ``overrides`` (user librdkafka options) win."""
     config = {"bootstrap.servers": brokers, "group.id": group_id, **CONSUMER_DEFAULTS}
     config["error_cb"] = _log_client_error
     config["logger"] = _client_log
     config.update(overrides)
+    return make_plain_consumer(config)
+
+
+def make_plain_consumer(config: dict[str, Any]) -> Consumer:
+    """A consumer with exactly ``config`` (no defaults added): recovery and standby readers.
+    Dispatches to the in-memory broker when ``bootstrap.servers`` is ``memory://NAME``."""
+    brokers = str(config.get("bootstrap.servers", ""))
+    if is_memory(brokers):
+        from streamer.kafka.memory import lookup
+        from streamer.kafka.memory_consumer import MemoryConsumer
+
+        return cast(Consumer, MemoryConsumer(lookup(brokers), config))
     return Consumer(config)
 
 
@@ -65,6 +86,10 @@ def make_producer(brokers: str, overrides: dict[str, Any]) -> Producer:
     config["error_cb"] = _log_client_error
     config["logger"] = _client_log
     config.update(overrides)
+    if is_memory(brokers):
+        from streamer.kafka.memory import MemoryProducer, lookup
+
+        return cast(Producer, MemoryProducer(lookup(brokers), config))
     return Producer(config)
 
 
@@ -77,12 +102,21 @@ _admin_log.setLevel(logging.CRITICAL)
 
 
 def make_admin(brokers: str, overrides: dict[str, Any]) -> AdminClient:
+    if is_memory(brokers):
+        from streamer.kafka.memory import MemoryAdmin, lookup
+
+        return cast(AdminClient, MemoryAdmin(lookup(brokers)))
     config = {"bootstrap.servers": brokers, "logger": _admin_log, **overrides}
     return AdminClient(config)
 
 
 def check_reachable(admin: AdminClient, brokers: str, timeout: float = 10.0) -> None:
     """Raise KafkaUnavailableError naming ``brokers`` when no broker answers in ``timeout``."""
+    if is_memory(brokers):
+        from streamer.kafka.memory import lookup
+
+        lookup(brokers)  # raises KafkaUnavailableError naming the missing broker
+        return
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
+from streamer.kafka.clients import make_plain_consumer
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 
 log = logging.getLogger("streamer.recovery")
@@ -52,7 +53,7 @@ def restore(
     on this thread at the start and after every batch.
     """
     started = time.monotonic()
-    consumer = Consumer(
+    consumer = make_plain_consumer(
         {
             **consumer_config,
             "group.id": f"streamer-restore-{label}",

@@ -40,11 +40,11 @@ import asyncio
 import contextvars
 import inspect
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from streamer._context import Stager, current_lane
+from streamer.clock import current_clock
 from streamer.errors import ConfigError, SerializationError, StreamerError
 from streamer.events import Event
 from streamer.state.window_store import (
@@ -177,7 +177,7 @@ class WindowedTable:
         """The event time of the event in progress; the wall clock outside any event."""
         _, lane = self.table._here()
         if lane is None:
-            return round(time.time() * 1000)
+            return round(current_clock.get().time() * 1000)
         return self._time(self._event(lane))
 
     def _event(self, lane: Stager) -> Event:
@@ -208,7 +208,7 @@ class WindowedTable:
         event = self._event(lane)
         t = self._time(event)
         state = self._state(part)
-        state.last_event = state.idle_from = time.time()
+        state.last_event = state.idle_from = current_clock.get().time()
         advanced = t > state.stream
         if advanced:
             state.stream = t
@@ -257,7 +257,7 @@ class WindowedTable:
     def _state(self, part: TablePartition) -> WindowPartition:
         state = self._parts.get(part.partition)
         if state is None or state.part is not part:  # attached anew: rebuild from the store
-            state = WindowPartition.rebuild(part, self.spec, time.time())
+            state = WindowPartition.rebuild(part, self.spec, current_clock.get().time())
             self._parts[part.partition] = state
             log.debug(
                 "%s: %d open window start(s), stream time %d", part.label, len(state.open),

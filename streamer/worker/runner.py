@@ -18,7 +18,6 @@ import asyncio
 import logging
 import signal
 import tempfile
-import time
 import uuid
 import zlib
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from streamer._context import current_lane
 from streamer.agents import Agent
 from streamer.app import App
+from streamer.clock import SYSTEM_CLOCK, Clock, current_clock
 from streamer.errors import AgentFailed, ConfigError, KafkaOperationError, SerializationError
 from streamer.events import Event
 from streamer.kafka.admin import TopicSpec, ensure_topics
@@ -80,12 +80,15 @@ class Worker:
         handle_signals: bool = True,
         replay: ReplayPlan | None = None,
         dry_run: OutputSink | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if not app.agents:
             raise ConfigError(f"app {app.id!r} declares no agents; there is nothing to run")
         self.app = app
         self.settings = app.settings
         self._handle_signals = handle_signals
+        # Commit interval, table ticks and timers read time here (simulated in streamer.testing).
+        self.clock = clock
         self._stopping = False
         self._states: dict[tuple[str, int], PartitionState] = {}
         self._to_resume: set[PartitionState] = set()
@@ -136,6 +139,7 @@ class Worker:
         self._stopping = True
 
     async def run(self) -> None:
+        current_clock.set(self.clock)  # for tables and timers; inherited by every task below
         s = self.settings
         client_config = {**s.kafka_config}
         admin = make_admin(s.brokers, client_config)
@@ -201,7 +205,7 @@ class Worker:
         current_lane.set(WorkerStager(self._release))
         if self._replay is None:
             self._background_tasks = [
-                asyncio.ensure_future(run_timer(timer, self._is_leader))
+                asyncio.ensure_future(run_timer(timer, self._is_leader, self.clock))
                 for timer in self.app.timers
             ]
         web = await start_web(self.metrics, s.web_port)  # None without a web_port
@@ -264,9 +268,10 @@ class Worker:
         consumer = self._consumer
         batch_size = self.settings.consume_batch
         interval = self.settings.effective_commit_interval
-        next_checkpoint = time.monotonic() + interval
-        next_tick = time.monotonic() + TICK_INTERVAL
-        next_stall_check = time.monotonic() + STALL_AFTER
+        clock = self.clock
+        next_checkpoint = clock.monotonic() + interval
+        next_tick = clock.monotonic() + TICK_INTERVAL
+        next_stall_check = clock.monotonic() + STALL_AFTER
         while not self._stopping:
             busy = self._busy()
             messages = consumer.consume(batch_size, 0)
@@ -288,12 +293,12 @@ class Worker:
                 self._resume_drained()
             self._flush_released()
             self._checkpoint_poll()
-            now = time.monotonic()
+            now = clock.monotonic()
             self.metrics.refresh(consumer, now)  # does work at most once a second
             if now >= next_tick:
                 # Wall-clock duties of tables (windows closing on an idle partition).
                 for table in self._tables.tables:
-                    table.tick(time.time())
+                    table.tick(clock.time())
                 next_tick = now + TICK_INTERVAL
             if now >= next_stall_check:
                 self._report_stalls()

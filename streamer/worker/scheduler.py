@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
+from streamer.clock import SYSTEM_CLOCK, Clock
 from streamer.errors import StreamerError
 from streamer.events import Headers
 from streamer.state.table import TableWrite
@@ -36,10 +36,13 @@ class WorkerStager:
         raise StreamerError("tables are written by agents, inside an event")
 
 
-async def run_timer(timer: Timer, is_leader: Callable[[], bool]) -> None:
-    """Run ``timer`` at its times until cancelled; errors are logged, never fatal."""
+async def run_timer(
+    timer: Timer, is_leader: Callable[[], bool], clock: Clock = SYSTEM_CLOCK
+) -> None:
+    """Run ``timer`` at its times (on ``clock``) until cancelled; errors are logged, never
+    fatal."""
     while True:
-        await asyncio.sleep(timer.next_delay())
+        await clock.sleep(timer.next_delay())
         if timer.on_leader and not is_leader():
             continue
         try:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from streamer.kafka.clients import make_plain_consumer
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class StandbyManager:
         self.applied = 0
 
     def start(self) -> None:
-        self._consumer = Consumer(
+        self._consumer = make_plain_consumer(
             {
                 **self._consumer_config,
                 "group.id": f"streamer-standby-{self._tables.app.id}",

@@ -1,0 +1,298 @@
+"""TestDriver: run an app's real worker over an in-memory broker, on a simulated clock.
+
+The driver is not a second runtime (DESIGN §4): it starts the production
+:class:`~streamer.worker.Worker` with a ``memory://`` broker (``streamer.kafka.memory``) and
+a :class:`~streamer.testing.clock.SimulatedClock`. Ordering, staging, checkpoints, error
+policies and dead letters are therefore those of production; only the broker and time are
+simulated.
+
+How the app is pointed at the memory broker: ``App.settings`` is a frozen pydantic model, so
+the driver replaces it for the driver's lifetime with
+``app.settings.model_copy(update={"brokers": "memory://...", "state_dir": <temp dir>,
+"web_port": None})`` and puts the original back on exit. Agents, topics and tables are
+those the app declared; nothing else about the app changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from streamer.app import App
+from streamer.errors import ConfigError, StreamerError
+from streamer.events import Headers
+from streamer.kafka.memory import MemoryBroker, Record, partition_for
+from streamer.kafka.memory_consumer import MemoryConsumer
+from streamer.settings import Settings
+from streamer.testing.clock import SimulatedClock
+from streamer.worker import Worker
+from streamer.worker.tables import TableManager
+
+T = TypeVar("T")
+
+SETTLE_TIMEOUT = 10.0  # real seconds settle() waits before saying what is stuck
+
+
+class TestDriver:
+    """Drive ``app`` in memory: ``send`` records, ``settle``, read ``records`` and ``table``
+    contents, ``advance`` simulated time.
+
+    ``async with TestDriver(app) as driver:`` starts the worker (tables pre-filled by
+    :meth:`set_table` first) and stops it cleanly on exit, re-raising an error that stopped
+    it (such as :class:`~streamer.errors.AgentFailed`); :meth:`run` does the same from sync
+    code. Not thread-safe: drive it from one event loop.
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(self, app: App, *, start: float | None = None) -> None:
+        self.app = app
+        self.clock = SimulatedClock(start)
+        self.broker = MemoryBroker(f"driver-{uuid.uuid4().hex[:12]}", clock=self.clock.time)
+        self._state_dir = tempfile.TemporaryDirectory(prefix="streamer-driver-")
+        self._original: Settings | None = None
+        self._worker: Worker | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._prefill: dict[str, dict[Any, Any]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def run(
+        cls, app: App, scenario: Callable[[TestDriver], Awaitable[T]], *, start: float | None = None
+    ) -> T:
+        """The sync helper: run ``scenario(driver)`` in a fresh event loop, the driver
+        started around it, and return what it returns (for plain, non-async tests)."""
+
+        async def main() -> T:
+            async with cls(app, start=start) as driver:
+                return await scenario(driver)
+
+        return asyncio.run(main())
+
+    async def __aenter__(self) -> TestDriver:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop(raise_errors=exc is None)
+
+    async def start(self) -> None:
+        """Point the app at a fresh memory broker and start its worker in the background."""
+        if self._task is not None:
+            raise StreamerError("this TestDriver is already started")
+        self._original = self.app.settings
+        self.app.settings = self._original.model_copy(
+            update={
+                "brokers": self.broker.address,
+                "state_dir": Path(self._state_dir.name),
+                "web_port": None,
+            }
+        )
+        try:
+            self._create_topics()
+            for name, content in self._prefill.items():
+                self._write_changelog(name, content)
+            self._worker = Worker(self.app, handle_signals=False, clock=self.clock)
+            self._task = asyncio.create_task(self._worker.run())
+            await self._wait_joined()
+        except BaseException:
+            await self.stop(raise_errors=False)
+            raise
+
+    async def stop(self, *, raise_errors: bool = True) -> None:
+        """Stop the worker (in-flight events finish, offsets commit), restore the app's
+        settings, drop the broker and state. Re-raises what stopped the worker, if anything."""
+        error: BaseException | None = None
+        try:
+            if self._worker is not None and self._task is not None:
+                self._worker.stop()
+                try:
+                    await asyncio.wait_for(self._task, 60)
+                except Exception as exc:  # the worker's own failure (AgentFailed, ...)
+                    error = exc
+        finally:
+            if self._original is not None:
+                self.app.settings = self._original
+                self._original = None
+            self.broker.close()
+            self._state_dir.cleanup()
+        if error is not None and raise_errors:
+            raise error
+
+    def _create_topics(self) -> None:
+        """Every declared topic, as the worker would create them; changelogs co-partitioned
+        with their source (the worker finds them in place and checks them)."""
+        for topic in self.app.topics.values():
+            self.broker.create_topic(topic.name, topic.partitions or 1)
+        manager = TableManager(self.app, {})
+        sources = {t.name: t.partitions or 1 for a in self.app.agents for t in a.topics}
+        for spec in manager.changelog_specs(sources):
+            self.broker.create_topic(spec.name, spec.partitions or 1)
+
+    async def _wait_joined(self) -> None:
+        consumer = self._consumer()
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while consumer is None or consumer.turns == 0:
+            self._check_running()
+            if time.monotonic() > deadline:
+                raise StreamerError("the worker did not start within the settle timeout")
+            await asyncio.sleep(0.001)
+            consumer = self._consumer()
+
+    def _consumer(self) -> MemoryConsumer | None:
+        consumer = getattr(self._worker, "_consumer", None)
+        return consumer if isinstance(consumer, MemoryConsumer) else None
+
+    def _check_running(self) -> None:
+        if self._task is not None and self._task.done():
+            self._task.result()  # raises what stopped it
+            raise StreamerError("the worker stopped")
+
+    # -- input -------------------------------------------------------------------------------
+
+    async def send(
+        self,
+        topic: str,
+        *,
+        key: Any = None,
+        value: Any = None,
+        headers: Headers | None = None,
+        timestamp: float | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Produce one record to ``topic`` (a declared topic's name), encoded with its
+        serdes: a key or value that would fail serialization raises SerializationError here.
+        ``timestamp`` is epoch seconds (default: the simulated clock's time); the partition
+        is murmur2 of the key bytes unless given."""
+        declared = self.app.topics.get(topic)
+        if declared is None:
+            raise ConfigError(f"topic {topic!r} is not declared by app {self.app.id!r}")
+        key_bytes, value_bytes = declared.encode_key(key), declared.encode_value(value)
+        ts = round((self.clock.time() if timestamp is None else timestamp) * 1000)
+        with self.broker.lock:
+            where = self.broker.partition_of(
+                topic, key_bytes, -1 if partition is None else partition
+            )
+            self.broker.append(topic, where, Record(key_bytes, value_bytes, headers, ts, -1))
+        await asyncio.sleep(0)
+
+    def set_table(self, name: str, content: dict[Any, Any]) -> None:
+        """Pre-fill table ``name`` before :meth:`start`: the entries are written to its
+        changelog, so the worker restores them exactly as after a restart."""
+        if self._task is not None:
+            raise StreamerError("set_table() must be called before the driver starts")
+        table = self.app.tables.get(name)
+        if table is None:
+            raise ConfigError(f"app {self.app.id!r} declares no table {name!r}")
+        if table.windowed is not None:
+            raise ConfigError(f"table {name!r} is windowed: windows fill only from events")
+        self._prefill.setdefault(name, {}).update(content)
+
+    def _write_changelog(self, name: str, content: dict[Any, Any]) -> None:
+        table = self.app.tables[name]
+        partitions = len(self.broker.topics[table.changelog])
+        now = round(self.clock.time() * 1000)
+        for key, value in content.items():
+            data = table._key(key)
+            encoded = table.value_serde.serialize(value)
+            where = partition_for(data, partitions)
+            self.broker.append(table.changelog, where, Record(data, encoded, None, now, -1))
+
+    # -- progress ----------------------------------------------------------------------------
+
+    async def settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Return when every record of every topic the worker reads is processed and its
+        offset committed (outputs that feed the app's own agents included).
+
+        Commits are asked for here rather than by moving simulated time (which would also
+        fire timers and close windows): the pump's own checkpoint, called between its turns.
+        """
+        worker = self._worker
+        assert worker is not None, "start the driver first"
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_running()
+            behind = self._behind()
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise StreamerError(
+                    f"not settled within {timeout:.0f}s: uncommitted {', '.join(behind)} "
+                    "(an agent stuck, or an error policy retrying)"
+                )
+            consumer = self._consumer()
+            turns = consumer.turns if consumer is not None else 0
+            while consumer is not None and consumer.turns < turns + 2:
+                self._check_running()  # let the pump run two whole turns
+                await asyncio.sleep(0.0005)
+            if not any(state.inflight for state in worker._states.values()):
+                # The checkpoint the pump runs every commit interval, run now instead.
+                worker._commit()
+
+    def _behind(self) -> list[str]:
+        group = self.app.group_id
+        out = []
+        with self.broker.lock:
+            for topic in sorted({t.name for a in self.app.agents for t in a.topics}):
+                for p in range(len(self.broker.topics.get(topic, []))):
+                    end = self.broker.data_end(topic, p)
+                    if self.broker.committed.get((group, topic, p), 0) < end:
+                        out.append(f"{topic}[{p}]")
+        return out
+
+    async def advance(self, seconds: float) -> None:
+        """Move simulated time forward by ``seconds``: timers due in the span fire (each at
+        its time), tables tick (windows of idle partitions close), and what that produces
+        is processed; returns settled."""
+        await self.clock.advance(seconds)
+        consumer = self._consumer()
+        if consumer is not None:
+            turns = consumer.turns
+            while consumer.turns < turns + 2:  # a pump turn at the new time: tables ticked
+                self._check_running()
+                await asyncio.sleep(0.0005)
+        await self.settle()
+
+    # -- output ------------------------------------------------------------------------------
+
+    def records(self, topic: str) -> list[tuple[Any, Any]]:
+        """(key, value) of every record ``topic`` holds, decoded with its serdes (bytes for
+        a topic the app does not declare, such as a dead-letter topic), in production order
+        (so each partition's order is kept)."""
+        declared = self.app.topics.get(topic)
+        out = []
+        for _, record in self.broker.records(topic):
+            if declared is None:
+                out.append((record.key, record.value))
+            else:
+                out.append((declared.decode_key(record.key), declared.decode_value(record.value)))
+        return out
+
+    def raw(self, topic: str) -> list[Record]:
+        """The stored records of ``topic`` (bytes, headers, timestamp ms, offset)."""
+        return [record for _, record in self.broker.records(topic)]
+
+    def table(self, name: str) -> dict[Any, Any]:
+        """The content of table ``name`` over every partition (windowed: keyed by
+        ``(key, window start)``)."""
+        table = self.app.tables.get(name)
+        if table is None:
+            raise ConfigError(f"app {self.app.id!r} declares no table {name!r}")
+        if table.windowed is not None:
+            return table.windowed.as_dict()
+        return table.as_dict()
+
+
+__all__ = ["TestDriver"]

@@ -87,9 +87,6 @@ class PartitionStore:
             batch.put(name, str(offset).encode(), self._meta_handle)
         self._db.write(batch)
 
-    def approximate_size(self) -> int:
-        return int(self._db.property_int_value("rocksdb.estimate-live-data-size") or 0)
-
     def approximate_keys(self) -> int:
         return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
 
@@ -99,8 +96,3 @@ class PartitionStore:
         del self._meta, self._meta_handle
         self._db.close()
         del self._db
-
-    def wipe(self) -> None:
-        """Close and delete the store's files."""
-        self.close()
-        shutil.rmtree(self.path, ignore_errors=True)

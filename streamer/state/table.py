@@ -26,9 +26,6 @@ if TYPE_CHECKING:
     from streamer.state.store import PartitionStore
     from streamer.state.windows import OnClose, OnLate, WindowedTable
 
-# What a read finds when a key is absent (distinct from a None value).
-MISSING: Any = object()
-
 # (partition, key, value written, was there an overlay entry before, its previous value)
 TableWrite = tuple["TablePartition", bytes, "bytes | None", bool, "bytes | None"]
 

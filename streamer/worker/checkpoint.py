@@ -51,7 +51,6 @@ class Checkpoint:
         self._consumer = consumer
         self._producer = producer
         self._brokers = brokers
-        self.commits = 0
         self.timer = IDLE_TIMER  # WorkerMetrics.watch() sets both: commit timing, and
         self.produced: dict[str, int] = defaultdict(int)  # records released per topic
 
@@ -180,5 +179,4 @@ class AtLeastOnceCheckpoint(Checkpoint):
             return False
         for state, offset in due:
             state.committed = offset
-        self.commits += 1
         return True

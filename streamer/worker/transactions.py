@@ -52,7 +52,6 @@ class ExactlyOnceCheckpoint(Checkpoint):
         super().__init__(consumer, producer, brokers)
         self._in_transaction = False
         self._failure: KafkaException | None = None
-        self.aborts = 0
 
     def release(self, outputs: list[Output]) -> None:
         if self._failure is not None:
@@ -87,7 +86,6 @@ class ExactlyOnceCheckpoint(Checkpoint):
             self._abort(exc)
         for state, offset in due:
             state.committed = offset
-        self.commits += 1
         self._apply_tables(parts, 1, {s.partition: offset for s, offset in due})
 
     def _commit_transaction(self) -> None:
@@ -135,7 +133,6 @@ class ExactlyOnceCheckpoint(Checkpoint):
             except KafkaException as exc:
                 # A producer that cannot even abort is unusable: replace it.
                 raise ProducerFenced(f"aborting the transaction failed: {exc}") from exc
-        self.aborts += 1
 
     def close(self) -> None:
         if self._in_transaction:

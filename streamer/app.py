@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +22,10 @@ from streamer.state.table import Table
 from streamer.timers import Timer, TimerFn, make_timer
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from streamer.worker.partition import Output
-    from streamer.worker.replay import ReplaySummary
+    from streamer.worker.replay import ReplayRange, ReplaySummary
 from streamer.topics import Topic
 
 
@@ -162,61 +163,28 @@ class App:
         return table
 
     def replay(
-        self,
-        topic: str,
-        *,
-        partitions: list[int] | None = None,
-        from_offset: int | None = None,
-        from_datetime: str | datetime | None = None,
-        to_offset: int | None = None,
-        to_datetime: str | datetime | None = None,
-        agent: str | None = None,
-        dry_run: bool = False,
+        self, topic: str, *, dry_run: bool = False, **selection: Unpack[ReplayRange]
     ) -> ReplaySummary:
         """Run the agents reading ``topic`` over a range of it, outside the consumer group
-        (its committed offsets never move), and return a summary. ``to_offset`` is
-        inclusive; without an end, the replay runs to the log end as of its start. With
-        ``dry_run`` outputs are not sent: they are returned in ``summary.printed``.
+        (its committed offsets never move), and return a summary. ``selection`` picks the
+        range (see :class:`~streamer.worker.replay.ReplayRange`): ``to_offset`` is inclusive;
+        without an end, the replay runs to the log end as of its start. With ``dry_run``
+        outputs are not sent: they are returned in ``summary.printed``.
         Blocking; from a running event loop use :meth:`replay_async`."""
-        return asyncio.run(
-            self.replay_async(
-                topic,
-                partitions=partitions,
-                from_offset=from_offset,
-                from_datetime=from_datetime,
-                to_offset=to_offset,
-                to_datetime=to_datetime,
-                agent=agent,
-                dry_run=dry_run,
-            )
-        )
+        return asyncio.run(self.replay_async(topic, dry_run=dry_run, **selection))
 
     async def replay_async(
         self,
         topic: str,
         *,
-        partitions: list[int] | None = None,
-        from_offset: int | None = None,
-        from_datetime: str | datetime | None = None,
-        to_offset: int | None = None,
-        to_datetime: str | datetime | None = None,
-        agent: str | None = None,
         dry_run: bool = False,
         on_output: Callable[[Output], None] | None = None,
+        **selection: Unpack[ReplayRange],
     ) -> ReplaySummary:
         """The coroutine behind :meth:`replay`; ``on_output`` also sees dry-run outputs."""
         from streamer.worker.replay import plan_replay, run_replay
 
-        plan = plan_replay(
-            self,
-            topic,
-            partitions=partitions,
-            from_offset=from_offset,
-            from_datetime=from_datetime,
-            to_offset=to_offset,
-            to_datetime=to_datetime,
-            agent=agent,
-        )
+        plan = plan_replay(self, topic, **selection)
         printed: list[Output] = []
 
         def collect(output: Output) -> None:

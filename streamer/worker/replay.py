@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypedDict
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamer.app import App
 from streamer.errors import ConfigError, KafkaOperationError
@@ -27,6 +28,19 @@ from streamer.worker.partition import Output
 log = logging.getLogger("streamer.replay")
 
 OutputSink = Callable[[Output], None]
+
+
+class ReplayRange(TypedDict, total=False):
+    """Which records a replay covers: exactly one of ``from_offset``/``from_datetime``, at
+    most one of ``to_offset`` (inclusive)/``to_datetime`` (exclusive), optionally only some
+    ``partitions`` and one reading ``agent``. Datetimes: ISO 8601 text or aware datetimes."""
+
+    partitions: list[int] | None
+    from_offset: int | None
+    from_datetime: str | datetime | None
+    to_offset: int | None
+    to_datetime: str | datetime | None
+    agent: str | None
 
 
 @dataclass(frozen=True)
@@ -126,8 +140,10 @@ class ReplayCheckpoint(AtLeastOnceCheckpoint):
     """Flushes outputs but never commits offsets nor writes changelogs or RocksDB. With a
     ``dry_run`` sink, outputs are handed to it instead of being produced."""
 
-    def __init__(self, *args: object, dry_run: OutputSink | None) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(
+        self, consumer: Consumer, producer: Producer, brokers: str, *, dry_run: OutputSink | None
+    ) -> None:
+        super().__init__(consumer, producer, brokers)
         self._dry_run = dry_run
 
     def release(self, outputs: list[Output]) -> None:

@@ -11,17 +11,20 @@ they cannot stall the prefix.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Message
+from confluent_kafka import Message, TopicPartition
 
 from streamer.events import Event, Headers
 from streamer.state.table import TablePartition, TableWrite
 
 if TYPE_CHECKING:
     from streamer.worker.lanes import Lane
+
+log = logging.getLogger("streamer.worker")
 
 Output = tuple[str, bytes | None, bytes | None, Headers | None]
 ReleaseFn = Callable[[list[Output]], None]
@@ -158,3 +161,31 @@ class PartitionState:
                 for part, key, value, _, _ in head.writes:
                     part.release(key, value)
             self.next_commit = head.offset + 1
+
+
+def format_partitions(partitions: Iterable[TopicPartition | PartitionState]) -> str:
+    """``orders[0,1], words[3]``: how logs name a set of partitions."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return ", ".join(
+        f"{topic}[{','.join(map(str, sorted(parts)))}]" for topic, parts in sorted(by_topic.items())
+    )
+
+
+def report_stalls(states: Iterable[PartitionState], after: float) -> None:
+    """Say so when a partition's oldest in-flight offset has not completed since the last
+    check (``after`` seconds ago): its commits cannot advance past it (a stuck agent, not a
+    quiet topic)."""
+    for state in states:
+        head = state.inflight[0] if state.inflight else None
+        if head is not None and head is state.stall_probe:
+            log.warning(
+                "%s: offset %d has been in progress for over %.0fs, so commits of this "
+                "partition cannot advance; an agent may be stuck on it (%d events waiting)",
+                state.label,
+                head.offset,
+                after,
+                len(state.inflight),
+            )
+        state.stall_probe = head

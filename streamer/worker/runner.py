@@ -3,13 +3,8 @@
 One asyncio loop owns everything. The pump consumes batches and hands records to lanes;
 rebalance callbacks run inside ``consume()`` on the same thread, so partition state is only
 ever touched from the loop thread and needs no locks. The checkpoint is the one owner that
-decides when offsets are committed (see ``streamer.worker.checkpoint``).
-
-Why this module is longer than 500 lines: :class:`Worker` is deliberately one class. Its pump,
-dispatch, rebalance callbacks and rewind all mutate the same partition map, and the rule that
-makes that safe (only the loop thread, never inside a callback's seek window) is easiest to
-check when they sit side by side. The pieces that do not share that state live elsewhere:
-lanes, the checkpoints, tables, standby, replay planning, timers, dead letters.
+decides when offsets are committed (see ``streamer.worker.checkpoint``). Rebalance
+callbacks, commits, rewinds and pause/resume are in ``streamer.worker.rebalance``.
 """
 
 from __future__ import annotations
@@ -20,12 +15,11 @@ import signal
 import tempfile
 import uuid
 import zlib
-from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streamer._context import current_lane
 from streamer.agents import Agent
@@ -39,16 +33,24 @@ from streamer.metrics import WorkerMetrics
 from streamer.settings import redact
 from streamer.topics import Topic
 from streamer.web import start_web
-from streamer.worker.checkpoint import Checkpoint, TransactionAborted
+from streamer.worker.checkpoint import Checkpoint
 from streamer.worker.dead_letters import dead_letter
 from streamer.worker.guarantee import make_checkpoint
-from streamer.worker.lanes import Lane, LaneContext, run_lane
-from streamer.worker.partition import SKIPPED_EVENT, Output, PartitionState, Pending, WorkerStats
+from streamer.worker.lanes import LaneContext
+from streamer.worker.partition import (
+    SKIPPED_EVENT,
+    Output,
+    PartitionState,
+    Pending,
+    WorkerStats,
+    format_partitions,
+    report_stalls,
+)
+from streamer.worker.rebalance import PartitionOwnership
 from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
 from streamer.worker.scheduler import WorkerStager, run_timer
 from streamer.worker.standby import StandbyManager
 from streamer.worker.tables import TableManager
-from streamer.worker.transactions import ExactlyOnceCheckpoint, ProducerFenced
 
 log = logging.getLogger("streamer.worker")
 
@@ -58,17 +60,7 @@ TICK_INTERVAL = 1.0  # seconds between Table.tick calls
 STALL_AFTER = 60.0  # seconds an offset may stay in progress before the worker says so
 
 
-def format_partitions(partitions: Iterable[TopicPartition | PartitionState]) -> str:
-    """``orders[0,1], words[3]``: how logs name a set of partitions."""
-    by_topic: dict[str, list[int]] = {}
-    for tp in partitions:
-        by_topic.setdefault(tp.topic, []).append(tp.partition)
-    return ", ".join(
-        f"{topic}[{','.join(map(str, sorted(parts)))}]" for topic, parts in sorted(by_topic.items())
-    )
-
-
-class Worker:
+class Worker(PartitionOwnership):
     """Runs ``app``'s agents until :meth:`stop` (or SIGINT/SIGTERM) and shuts down cleanly:
     in-flight events finish (bounded by ``shutdown_timeout``), offsets are committed, the
     consumer leaves the group."""
@@ -301,7 +293,7 @@ class Worker:
                     table.tick(clock.time())
                 next_tick = now + TICK_INTERVAL
             if now >= next_stall_check:
-                self._report_stalls()
+                report_stalls(self._states.values(), STALL_AFTER)
                 next_stall_check = now + STALL_AFTER
             if now >= next_checkpoint:
                 self._commit()
@@ -312,22 +304,6 @@ class Worker:
                 self.stop()
                 break
             await asyncio.sleep(0 if messages or not busy else _BUSY_NAP)
-
-    def _report_stalls(self) -> None:
-        """Say so when a partition's oldest in-flight offset has not completed since the last
-        check: its commits cannot advance past it (a stuck agent, not a quiet topic)."""
-        for state in self._states.values():
-            head = state.inflight[0] if state.inflight else None
-            if head is not None and head is state.stall_probe:
-                log.warning(
-                    "%s: offset %d has been in progress for over %.0fs, so commits of this "
-                    "partition cannot advance; an agent may be stuck on it (%d events waiting)",
-                    state.label,
-                    head.offset,
-                    STALL_AFTER,
-                    len(state.inflight),
-                )
-            state.stall_probe = head
 
     def _busy(self) -> bool:
         return any(state.inflight for state in self._states.values())
@@ -488,27 +464,6 @@ class Worker:
             self._failure = error
         self.stop()
 
-    def _on_taken(self, state: PartitionState) -> None:
-        if state.buffered <= self.settings.lane_buffer // 2:
-            self._to_resume.add(state)
-
-    def _resume_drained(self) -> None:
-        drained = [
-            s for s in self._to_resume if s.paused and (s.topic, s.partition) in self._states
-        ]
-        self._to_resume.clear()
-        if drained and self._consumer is not None:
-            self._consumer.resume([TopicPartition(s.topic, s.partition) for s in drained])
-            for state in drained:
-                state.paused = False
-            log.debug("resumed %s: lanes drained", format_partitions(drained))
-
-    def _flush_released(self) -> None:
-        if self._released:
-            assert self._checkpoint is not None
-            self._checkpoint.release(self._released)
-            self._released.clear()
-
     def _release(self, outputs: list[Output]) -> None:
         assert self._checkpoint is not None
         self._checkpoint.release(outputs)
@@ -530,124 +485,10 @@ class Worker:
             return
         log.warning("consumer: %s (%s[%s])", err.str(), message.topic(), message.partition())
 
-    # -- rebalance callbacks (run inside consume(), on the loop thread) ---------------------
-
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if not partitions:
-            return
-        for tp in partitions:
-            state = PartitionState(tp.topic, tp.partition, self._released.extend, self.stats)
-            for agent in self._subscribers.get(tp.topic, []):
-                ctx = self._lane_contexts[agent.name]
-                lanes = [Lane(state, agent, i, ctx) for i in range(agent.concurrency)]
-                state.routes.append(lanes)
-                state.tasks.extend(asyncio.ensure_future(run_lane(lane)) for lane in lanes)
-            self._states[(tp.topic, tp.partition)] = state
-            self._tables.start(state)
-        self.metrics.assigned(partitions)  # binds the lanes' probes before they run
-        if self._standby is not None and not self._standby_following:
-            # After this first assignment (whose restores claim their partitions first):
-            # follow every table partition not assigned here.
-            self._standby_following = True
-            count = self._tables.tables[0].partitions or 0
-            follow = asyncio.ensure_future(self._standby.follow_unowned(count))
-            self._background_tasks.append(follow)
-        log.info(
-            "assigned %s (now owning %d partitions)",
-            format_partitions(partitions),
-            len(self._states),
-        )
-
-    def _release_partitions(self, partitions: list[TopicPartition], *, commit: bool) -> None:
-        states = [
-            state
-            for tp in partitions
-            if (state := self._states.pop((tp.topic, tp.partition), None)) is not None
-        ]
-        self.metrics.released(states)
-        for state in states:
-            for lane in state.lanes:
-                lane.close()
-        paused = [TopicPartition(s.topic, s.partition) for s in states if s.paused]
-        if paused and self._consumer is not None:
-            # librdkafka keeps a partition's pause flag across unassign/assign: a partition
-            # revoked while paused would never be fetched again if it came back.
-            self._consumer.resume(paused)
-        if commit:
-            # Under exactly-once one transaction spans every partition: commit them all.
-            self._commit([*states, *self._states.values()])
-        for state in states:
-            self._tables.release(state)
-            for task in state.tasks:
-                task.cancel()
-            self._to_resume.discard(state)
-
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if not partitions:
-            return
-        # Cooperative revoke: commit what is complete first, so the next owner starts there.
-        self._release_partitions(partitions, commit=True)
-        log.info("revoked %s (owning %d)", format_partitions(partitions), len(self._states))
-
-    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Lost means another member may already own them: committing now could overwrite
-        # its progress, so drop everything uncommitted (it is processed again).
-        self._release_partitions(partitions, commit=False)
-        log.warning("lost %s without a clean hand-over", format_partitions(partitions))
-        if isinstance(self._checkpoint, ExactlyOnceCheckpoint):
-            # The open transaction holds work of the lost partitions too: abort it all.
-            self._released.clear()
-            self._checkpoint.abort("partitions were lost")
-            self._rewind_pending = True
-
-    # -- commits and their failures ----------------------------------------------------------
-
-    def _checkpoint_poll(self) -> None:
-        assert self._checkpoint is not None
-        self._checkpoint.poll()
-
-    def _commit(self, states: Iterable[PartitionState] | None = None) -> bool:
-        """Checkpoint ``states`` (all owned by default). Returns False when the transaction
-        was aborted: then every partition must rewind (the pump does it, outside consume)."""
-        assert self._checkpoint is not None
-        try:
-            self._flush_released()
-            self._checkpoint.commit(self._states.values() if states is None else states)
-            return True
-        except TransactionAborted:
-            pass
-        except ProducerFenced as exc:
-            log.error("%s", exc)
-            assert self._consumer is not None
-            self._checkpoint = make_checkpoint(self.app.id, self.settings, self._consumer)
-            self.metrics.watch(self._checkpoint)
-        self._rewind_pending = True
-        self._released.clear()
-        for state in self._states.values():
-            state.discard()  # nothing more of the aborted work may be released
-        return False
-
-    def _rewind(self) -> None:
-        """Drop every owned partition's in-flight work and staged state, and restart each
-        from its committed offset (after an aborted transaction). Never call it inside
-        consume(): the seek must come after everything that call returns."""
-        assert self._consumer is not None
-        self._rewind_pending = False
-        partitions = [TopicPartition(s.topic, s.partition) for s in self._states.values()]
-        if not partitions:
-            return
-        self._release_partitions(partitions, commit=False)
-        committed = self._consumer.committed(partitions, timeout=30)
-        self._on_assign(self._consumer, partitions)
-        for tp in committed:
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-        log.warning("rewound %s to their committed offsets", format_partitions(partitions))
-
 
 def run_worker(app: App) -> None:
     """Run a worker for ``app`` in a fresh event loop until it is stopped."""
     asyncio.run(Worker(app).run())
 
 
-__all__ = ["Worker", "format_partitions", "run_worker"]
+__all__ = ["Worker", "run_worker"]

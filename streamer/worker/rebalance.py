@@ -1,0 +1,192 @@
+"""The worker's side of partition ownership: rebalance callbacks, commits and rewinds.
+
+A mixin of :class:`streamer.worker.runner.Worker`, kept apart so each module stays readable;
+it shares the worker's partition map and runs, like the rest of the worker, only on the loop
+thread. The callbacks run *inside* ``consume()``: they may commit (a cooperative revoke
+commits first) but never seek; an aborted transaction only marks a rewind, which the pump
+performs after ``consume()`` returns, so nothing fetched before the seek is processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from streamer.worker.checkpoint import Checkpoint, TransactionAborted
+from streamer.worker.guarantee import make_checkpoint
+from streamer.worker.lanes import Lane, LaneContext, run_lane
+from streamer.worker.partition import Output, PartitionState, WorkerStats, format_partitions
+from streamer.worker.transactions import ExactlyOnceCheckpoint, ProducerFenced
+
+if TYPE_CHECKING:
+    from streamer.agents import Agent
+    from streamer.app import App
+    from streamer.metrics import WorkerMetrics
+    from streamer.settings import Settings
+    from streamer.worker.standby import StandbyManager
+    from streamer.worker.tables import TableManager
+
+log = logging.getLogger("streamer.worker")
+
+
+class PartitionOwnership:
+    """Assign, revoke, lose, pause/resume, commit and rewind partitions (a mixin of Worker)."""
+
+    # The worker's state this mixin works on (set by Worker.__init__ and Worker.run).
+    app: App
+    settings: Settings
+    metrics: WorkerMetrics
+    stats: WorkerStats
+    _states: dict[tuple[str, int], PartitionState]
+    _released: list[Output]
+    _subscribers: dict[str, list[Agent]]
+    _lane_contexts: dict[str, LaneContext]
+    _tables: TableManager
+    _standby: StandbyManager | None
+    _standby_following: bool
+    _background_tasks: list[asyncio.Task[None]]
+    _consumer: Consumer | None
+    _to_resume: set[PartitionState]
+    _checkpoint: Checkpoint | None
+    _rewind_pending: bool
+
+    # -- flow control: a paused partition resumes once its lanes drained to half -----------
+
+    def _on_taken(self, state: PartitionState) -> None:
+        if state.buffered <= self.settings.lane_buffer // 2:
+            self._to_resume.add(state)
+
+    def _resume_drained(self) -> None:
+        drained = [
+            s for s in self._to_resume if s.paused and (s.topic, s.partition) in self._states
+        ]
+        self._to_resume.clear()
+        if drained and self._consumer is not None:
+            self._consumer.resume([TopicPartition(s.topic, s.partition) for s in drained])
+            for state in drained:
+                state.paused = False
+            log.debug("resumed %s: lanes drained", format_partitions(drained))
+
+    # -- rebalance callbacks (run inside consume(), on the loop thread) ---------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        for tp in partitions:
+            state = PartitionState(tp.topic, tp.partition, self._released.extend, self.stats)
+            for agent in self._subscribers.get(tp.topic, []):
+                ctx = self._lane_contexts[agent.name]
+                lanes = [Lane(state, agent, i, ctx) for i in range(agent.concurrency)]
+                state.routes.append(lanes)
+                state.tasks.extend(asyncio.ensure_future(run_lane(lane)) for lane in lanes)
+            self._states[(tp.topic, tp.partition)] = state
+            self._tables.start(state)
+        self.metrics.assigned(partitions)  # binds the lanes' probes before they run
+        if self._standby is not None and not self._standby_following:
+            # After this first assignment (whose restores claim their partitions first):
+            # follow every table partition not assigned here.
+            self._standby_following = True
+            count = self._tables.tables[0].partitions or 0
+            follow = asyncio.ensure_future(self._standby.follow_unowned(count))
+            self._background_tasks.append(follow)
+        log.info(
+            "assigned %s (now owning %d partitions)",
+            format_partitions(partitions),
+            len(self._states),
+        )
+
+    def _release_partitions(self, partitions: list[TopicPartition], *, commit: bool) -> None:
+        states = [
+            state
+            for tp in partitions
+            if (state := self._states.pop((tp.topic, tp.partition), None)) is not None
+        ]
+        self.metrics.released(states)
+        for state in states:
+            for lane in state.lanes:
+                lane.close()
+        paused = [TopicPartition(s.topic, s.partition) for s in states if s.paused]
+        if paused and self._consumer is not None:
+            # librdkafka keeps a partition's pause flag across unassign/assign: a partition
+            # revoked while paused would never be fetched again if it came back.
+            self._consumer.resume(paused)
+        if commit:
+            # Under exactly-once one transaction spans every partition: commit them all.
+            self._commit([*states, *self._states.values()])
+        for state in states:
+            self._tables.release(state)
+            for task in state.tasks:
+                task.cancel()
+            self._to_resume.discard(state)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        # Cooperative revoke: commit what is complete first, so the next owner starts there.
+        self._release_partitions(partitions, commit=True)
+        log.info("revoked %s (owning %d)", format_partitions(partitions), len(self._states))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost means another member may already own them: committing now could overwrite
+        # its progress, so drop everything uncommitted (it is processed again).
+        self._release_partitions(partitions, commit=False)
+        log.warning("lost %s without a clean hand-over", format_partitions(partitions))
+        if isinstance(self._checkpoint, ExactlyOnceCheckpoint):
+            # The open transaction holds work of the lost partitions too: abort it all.
+            self._released.clear()
+            self._checkpoint.abort("partitions were lost")
+            self._rewind_pending = True
+
+    # -- commits and their failures ----------------------------------------------------------
+
+    def _checkpoint_poll(self) -> None:
+        assert self._checkpoint is not None
+        self._checkpoint.poll()
+
+    def _commit(self, states: Iterable[PartitionState] | None = None) -> bool:
+        """Checkpoint ``states`` (all owned by default). Returns False when the transaction
+        was aborted: then every partition must rewind (the pump does it, outside consume)."""
+        assert self._checkpoint is not None
+        try:
+            self._flush_released()
+            self._checkpoint.commit(self._states.values() if states is None else states)
+            return True
+        except TransactionAborted:
+            pass
+        except ProducerFenced as exc:
+            log.error("%s", exc)
+            assert self._consumer is not None
+            self._checkpoint = make_checkpoint(self.app.id, self.settings, self._consumer)
+            self.metrics.watch(self._checkpoint)
+        self._rewind_pending = True
+        self._released.clear()
+        for state in self._states.values():
+            state.discard()  # nothing more of the aborted work may be released
+        return False
+
+    def _rewind(self) -> None:
+        """Drop every owned partition's in-flight work and staged state, and restart each
+        from its committed offset (after an aborted transaction). Never call it inside
+        consume(): the seek must come after everything that call returns."""
+        assert self._consumer is not None
+        self._rewind_pending = False
+        partitions = [TopicPartition(s.topic, s.partition) for s in self._states.values()]
+        if not partitions:
+            return
+        self._release_partitions(partitions, commit=False)
+        committed = self._consumer.committed(partitions, timeout=30)
+        self._on_assign(self._consumer, partitions)
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        log.warning("rewound %s to their committed offsets", format_partitions(partitions))
+
+    def _flush_released(self) -> None:
+        if self._released:
+            assert self._checkpoint is not None
+            self._checkpoint.release(self._released)
+            self._released.clear()

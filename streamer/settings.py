@@ -59,8 +59,14 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=65535,
-        description="Serve /metrics, /health and /ready on this port (all interfaces); "
+        description="Serve /metrics, /health and /ready on this port (see web_host); "
         "none: no HTTP server.",
+    )
+    web_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the web endpoints listen on: 127.0.0.1 (this machine only) "
+        "unless told; 0.0.0.0 for every interface, as containers need.",
     )
     metrics: bool = Field(
         True, description="Collect Prometheus metrics (per-event counts, sampled latency)."

@@ -28,13 +28,21 @@ from streamer.worker import load_app, run_worker
     default=None,
     help="Serve /metrics (Prometheus), /health and /ready on this port.",
 )
-def worker(app_path: str, instance: str | None, web_port: int | None) -> None:
+@click.option(
+    "--web-host",
+    default=None,
+    help="Address the web endpoints listen on (default 127.0.0.1; 0.0.0.0 for every "
+    "interface, as in a container).",
+)
+def worker(app_path: str, instance: str | None, web_port: int | None, web_host: str | None) -> None:
     """Run APP (module or module:attribute) until SIGINT/SIGTERM."""
     if instance:
         # Settings are read when the app module builds its App, so set it first.
         os.environ["STREAMER_INSTANCE_ID"] = instance
     if web_port is not None:
         os.environ["STREAMER_WEB_PORT"] = str(web_port)
+    if web_host is not None:
+        os.environ["STREAMER_WEB_HOST"] = web_host
     run_worker(load_app(app_path))
 
 

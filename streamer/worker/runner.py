@@ -32,7 +32,7 @@ from streamer.kafka.clients import check_reachable, make_admin, make_consumer, m
 from streamer.metrics import WorkerMetrics
 from streamer.settings import redact
 from streamer.topics import Topic
-from streamer.web import start_web
+from streamer.web import bind_web
 from streamer.worker.checkpoint import Checkpoint
 from streamer.worker.dead_letters import dead_letter
 from streamer.worker.guarantee import make_checkpoint
@@ -133,6 +133,8 @@ class Worker(PartitionOwnership):
     async def run(self) -> None:
         current_clock.set(self.clock)  # for tables and timers; inherited by every task below
         s = self.settings
+        # Before any Kafka client exists: a taken port ends the worker with nothing to close.
+        web = bind_web(self.metrics, s.web_port, s.web_host)
         client_config = {**s.kafka_config}
         admin = make_admin(s.brokers, client_config)
         check_reachable(admin, s.brokers)
@@ -200,7 +202,8 @@ class Worker(PartitionOwnership):
                 asyncio.ensure_future(run_timer(timer, self._is_leader, self.clock))
                 for timer in self.app.timers
             ]
-        web = await start_web(self.metrics, s.web_port)  # None without a web_port
+        if web is not None:
+            web.start()
         try:
             await self._pump()
         finally:

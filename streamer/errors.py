@@ -10,6 +10,7 @@
     ├── AgentFailed                 an agent's error policy said "stop"; its event stays uncommitted
     ├── KafkaUnavailableError       the broker cannot be reached (names the address)
     ├── KafkaOperationError         Kafka refused an operation (create topic, commit, ...)
+    │   └── KafkaAccessError        credentials refused, or an ACL missing (names which)
     └── LocalKafkaError             the local development broker cannot start or stop
         └── ToolMissingError        Java or Maven is not installed (says how to get it)
 
@@ -53,6 +54,12 @@ class KafkaUnavailableError(StreamerError):
 
 class KafkaOperationError(StreamerError):
     """Kafka refused an operation (topic creation, commit, produce) with an error."""
+
+
+class KafkaAccessError(KafkaOperationError):
+    """The broker refused the credentials (authentication), or no ACL allows an operation
+    (authorization). The message names the operation and the resource, so the missing ACL
+    can be granted (``streamer acls APP --principal ...`` lists them all)."""
 
 
 class LocalKafkaError(StreamerError):

@@ -21,10 +21,21 @@ from streamer.worker import Worker
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
-    """Produce ``records`` (key, value) with murmur2 partitioning, as streamer does."""
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    config: dict[str, str] | None = None,
+) -> int:
+    """Produce ``records`` (key, value) with murmur2 partitioning, as streamer does;
+    ``config`` adds client settings (credentials on a secured broker)."""
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"}
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "partitioner": "murmur2_random",
+            **(config or {}),
+        }
     )
     count = 0
     for key, value in records:
@@ -47,6 +58,7 @@ def read_all(
     timeout: float = 60.0,
     idle: float = 3.0,
     isolation: str = "read_committed",
+    config: dict[str, str] | None = None,
 ) -> list[Any]:
     """Read ``topic`` from the start: until ``expect`` records arrived, or nothing came for
     ``idle`` seconds, bounded by ``timeout``. Returns the messages."""
@@ -57,6 +69,7 @@ def read_all(
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "isolation.level": isolation,
+            **(config or {}),
         }
     )
     consumer.subscribe([topic])
@@ -134,10 +147,12 @@ class WorkerProcess:
         name: str,
         *,
         instance: str | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         extra = ["--instance", instance] if instance else []
+        extra += args
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamer", "worker", app_path, *extra],
             cwd=ROOT,

@@ -7,6 +7,7 @@ Subcommands live in their own modules and are registered here.
 
 from __future__ import annotations
 
+from streamer.cli.acls_cmd import acls
 from streamer.cli.app_cmds import replay, send, worker
 from streamer.cli.base import main
 from streamer.cli.dlq_cmd import dlq
@@ -23,5 +24,6 @@ main.add_command(dlq)
 main.add_command(offsets)
 main.add_command(status)
 main.add_command(tables)
+main.add_command(acls)
 
 __all__ = ["main"]

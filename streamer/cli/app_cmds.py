@@ -8,10 +8,11 @@ import os
 import click
 import orjson
 
+from streamer.cli.client_config import client_options, load_cli_app, with_client_config
 from streamer.errors import ConfigError
 from streamer.kafka.clients import check_reachable, make_admin
 from streamer.serde import BytesSerde, JsonSerde, StrSerde
-from streamer.worker import load_app, run_worker
+from streamer.worker import run_worker
 
 
 @click.command()
@@ -34,6 +35,7 @@ from streamer.worker import load_app, run_worker
     help="Address the web endpoints listen on (default 127.0.0.1; 0.0.0.0 for every "
     "interface, as in a container).",
 )
+@client_options
 def worker(app_path: str, instance: str | None, web_port: int | None, web_host: str | None) -> None:
     """Run APP (module or module:attribute) until SIGINT/SIGTERM."""
     if instance:
@@ -43,7 +45,7 @@ def worker(app_path: str, instance: str | None, web_port: int | None, web_host: 
         os.environ["STREAMER_WEB_PORT"] = str(web_port)
     if web_host is not None:
         os.environ["STREAMER_WEB_HOST"] = web_host
-    run_worker(load_app(app_path))
+    run_worker(load_cli_app(app_path))
 
 
 @click.command()
@@ -52,6 +54,7 @@ def worker(app_path: str, instance: str | None, web_port: int | None, web_host: 
 @click.option("--value", required=True, help="Record value as JSON (or text for str topics).")
 @click.option("--app", "app_path", default=None, help="Use this app's brokers and topic serdes.")
 @click.option("--brokers", default=None, help="Bootstrap servers (default: app's or env).")
+@client_options
 def send(
     topic: str, key: str | None, value: str, app_path: str | None, brokers: str | None
 ) -> None:
@@ -59,11 +62,11 @@ def send(
     from streamer.app import App
 
     if app_path:
-        app = load_app(app_path)
+        app = load_cli_app(app_path)
         if brokers:
             raise ConfigError("--brokers and --app both given; the app names its brokers")
     else:
-        app = App("streamer-cli", brokers=brokers)
+        app = with_client_config(App("streamer-cli", brokers=brokers))
     check_reachable(
         make_admin(app.settings.brokers, app.settings.kafka_config), app.settings.brokers
     )
@@ -104,6 +107,7 @@ def _parse_for(serde_name: str, text: str) -> object:
 @click.option("--to-datetime", default=None, help="Stop before the first record at this time.")
 @click.option("--agent", default=None, help="Only this agent (default: every reader).")
 @click.option("--dry-run", is_flag=True, help="Send outputs nowhere; print them.")
+@client_options
 def replay(
     app_path: str,
     topic: str,
@@ -116,7 +120,7 @@ def replay(
     dry_run: bool,
 ) -> None:
     """Run APP's agents over a range of TOPIC without touching the group's offsets."""
-    app = load_app(app_path)
+    app = load_cli_app(app_path)
 
     def show(output: tuple[str, bytes | None, bytes | None, object]) -> None:
         topic_name, key, value, _ = output

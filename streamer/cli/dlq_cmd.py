@@ -6,8 +6,8 @@ import json
 
 import click
 
+from streamer.cli.client_config import client_options, load_cli_app
 from streamer.dlq import DeadLetters
-from streamer.worker import load_app
 
 
 @click.group()
@@ -19,9 +19,10 @@ def dlq() -> None:
 @click.argument("app_path", metavar="APP")
 @click.option("--agent", default=None, help="Only this agent's dead letters.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+@client_options
 def show(app_path: str, agent: str | None, as_json: bool) -> None:
     """Summarise APP's dead letters: count, reasons, first and last, replayed."""
-    summaries = DeadLetters(load_app(app_path)).summary(agent)
+    summaries = DeadLetters(load_cli_app(app_path)).summary(agent)
     if as_json:
         click.echo(
             json.dumps(
@@ -56,7 +57,8 @@ def show(app_path: str, agent: str | None, as_json: bool) -> None:
 @dlq.command()
 @click.argument("app_path", metavar="APP")
 @click.option("--agent", required=True, help="Whose dead letters to send back.")
+@client_options
 def replay(app_path: str, agent: str) -> None:
     """Send an agent's pending dead letters back to their source topics."""
-    sent = DeadLetters(load_app(app_path)).replay(agent)
+    sent = DeadLetters(load_cli_app(app_path)).replay(agent)
     click.echo(f"replayed {sent} dead letter(s) of agent {agent!r} to their source topics")

@@ -13,13 +13,18 @@ import os
 import time
 
 import click
+import orjson
 
 from streamer.errors import LocalKafkaError
-from streamer.kafka.local import KAFKA_VERSION, LocalKafka
+from streamer.kafka.local import KAFKA_VERSION, SECURITY_MODES, LocalKafka
 
 _port_option = click.option(
     "--port", default=9092, show_default=True, type=click.IntRange(1, 65534),
     help="Broker port on 127.0.0.1 (the controller uses port + 1).",
+)  # fmt: skip
+_security_option = click.option(
+    "--security", type=click.Choice(SECURITY_MODES), default="plaintext", show_default=True,
+    help="plaintext, or sasl_ssl: TLS + SCRAM-SHA-512 users + ACLs enforced (its own instance).",
 )  # fmt: skip
 
 
@@ -34,10 +39,11 @@ def kafka() -> None:
 
 @kafka.command()
 @_port_option
+@_security_option
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for it.")
-def up(port: int, timeout: float) -> None:
+def up(port: int, security: str, timeout: float) -> None:
     """Start the broker unless it already runs; return once it answers."""
-    broker = LocalKafka(port)
+    broker = LocalKafka(port, security=security)
     result = broker.ensure_running(_progress, timeout)
     if result.started:
         click.echo(
@@ -46,14 +52,35 @@ def up(port: int, timeout: float) -> None:
         )
     else:
         click.echo(f"Kafka is already running on {result.bootstrap} (pid {result.pid})")
+    if broker.secure is not None:
+        _print_secure_settings(broker)
+
+
+def _print_secure_settings(broker: LocalKafka) -> None:
+    """What a client needs to connect: the files, and the settings for an app."""
+    assert broker.secure is not None
+    client, admin = broker.secure.write_client_files()
+    settings = orjson.dumps(broker.client_config()).decode()
+    click.echo(
+        f"SASL_SSL with SCRAM-SHA-512; ACLs are enforced (no ACL: denied).\n"
+        f"  user 'streamer' (rights only through ACLs): --command-config {client}\n"
+        f"  user 'admin' (super user):                  --command-config {admin}\n"
+        f"  CA certificate: {broker.secure.ca}\n"
+        f"Grant an app its ACLs:\n"
+        f"  streamer acls APP --principal User:streamer --execute --command-config {admin}\n"
+        f"Run it as user 'streamer':\n"
+        f"  export STREAMER_BROKERS={broker.bootstrap}\n"
+        f"  export STREAMER_KAFKA_CONFIG='{settings}'"
+    )
 
 
 @kafka.command()
 @_port_option
+@_security_option
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds before SIGKILL.")
-def down(port: int, timeout: float) -> None:
+def down(port: int, security: str, timeout: float) -> None:
     """Stop the broker started by `up` on this port (never any other process)."""
-    broker = LocalKafka(port)
+    broker = LocalKafka(port, security=security)
     before = broker.status()
     if broker.down(timeout):
         click.echo(f"stopped Kafka on {before.bootstrap} (pid {before.pid})")
@@ -63,9 +90,10 @@ def down(port: int, timeout: float) -> None:
 
 @kafka.command()
 @_port_option
-def status(port: int) -> None:
+@_security_option
+def status(port: int, security: str) -> None:
     """Say whether the broker on this port runs, with its pid and log file."""
-    st = LocalKafka(port).status()
+    st = LocalKafka(port, security=security).status()
     if st.running:
         click.echo(f"Kafka on {st.bootstrap} is running (pid {st.pid}, logs: {st.log_file})")
     else:
@@ -76,9 +104,10 @@ def status(port: int) -> None:
 @_port_option
 @click.option("-n", "--lines", default=50, show_default=True, help="Lines to show.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
-def logs(port: int, lines: int, follow: bool) -> None:
+@_security_option
+def logs(port: int, security: str, lines: int, follow: bool) -> None:
     """Show the end of the broker's log."""
-    broker = LocalKafka(port)
+    broker = LocalKafka(port, security=security)
     if not broker.log_file.exists():
         raise LocalKafkaError(
             f"no log at {broker.log_file}: Kafka was never started on port {port} "

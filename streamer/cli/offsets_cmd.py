@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import click
 import orjson
 
+from streamer.cli.client_config import client_options, load_cli_app
 from streamer.errors import ConfigError
 from streamer.kafka.offsets import (
     GroupOffsets,
@@ -23,7 +24,6 @@ from streamer.kafka.offsets import (
     parse_duration,
     source_topics,
 )
-from streamer.worker import load_app
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -52,9 +52,10 @@ def offsets() -> None:
 @offsets.command()
 @click.argument("app_path", metavar="APP")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list for scripts.")
+@client_options
 def show(app_path: str, as_json: bool) -> None:
     """Committed offset, end offset and lag per partition of APP's source topics."""
-    app = load_app(app_path)
+    app = load_cli_app(app_path)
     topics = source_topics(app)
     if not topics:
         raise ConfigError(f"app {app.id!r} has no agents, so it reads no topics")
@@ -106,6 +107,7 @@ def show(app_path: str, as_json: bool) -> None:
     is_flag=True,
     help="Also delete the app's changelog topics and local table state.",
 )
+@client_options
 def reset(
     app_path: str,
     topic: str,
@@ -125,7 +127,7 @@ def reset(
     current values (the replayed events are counted again on top of them).
     """
     target = _target(to_offset, to_datetime, by_duration, shift_by, to_earliest, to_latest)
-    app = load_app(app_path)
+    app = load_cli_app(app_path)
     if topic not in source_topics(app):
         read = ", ".join(source_topics(app)) or "none"
         raise ConfigError(f"app {app.id!r} does not read topic {topic!r} (its agents read: {read})")

@@ -19,10 +19,10 @@ import click
 import orjson
 
 from streamer.app import App
+from streamer.cli.client_config import client_options, load_cli_app
 from streamer.cli.offsets_cmd import render_table
 from streamer.errors import ConfigError
 from streamer.kafka.offsets import GroupMember, GroupOffsets, PartitionOffsets, source_topics
-from streamer.worker import load_app
 
 _CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 
@@ -200,13 +200,14 @@ def to_json(snapshot: Snapshot) -> dict[str, Any]:
     show_default=True,
     help="Seconds between refreshes of the live view.",
 )
+@client_options
 def status(app_path: str, once: bool, as_json: bool, interval: float) -> None:
     """Live view of APP's partitions: owners, committed and end offsets, lag and rates.
 
     Refreshes every --interval seconds until Ctrl-C; rates are the change since the last
     refresh.
     """
-    app = load_app(app_path)
+    app = load_cli_app(app_path)
     topics = source_topics(app)
     if not topics:
         raise ConfigError(f"app {app.id!r} has no agents, so it reads no topics")

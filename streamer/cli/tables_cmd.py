@@ -17,11 +17,11 @@ import click
 import orjson
 
 from streamer.app import App
+from streamer.cli.client_config import client_options, load_cli_app
 from streamer.cli.offsets_cmd import render_table
 from streamer.errors import ConfigError, SerializationError
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 from streamer.state.table import Table
-from streamer.worker import load_app
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class PartitionInfo:
 @click.argument("app_path", metavar="APP")
 @click.argument("rest", nargs=-1, metavar="[get TABLE KEY]")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@client_options
 def tables(app_path: str, rest: tuple[str, ...], as_json: bool) -> None:
     """List APP's tables and local partitions, or print one value with `get TABLE KEY`.
 
@@ -54,7 +55,7 @@ def tables(app_path: str, rest: tuple[str, ...], as_json: bool) -> None:
             f"unexpected arguments {' '.join(rest)!r}; use `streamer tables APP` or "
             "`streamer tables APP get TABLE KEY`"
         )
-    app = load_app(app_path)
+    app = load_cli_app(app_path)
     if not app.tables:
         raise ConfigError(f"app {app.id!r} declares no tables")
     if rest:

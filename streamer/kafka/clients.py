@@ -8,12 +8,13 @@ partitioning so co-partitioning with JVM producers holds. User options override 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from streamer.errors import KafkaUnavailableError
+from streamer.errors import KafkaAccessError, KafkaUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -107,21 +108,45 @@ def make_admin(brokers: str, overrides: dict[str, Any]) -> AdminClient:
 
         return cast(AdminClient, MemoryAdmin(lookup(brokers)))
     config = {"bootstrap.servers": brokers, "logger": _admin_log, **overrides}
+    config.setdefault("error_cb", _remember_access_failure)
     return AdminClient(config)
 
 
+# Refused credentials or TLS never heal by retrying: check_reachable stops at the first one
+# (librdkafka reports them only through error_cb, served by the admin client's poll()).
+_ACCESS_FAILURES = (KafkaError._AUTHENTICATION, KafkaError._SSL)
+_access_failure: list[str] = []
+
+
+def _remember_access_failure(err: KafkaError) -> None:
+    if err.code() in _ACCESS_FAILURES:
+        _access_failure[:] = [err.str()]
+
+
 def check_reachable(admin: AdminClient, brokers: str, timeout: float = 10.0) -> None:
-    """Raise KafkaUnavailableError naming ``brokers`` when no broker answers in ``timeout``."""
+    """Raise KafkaUnavailableError naming ``brokers`` when no broker answers in ``timeout``,
+    KafkaAccessError at once when the broker refuses the credentials or the TLS handshake."""
     if is_memory(brokers):
         from streamer.kafka.memory import lookup
 
         lookup(brokers)  # raises KafkaUnavailableError naming the missing broker
         return
-    try:
-        admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise KafkaUnavailableError(
-            f"cannot reach Kafka at {brokers} (waited {timeout:.0f}s for metadata: "
-            f"{exc.args[0].str() if exc.args else exc}); is the broker running? "
-            "`streamer kafka up` starts a local one"
-        ) from exc
+    deadline = time.monotonic() + timeout
+    _access_failure.clear()
+    while True:
+        try:
+            admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            return
+        except KafkaException as exc:
+            admin.poll(0)  # serves error_cb: an authentication or TLS failure ends it at once
+            if _access_failure:
+                raise KafkaAccessError(
+                    f"Kafka at {brokers} refused the connection: {_access_failure[0]}; check "
+                    "sasl.username, sasl.password and ssl.ca.location in kafka_config"
+                ) from None
+            if time.monotonic() >= deadline:
+                raise KafkaUnavailableError(
+                    f"cannot reach Kafka at {brokers} (waited {timeout:.0f}s for metadata: "
+                    f"{exc.args[0].str() if exc.args else exc}); is the broker running? "
+                    "`streamer kafka up` starts a local one"
+                ) from exc

@@ -42,6 +42,10 @@ from confluent_kafka.admin import AdminClient
 from streamer.errors import LocalKafkaError, ToolMissingError
 from streamer.kafka import jars
 from streamer.kafka.jars import Progress
+from streamer.kafka.local_secure import ADMIN_USER, APP_USER, SecureFiles
+
+SECURITY_MODES = ("plaintext", "sasl_ssl")
+"""``plaintext`` (the default) or ``sasl_ssl`` (see :mod:`streamer.kafka.local_secure`)."""
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +170,27 @@ class LocalKafka:
         home: Path | None = None,
         kafka_home: Path | None = None,
         controller_port: int | None = None,
+        security: str = "plaintext",
     ) -> None:
+        if security not in SECURITY_MODES:
+            raise LocalKafkaError(f"unknown security {security!r}; use one of {SECURITY_MODES}")
         self.port = port
         self.controller_port = port + 1 if controller_port is None else controller_port
-        self.home = (home or jars.version_dir(KAFKA_VERSION) / f"broker-{port}").absolute()
+        # A secured broker is another instance: its own storage (SCRAM users live there).
+        suffix = "" if security == "plaintext" else f"-{security}"
+        default_home = jars.version_dir(KAFKA_VERSION) / f"broker-{port}{suffix}"
+        self.home = (home or default_home).absolute()
+        self.security = security
+        self.secure = SecureFiles(self.home) if security == "sasl_ssl" else None
         env_home = os.environ.get("KAFKA_HOME")
         self.kafka_home = kafka_home or (Path(env_home) if env_home else None)
         # The JVM this object started, if any: polling it reaps it and tells Popen it ended.
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def client_config(self, user: str = APP_USER) -> dict[str, str]:
+        """librdkafka settings a client needs besides ``bootstrap.servers`` ({} for
+        PLAINTEXT); with ``sasl_ssl``, those of SCRAM ``user`` (``streamer`` or ``admin``)."""
+        return {} if self.secure is None else self.secure.client_config(user)
 
     # -- paths --------------------------------------------------------------------------
     @property
@@ -326,7 +343,7 @@ class LocalKafka:
         return jars.resolve_libs(KAFKA_VERSION, progress)
 
     def _server_config(self) -> dict[str, str]:
-        return {
+        config = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{HOST}:{self.controller_port}",
@@ -351,11 +368,22 @@ class LocalKafka:
             # Hung transactions of killed test producers are aborted within seconds.
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "10000",
         }
+        if self.secure is not None:
+            from streamer.kafka.local_secure import server_config
+
+            config.update(server_config(self.secure, HOST, self.port, self.controller_port))
+        return config
 
     def _write_configs(self) -> None:
         body = "".join(f"{k}={v}\n" for k, v in self._server_config().items())
         header = f"# written by streamer.kafka.local for Kafka {KAFKA_VERSION}; do not edit\n"
         self.server_properties.write_text(header + body, encoding="utf-8")
+        if self.secure is not None:
+            from streamer.kafka.local_secure import make_certificates
+
+            self.server_properties.chmod(0o600)  # it holds the broker's passwords
+            make_certificates(self.secure, HOST)  # a fresh throw-away CA on every start
+            self.secure.write_client_files()
         (self.home / "log4j2.properties").write_text(
             jars.resource_text("log4j2.properties"), encoding="utf-8"
         )
@@ -375,6 +403,10 @@ class LocalKafka:
         progress(f"formatting storage in {self._data_dir} (cluster id {cluster_id})")
         cmd = [*self._jvm(java, libs, "256m"), "kafka.tools.StorageTool", "format",
                "-t", cluster_id, "-c", str(self.server_properties)]  # fmt: skip
+        if self.secure is not None:
+            from streamer.kafka.local_secure import format_args
+
+            cmd += format_args(self.secure)  # the SCRAM users exist from the first start
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             lines = (proc.stdout + proc.stderr).strip().splitlines()[-10:]
@@ -425,6 +457,7 @@ class LocalKafka:
                     {
                         "bootstrap.servers": self.bootstrap,
                         "socket.connection.setup.timeout.ms": 2000,
+                        **self.client_config(ADMIN_USER),
                     },
                     logger=_ProbeLog(),
                 )

@@ -6,6 +6,11 @@ Fixtures:
     The bootstrap address: ``$STREAMER_TEST_BROKERS`` if set, else a fresh single-node broker
     (:class:`streamer.kafka.local.LocalKafka` on a free port pair, with its own data directory
     under pytest's tmp dir) started once per session and stopped at its end.
+``secure_kafka`` (session)
+    A second broker, secured (:mod:`streamer.kafka.local_secure`: SASL_SSL with SCRAM-SHA-512,
+    a throw-away CA, ACLs enforced), started the first time a test asks for it and stopped at
+    the session's end. It is the :class:`~streamer.kafka.local.LocalKafka`: ``bootstrap`` and
+    ``client_config("admin" | "streamer")`` are what clients need. Needs ``cryptography``.
 ``unique_name`` (function)
     ``unique_name(prefix) -> "prefix-<10 hex>"``.  Every topic and group id in a test goes
     through it, so tests never see each other's data, even on a shared broker.
@@ -68,6 +73,19 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     logger.info("session broker ready in %.1fs", time.monotonic() - started)
     try:
         yield bootstrap
+    finally:
+        broker.down()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """The session's secured broker (see the module docstring)."""
+    broker = LocalKafka(
+        free_port_pair(), home=tmp_path_factory.mktemp("kafka-secure"), security="sasl_ssl"
+    )
+    broker.up(progress=logger.info)
+    try:
+        yield broker
     finally:
         broker.down()
 

@@ -1,25 +1,27 @@
 """The least-privilege ACLs an app's workers need, as data, as ``kafka-acls`` commands, or
 created through the Admin API (``streamer acls APP --principal User:x [--execute]``).
 
-What a worker does, and the ACL that allows it (Kafka 3.0+; IdempotentWrite on the cluster is
-implied by Write on a topic since KIP-679, so it is not asked for):
+What a worker does, and the ACL that allows it. Kafka implies Describe by Read and Write
+(on topics, groups and transactional ids) and, since 3.0 (KIP-679), IdempotentWrite on the
+cluster by Write on a topic, so neither is asked for:
 
 =====================================  =================================================
 resource                               operations, and why
 =====================================  =================================================
-Topic, literal, each topic it reads    Read, Describe: consume; metadata and offsets
-Topic, literal, each topic it writes   Write, Describe: produce (sinks, ``send``)
+Topic, literal, each topic it reads    Read: consume (and metadata, offsets)
+Topic, literal, each topic it writes   Write: produce (sinks, ``send``)
 Topic, literal, each declared topic    Create: only with ``topic_auto_create`` (the
-                                       default), to create it when missing
-Topic, prefixed ``<app id>-``          Read, Write, Describe, Create: its own topics
+                                       default), to create it when missing; not needed
+                                       for topics that already exist
+Topic, prefixed ``<app id>-``          Read, Write, Create: its own topics
                                        (changelogs, repartition, dead letters)
 Group, literal ``<group id>``          Read: join the group, commit offsets
-TransactionalId, prefixed ``<app id>-``  Write, Describe: exactly-once only, its
-                                       transactional ids ``<app id>-<instance>``
+TransactionalId, prefixed ``<app id>-``  Write: exactly-once only, its transactional
+                                       ids ``<app id>-<instance>``
 =====================================  =================================================
 
-A dead-letter topic given another name than ``<app id>-<agent>-dlq`` gets literal Write,
-Describe and Create of its own.
+A dead-letter topic given another name than ``<app id>-<agent>-dlq`` gets literal Write
+and Create of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamer.app import App
+from streamer.errors import KafkaAccessError
+from streamer.kafka.clients import is_memory
 
 # Operation and resource names as the Kafka CLI and ACL listings spell them.
 TOPIC, GROUP, TRANSACTIONAL_ID = "Topic", "Group", "TransactionalId"
@@ -51,37 +55,97 @@ class Acl:
         return f"{self.operation} on {self.resource_type}:{self.name}{suffix}"
 
 
+def topic_operations(app: App) -> dict[str, set[str]]:
+    """Each topic ``app``'s workers use, and what they do with it (Read, Write)."""
+    ops: dict[str, set[str]] = {}
+    for agent in app.agents:
+        for topic in agent.topics:
+            ops.setdefault(topic.name, set()).add("Read")
+        for sink in agent.sinks:
+            ops.setdefault(sink.name, set()).add("Write")
+        if app.policy_for(agent).on_exhausted == "dead_letter":
+            ops.setdefault(app.dead_letter_topic(agent), set()).add("Write")
+    for name in app.topics:
+        ops.setdefault(name, {"Write"})  # declared, never read: a `send` target
+    for table in app.tables.values():
+        ops.setdefault(table.changelog, set()).update(("Read", "Write"))  # restore, write
+    return ops
+
+
 def required_acls(app: App) -> list[Acl]:
     """Every ACL ``app``'s workers need, no more (see the module docstring), sorted."""
     prefix = f"{app.id}-"
-    wanted: set[tuple[str, str, str, str]] = set()
-
-    def topic(name: str, *operations: str) -> None:
+    wanted = {(TOPIC, PREFIXED, prefix, op) for op in ("Read", "Write", "Create")}
+    for name, operations in topic_operations(app).items():
         if name.startswith(prefix):
-            return  # covered by the prefixed rule below
-        for op in operations:
-            wanted.add((TOPIC, LITERAL, name, op))
-
-    read = {t.name for agent in app.agents for t in agent.topics}
-    for name in app.topics:
-        if name in read:
-            topic(name, "Read", "Describe")
-        else:  # declared and not read: a sink or a `send` target
-            topic(name, "Write", "Describe")
+            continue  # covered by the prefixed rule
         if app.settings.topic_auto_create:
-            topic(name, "Create")
-    for agent in app.agents:
-        for sink in agent.sinks:
-            topic(sink.name, "Write", "Describe")
-        if app.policy_for(agent).on_exhausted == "dead_letter":
-            topic(app.dead_letter_topic(agent), "Write", "Describe", "Create")
-    for op in ("Read", "Write", "Describe", "Create"):
-        wanted.add((TOPIC, PREFIXED, prefix, op))
+            operations = operations | {"Create"}
+        wanted.update((TOPIC, LITERAL, name, op) for op in operations)
     wanted.add((GROUP, LITERAL, app.group_id, "Read"))
     if app.settings.exactly_once:
-        for op in ("Write", "Describe"):
-            wanted.add((TRANSACTIONAL_ID, PREFIXED, prefix, op))
+        wanted.add((TRANSACTIONAL_ID, PREFIXED, prefix, "Write"))
     return sorted(Acl(*parts) for parts in wanted)
+
+
+def verify_access(admin: Any, app: App, timeout: float = 30.0) -> None:
+    """Raise KafkaAccessError naming every operation on a topic or the group that no ACL
+    allows ``app``'s workers (one line), before they consume anything.
+
+    It asks the broker what this principal may do (``authorized_operations`` of
+    DescribeTopics and DescribeGroups), so a missing ACL is a clear error at start rather
+    than a consumer that waits or a transaction that aborts over and over. Topics must
+    exist (call it after creating them). A broker that does not say (no authorizer, or too
+    old) is trusted. Transactional ids cannot be asked about; ``init_transactions`` names
+    a missing Write on one.
+    """
+    from confluent_kafka import KafkaError, KafkaException, TopicCollection
+
+    if is_memory(app.settings.brokers):
+        return  # the in-memory broker has no ACLs
+    wanted = topic_operations(app)
+    missing: list[str] = []
+    futures = admin.describe_topics(
+        TopicCollection(sorted(wanted)), include_authorized_operations=True,
+        request_timeout=timeout,
+    )  # fmt: skip
+    for name, future in sorted(futures.items()):
+        try:
+            allowed = _names(future.result(timeout).authorized_operations)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError):
+                raise
+            if err.code() != KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                continue  # not an access question (e.g. not created): others report it
+            allowed = set()
+        if allowed is not None:
+            missing += [f"{op} on Topic:{name}" for op in sorted(wanted[name] - allowed)]
+    group = admin.describe_consumer_groups(
+        [app.group_id], include_authorized_operations=True, request_timeout=timeout
+    )[app.group_id]
+    try:
+        group_allowed = _names(group.result(timeout).authorized_operations)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        denied = isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+        # Anything else (a coordinator still loading): unknown here; the consumer reports a
+        # missing Read on the group itself (as an access error) when it joins.
+        group_allowed = set() if denied else None
+    if group_allowed is not None and "Read" not in group_allowed:
+        missing.append(f"Read on Group:{app.group_id}")
+    if missing:
+        raise KafkaAccessError(
+            f"not authorised: no ACL allows {', '.join(missing)} for this app's principal; "
+            "grant them (`streamer acls APP --principal ...` lists every ACL the app needs)"
+        )
+
+
+def _names(operations: Any) -> set[str] | None:
+    """``[AclOperation.READ, ...]`` -> ``{"Read", ...}``; None when the broker did not say."""
+    if operations is None:
+        return None
+    return {op.name.replace("_", " ").title().replace(" ", "") for op in operations}
 
 
 def kafka_acls_commands(
@@ -126,4 +190,11 @@ def bindings(acls: list[Acl], principal: str, host: str = "*") -> list[Any]:
     ]
 
 
-__all__ = ["Acl", "bindings", "kafka_acls_commands", "required_acls"]
+__all__ = [
+    "Acl",
+    "bindings",
+    "kafka_acls_commands",
+    "required_acls",
+    "topic_operations",
+    "verify_access",
+]

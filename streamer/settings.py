@@ -17,7 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.errors import ConfigError
 
-_SECRET_MARKERS = ("password", "secret", "sasl.oauthbearer.config", "ssl.key", "token")
+# Substrings of option names whose values are credentials (librdkafka's and the Java
+# client's spellings): sasl.password, ssl.key.password, ssl.keystore.password, ssl.key.pem,
+# sasl.jaas.config, sasl.oauthbearer.client.secret, sasl.oauthbearer.config, ...
+_SECRET_MARKERS = ("password", "secret", "sasl.oauthbearer.config", "ssl.key", "token",
+                   "jaas", "credential", "private")  # fmt: skip
+_CLIENT_CONFIGS = ("kafka_config", "consumer_config", "producer_config")
 
 
 class ProcessingGuarantee(StrEnum):
@@ -84,6 +89,11 @@ class Settings(BaseSettings):
             raise ValueError("must name at least one host:port")
         return value.strip()
 
+    def __repr_args__(self) -> Any:
+        # repr(), str() and pydantic's own error texts show the settings: never a credential.
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if name in _CLIENT_CONFIGS else value
+
     @property
     def exactly_once(self) -> bool:
         return self.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
@@ -112,9 +122,11 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError("invalid settings: " + "; ".join(lines)) from None
 
 
+def is_secret(key: str) -> bool:
+    """True when the value of client option ``key`` is a credential (see ``redact``)."""
+    return any(marker in key.lower() for marker in _SECRET_MARKERS)
+
+
 def redact(config: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of a librdkafka config safe to log: secret-looking values are masked."""
-    return {
-        key: "***" if any(marker in key.lower() for marker in _SECRET_MARKERS) else value
-        for key, value in config.items()
-    }
+    return {key: "***" if is_secret(key) else value for key, value in config.items()}

@@ -37,21 +37,19 @@ def read_properties(path: Path) -> dict[str, str]:
             continue
         key, sep, value = _split(line)
         if not sep or not key:
-            raise ConfigError(f"{path}:{number}: expected key=value, got {_preview(line)}")
+            # Never quote the line: it may be a password whose key was forgotten.
+            raise ConfigError(f"{path}:{number}: expected key=value (no separator found)")
         config[key] = value
     return config
 
 
 def _split(line: str) -> tuple[str, str, str]:
-    cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
-    if cut < 0:
+    # As java.util.Properties: the key ends at the first '=', ':' or blank.
+    cuts = [i for i in (line.find("="), line.find(":"), line.find(" "), line.find("\t")) if i >= 0]
+    if not cuts:
         return line, "", ""
-    return line[:cut].strip(), line[cut], line[cut + 1 :].strip()
-
-
-def _preview(line: str) -> str:
-    # The line might be a secret with its '=' forgotten: show only its start.
-    return repr(line[:12] + ("..." if len(line) > 12 else ""))
+    cut = min(cuts)
+    return line[:cut].strip(), line[cut], line[cut + 1 :].strip(" \t=:")
 
 
 def parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -60,7 +58,8 @@ def parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--config expects KEY=VALUE, got {_preview(pair)}")
+            # Never quote it: it may be a password given without its key.
+            raise ConfigError("--config expects KEY=VALUE (an argument has no '=')")
         config[key.strip()] = value
     return config
 

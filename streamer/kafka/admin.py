@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from streamer.errors import ConfigError, KafkaOperationError, TopicMismatchError
+from streamer.kafka.access import access_denied
 
 log = logging.getLogger(__name__)
 
@@ -93,5 +94,13 @@ def ensure_topics(
                 # Another worker created it at the same moment: that is success.
                 if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue
+                # Without Describe (implied by Read and Write) an existing topic is invisible,
+                # so it looked missing: name both possibilities.
+                denied = access_denied(
+                    exc, operation="Create (or, if it exists, the Read or Write it needs)",
+                    topic=name,
+                )  # fmt: skip
+                if denied is not None:
+                    raise denied from None
                 raise KafkaOperationError(f"could not create topic {name!r}: {exc}") from exc
     return result

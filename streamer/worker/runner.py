@@ -22,11 +22,13 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streamer._context import current_lane
+from streamer.acls import verify_access
 from streamer.agents import Agent
 from streamer.app import App
 from streamer.clock import SYSTEM_CLOCK, Clock, current_clock
 from streamer.errors import AgentFailed, ConfigError, KafkaOperationError, SerializationError
 from streamer.events import Event
+from streamer.kafka.access import access_denied
 from streamer.kafka.admin import TopicSpec, ensure_topics
 from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
 from streamer.metrics import WorkerMetrics
@@ -169,6 +171,7 @@ class Worker(PartitionOwnership):
         if self._replay is not None:
             await self._start_replay(consumer_overrides)
         else:
+            verify_access(admin, self.app)  # a missing ACL: one line now, not a stuck consumer
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
             consumer = make_consumer(s.brokers, self.app.group_id, consumer_overrides)
@@ -482,6 +485,8 @@ class Worker(PartitionOwnership):
             return
         if err.fatal():
             raise KafkaOperationError(f"fatal consumer error: {err.str()}")
+        if denied := access_denied(err, topic=message.topic(), group=self.app.group_id):
+            raise denied  # an ACL missing (or revoked) never heals by waiting
         if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
             # Right after creating a topic, metadata can lag a moment: not the user's concern.
             log.debug("consumer: %s", err.str())

@@ -25,6 +25,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamer.errors import StreamerError
+from streamer.kafka.access import access_denied
 from streamer.state.table import TablePartition
 from streamer.worker.checkpoint import Checkpoint, Due, TransactionAborted
 from streamer.worker.partition import Output
@@ -160,6 +161,9 @@ def init_transactions(producer: Producer, transactional_id: str, brokers: str) -
     try:
         producer.init_transactions(TXN_TIMEOUT)
     except KafkaException as exc:
+        denied = access_denied(exc, operation="Write", transactional_id=transactional_id)
+        if denied is not None:
+            raise denied from None
         raise ProducerFenced(
             f"cannot start transactions as {transactional_id!r} on {brokers}: {exc}"
         ) from exc

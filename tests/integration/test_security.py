@@ -4,11 +4,19 @@ with exactly the ACLs `streamer acls` names, every command takes client settings
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import signal
 import subprocess
+import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -19,7 +27,8 @@ from confluent_kafka.admin._scram import (
 )
 
 from streamer.kafka.local import LocalKafka
-from tests.kafkatools import WorkerProcess, produce, read_all, run_cli
+from tests.integration.test_metrics import free_port
+from tests.kafkatools import ROOT, WorkerProcess, produce, read_all, run_cli
 
 pytest.importorskip("cryptography")
 
@@ -142,3 +151,137 @@ def test_wrong_password_fails_fast_in_one_line(
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"error: Kafka at {secure_kafka.bootstrap} refused the connection")
     assert "Authentication failed" in lines[0] and "wrong-password" not in lines[0]
+
+
+def test_no_password_in_logs_debug_output_endpoints_or_errors(
+    secure_kafka: LocalKafka,
+    admin_config: dict[str, str],
+    admin_file: Path,
+    new_user: Callable[[], User],
+    eos_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    principal, user_file = new_user()
+    password = next(
+        line.split("=", 1)[1]
+        for line in user_file.read_text().splitlines()
+        if line.startswith("sasl.password=")
+    )
+    _grant(eos_env, principal, admin_file)
+    produce(secure_kafka.bootstrap, eos_env["TEST_SRC"],
+            ((b"k", str(i).encode()) for i in range(20)), admin_config)  # fmt: skip
+    port = free_port()
+    log_path = tmp_path / "worker.log"
+    # Everything verbose at once: streamer's debug logs as JSON, librdkafka's own debug
+    # contexts (security, broker, conf: it lists every client setting).
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "--debug", "--log-format", "json", "worker",
+             "tests.apps.eos", "--instance", "w1", "--web-port", str(port),
+             "--command-config", str(user_file), "--config", "debug=security,broker,conf"],
+            cwd=ROOT, env={**os.environ, **eos_env}, stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            read_all(secure_kafka.bootstrap, eos_env["TEST_ECHO"], expect=20, timeout=120,
+                     config=admin_config)  # fmt: skip
+            bodies = [_http(port, path) for path in ("/metrics", "/ready", "/health", "/x")]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    output = log_path.read_text(errors="replace")
+    assert '"level": "DEBUG"' in output or '"level":"DEBUG"' in output  # it was verbose
+    assert "sasl.password" in output  # librdkafka listed its settings ...
+    assert password not in output  # ... and never the value
+    for body in bodies:
+        assert password not in body
+    # Commands that fail, with the credentials in their settings, print no password either.
+    failing = [
+        ("--debug", "send", eos_env["TEST_SRC"], "--value", "1", "--brokers",
+         secure_kafka.bootstrap, "--command-config", str(user_file), "--config",
+         "ssl.ca.location=/nonexistent/ca.pem"),
+        ("offsets", "show", "tests.apps.eos", "--command-config", str(user_file)),
+        ("status", "tests.apps.eos", "--once", "--command-config", str(user_file)),
+    ]  # fmt: skip
+    for args in failing:
+        done = run_cli(*args, env=eos_env, timeout=120)
+        assert password not in done.stdout + done.stderr, args
+
+
+def test_settings_repr_masks_credentials() -> None:
+    from streamer import App
+
+    app = App("masked", brokers="memory://masked", kafka_config={
+        "sasl.password": "hunter2", "sasl.jaas.config": "x password=hunter2;",
+        "sasl.oauthbearer.client.secret": "hunter2", "ssl.key.pem": "hunter2",
+        "linger.ms": 5,
+    }, producer_config={"ssl.keystore.password": "hunter2"})  # fmt: skip
+    for text in (repr(app.settings), str(app.settings), repr(app)):
+        assert "hunter2" not in text
+    assert "'linger.ms': 5" in repr(app.settings)
+
+
+def _http(port: int, path: str) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", None, 10) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        return str(exc.read().decode())
+
+
+def _acls_of(env: dict[str, str]) -> list[Any]:
+    """What `streamer acls` lists for tests.apps.eos configured by ``env``."""
+    from streamer.acls import required_acls
+
+    with mock.patch.dict(os.environ, env):
+        spec = importlib.util.spec_from_file_location(
+            f"eos_{uuid.uuid4().hex}", ROOT / "tests" / "apps" / "eos.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return required_acls(module.app)
+
+
+def test_each_missing_acl_is_one_line_naming_it(
+    admin_config: dict[str, str],
+    new_user: Callable[[], User],
+    eos_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    from streamer.acls import LITERAL, bindings
+
+    # The app's declared topics exist already (created by the admin), so literal Create on
+    # them is not needed; every other ACL is, and each run is a new app (new internal topics,
+    # new group, new transactional ids).
+    admin = AdminClient(admin_config)
+    big = eos_env["TEST_ECHO"] + "-big"
+    for future in admin.create_topics([NewTopic(big, num_partitions=1)]).values():
+        future.result(30)
+
+    def needed(env: dict[str, str]) -> list[Any]:
+        return [a for a in _acls_of(env) if not (a.pattern == LITERAL and a.operation == "Create")]
+
+    count = len(needed(eos_env))
+    assert count >= 8  # Read src; Write echo, sums, big; Read/Write/Create prefix; group; txn
+    for run in range(count):
+        env = {**eos_env, "TEST_APP_ID": f"{eos_env['TEST_APP_ID']}-{run}"}
+        acls = needed(env)
+        left_out = acls.pop(run)
+        principal, user_file = new_user()
+        for future in admin.create_acls(bindings(acls, principal)).values():
+            future.result(30)
+        worker = WorkerProcess("tests.apps.eos", env, tmp_path, f"w{run}", instance="w1",
+                               args=("--command-config", str(user_file)))  # fmt: skip
+        try:
+            code = _wait_exit(worker, timeout=120)
+        finally:
+            worker.close()
+        lines = worker.log().strip().splitlines()
+        what = left_out.describe()
+        assert code != 0, (what, worker.log()[-2000:])
+        assert lines[-1].startswith("error: not authorised: no ACL allows "), (what, lines[-3:])
+        # An existing topic the principal may neither read nor write is invisible to it, so
+        # the worker cannot tell it from a missing one: the line then names Create as well.
+        resource = f"{left_out.resource_type}:{left_out.name}"
+        assert resource in lines[-1] and left_out.operation in lines[-1], (what, lines[-1])
+        assert "Traceback" not in worker.log()

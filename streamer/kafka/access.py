@@ -1,0 +1,53 @@
+"""Authorization failures as one line naming the missing ACL.
+
+A broker with ACLs answers an operation no ACL allows with ``*_AUTHORIZATION_FAILED``.
+Retrying never helps (an administrator has to grant it), so every place that meets one
+turns it into :class:`~streamer.errors.KafkaAccessError` through :func:`access_denied`,
+and the worker stops with that line instead of logging and waiting.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, KafkaException
+
+from streamer.errors import KafkaAccessError
+
+_HINT = "grant it (`streamer acls APP --principal ...` lists every ACL the app needs)"
+
+
+def access_denied(
+    error: KafkaError | KafkaException | None,
+    *,
+    operation: str = "",
+    topic: str | None = None,
+    group: str | None = None,
+    transactional_id: str | None = None,
+) -> KafkaAccessError | None:
+    """The KafkaAccessError for ``error`` if it is an authorization failure, else None.
+
+    ``operation`` (Read, Write, Create, ...) and the resource names say which ACL is
+    missing; without an operation the message names the usual ones for that resource.
+    """
+    if isinstance(error, KafkaException):
+        error = error.args[0] if error.args and isinstance(error.args[0], KafkaError) else None
+    if error is None:
+        return None
+    code = error.code()
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        what = f"{operation or 'Read/Write/Describe'} on Topic:{topic or '(unnamed)'}"
+        if "(" in what:  # "Create (or ...) on Topic:x" reads better as "Create on Topic:x (or ...)"
+            op, _, rest = what.partition(" (")
+            note, _, resource = rest.partition(") on ")
+            what = f"{op} on {resource} ({note})"
+    elif code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        what = f"{operation or 'Read'} on Group:{group or '(unnamed)'}"
+    elif code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+        what = f"{operation or 'Write/Describe'} on TransactionalId:{transactional_id or '?'}"
+    elif code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+        what = f"{operation or 'the operation'} on Cluster:kafka-cluster"
+    else:
+        return None
+    return KafkaAccessError(f"not authorised: no ACL allows {what}; {_HINT}")
+
+
+__all__ = ["access_denied"]

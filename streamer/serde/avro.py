@@ -78,6 +78,46 @@ def _label(schema: Any) -> str:
     return str(schema)
 
 
+def _unbounded_arrays(parsed: Any) -> list[str]:
+    """Labels of arrays (or maps' values) whose items take zero bytes (null, fixed of size 0,
+    records of such): a record of a few bytes may claim 2**60 of them, and decoding it would
+    never end. Such schemas are refused when declared."""
+    records: dict[str, Any] = {}
+    found: list[str] = []
+
+    def zero(node: Any, seen: frozenset[str]) -> bool:
+        if isinstance(node, str):
+            if node in records and node not in seen:
+                return zero(records[node], seen | {node})
+            return node == "null"
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if kind == "fixed":
+                return int(node.get("size", 1)) == 0
+            if kind in ("record", "error"):
+                return all(zero(f["type"], seen) for f in node["fields"])
+            return isinstance(kind, str) and kind not in ("array", "map") and zero(kind, seen)
+        return False  # a union costs its index, at least one byte
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                walk(branch)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if kind in ("record", "error"):
+                records.setdefault(node["name"], node)
+                for field in node["fields"]:
+                    walk(field["type"])
+            elif kind == "array":
+                walk(node["items"])
+                if zero(node["items"], frozenset()):
+                    found.append(_label(node))
+
+    walk(parsed)
+    return found
+
+
 def _record_paths(parsed: Any) -> dict[str, str]:
     """Map each record's fullname to the dotted field path where it first appears.
 
@@ -129,6 +169,12 @@ class AvroSerde:
             self._parsed: Any = fastavro.parse_schema(raw)
         except (SchemaParseException, ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"invalid Avro schema {_preview(schema)}: {exc}") from exc
+        if unbounded := _unbounded_arrays(self._parsed):
+            raise ConfigError(
+                f"Avro schema {_preview(schema)} has an {unbounded[0]}: items of zero bytes let "
+                "a hostile record of a few bytes claim 2**60 of them and hang the decoder; "
+                "give the items a type that takes space (e.g. boolean)"
+            )
         self._model = model
         self._paths = _record_paths(self._parsed)
         if isinstance(self._parsed, dict):

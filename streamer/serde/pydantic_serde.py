@@ -13,16 +13,25 @@ from streamer.serde.builtin import _preview
 M = TypeVar("M", bound=BaseModel)
 
 
+_MAX_FIELDS = 5
+_MAX_LOC = 100
+
+
 def describe_validation_error(model: type[BaseModel], exc: ValidationError) -> str:
     """One line naming ``model`` and each failing field by dotted location.
 
     e.g. ``not a valid Order: amount: Input should be a valid number``; errors about the
     whole value (bad JSON, not an object) have no location and show just the message.
     """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
     parts = []
-    for err in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = ".".join(str(part) for part in err["loc"])
+    # A hostile record can fail on every one of 100,000 list items: name the first few only,
+    # so the log line and the dead letter's reason header stay short.
+    for err in errors[:_MAX_FIELDS]:
+        loc = ".".join(str(part) for part in err["loc"])[:_MAX_LOC]
         parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    if len(errors) > _MAX_FIELDS:
+        parts.append(f"and {len(errors) - _MAX_FIELDS} more errors")
     return f"not a valid {model.__name__}: " + "; ".join(parts)
 
 

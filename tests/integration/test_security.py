@@ -285,3 +285,46 @@ def test_each_missing_acl_is_one_line_naming_it(
         resource = f"{left_out.resource_type}:{left_out.name}"
         assert resource in lines[-1] and left_out.operation in lines[-1], (what, lines[-1])
         assert "Traceback" not in worker.log()
+
+
+def test_every_command_takes_client_settings(
+    secure_kafka: LocalKafka,
+    admin_config: dict[str, str],
+    admin_file: Path,
+    eos_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    src, app = eos_env["TEST_SRC"], "tests.apps.eos"
+    env = {**eos_env, "STREAMER_STATE_DIR": str(tmp_path / "state")}
+    # The settings come from the file, and --config adds (or overrides) single ones.
+    config = ("--command-config", str(admin_file), "--config", "client.id=streamer-cli-test")
+    sent = run_cli("send", src, "--key", "k", "--value", "5", "--app", app, *config, env=env)
+    assert sent.returncode == 0, sent.stderr
+    sent = run_cli("send", src, "--key", "k", "--value", "7", "--brokers",
+                   secure_kafka.bootstrap, *config, env=env)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    worker = WorkerProcess(app, env, tmp_path, "w", instance="w1", args=config)
+    try:
+        assert len(read_all(secure_kafka.bootstrap, eos_env["TEST_ECHO"], expect=2,
+                            timeout=120, config=admin_config)) == 2  # fmt: skip
+    finally:
+        worker.terminate()
+        worker.close()
+    commands = [
+        ("status", app, "--once"),
+        ("offsets", "show", app),
+        ("offsets", "reset", app, "--topic", src, "--to-earliest"),
+        ("replay", app, "--topic", src, "--from-offset", "0", "--dry-run"),
+        ("dlq", "show", app),
+        ("tables", app),
+    ]
+    for command in commands:
+        done = run_cli(*command, *config, env=env, timeout=120)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+    replayed = run_cli("replay", app, "--topic", src, "--from-offset", "0", "--dry-run", *config,
+                       env=env)  # fmt: skip
+    assert "replayed 2 records" in replayed.stdout
+    # Without the settings the same command cannot connect, and says so in one line.
+    bare = run_cli("offsets", "show", app, env=env, timeout=120)
+    assert bare.returncode != 0
+    assert len(bare.stderr.strip().splitlines()) == 1, bare.stderr

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -328,3 +329,79 @@ def test_every_command_takes_client_settings(
     bare = run_cli("offsets", "show", app, env=env, timeout=120)
     assert bare.returncode != 0
     assert len(bare.stderr.strip().splitlines()) == 1, bare.stderr
+
+
+def _committed(config: dict[str, str], group: str, topic: str) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**config, "group.id": group})
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def _ends(config: dict[str, str], topic: str) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**config, "group.id": "ends"})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(PARTITIONS)
+        }
+    finally:
+        consumer.close()
+
+
+def test_kill_9_under_exactly_these_acls_stays_exactly_once(
+    secure_kafka: LocalKafka,
+    admin_config: dict[str, str],
+    admin_file: Path,
+    new_user: Callable[[], User],
+    eos_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    principal, user_file = new_user()
+    _grant(eos_env, principal, admin_file)
+    env = {**eos_env, "TEST_DELAY": "0.01", "STREAMER_STATE_DIR": str(tmp_path / "state")}
+    records = [(f"k{i % 31}", i % 97) for i in range(3000)]
+    produce(secure_kafka.bootstrap, env["TEST_SRC"],
+            ((k.encode(), str(v).encode()) for k, v in records), admin_config)  # fmt: skip
+    args = ("--command-config", str(user_file))
+    first = WorkerProcess("tests.apps.eos", env, tmp_path, "first", instance="w1", args=args)
+    second: WorkerProcess | None = None
+    try:
+        # Mid-stream: some outputs committed, most not yet.
+        seen = read_all(secure_kafka.bootstrap, env["TEST_ECHO"], expect=300, timeout=120,
+                        idle=60, config=admin_config)  # fmt: skip
+        assert 300 <= len(seen) < len(records), len(seen)
+        first.kill()
+        second = WorkerProcess("tests.apps.eos", env, tmp_path, "second", instance="w1",
+                               args=args)  # fmt: skip
+        ends = _ends(admin_config, env["TEST_SRC"])
+        deadline = time.monotonic() + 240
+        while _committed(admin_config, env["TEST_APP_ID"], env["TEST_SRC"]) != ends:
+            assert second.alive(), second.log()[-3000:]
+            assert time.monotonic() < deadline, "input not fully committed"
+            time.sleep(0.5)
+        second.terminate()
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+    echoed = read_all(secure_kafka.bootstrap, env["TEST_ECHO"], expect=len(records),
+                      config=admin_config)  # fmt: skip
+    assert sorted(int(m.value()) for m in echoed) == sorted(v for _, v in records)
+    running: dict[str, int] = defaultdict(int)
+    expected: dict[str, list[int]] = defaultdict(list)
+    for key, value in records:
+        running[key] += value
+        expected[key].append(running[key])
+    got: dict[str, list[int]] = defaultdict(list)
+    sums = read_all(secure_kafka.bootstrap, env["TEST_SUMS"], expect=len(records),
+                    config=admin_config)  # fmt: skip
+    for message in sorted(sums, key=lambda m: (m.partition(), m.offset())):
+        got[message.key().decode()].append(int(message.value()))
+    assert got == expected

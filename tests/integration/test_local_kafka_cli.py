@@ -76,3 +76,45 @@ def test_logs_without_a_broker_is_one_line_error() -> None:
         f"error: no log at {LocalKafka(port).log_file}: Kafka was never started on port {port} "
         f"(start it with `streamer kafka up --port {port}`)"
     ]
+
+
+@pytest.mark.timeout(400)
+def test_secured_broker_authenticates_encrypts_and_denies_without_acls() -> None:
+    pytest.importorskip("cryptography")
+    import json
+    import stat
+
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    port = free_port_pair()
+    bootstrap = f"127.0.0.1:{port}"
+    broker = LocalKafka(port, security="sasl_ssl")
+    try:
+        up = _streamer("kafka", "up", "--security", "sasl_ssl", "--port", str(port))
+        assert "SASL_SSL with SCRAM-SHA-512; ACLs are enforced" in up.stdout
+        printed = re.search(r"STREAMER_KAFKA_CONFIG='(.+)'", up.stdout)
+        assert printed, up.stdout
+        user = json.loads(printed.group(1))
+        assert user["security.protocol"] == "SASL_SSL" and user["sasl.username"] == "streamer"
+        assert f"STREAMER_BROKERS={bootstrap}" in up.stdout
+        for name in ("client.properties", "admin.properties", "credentials.json"):
+            mode = (broker.home / name).stat().st_mode
+            assert stat.S_IMODE(mode) == 0o600, name  # they hold passwords
+
+        admin = AdminClient({"bootstrap.servers": bootstrap, **broker.client_config("admin")})
+        assert admin.list_topics(timeout=30).brokers  # the super user gets in
+        app = AdminClient({"bootstrap.servers": bootstrap, **user})
+        with pytest.raises(KafkaException) as denied:
+            app.create_topics([NewTopic("not-allowed", 1)])["not-allowed"].result(30)
+        assert denied.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        plain = AdminClient({"bootstrap.servers": bootstrap, "logger": _Quiet()})
+        with pytest.raises(KafkaException):  # no PLAINTEXT listener to talk to
+            plain.list_topics(timeout=5)
+    finally:
+        broker.wipe()
+
+
+class _Quiet:
+    def log(self, *args: object) -> None:
+        pass

@@ -118,6 +118,7 @@ class WebServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._open = 0
+        self._start_error: Exception | None = None
 
     @property
     def port(self) -> int:
@@ -142,15 +143,26 @@ class WebServer:
         )
         self._thread.start()
         ready.wait(10)
+        if self._start_error is not None:
+            raise ConfigError(
+                f"cannot serve the web endpoints on {self._address[0]}:{self.port}: "
+                f"{self._start_error}"
+            )
         log.info("serving /metrics, /health and /ready on %s:%d", self._address[0], self.port)
 
     def _serve(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
         asyncio.set_event_loop(loop)
         sock = self._sock
         assert sock is not None
-        server = loop.run_until_complete(
-            asyncio.start_server(self._connection, sock=sock, limit=MAX_REQUEST_BYTES)
-        )
+        try:
+            server = loop.run_until_complete(
+                asyncio.start_server(self._connection, sock=sock, limit=MAX_REQUEST_BYTES)
+            )
+        except Exception as exc:  # reported by start(), in the caller's thread
+            self._start_error = exc
+            loop.close()
+            ready.set()
+            return
         ready.set()
         try:
             loop.run_forever()
@@ -218,7 +230,8 @@ class WebServer:
         loop, thread, sock = self._loop, self._thread, self._sock
         self._loop = self._thread = self._sock = None
         if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
+            with contextlib.suppress(RuntimeError):  # a loop that never started is closed
+                loop.call_soon_threadsafe(loop.stop)
             await asyncio.to_thread(thread.join, 5)
         if sock is not None:
             sock.close()

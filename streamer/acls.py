@@ -170,6 +170,8 @@ def kafka_acls_commands(
 
 def bindings(acls: list[Acl], principal: str, host: str = "*") -> list[Any]:
     """The confluent-kafka ``AclBinding`` objects of ``acls`` (for create/delete_acls)."""
+    # The same classes confluent_kafka.admin re-exports; imported from where they are
+    # defined because the package's type stubs do not mark the re-exports.
     from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
     from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 

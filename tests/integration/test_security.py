@@ -20,8 +20,9 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
-from confluent_kafka.admin._scram import (
+from confluent_kafka.admin import (
+    AdminClient,
+    NewTopic,
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialUpsertion,

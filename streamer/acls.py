@@ -26,11 +26,13 @@ and Create of its own.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from streamer.app import App
 from streamer.errors import KafkaAccessError
+from streamer.kafka.access import access_denied
 from streamer.kafka.clients import is_memory
 
 # Operation and resource names as the Kafka CLI and ACL listings spell them.
@@ -99,26 +101,13 @@ def verify_access(admin: Any, app: App, timeout: float = 30.0) -> None:
     old) is trusted. Transactional ids cannot be asked about; ``init_transactions`` names
     a missing Write on one.
     """
-    from confluent_kafka import KafkaError, KafkaException, TopicCollection
+    from confluent_kafka import KafkaError, KafkaException
 
     if is_memory(app.settings.brokers):
         return  # the in-memory broker has no ACLs
     wanted = topic_operations(app)
     missing: list[str] = []
-    futures = admin.describe_topics(
-        TopicCollection(sorted(wanted)), include_authorized_operations=True,
-        request_timeout=timeout,
-    )  # fmt: skip
-    for name, future in sorted(futures.items()):
-        try:
-            allowed = _names(future.result(timeout).authorized_operations)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if not isinstance(err, KafkaError):
-                raise
-            if err.code() != KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                continue  # not an access question (e.g. not created): others report it
-            allowed = set()
+    for name, allowed in sorted(_topic_permissions(admin, sorted(wanted), timeout).items()):
         if allowed is not None:
             missing += [f"{op} on Topic:{name}" for op in sorted(wanted[name] - allowed)]
     group = admin.describe_consumer_groups(
@@ -139,6 +128,37 @@ def verify_access(admin: Any, app: App, timeout: float = 30.0) -> None:
             f"not authorised: no ACL allows {', '.join(missing)} for this app's principal; "
             "grant them (`streamer acls APP --principal ...` lists every ACL the app needs)"
         )
+
+
+def _topic_permissions(admin: Any, names: list[str], timeout: float) -> dict[str, set[str] | None]:
+    """What this principal may do with each topic: None when the broker does not say; {}
+    when it may not even see it. A topic created a moment ago may still be unknown to the
+    broker's metadata: asked again for up to 10 s, then left unchecked."""
+    from confluent_kafka import KafkaError, KafkaException, TopicCollection
+
+    result: dict[str, set[str] | None] = {}
+    deadline = time.monotonic() + 10.0
+    while names:
+        futures = admin.describe_topics(
+            TopicCollection(names), include_authorized_operations=True, request_timeout=timeout
+        )
+        unknown = []
+        for name, future in futures.items():
+            try:
+                result[name] = _names(future.result(timeout).authorized_operations)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                code = err.code() if isinstance(err, KafkaError) else None
+                if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                    result[name] = set()
+                elif code == KafkaError.UNKNOWN_TOPIC_OR_PART and time.monotonic() < deadline:
+                    unknown.append(name)
+                else:
+                    result[name] = None  # not an access question: others report it
+        names = unknown
+        if names:
+            time.sleep(0.2)  # start-up only, before the worker consumes anything
+    return result
 
 
 def _names(operations: Any) -> set[str] | None:
@@ -194,6 +214,7 @@ def bindings(acls: list[Acl], principal: str, host: str = "*") -> list[Any]:
 
 __all__ = [
     "Acl",
+    "access_denied",
     "bindings",
     "kafka_acls_commands",
     "required_acls",

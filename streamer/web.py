@@ -111,9 +111,10 @@ class WebServer:
     outlives :meth:`close`.
     """
 
-    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, metrics: WorkerMetrics, port: int | None, host: str = "127.0.0.1") -> None:
         self.metrics = metrics
-        self._address = (host, port)
+        self._enabled = port is not None  # None: no endpoints (every method does nothing)
+        self._address = (host, port or 0)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -129,12 +130,14 @@ class WebServer:
 
     def bind(self) -> None:
         """Take the port now (idempotent); ConfigError (one line) when it cannot be bound."""
-        if self._sock is None:
+        if self._sock is None and self._enabled:
             self._sock = bind(*self._address)
 
     def start(self) -> None:
         """Bind unless done, then serve in a daemon thread with its own event loop."""
         self.bind()
+        if not self._enabled:
+            return
         loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._loop = loop
@@ -237,12 +240,11 @@ class WebServer:
             sock.close()
 
 
-def bind_web(metrics: WorkerMetrics, port: int | None, host: str) -> WebServer | None:
+def bind_web(metrics: WorkerMetrics, port: int | None, host: str) -> WebServer:
     """The endpoints' server with ``host:port`` already bound (call :meth:`WebServer.start` to
-    serve); None when ``port`` is None. Called before any Kafka client exists, so a taken port
-    ends the worker at once with one line (ConfigError) and nothing to shut down."""
-    if port is None:
-        return None
+    serve); with ``port`` None, one whose start and close do nothing. Called before any Kafka
+    client exists, so a taken port ends the worker at once with one line (ConfigError) and
+    nothing to shut down."""
     server = WebServer(metrics, port, host)
     server.bind()
     return server

@@ -17,16 +17,18 @@ _HINT = "grant it (`streamer acls APP --principal ...` lists every ACL the app n
 
 def access_denied(
     error: KafkaError | KafkaException | None,
-    *,
-    operation: str = "",
     topic: str | None = None,
     group: str | None = None,
+    *,
+    operation: str = "",
     transactional_id: str | None = None,
 ) -> KafkaAccessError | None:
     """The KafkaAccessError for ``error`` if it is an authorization failure, else None.
 
     ``operation`` (Read, Write, Create, ...) and the resource names say which ACL is
     missing; without an operation the message names the usual ones for that resource.
+    Without ``group``, a group authorization failure is not the caller's concern (a
+    consumer whose group id is a formality: assign, no commits) and gives None.
     """
     if isinstance(error, KafkaException):
         error = error.args[0] if error.args and isinstance(error.args[0], KafkaError) else None
@@ -40,7 +42,9 @@ def access_denied(
             note, _, resource = rest.partition(") on ")
             what = f"{op} on {resource} ({note})"
     elif code == KafkaError.GROUP_AUTHORIZATION_FAILED:
-        what = f"{operation or 'Read'} on Group:{group or '(unnamed)'}"
+        if group is None:
+            return None
+        what = f"{operation or 'Read'} on Group:{group}"
     elif code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
         what = f"{operation or 'Write/Describe'} on TransactionalId:{transactional_id or '?'}"
     elif code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:

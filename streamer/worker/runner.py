@@ -22,13 +22,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streamer._context import current_lane
-from streamer.acls import verify_access
+from streamer.acls import access_denied, verify_access
 from streamer.agents import Agent
 from streamer.app import App
 from streamer.clock import SYSTEM_CLOCK, Clock, current_clock
 from streamer.errors import AgentFailed, ConfigError, KafkaOperationError, SerializationError
 from streamer.events import Event
-from streamer.kafka.access import access_denied
 from streamer.kafka.admin import TopicSpec, ensure_topics
 from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
 from streamer.metrics import WorkerMetrics
@@ -135,8 +134,7 @@ class Worker(PartitionOwnership):
     async def run(self) -> None:
         current_clock.set(self.clock)  # for tables and timers; inherited by every task below
         s = self.settings
-        # Before any Kafka client exists: a taken port ends the worker with nothing to close.
-        web = bind_web(self.metrics, s.web_port, s.web_host)
+        web = bind_web(self.metrics, s.web_port, s.web_host)  # before any client: fails fast
         client_config = {**s.kafka_config}
         admin = make_admin(s.brokers, client_config)
         check_reachable(admin, s.brokers)
@@ -205,8 +203,7 @@ class Worker(PartitionOwnership):
                 asyncio.ensure_future(run_timer(timer, self._is_leader, self.clock))
                 for timer in self.app.timers
             ]
-        if web is not None:
-            web.start()
+        web.start()
         try:
             await self._pump()
         finally:
@@ -485,8 +482,9 @@ class Worker(PartitionOwnership):
             return
         if err.fatal():
             raise KafkaOperationError(f"fatal consumer error: {err.str()}")
-        if denied := access_denied(err, topic=message.topic(), group=self.app.group_id):
-            raise denied  # an ACL missing (or revoked) never heals by waiting
+        group = None if self._replay else self.app.group_id  # a replay's group needs no ACL
+        if denied := access_denied(err, message.topic(), group):
+            raise denied  # a missing ACL never heals by waiting
         if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
             # Right after creating a topic, metadata can lag a moment: not the user's concern.
             log.debug("consumer: %s", err.str())

@@ -26,6 +26,7 @@ from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 if TYPE_CHECKING:
     from streamer.worker.tables import TableManager
 
+_GROUP_DENIED = KafkaError.GROUP_AUTHORIZATION_FAILED
 log = logging.getLogger("streamer.standby")
 
 BATCH = 5_000
@@ -129,7 +130,8 @@ class StandbyManager:
         for message in self._consumer.consume(BATCH, 0.2):
             error = message.error()
             if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+                # Its group id is a formality (assign, no commits), so no ACL grants it.
+                if error.code() not in (KafkaError._PARTITION_EOF, _GROUP_DENIED):
                     log.warning("standby: %s", error.str())
                 continue
             key = (message.topic() or "", message.partition() or 0)

@@ -379,7 +379,10 @@ def test_kill_9_under_exactly_these_acls_stays_exactly_once(
                         idle=60, config=admin_config)  # fmt: skip
         assert 300 <= len(seen) < len(records), len(seen)
         first.kill()
-        second = WorkerProcess("tests.apps.eos", env, tmp_path, "second", instance="w1",
+        # On another machine (no local state): its tables restore from the changelogs,
+        # whose readers must get by without any group ACL.
+        moved = {**env, "STREAMER_STATE_DIR": str(tmp_path / "state-moved")}
+        second = WorkerProcess("tests.apps.eos", moved, tmp_path, "second", instance="w1",
                                args=args)  # fmt: skip
         ends = _ends(admin_config, env["TEST_SRC"])
         deadline = time.monotonic() + 240
@@ -388,6 +391,7 @@ def test_kill_9_under_exactly_these_acls_stays_exactly_once(
             assert time.monotonic() < deadline, "input not fully committed"
             time.sleep(0.5)
         second.terminate()
+        assert "restoring" in second.log() and "failed" not in second.log()
     finally:
         first.close()
         if second is not None:

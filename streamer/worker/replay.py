@@ -22,8 +22,8 @@ from streamer.app import App
 from streamer.errors import ConfigError, KafkaOperationError
 from streamer.kafka.offsets import GroupOffsets, ResetTarget, parse_datetime
 from streamer.state.table import TablePartition
-from streamer.worker.checkpoint import AtLeastOnceCheckpoint, Due
-from streamer.worker.partition import Output
+from streamer.worker.checkpoint import AtLeastOnceCheckpoint, CheckpointFailed, Due
+from streamer.worker.partition import Effects, Output, PartitionState
 
 log = logging.getLogger("streamer.replay")
 
@@ -146,20 +146,25 @@ class ReplayCheckpoint(AtLeastOnceCheckpoint):
         super().__init__(consumer, producer, brokers)
         self._dry_run = dry_run
 
-    def release(self, outputs: list[Output]) -> None:
+    def release(self, batch: list[Effects]) -> None:
         if self._dry_run is None:
-            super().release(outputs)
+            super().release(batch)
             return
-        for output in outputs:
-            self._dry_run(output)
+        for effects in batch:
+            for output in effects.outputs:
+                self._dry_run(output)
 
-    def _commit(self, due: Due, parts: list[TablePartition]) -> None:
-        remaining = self._producer.flush(30)
-        if remaining or self._delivery_failures:
-            raise KafkaOperationError(
-                f"replay outputs not delivered ({remaining} pending, "
-                f"{len(self._delivery_failures)} failed)"
+    def _commit(
+        self, due: Due, parts: list[TablePartition], states: list[PartitionState], deadline: float
+    ) -> None:
+        remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        if remaining or self.refusals:
+            refusals = self._take_refusals()
+            fatal = KafkaOperationError(
+                f"replay outputs not delivered ({remaining} pending, {len(refusals)} failed"
+                + (f", first: {refusals[0][1].str()})" if refusals else ")")
             )
+            raise CheckpointFailed(str(fatal), refusals=refusals, fatal=fatal)
         for state, offset in due:
             state.committed = offset  # only local bookkeeping: nothing is sent to Kafka
         for part in parts:

@@ -2,9 +2,10 @@
 
 One asyncio loop owns everything. The pump consumes batches and hands records to lanes;
 rebalance callbacks run inside ``consume()`` on the same thread, so partition state is only
-ever touched from the loop thread and needs no locks. The checkpoint is the one owner that
-decides when offsets are committed (see ``streamer.worker.checkpoint``). Rebalance
-callbacks, commits, rewinds and pause/resume are in ``streamer.worker.rebalance``.
+ever touched from the loop thread and needs no locks. The committer is the one owner that
+decides whether and when work is committed (``streamer.worker.committer``). Rebalance
+callbacks, commits, rewinds and pause/resume are in ``streamer.worker.rebalance``; the stop
+sequence in ``streamer.worker.stopping``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from streamer._context import current_lane
 from streamer.agents import Agent
 from streamer.app import App
 from streamer.clock import SYSTEM_CLOCK, Clock, current_clock
-from streamer.errors import AgentFailed, ConfigError, KafkaOperationError, SerializationError
+from streamer.errors import (
+    AgentFailed,
+    ConfigError,
+    KafkaOperationError,
+    SerializationError,
+    StreamerError,
+)
 from streamer.events import Event
 from streamer.kafka.admin import TopicSpec, ensure_topics
 from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
@@ -33,12 +40,13 @@ from streamer.metrics import WorkerMetrics
 from streamer.settings import redact
 from streamer.topics import Topic
 from streamer.web import start_web
-from streamer.worker.checkpoint import Checkpoint
+from streamer.worker.committer import Committer
 from streamer.worker.dead_letters import dead_letter
 from streamer.worker.guarantee import make_checkpoint
 from streamer.worker.lanes import LaneContext
 from streamer.worker.partition import (
     SKIPPED_EVENT,
+    Effects,
     Output,
     PartitionState,
     Pending,
@@ -46,10 +54,10 @@ from streamer.worker.partition import (
     format_partitions,
     report_stalls,
 )
-from streamer.worker.rebalance import PartitionOwnership
 from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
 from streamer.worker.scheduler import WorkerStager, run_timer
 from streamer.worker.standby import StandbyManager
+from streamer.worker.stopping import Stopping
 from streamer.worker.tables import TableManager
 
 log = logging.getLogger("streamer.worker")
@@ -60,7 +68,7 @@ TICK_INTERVAL = 1.0  # seconds between Table.tick calls
 STALL_AFTER = 60.0  # seconds an offset may stay in progress before the worker says so
 
 
-class Worker(PartitionOwnership):
+class Worker(Stopping):
     """Runs ``app``'s agents until :meth:`stop` (or SIGINT/SIGTERM) and shuts down cleanly:
     in-flight events finish (bounded by ``shutdown_timeout``), offsets are committed, the
     consumer leaves the group."""
@@ -82,6 +90,7 @@ class Worker(PartitionOwnership):
         # Commit interval, table ticks and timers read time here (simulated in streamer.testing).
         self.clock = clock
         self._stopping = False
+        self._signalled: set[int] = set()
         self._states: dict[tuple[str, int], PartitionState] = {}
         self._to_resume: set[PartitionState] = set()
         self._subscribers: dict[str, list[Agent]] = {}
@@ -99,15 +108,17 @@ class Worker(PartitionOwnership):
         self._background_tasks: list[asyncio.Task[None]] = []
         # Outputs of completed events, in release order, handed to the producer once per
         # pump turn (and before every commit) rather than one call chain per event.
-        self._released: list[Output] = []
+        self._released: list[Effects] = []
         self._standby: StandbyManager | None = None
         self._standby_following = False
         self._failure: BaseException | None = None
         self._replay_state_dir: tempfile.TemporaryDirectory[str] | None = None
         self.stats = WorkerStats()
         self._consumer: Consumer | None = None
-        self._checkpoint: Checkpoint | None = None
+        self._committer: Committer | None = None
+        self._exactly_once = self.settings.exactly_once and replay is None
         self._rewind_pending = False
+        self._stop_error: StreamerError | None = None  # why the stop was not clean
         self._tables = TableManager(app, {})
         self.stopped = asyncio.Event()
         self.metrics = WorkerMetrics(app, self._states, enabled=self.settings.metrics)
@@ -123,12 +134,6 @@ class Worker(PartitionOwnership):
         }
 
     # -- lifecycle ----------------------------------------------------------------------------
-
-    def stop(self) -> None:
-        """Ask the worker to stop; safe to call from a signal handler, more than once."""
-        if not self._stopping:
-            log.info("stopping: finishing in-flight events, then committing")
-        self._stopping = True
 
     async def run(self) -> None:
         current_clock.set(self.clock)  # for tables and timers; inherited by every task below
@@ -171,8 +176,9 @@ class Worker(PartitionOwnership):
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
             consumer = make_consumer(s.brokers, self.app.group_id, consumer_overrides)
             self._consumer = consumer
-            self._checkpoint = make_checkpoint(self.app.id, s, consumer)
-            self.metrics.watch(self._checkpoint)
+            self._committer = Committer(
+                partial(make_checkpoint, self.app.id, s, consumer), self.metrics.watch
+            )
             log.debug("consumer overrides: %s", redact(consumer_overrides))
             consumer.subscribe(
                 sorted(self._subscribers),
@@ -191,10 +197,10 @@ class Worker(PartitionOwnership):
         loop = asyncio.get_running_loop()
         if self._handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.stop)
+                loop.add_signal_handler(sig, self._on_signal, sig)
         # Code that runs outside any event (timers) sends through this worker's checkpoint;
         # every task created from here on inherits it, and lanes override it with themselves.
-        current_lane.set(WorkerStager(self._release))
+        current_lane.set(WorkerStager(self._stage_outside_events))
         if self._replay is None:
             self._background_tasks = [
                 asyncio.ensure_future(run_timer(timer, self._is_leader, self.clock))
@@ -214,10 +220,16 @@ class Worker(PartitionOwnership):
                         loop.remove_signal_handler(sig)
                 self.stopped.set()
         if self._failure is not None:
+            if isinstance(self._failure, StreamerError) and not isinstance(
+                self._failure, SerializationError
+            ):
+                raise self._failure  # already one line that says what stopped the worker
             raise AgentFailed(
                 f"stopped by the error policy: {type(self._failure).__name__}: {self._failure} "
                 "(the event stays uncommitted; fix the agent and restart)"
             ) from self._failure
+        if self._stop_error is not None:
+            raise self._stop_error
 
     async def _start_replay(self, overrides: dict[str, Any]) -> None:
         """Assign the replay's range directly (no group membership, no commits)."""
@@ -228,7 +240,9 @@ class Worker(PartitionOwnership):
         consumer = make_consumer(s.brokers, group, {**overrides, "enable.partition.eof": True})
         self._consumer = consumer
         producer = make_producer(s.brokers, {**s.kafka_config, **s.producer_config})
-        self._checkpoint = ReplayCheckpoint(consumer, producer, s.brokers, dry_run=self._dry_run)
+        self._committer = Committer(
+            lambda: ReplayCheckpoint(consumer, producer, s.brokers, dry_run=self._dry_run)
+        )
         self._replay_state_dir = tempfile.TemporaryDirectory(prefix="streamer-replay-")
         self._tables.state_dir = Path(self._replay_state_dir.name)
         partitions = [TopicPartition(plan.topic, p, start) for p, (start, _) in plan.ranges.items()]
@@ -277,8 +291,10 @@ class Worker(PartitionOwnership):
                 # A transaction was aborted inside consume() (a rebalance callback). Seek
                 # only now, outside the callback: then everything this call returned
                 # predates the seek and is dropped, and everything after it is fresh.
-                self._rewind()
+                # A stopping worker does not rewind: what is uncommitted stays so.
                 messages = []
+                if not self._stopping:
+                    self._rewind()
             if messages:
                 self._dispatch(messages)
             if self._to_resume:
@@ -298,7 +314,7 @@ class Worker(PartitionOwnership):
             if now >= next_checkpoint:
                 self._commit()
                 next_checkpoint = now + interval
-            if self._rewind_pending:
+            if self._rewind_pending and not self._stopping:
                 self._rewind()
             if self._replay is not None and self._replay_finished():
                 self.stop()
@@ -313,55 +329,6 @@ class Worker(PartitionOwnership):
         first source topic (exactly one worker, whenever the group is stable)."""
         first = min(self._sources) if self._sources else None
         return first is not None and (first, 0) in self._states
-
-    async def _shutdown(self) -> None:
-        for task in self._background_tasks:
-            task.cancel()
-        await asyncio.gather(*self._background_tasks, return_exceptions=True)
-        states = list(self._states.values())
-        for state in states:
-            for lane in state.lanes:
-                lane.close()
-            if not state.ready.is_set():  # still restoring: its agents never started
-                for task in state.tasks:
-                    task.cancel()
-        tasks = [task for state in states for task in state.tasks if not task.done()]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
-            if pending:
-                log.warning(
-                    "%d agent instance(s) still busy after %.0fs; cancelling them (their "
-                    "events stay uncommitted and will be processed again)",
-                    len(pending),
-                    self.settings.shutdown_timeout,
-                )
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-        if self._checkpoint is not None:
-            try:
-                self._commit()
-            except KafkaOperationError as exc:
-                log.error(
-                    "final commit failed: %s (uncommitted events will be processed again)", exc
-                )
-        if self._consumer is not None:
-            # Leaving the group revokes every partition: the revoke callback commits again
-            # (a no-op when the commit above went through; a retry when a rebalance had
-            # refused it) and closes the partitions' tables.
-            self._consumer.close()
-            self._consumer = None
-        self._release_partitions(
-            [TopicPartition(s.topic, s.partition) for s in self._states.values()], commit=False
-        )
-        await self._tables.wait_idle()
-        if self._standby is not None:
-            await self._standby.stop()
-        if self._checkpoint is not None:
-            self._checkpoint.close()
-        if self._replay_state_dir is not None:
-            self._replay_state_dir.cleanup()
-        log.info("worker stopped")
 
     # -- the hot path ----------------------------------------------------------------------
 
@@ -440,7 +407,7 @@ class Worker(PartitionOwnership):
     def _undecodable(self, state: PartitionState, message: Message, error: Exception) -> None:
         """A record no agent can see: dead-letter it (for each reader whose policy says so),
         without retries, and go on with the next offset."""
-        outputs = []
+        letters: list[Effects] = []
         for agent in self._subscribers[state.topic]:
             ctx = self._lane_contexts[agent.name]
             if ctx.policy.on_exhausted == "stop":
@@ -449,14 +416,17 @@ class Worker(PartitionOwnership):
                 self._fail(error)
                 return
             if ctx.policy.on_exhausted == "dead_letter":
-                outputs.append(dead_letter(ctx.dead_letter_topic, message, error, agent=agent.name,
-                                           attempts=1))  # fmt: skip
+                effects = Effects(agent.name, None)
+                effects.dead_letter = True
+                effects.outputs.append(dead_letter(ctx.dead_letter_topic, message, error,
+                                                   agent=agent.name, attempts=1))  # fmt: skip
+                letters.append(effects)
                 ctx.dead_lettered(agent.name, type(error).__name__)
         where = f"{state.label}@{message.offset()}"
-        sent = f"; sent to {', '.join(o[0] for o in outputs)}" if outputs else "; skipped"
-        log.error("%s cannot be decoded: %s%s", where, error, sent)
+        sent = f"; sent to {', '.join(e.outputs[0][0] for e in letters)}" if letters else ""
+        log.error("%s cannot be decoded: %s%s", where, error, sent or "; skipped")
         state.stats.errors += 1
-        state.skip(message, outputs)
+        state.skip(message, letters)
 
     def _fail(self, error: BaseException) -> None:
         """An error policy says stop: stop the worker; run() raises AgentFailed."""
@@ -464,9 +434,12 @@ class Worker(PartitionOwnership):
             self._failure = error
         self.stop()
 
-    def _release(self, outputs: list[Output]) -> None:
-        assert self._checkpoint is not None
-        self._checkpoint.release(outputs)
+    def _stage_outside_events(self, output: Output) -> None:
+        """A send outside any event (a timer): released with the next pump turn's outputs,
+        into the open checkpoint (the transaction under exactly-once)."""
+        effects = Effects(None, None)
+        effects.outputs.append(output)
+        self._released.append(effects)
 
     def _on_message_error(self, message: Message) -> None:
         err = message.error()

@@ -127,7 +127,9 @@ class Harness:
 
         self.windowed = build(self.app)
         self.released: list[Output] = []
-        self.state = PartitionState("in", 0, self.released.extend, WorkerStats())
+        self.state = PartitionState(
+            "in", 0, lambda effects: self.released.extend(effects.outputs), WorkerStats()
+        )
         ctx = LaneContext(ErrorPolicy(), "dlq", lambda s: None, lambda e: None, lambda a, r: None)
         self.lanes = [Lane(self.state, self.app.agents[0], i, ctx) for i in range(lanes)]
         self.offset = 0
@@ -170,7 +172,7 @@ class Harness:
         self.lanes[lane].drop_current()
 
     def tick(self, now: float) -> None:
-        token = current_lane.set(WorkerStager(self.released.extend))
+        token = current_lane.set(WorkerStager(self.released.append))
         try:
             self.windowed.table.tick(now)
         finally:

@@ -6,10 +6,10 @@ import logging
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from streamer.errors import ConfigError, KafkaOperationError, TopicMismatchError
+from streamer.kafka.backend import Admin
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class TopicSpec:
     internal: bool = False  # streamer's own (dead letters): created quietly with 1 partition
 
 
-def partition_counts(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]:
+def partition_counts(admin: Admin, timeout: float = 10.0) -> dict[str, int]:
     """Partition count of every topic in the cluster."""
     metadata = admin.list_topics(timeout=timeout)
     return {
@@ -36,7 +36,7 @@ def partition_counts(admin: AdminClient, timeout: float = 10.0) -> dict[str, int
 
 
 def ensure_topics(
-    admin: AdminClient,
+    admin: Admin,
     specs: list[TopicSpec],
     *,
     auto_create: bool,

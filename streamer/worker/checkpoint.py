@@ -25,9 +25,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from streamer.errors import KafkaOperationError
+from streamer.kafka.backend import Consumer, Producer
 from streamer.metrics import IDLE_TIMER
 from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
 from streamer.state.table import TablePartition

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streamer.worker.checkpoint import Checkpoint, TransactionAborted
 from streamer.worker.guarantee import make_checkpoint
@@ -25,6 +25,7 @@ from streamer.worker.transactions import ExactlyOnceCheckpoint, ProducerFenced
 if TYPE_CHECKING:
     from streamer.agents import Agent
     from streamer.app import App
+    from streamer.kafka.backend import Backend, Consumer
     from streamer.metrics import WorkerMetrics
     from streamer.settings import Settings
     from streamer.worker.standby import StandbyManager
@@ -53,6 +54,7 @@ class PartitionOwnership:
     _to_resume: set[PartitionState]
     _checkpoint: Checkpoint | None
     _rewind_pending: bool
+    backend: Backend
 
     # -- flow control: a paused partition resumes once its lanes drained to half -----------
 
@@ -160,7 +162,9 @@ class PartitionOwnership:
         except ProducerFenced as exc:
             log.error("%s", exc)
             assert self._consumer is not None
-            self._checkpoint = make_checkpoint(self.app.id, self.settings, self._consumer)
+            self._checkpoint = make_checkpoint(
+                self.app.id, self.settings, self._consumer, self.backend
+            )
             self.metrics.watch(self._checkpoint)
         self._rewind_pending = True
         self._released.clear()

@@ -15,11 +15,12 @@ import signal
 import tempfile
 import uuid
 import zlib
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from streamer._context import current_lane
 from streamer.agents import Agent
@@ -28,7 +29,8 @@ from streamer.clock import SYSTEM_CLOCK, Clock, current_clock
 from streamer.errors import AgentFailed, ConfigError, KafkaOperationError, SerializationError
 from streamer.events import Event
 from streamer.kafka.admin import TopicSpec, ensure_topics
-from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
+from streamer.kafka.backend import Backend, ConfluentBackend, Consumer, Message
+from streamer.kafka.clients import connect_admin, make_consumer, make_producer
 from streamer.metrics import WorkerMetrics
 from streamer.settings import redact
 from streamer.topics import Topic
@@ -69,6 +71,7 @@ class Worker(PartitionOwnership):
         self,
         app: App,
         *,
+        backend: Backend | None = None,
         handle_signals: bool = True,
         replay: ReplayPlan | None = None,
         dry_run: OutputSink | None = None,
@@ -78,6 +81,12 @@ class Worker(PartitionOwnership):
             raise ConfigError(f"app {app.id!r} declares no agents; there is nothing to run")
         self.app = app
         self.settings = app.settings
+        # Every Kafka client of this worker (and of its tables, standbys, recoveries and
+        # checkpoints) comes from here; an explicit one also serves the app's sends outside
+        # agents.
+        self.backend: Backend = ConfluentBackend() if backend is None else backend
+        if backend is not None:
+            app.backend = backend
         self._handle_signals = handle_signals
         # Commit interval, table ticks and timers read time here (simulated in streamer.testing).
         self.clock = clock
@@ -108,7 +117,7 @@ class Worker(PartitionOwnership):
         self._consumer: Consumer | None = None
         self._checkpoint: Checkpoint | None = None
         self._rewind_pending = False
-        self._tables = TableManager(app, {})
+        self._tables = TableManager(app, {}, self.backend)
         self.stopped = asyncio.Event()
         self.metrics = WorkerMetrics(app, self._states, enabled=self.settings.metrics)
         self._lane_contexts = {
@@ -134,8 +143,7 @@ class Worker(PartitionOwnership):
         current_clock.set(self.clock)  # for tables and timers; inherited by every task below
         s = self.settings
         client_config = {**s.kafka_config}
-        admin = make_admin(s.brokers, client_config)
-        check_reachable(admin, s.brokers)
+        admin = connect_admin(self.backend, s.brokers, client_config)
         # Every declared topic, not only those agents read and yield to: `send` targets too.
         specs = {name: topic.spec for name, topic in self.app.topics.items()}
         ensure = partial(
@@ -145,14 +153,16 @@ class Worker(PartitionOwnership):
             default_replication=s.topic_replication,
         )
         counts = ensure(list(specs.values()))
-        self._tables = TableManager(self.app, {"bootstrap.servers": s.brokers, **client_config})
+        self._tables = TableManager(
+            self.app, {"bootstrap.servers": s.brokers, **client_config}, self.backend
+        )
         self._tables.metrics = self.metrics
         changelogs = self._tables.changelog_specs({name: counts[name] for name in self._sources})
         if changelogs:
             ensure(changelogs)
             if s.standby_replicas > 0 and self._replay is None:
                 self._standby = StandbyManager(
-                    self._tables, {"bootstrap.servers": s.brokers, **client_config}
+                    self._tables, {"bootstrap.servers": s.brokers, **client_config}, self.backend
                 )
                 self._tables.standby = self._standby
                 self._standby.start()
@@ -169,9 +179,9 @@ class Worker(PartitionOwnership):
         else:
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
-            consumer = make_consumer(s.brokers, self.app.group_id, consumer_overrides)
+            consumer = make_consumer(self.backend, s.brokers, self.app.group_id, consumer_overrides)
             self._consumer = consumer
-            self._checkpoint = make_checkpoint(self.app.id, s, consumer)
+            self._checkpoint = make_checkpoint(self.app.id, s, consumer, self.backend)
             self.metrics.watch(self._checkpoint)
             log.debug("consumer overrides: %s", redact(consumer_overrides))
             consumer.subscribe(
@@ -225,9 +235,10 @@ class Worker(PartitionOwnership):
         assert plan is not None
         s = self.settings
         group = f"{self.app.group_id}-replay-{uuid.uuid4().hex[:8]}"
-        consumer = make_consumer(s.brokers, group, {**overrides, "enable.partition.eof": True})
+        overrides = {**overrides, "enable.partition.eof": True}
+        consumer = make_consumer(self.backend, s.brokers, group, overrides)
         self._consumer = consumer
-        producer = make_producer(s.brokers, {**s.kafka_config, **s.producer_config})
+        producer = make_producer(self.backend, s.brokers, {**s.kafka_config, **s.producer_config})
         self._checkpoint = ReplayCheckpoint(consumer, producer, s.brokers, dry_run=self._dry_run)
         self._replay_state_dir = tempfile.TemporaryDirectory(prefix="streamer-replay-")
         self._tables.state_dir = Path(self._replay_state_dir.name)
@@ -365,7 +376,7 @@ class Worker(PartitionOwnership):
 
     # -- the hot path ----------------------------------------------------------------------
 
-    def _dispatch(self, messages: list[Message]) -> None:
+    def _dispatch(self, messages: Sequence[Message]) -> None:
         """Decode each record once and hand it to its lane(s). The hot path: consecutive
         records usually share a partition, so its state and decoders are looked up once per
         run of records, and the error wrapping of ``Topic.decode_*`` is paid only on failure.

@@ -18,9 +18,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
-from streamer.kafka.clients import make_plain_consumer
+from streamer.kafka.backend import Backend, Consumer
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 
 if TYPE_CHECKING:
@@ -34,8 +34,11 @@ BATCH = 5_000
 class StandbyManager:
     """Follows the changelogs of non-owned table partitions."""
 
-    def __init__(self, tables: TableManager, consumer_config: dict[str, Any]) -> None:
+    def __init__(
+        self, tables: TableManager, consumer_config: dict[str, Any], backend: Backend
+    ) -> None:
         self._tables = tables
+        self._backend = backend
         self._consumer_config = consumer_config
         self._stores: dict[tuple[str, int], PartitionStore] = {}  # (changelog, partition)
         self._positions: dict[tuple[str, int], int] = {}
@@ -46,7 +49,7 @@ class StandbyManager:
         self.applied = 0
 
     def start(self) -> None:
-        self._consumer = make_plain_consumer(
+        self._consumer = self._backend.consumer(
             {
                 **self._consumer_config,
                 "group.id": f"streamer-standby-{self._tables.app.id}",

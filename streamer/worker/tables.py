@@ -18,6 +18,7 @@ from typing import Any
 from streamer.app import App
 from streamer.errors import ConfigError
 from streamer.kafka.admin import TopicSpec
+from streamer.kafka.backend import Backend
 from streamer.metrics import WorkerMetrics
 from streamer.state.recovery import restore
 from streamer.state.store import PartitionStore
@@ -34,9 +35,15 @@ class TableManager:
     """Opens, restores and closes the table partitions of the partitions this worker owns."""
 
     def __init__(
-        self, app: App, consumer_config: dict[str, Any], *, state_dir: Path | None = None
+        self,
+        app: App,
+        consumer_config: dict[str, Any],
+        backend: Backend,
+        *,
+        state_dir: Path | None = None,
     ) -> None:
         self.app = app
+        self.backend = backend  # restore consumers (and the standby's) come from it
         self.state_dir = Path(app.settings.state_dir) if state_dir is None else state_dir
         self.tables = list(app.tables.values())
         self._consumer_config = consumer_config
@@ -113,6 +120,7 @@ class TableManager:
                     table.changelog,
                     state.partition,
                     self._consumer_config,
+                    self.backend,
                     cancel,
                     self.metrics.recovery_progress(part) if self.metrics else None,
                 )

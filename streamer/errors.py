@@ -8,6 +8,8 @@
     │   └── TopicMismatchError      a declared topic disagrees with the cluster (partitions)
     ├── SerializationError          a value does not fit its topic's serde (names topic, field)
     ├── AgentFailed                 an agent's error policy said "stop"; its event stays uncommitted
+    ├── RestoreFailed               a table partition could not be restored (or followed as a
+    │                               standby); names table, partition and cause; the worker stops
     ├── KafkaUnavailableError       the broker cannot be reached (names the address)
     ├── KafkaOperationError         Kafka refused an operation (create topic, commit, ...)
     └── LocalKafkaError             the local development broker cannot start or stop
@@ -45,6 +47,13 @@ class SerializationError(StreamerError):
 
 class AgentFailed(StreamerError):
     """An agent failed on an event and its ErrorPolicy says ``on_exhausted="stop"``."""
+
+
+class RestoreFailed(StreamerError):
+    """Restoring a table partition from its changelog (or following it as a standby) failed
+    with an error that is not transient, or kept failing past its retries. The worker closes
+    the partition's stores and stops with a non-zero exit; the message names the table, the
+    partition and the cause."""
 
 
 class KafkaUnavailableError(StreamerError):

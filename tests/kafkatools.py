@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamer import App
+from streamer.kafka.backend import Backend
 from streamer.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,9 +124,16 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
         consumer.close()
 
 
-async def run_until(app: App, done: Callable[[], bool], *, timeout: float = 120.0) -> Worker:
-    """Run a worker for ``app`` in this loop until ``done()``; then stop it cleanly."""
-    worker = Worker(app, handle_signals=False)
+async def run_until(
+    app: App,
+    done: Callable[[], bool],
+    *,
+    timeout: float = 120.0,
+    backend: Backend | None = None,
+) -> Worker:
+    """Run a worker for ``app`` (with ``backend``, if given) in this loop until ``done()``;
+    then stop it cleanly."""
+    worker = Worker(app, handle_signals=False, backend=backend)
     task = asyncio.create_task(worker.run())
     deadline = time.monotonic() + timeout
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from streamer.kafka.backend import Admin, Backend, Config, Consumer, Producer
 
@@ -48,6 +48,54 @@ def _log_client_error(err: KafkaError) -> None:
         log.error("fatal Kafka client error: %s", err.str())
     else:
         log.warning("Kafka client: %s", err.str())
+
+
+# Errors that pass on their own: metadata that lags a just-created topic, a leader moving,
+# a broker restarting or slow to answer. Anything else is reported, not retried.
+TRANSIENT_CODES = frozenset(
+    getattr(KafkaError, name)
+    for name in (
+        "UNKNOWN_TOPIC_OR_PART",
+        "_UNKNOWN_PARTITION",
+        "_UNKNOWN_TOPIC",
+        "LEADER_NOT_AVAILABLE",
+        "NOT_LEADER_FOR_PARTITION",
+        "NOT_LEADER_OR_FOLLOWER",
+        "REQUEST_TIMED_OUT",
+        "NETWORK_EXCEPTION",
+        "_TIMED_OUT",
+        "_TRANSPORT",
+        "_ALL_BROKERS_DOWN",
+        "_WAIT_COORD",
+        "NOT_COORDINATOR",
+        "COORDINATOR_NOT_AVAILABLE",
+        "COORDINATOR_LOAD_IN_PROGRESS",
+        "OFFSET_NOT_AVAILABLE",
+    )
+    if hasattr(KafkaError, name)
+)
+
+
+def kafka_error(exc: BaseException) -> KafkaError | None:
+    """The KafkaError a KafkaException carries (None for anything else)."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return err if isinstance(err, KafkaError) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a Kafka error worth retrying (see :data:`TRANSIENT_CODES`), never a fatal one."""
+    err = kafka_error(exc)
+    return (
+        err is not None and not err.fatal() and (err.retriable() or err.code() in TRANSIENT_CODES)
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """One line for ``exc``: a Kafka error's own text, else ``Type: message``."""
+    err = kafka_error(exc)
+    if err is not None:
+        return f"{err.name()}: {err.str()}"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def consumer_config(brokers: str, group_id: str, overrides: dict[str, Any]) -> Config:

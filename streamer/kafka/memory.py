@@ -126,8 +126,13 @@ class Message:
 
 
 @dataclass
+class _PartitionMeta:
+    leader: int = 0  # the one broker
+
+
+@dataclass
 class _TopicMeta:
-    partitions: dict[int, object]
+    partitions: dict[int, _PartitionMeta]
     error: KafkaError | None = None
 
 
@@ -219,7 +224,7 @@ class MemoryAdmin:
         with self._broker.lock:
             return _ClusterMeta(
                 {
-                    name: _TopicMeta(dict.fromkeys(range(len(parts)), object()))
+                    name: _TopicMeta({p: _PartitionMeta() for p in range(len(parts))})
                     for name, parts in self._broker.topics.items()
                 }
             )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.kafka.backend import Backend
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
@@ -103,7 +103,7 @@ def restore(
                         position = message.offset() or position
                         at_end = True
                         continue
-                    raise RuntimeError(f"{label}: reading changelog failed: {error.str()}")
+                    raise KafkaException(error)  # the caller decides: retry, or stop
                 key = message.key()
                 if key is not None:
                     writes[key] = message.value()

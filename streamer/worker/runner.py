@@ -26,10 +26,16 @@ from streamer._context import current_lane
 from streamer.agents import Agent
 from streamer.app import App
 from streamer.clock import SYSTEM_CLOCK, Clock, current_clock
-from streamer.errors import AgentFailed, ConfigError, KafkaOperationError, SerializationError
+from streamer.errors import (
+    AgentFailed,
+    ConfigError,
+    KafkaOperationError,
+    RestoreFailed,
+    SerializationError,
+)
 from streamer.events import Event
-from streamer.kafka.admin import TopicSpec, ensure_topics
-from streamer.kafka.backend import Backend, ConfluentBackend, Consumer, Message
+from streamer.kafka.admin import TopicSpec, ensure_topics, wait_for_topics
+from streamer.kafka.backend import Backend, Consumer, Message
 from streamer.kafka.clients import connect_admin, make_consumer, make_producer
 from streamer.metrics import WorkerMetrics
 from streamer.settings import redact
@@ -82,11 +88,10 @@ class Worker(PartitionOwnership):
         self.app = app
         self.settings = app.settings
         # Every Kafka client of this worker (and of its tables, standbys, recoveries and
-        # checkpoints) comes from here; an explicit one also serves the app's sends outside
-        # agents.
-        self.backend: Backend = ConfluentBackend() if backend is None else backend
-        if backend is not None:
-            app.backend = backend
+        # checkpoints) comes from here: the app's (confluent-kafka unless set), or the one
+        # given, which then also serves the app's sends outside agents.
+        self.backend: Backend = app.backend if backend is None else backend
+        app.backend = self.backend
         self._handle_signals = handle_signals
         # Commit interval, table ticks and timers read time here (simulated in streamer.testing).
         self.clock = clock
@@ -154,7 +159,10 @@ class Worker(PartitionOwnership):
         )
         counts = ensure(list(specs.values()))
         self._tables = TableManager(
-            self.app, {"bootstrap.servers": s.brokers, **client_config}, self.backend
+            self.app,
+            {"bootstrap.servers": s.brokers, **client_config},
+            self.backend,
+            on_fatal=self._fail,
         )
         self._tables.metrics = self.metrics
         changelogs = self._tables.changelog_specs({name: counts[name] for name in self._sources})
@@ -162,7 +170,10 @@ class Worker(PartitionOwnership):
             ensure(changelogs)
             if s.standby_replicas > 0 and self._replay is None:
                 self._standby = StandbyManager(
-                    self._tables, {"bootstrap.servers": s.brokers, **client_config}, self.backend
+                    self._tables,
+                    {"bootstrap.servers": s.brokers, **client_config},
+                    self.backend,
+                    on_fatal=self._fail,
                 )
                 self._tables.standby = self._standby
                 self._standby.start()
@@ -173,6 +184,14 @@ class Worker(PartitionOwnership):
         }
         if dead_letters:
             ensure([spec for name, spec in dead_letters.items() if name not in counts])
+        # Subscribe and restore only once every topic is visible with all its partitions: a
+        # just-created topic's "Unknown partition" would otherwise fail a restore.
+        visible = {
+            **counts,
+            **{c.name: c.partitions for c in changelogs},
+            **dict.fromkeys(dead_letters),
+        }
+        await asyncio.get_running_loop().run_in_executor(None, wait_for_topics, admin, visible)
         consumer_overrides = {**client_config, **s.consumer_config}
         if self._replay is not None:
             await self._start_replay(consumer_overrides)
@@ -223,6 +242,8 @@ class Worker(PartitionOwnership):
                     for sig in (signal.SIGINT, signal.SIGTERM):
                         loop.remove_signal_handler(sig)
                 self.stopped.set()
+        if isinstance(self._failure, RestoreFailed):
+            raise self._failure  # already one line naming table, partition and cause
         if self._failure is not None:
             raise AgentFailed(
                 f"stopped by the error policy: {type(self._failure).__name__}: {self._failure} "

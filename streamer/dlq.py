@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from streamer.agents import Agent
 from streamer.app import App
 from streamer.errors import ConfigError, KafkaOperationError
-from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
+from streamer.kafka.backend import Backend, Consumer, Producer
+from streamer.kafka.clients import connect_admin, make_consumer, make_producer
 from streamer.worker.dead_letters import header, original_headers
 
 TIMEOUT = 30.0
@@ -48,13 +49,14 @@ def _agents(app: App, agent: str | None) -> list[Agent]:
 
 
 class DeadLetters:
-    """Reads (and replays) the dead-letter topics of ``app``'s agents."""
+    """Reads (and replays) the dead-letter topics of ``app``'s agents, with clients from
+    ``backend``."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, backend: Backend) -> None:
         self.app = app
+        self._backend = backend
         settings = app.settings
-        self._admin = make_admin(settings.brokers, dict(settings.kafka_config))
-        check_reachable(self._admin, settings.brokers)
+        self._admin = connect_admin(backend, settings.brokers, dict(settings.kafka_config))
         self._topics = self._admin.list_topics(timeout=TIMEOUT).topics
 
     def _partitions(self, topic: str) -> list[int]:
@@ -63,7 +65,8 @@ class DeadLetters:
 
     def _consumer(self, group: str) -> Consumer:
         s = self.app.settings
-        return make_consumer(s.brokers, group, {**s.kafka_config, "enable.auto.commit": False})
+        overrides = {**s.kafka_config, "enable.auto.commit": False}
+        return make_consumer(self._backend, s.brokers, group, overrides)
 
     def _read(self, topic: str, group: str) -> tuple[list[object], dict[int, int], int]:
         """Every record of ``topic`` to its current end; the replayer's committed offsets."""
@@ -123,7 +126,8 @@ class DeadLetters:
         group = f"{topic}-replayer"
         consumer = self._consumer(group)
         s = self.app.settings
-        producer: Producer = make_producer(s.brokers, {**s.kafka_config, **s.producer_config})
+        overrides = {**s.kafka_config, **s.producer_config}
+        producer: Producer = make_producer(self._backend, s.brokers, overrides)
         sent = 0
         try:
             partitions = [TopicPartition(topic, p) for p in self._partitions(topic)]

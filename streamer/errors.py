@@ -9,6 +9,8 @@
     ├── SerializationError          a value does not fit its topic's serde (names topic, field)
     ├── AgentFailed                 an agent's error policy said "stop"; its event stays uncommitted
     ├── ShutdownIncomplete          the worker stopped before every event in flight completed
+    ├── RestoreFailed               a table partition could not be restored (or followed as a
+    │                               standby); names table, partition and cause; the worker stops
     ├── KafkaUnavailableError       the broker cannot be reached (names the address)
     ├── KafkaOperationError         Kafka refused an operation (create topic, commit, ...)
     │   ├── OutputRefused           the broker refused an agent's output (too large, not allowed)
@@ -54,6 +56,13 @@ class ShutdownIncomplete(StreamerError):
     """The worker stopped (``shutdown_timeout`` passed, or a commit failed) before every
     event in flight completed. Nothing was lost: those events stay uncommitted and are
     processed again by the next owner of their partitions."""
+
+
+class RestoreFailed(StreamerError):
+    """Restoring a table partition from its changelog (or following it as a standby) failed
+    with an error that is not transient, or kept failing past its retries. The worker closes
+    the partition's stores and stops with a non-zero exit; the message names the table, the
+    partition and the cause."""
 
 
 class KafkaUnavailableError(StreamerError):

@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     from streamer.app import App
+    from streamer.kafka.backend import Consumer
     from streamer.state.table import TablePartition
     from streamer.worker.checkpoint import Checkpoint
     from streamer.worker.partition import PartitionState

@@ -9,7 +9,7 @@ import click
 import orjson
 
 from streamer.errors import ConfigError
-from streamer.kafka.clients import check_reachable, make_admin
+from streamer.kafka.clients import connect_admin
 from streamer.serde import BytesSerde, JsonSerde, StrSerde
 from streamer.worker import load_app, run_worker
 
@@ -56,9 +56,7 @@ def send(
             raise ConfigError("--brokers and --app both given; the app names its brokers")
     else:
         app = App("streamer-cli", brokers=brokers)
-    check_reachable(
-        make_admin(app.settings.brokers, app.settings.kafka_config), app.settings.brokers
-    )
+    connect_admin(app.backend, app.settings.brokers, app.settings.kafka_config)
     declared = app.topics.get(topic)
     if declared is None:
         # Undeclared topic: key as text, value as JSON if it parses, else as text.

@@ -21,7 +21,8 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
 def show(app_path: str, agent: str | None, as_json: bool) -> None:
     """Summarise APP's dead letters: count, reasons, first and last, replayed."""
-    summaries = DeadLetters(load_app(app_path)).summary(agent)
+    app = load_app(app_path)
+    summaries = DeadLetters(app, app.backend).summary(agent)
     if as_json:
         click.echo(
             json.dumps(
@@ -58,5 +59,6 @@ def show(app_path: str, agent: str | None, as_json: bool) -> None:
 @click.option("--agent", required=True, help="Whose dead letters to send back.")
 def replay(app_path: str, agent: str) -> None:
     """Send an agent's pending dead letters back to their source topics."""
-    sent = DeadLetters(load_app(app_path)).replay(agent)
+    app = load_app(app_path)
+    sent = DeadLetters(app, app.backend).replay(agent)
     click.echo(f"replayed {sent} dead letter(s) of agent {agent!r} to their source topics")

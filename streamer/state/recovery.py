@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from streamer.kafka.clients import make_plain_consumer
+from streamer.kafka.backend import Backend
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 
 log = logging.getLogger("streamer.recovery")
@@ -41,10 +41,12 @@ def restore(
     changelog: str,
     partition: int,
     consumer_config: dict[str, Any],
+    backend: Backend,
     cancelled: threading.Event,
     progress: Callable[[int, int], None] | None = None,
 ) -> RecoveryResult:
-    """Replay ``changelog[partition]`` into ``store`` from its stored offset to the end.
+    """Replay ``changelog[partition]`` into ``store`` from its stored offset to the end,
+    with a consumer from ``backend`` configured by ``consumer_config`` and restore options.
 
     A stored offset outside the changelog's range (the topic was recreated, or truncated)
     or local data without any stored offset cannot be trusted: the store is cleared and
@@ -53,7 +55,7 @@ def restore(
     on this thread at the start and after every batch.
     """
     started = time.monotonic()
-    consumer = make_plain_consumer(
+    consumer = backend.consumer(
         {
             **consumer_config,
             "group.id": f"streamer-restore-{label}",
@@ -101,7 +103,7 @@ def restore(
                         position = message.offset() or position
                         at_end = True
                         continue
-                    raise RuntimeError(f"{label}: reading changelog failed: {error.str()}")
+                    raise KafkaException(error)  # the caller decides: retry, or stop
                 key = message.key()
                 if key is not None:
                     writes[key] = message.value()

@@ -31,9 +31,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.errors import KafkaOperationError
+from streamer.kafka.backend import Consumer, Producer
 from streamer.metrics import IDLE_TIMER
 from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
 from streamer.state.table import TablePartition

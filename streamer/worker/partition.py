@@ -16,9 +16,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from streamer.events import Event, Headers
+from streamer.kafka.backend import Message
 from streamer.state.table import TablePartition, TableWrite
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streamer.errors import OutputRefused
 from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
@@ -25,6 +25,7 @@ from streamer.worker.partition import Effects, PartitionState, WorkerStats, form
 if TYPE_CHECKING:
     from streamer.agents import Agent
     from streamer.app import App
+    from streamer.kafka.backend import Backend, Consumer
     from streamer.metrics import WorkerMetrics
     from streamer.settings import Settings
     from streamer.worker.standby import StandbyManager
@@ -56,6 +57,8 @@ class PartitionOwnership:
     _exactly_once: bool
 
     def _fail(self, error: BaseException) -> None: ...  # Worker's: stop, run() raises
+
+    backend: Backend
 
     # -- flow control: a paused partition resumes once its lanes drained to half -----------
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypedDict
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from streamer.app import App
 from streamer.errors import ConfigError, KafkaOperationError
+from streamer.kafka.backend import Backend, Consumer, Producer
 from streamer.kafka.offsets import GroupOffsets, ResetTarget, parse_datetime
 from streamer.state.table import TablePartition
 from streamer.worker.checkpoint import AtLeastOnceCheckpoint, CheckpointFailed, Due
@@ -70,6 +71,7 @@ class ReplaySummary:
 def plan_replay(
     app: App,
     topic: str,
+    backend: Backend,
     *,
     partitions: list[int] | None = None,
     from_offset: int | None = None,
@@ -92,7 +94,7 @@ def plan_replay(
         raise ConfigError("give exactly one of --from-offset and --from-datetime")
     if to_offset is not None and to_datetime is not None:
         raise ConfigError("give at most one of --to-offset and --to-datetime")
-    with GroupOffsets(app) as offsets:
+    with GroupOffsets(app, backend) as offsets:
         start_target = (
             ResetTarget("offset", from_offset)
             if from_offset is not None
@@ -181,11 +183,14 @@ async def report_progress(plan: ReplayPlan, counter: Callable[[], int], every: f
         log.info("replayed %d of %d records (%.0f/s)", done, plan.total, rate)
 
 
-async def run_replay(app: App, plan: ReplayPlan, *, dry_run: OutputSink | None) -> ReplaySummary:
-    """Run ``plan`` to its end and return what happened (the worker's own loop, replay mode)."""
+async def run_replay(
+    app: App, plan: ReplayPlan, backend: Backend, *, dry_run: OutputSink | None
+) -> ReplaySummary:
+    """Run ``plan`` to its end with clients from ``backend`` and return what happened (the
+    worker's own loop, replay mode)."""
     from streamer.worker.runner import Worker
 
-    worker = Worker(app, handle_signals=False, replay=plan, dry_run=dry_run)
+    worker = Worker(app, backend=backend, handle_signals=False, replay=plan, dry_run=dry_run)
     progress = asyncio.ensure_future(report_progress(plan, lambda: worker.stats.records, 2.0))
     started = time.monotonic()
     try:

@@ -16,11 +16,12 @@ import signal
 import tempfile
 import uuid
 import zlib
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from streamer._context import current_lane
 from streamer.agents import Agent
@@ -34,8 +35,9 @@ from streamer.errors import (
     StreamerError,
 )
 from streamer.events import Event
-from streamer.kafka.admin import TopicSpec, ensure_topics
-from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
+from streamer.kafka.admin import TopicSpec, ensure_topics, wait_for_topics
+from streamer.kafka.backend import Backend, Consumer, Message
+from streamer.kafka.clients import connect_admin, make_consumer, make_producer
 from streamer.metrics import WorkerMetrics
 from streamer.settings import redact
 from streamer.topics import Topic
@@ -77,6 +79,7 @@ class Worker(Stopping):
         self,
         app: App,
         *,
+        backend: Backend | None = None,
         handle_signals: bool = True,
         replay: ReplayPlan | None = None,
         dry_run: OutputSink | None = None,
@@ -86,6 +89,11 @@ class Worker(Stopping):
             raise ConfigError(f"app {app.id!r} declares no agents; there is nothing to run")
         self.app = app
         self.settings = app.settings
+        # Every Kafka client of this worker (and of its tables, standbys, recoveries and
+        # checkpoints) comes from here: the app's (confluent-kafka unless set), or the one
+        # given, which then also serves the app's sends outside agents.
+        self.backend: Backend = app.backend if backend is None else backend
+        app.backend = self.backend
         self._handle_signals = handle_signals
         # Commit interval, table ticks and timers read time here (simulated in streamer.testing).
         self.clock = clock
@@ -119,7 +127,7 @@ class Worker(Stopping):
         self._exactly_once = self.settings.exactly_once and replay is None
         self._rewind_pending = False
         self._stop_error: StreamerError | None = None  # why the stop was not clean
-        self._tables = TableManager(app, {})
+        self._tables = TableManager(app, {}, self.backend)
         self.stopped = asyncio.Event()
         self.metrics = WorkerMetrics(app, self._states, enabled=self.settings.metrics)
         self._lane_contexts = {
@@ -139,8 +147,7 @@ class Worker(Stopping):
         current_clock.set(self.clock)  # for tables and timers; inherited by every task below
         s = self.settings
         client_config = {**s.kafka_config}
-        admin = make_admin(s.brokers, client_config)
-        check_reachable(admin, s.brokers)
+        admin = connect_admin(self.backend, s.brokers, client_config)
         # Every declared topic, not only those agents read and yield to: `send` targets too.
         specs = {name: topic.spec for name, topic in self.app.topics.items()}
         ensure = partial(
@@ -150,14 +157,22 @@ class Worker(Stopping):
             default_replication=s.topic_replication,
         )
         counts = ensure(list(specs.values()))
-        self._tables = TableManager(self.app, {"bootstrap.servers": s.brokers, **client_config})
+        self._tables = TableManager(
+            self.app,
+            {"bootstrap.servers": s.brokers, **client_config},
+            self.backend,
+            on_fatal=self._fail,
+        )
         self._tables.metrics = self.metrics
         changelogs = self._tables.changelog_specs({name: counts[name] for name in self._sources})
         if changelogs:
             ensure(changelogs)
             if s.standby_replicas > 0 and self._replay is None:
                 self._standby = StandbyManager(
-                    self._tables, {"bootstrap.servers": s.brokers, **client_config}
+                    self._tables,
+                    {"bootstrap.servers": s.brokers, **client_config},
+                    self.backend,
+                    on_fatal=self._fail,
                 )
                 self._tables.standby = self._standby
                 self._standby.start()
@@ -168,16 +183,25 @@ class Worker(Stopping):
         }
         if dead_letters:
             ensure([spec for name, spec in dead_letters.items() if name not in counts])
+        # Subscribe and restore only once every topic is visible with all its partitions: a
+        # just-created topic's "Unknown partition" would otherwise fail a restore.
+        visible = {
+            **counts,
+            **{c.name: c.partitions for c in changelogs},
+            **dict.fromkeys(dead_letters),
+        }
+        await asyncio.get_running_loop().run_in_executor(None, wait_for_topics, admin, visible)
         consumer_overrides = {**client_config, **s.consumer_config}
         if self._replay is not None:
             await self._start_replay(consumer_overrides)
         else:
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
-            consumer = make_consumer(s.brokers, self.app.group_id, consumer_overrides)
+            consumer = make_consumer(self.backend, s.brokers, self.app.group_id, consumer_overrides)
             self._consumer = consumer
             self._committer = Committer(
-                partial(make_checkpoint, self.app.id, s, consumer), self.metrics.watch
+                partial(make_checkpoint, self.app.id, s, consumer, self.backend),
+                self.metrics.watch,
             )
             log.debug("consumer overrides: %s", redact(consumer_overrides))
             consumer.subscribe(
@@ -237,9 +261,10 @@ class Worker(Stopping):
         assert plan is not None
         s = self.settings
         group = f"{self.app.group_id}-replay-{uuid.uuid4().hex[:8]}"
-        consumer = make_consumer(s.brokers, group, {**overrides, "enable.partition.eof": True})
+        overrides = {**overrides, "enable.partition.eof": True}
+        consumer = make_consumer(self.backend, s.brokers, group, overrides)
         self._consumer = consumer
-        producer = make_producer(s.brokers, {**s.kafka_config, **s.producer_config})
+        producer = make_producer(self.backend, s.brokers, {**s.kafka_config, **s.producer_config})
         self._committer = Committer(
             lambda: ReplayCheckpoint(consumer, producer, s.brokers, dry_run=self._dry_run)
         )
@@ -332,7 +357,7 @@ class Worker(Stopping):
 
     # -- the hot path ----------------------------------------------------------------------
 
-    def _dispatch(self, messages: list[Message]) -> None:
+    def _dispatch(self, messages: Sequence[Message]) -> None:
         """Decode each record once and hand it to its lane(s). The hot path: consecutive
         records usually share a partition, so its state and decoders are looked up once per
         run of records, and the error wrapping of ``Topic.decode_*`` is paid only on failure.

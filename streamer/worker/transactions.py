@@ -26,9 +26,10 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.errors import StreamerError
+from streamer.kafka.backend import Consumer, Producer
 from streamer.state.table import TablePartition
 from streamer.worker.checkpoint import Checkpoint, CheckpointFailed, Due, _error
 from streamer.worker.partition import Effects, PartitionState

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from streamer.worker.checkpoint import Checkpoint, CheckpointFailed
-from streamer.worker.committer import Committer, CommitStatus
+from streamer.worker.committer import CommitStatus, Committer
 from streamer.worker.partition import PartitionState
 
 

@@ -91,9 +91,8 @@ class Worker(Stopping):
         self.settings = app.settings
         # Every Kafka client of this worker (and of its tables, standbys, recoveries and
         # checkpoints) comes from here: the app's (confluent-kafka unless set), or the one
-        # given, which then also serves the app's sends outside agents.
+        # given. The app is not changed: a later worker of the same app gets the app's.
         self.backend: Backend = app.backend if backend is None else backend
-        app.backend = self.backend
         self._handle_signals = handle_signals
         # Commit interval, table ticks and timers read time here (simulated in streamer.testing).
         self.clock = clock

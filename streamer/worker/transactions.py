@@ -38,6 +38,7 @@ log = logging.getLogger("streamer.transactions")
 
 TXN_TIMEOUT = 30.0
 ABORT_TIMEOUT = 10.0
+RETRY_PAUSE = 0.1  # seconds between commit attempts that fail at once
 
 
 class ProducerFenced(StreamerError):
@@ -104,7 +105,9 @@ class ExactlyOnceCheckpoint(Checkpoint):
         self._apply_tables(parts, 1, {s.partition: offset for s, offset in due})
 
     def _commit_transaction(self, deadline: float) -> None:
+        warned = False
         while True:
+            started = time.monotonic()
             try:
                 self._producer.commit_transaction(_left(deadline))
                 self._in_transaction = False
@@ -114,7 +117,13 @@ class ExactlyOnceCheckpoint(Checkpoint):
                 if not err.retriable() or err.txn_requires_abort() or _left(deadline) <= 0.1:
                     raise
                 # librdkafka resumes the same commit when it is called again.
-                log.warning("commit of transaction not confirmed yet (%s); retrying", err.str())
+                if not warned:
+                    log.warning("commit of transaction not confirmed yet (%s); retrying until "
+                                "%.0fs have passed", err.str(), _left(deadline))  # fmt: skip
+                    warned = True
+                if time.monotonic() - started < RETRY_PAUSE:
+                    # It failed at once: serve delivery reports a moment rather than spin.
+                    self._producer.poll(min(RETRY_PAUSE, _left(deadline)))
 
     def abort(self, reason: str) -> None:
         """Abort the open transaction, if any (lost partitions). Raises CheckpointFailed
@@ -169,7 +178,10 @@ class ExactlyOnceCheckpoint(Checkpoint):
                 self._producer.abort_transaction(max(0.1, timeout))
             except KafkaException as exc:
                 log.warning("aborting the last transaction on close failed: %s", exc)
-        self._producer.flush(min(timeout, 5.0))
+        try:
+            self._producer.flush(min(timeout, 5.0))
+        except KafkaException as exc:  # a fenced producer has nothing left to deliver
+            log.debug("flushing the producer on close: %s", exc)
 
 
 def _left(deadline: float) -> float:

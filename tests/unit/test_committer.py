@@ -84,3 +84,18 @@ def test_a_closed_committer_commits_and_releases_nothing() -> None:
     committer, _ = _committer(first)
     committer.close()
     assert first.closed and not committer.commit([]) and first.commits == 0
+
+
+def test_an_abort_that_fails_when_partitions_are_lost_still_fails_and_replaces_the_producer() -> (
+    None
+):
+    class AbortFails(ScriptedCheckpoint):
+        def abort(self, reason: str) -> None:
+            raise CheckpointFailed(f"aborting ({reason}) failed", fenced=True)
+
+    first, second = AbortFails([]), ScriptedCheckpoint([])
+    committer, _ = _committer(first, second)
+    committer.fail("partitions were lost")
+    assert committer.failed and not committer.commit([]) and first.commits == 0
+    committer.rewound()
+    assert committer.checkpoint is second and committer.commit([])

@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.cimpl import NewTopic
 
 from streamer.errors import ConfigError, KafkaOperationError, TopicMismatchError
@@ -141,3 +141,23 @@ def _not_visible(admin: Admin, expected: Mapping[str, int | None]) -> list[str]:
         ):
             missing.append(name)
     return missing
+
+
+def topic_ids(admin: Admin, names: list[str], timeout: float = 10.0) -> dict[str, str]:
+    """Kafka's id of each topic in ``names`` (a new one each time a name is created).
+    Best effort: a topic the broker cannot describe is left out, so callers treat a
+    missing id as unknown rather than failing."""
+    if not names:
+        return {}
+    found: dict[str, str] = {}
+    try:
+        futures = admin.describe_topics(TopicCollection(names), request_timeout=timeout)
+    except KafkaException as exc:
+        log.debug("cannot describe topics %s: %s", names, exc)
+        return found
+    for name, future in futures.items():
+        try:
+            found[name] = str(future.result(timeout=timeout).topic_id)
+        except (KafkaException, TimeoutError) as exc:
+            log.debug("cannot describe topic %s: %s", name, exc)
+    return found

@@ -28,6 +28,7 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
+    TopicCollection,
     TopicPartition,
 )
 from confluent_kafka import Producer as _ConfluentProducer
@@ -206,6 +207,12 @@ class Admin(Protocol):
     def delete_topics(
         self, topics: list[str], /, *, operation_timeout: float = ...
     ) -> dict[str, Future[Any]]: ...
+
+    def describe_topics(
+        self, topics: TopicCollection, /, *, request_timeout: float = ...
+    ) -> dict[str, Future[Any]]:
+        """Per topic a future of its description, with ``.topic_id`` (a new id each time a
+        topic of that name is created)."""
 
     def describe_consumer_groups(
         self, group_ids: list[str], /, *, request_timeout: float = ...

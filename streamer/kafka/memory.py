@@ -23,9 +23,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
@@ -153,6 +155,7 @@ class MemoryBroker:
         self.clock = clock
         self.lock = threading.RLock()
         self.topics: dict[str, list[list[Record]]] = {}
+        self.topic_ids: dict[str, str] = {}  # a new id each time a name is created
         self.committed: dict[tuple[str, str, int], int] = {}  # (group, topic, partition)
         # The one member of each group that has joined, and its assignment.
         self.members: dict[str, tuple[str, list[tuple[str, int]]]] = {}
@@ -170,6 +173,7 @@ class MemoryBroker:
             if name in self.topics:
                 return False
             self.topics[name] = [[] for _ in range(partitions)]
+            self.topic_ids[name] = uuid.uuid4().hex
             return True
 
     def partition_of(self, topic: str, key: bytes | None, partition: int) -> int:
@@ -245,10 +249,25 @@ class MemoryAdmin:
         with self._broker.lock:
             for name in topics:
                 future: Future[None] = Future()
+                self._broker.topic_ids.pop(name, None)
                 if self._broker.topics.pop(name, None) is None:
                     future.set_exception(KafkaException(_unknown_topic()))
                 else:
                     future.set_result(None)
+                futures[name] = future
+        return futures
+
+    def describe_topics(self, topics: Any, **_: Any) -> dict[str, Future[Any]]:
+        """Each topic's id (``TopicCollection`` in, as confluent-kafka takes it)."""
+        futures: dict[str, Future[Any]] = {}
+        with self._broker.lock:
+            for name in topics.topic_names:
+                future: Future[Any] = Future()
+                topic_id = self._broker.topic_ids.get(name)
+                if topic_id is None:
+                    future.set_exception(KafkaException(_unknown_topic()))
+                else:
+                    future.set_result(SimpleNamespace(name=name, topic_id=topic_id))
                 futures[name] = future
         return futures
 

@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.kafka.backend import Backend
-from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
+from streamer.state.store import CHANGELOG_ID, CHANGELOG_OFFSET, PartitionStore
 
 log = logging.getLogger("streamer.recovery")
 
@@ -44,6 +44,7 @@ def restore(
     backend: Backend,
     cancelled: threading.Event,
     progress: Callable[[int, int], None] | None = None,
+    changelog_id: str | None = None,
 ) -> RecoveryResult:
     """Replay ``changelog[partition]`` into ``store`` from its stored offset to the end,
     with a consumer from ``backend`` configured by ``consumer_config`` and restore options.
@@ -52,7 +53,9 @@ def restore(
     or local data without any stored offset cannot be trusted: the store is cleared and
     rebuilt from the start, with a warning. Returns early when ``cancelled`` is set (the
     partition was revoked meanwhile). ``progress(restored, remaining)``, if given, is called
-    on this thread at the start and after every batch.
+    on this thread at the start and after every batch. ``changelog_id`` (the topic's id,
+    when known) is compared with the id the local state was built from: a changelog that
+    was deleted and created again under the same name also means rebuilding.
     """
     started = time.monotonic()
     consumer = backend.consumer(
@@ -68,8 +71,17 @@ def restore(
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(changelog, partition), timeout=30)
         stored = store.meta_offset(CHANGELOG_OFFSET)
+        built_from = store.meta_text(CHANGELOG_ID)
         start = stored if stored is not None else low
-        if stored is None and not store.is_empty():
+        if changelog_id is not None and built_from is not None and built_from != changelog_id:
+            log.warning(
+                "%s: the changelog topic %s was created again since local state was built "
+                "(topic id %s, was %s); rebuilding local state from the changelog",
+                label, changelog, changelog_id, built_from,
+            )  # fmt: skip
+            _clear(store)
+            start = low
+        elif stored is None and not store.is_empty():
             log.warning("%s: local state has no checkpoint; rebuilding from the changelog", label)
             _clear(store)
         elif stored is not None and not low <= stored <= high:
@@ -83,6 +95,8 @@ def restore(
             )
             _clear(store)
             start = low
+        if changelog_id is not None and built_from != changelog_id:
+            store.set_meta_text(CHANGELOG_ID, changelog_id)
         if progress is not None:
             progress(0, max(high - start, 0))
         if start >= high:
@@ -144,3 +158,4 @@ def restore(
 def _clear(store: PartitionStore) -> None:
     keys = [key for key, _ in store.items()]
     store.apply(dict.fromkeys(keys), {})
+    store.forget_offsets()

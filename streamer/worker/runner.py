@@ -35,7 +35,7 @@ from streamer.errors import (
     StreamerError,
 )
 from streamer.events import Event
-from streamer.kafka.admin import TopicSpec, ensure_topics, wait_for_topics
+from streamer.kafka.admin import TopicSpec, ensure_topics, topic_ids, wait_for_topics
 from streamer.kafka.backend import Backend, Consumer, Message
 from streamer.kafka.clients import connect_admin, make_consumer, make_producer
 from streamer.metrics import WorkerMetrics
@@ -166,6 +166,8 @@ class Worker(Stopping):
         changelogs = self._tables.changelog_specs({name: counts[name] for name in self._sources})
         if changelogs:
             ensure(changelogs)
+            # Which incarnation of each changelog local state must match (see recovery).
+            self._tables.changelog_ids = topic_ids(admin, [spec.name for spec in changelogs])
             if s.standby_replicas > 0 and self._replay is None:
                 self._standby = StandbyManager(
                     self._tables,

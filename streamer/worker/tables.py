@@ -67,6 +67,8 @@ class TableManager:
         self.standby: StandbyManager | None = None
         self.source_topic: str | None = None  # the topic whose partitions own the tables
         self.metrics: WorkerMetrics | None = None  # the worker's, for recovery progress
+        # Kafka's id of each changelog topic (set by the worker at start; empty: unknown).
+        self.changelog_ids: dict[str, str] = {}
 
     def changelog_specs(self, source_partitions: dict[str, int]) -> list[TopicSpec]:
         """Changelog topics, co-partitioned with the source topic (DESIGN §2 rule 6): the
@@ -175,6 +177,7 @@ class TableManager:
                     self.backend,
                     cancel,
                     progress,
+                    self.changelog_ids.get(table.changelog),
                 )
             except Exception as exc:
                 if cancel.is_set():

@@ -7,10 +7,12 @@ passing anything around. Outside a worker the variable is unset and sends go out
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
 
-from streamer.events import Headers
+from streamer.events import Event, Headers
 
 if TYPE_CHECKING:
     from streamer.state.table import TableWrite
@@ -34,3 +36,48 @@ class Stager(Protocol):
 
 
 current_lane: ContextVar[Stager | None] = ContextVar("streamer_current_lane", default=None)
+
+current_event: ContextVar[Event | None] = ContextVar("streamer_current_event", default=None)
+"""Inside a ``take()`` batch, the event the agent's ``for event in batch`` loop is at: a
+windowed table written for a batch of several events uses that event's own time."""
+
+
+# lane -> [(task, is it stale?)]: continuations of window callbacks that the lane's event in
+# progress waits for (see streamer.state.window_callbacks).
+_held: dict[object, list[tuple[asyncio.Task[None], Callable[[], bool]]]] = {}
+
+
+def hold(lane: object, task: asyncio.Task[None], stale: Callable[[], bool]) -> None:
+    """Make the event in progress in ``lane`` wait for ``task`` before it completes.
+    ``stale()`` says the attempt that started it failed: then it is cancelled instead."""
+    _held.setdefault(lane, []).append((task, stale))
+
+
+def holds_any() -> bool:
+    """Whether any lane's event waits for a continuation (a dict check: the hot path)."""
+    return bool(_held)
+
+
+async def settle(lane: object) -> None:
+    """Finish the continuations the event in progress in ``lane`` holds (the stream calls
+    this before asking the lane for its next event, so the event completes only after
+    them). Those of a failed attempt are cancelled instead. If the caller is cancelled
+    (shutdown), they are cancelled too: the event then stays incomplete, uncommitted."""
+    held = _held.pop(lane, None)
+    if not held:
+        return
+    live = []
+    for task, stale in held:
+        if stale():
+            task.cancel()
+        else:
+            live.append(task)
+    if not live:
+        return
+    try:
+        # Their errors are logged where they were started; they never fail the event.
+        await asyncio.gather(*live, return_exceptions=True)
+    except asyncio.CancelledError:
+        for task in live:
+            task.cancel()
+        raise

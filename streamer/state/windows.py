@@ -37,16 +37,16 @@ Storage and the in-memory index: see :mod:`streamer.state.window_store`.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+import math
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from streamer._context import Stager, current_lane
-from streamer.clock import current_clock
+from streamer._context import Stager, current_event, current_lane
+from streamer.clock import current_clock, to_millis
 from streamer.errors import ConfigError, SerializationError, StreamerError
 from streamer.events import Event
+from streamer.state.window_callbacks import CallbackRunner, OutputBuffer
 from streamer.state.window_store import (
     CLOSED_FLAG,
     META_KEY,
@@ -105,9 +105,7 @@ class WindowedTable:
         self.closed_windows = 0
         self.expired_windows = 0
         self._parts: dict[int, WindowPartition] = {}
-        self._tasks: set[asyncio.Future[Any]] = set()  # callbacks running on
-        self._outside: Stager | None = None  # the worker's stager, seen in tick
-        self._warned_suspend = False
+        self._callbacks = CallbackRunner(table.name)
 
     @property
     def name(self) -> str:
@@ -177,21 +175,36 @@ class WindowedTable:
         """The event time of the event in progress; the wall clock outside any event."""
         _, lane = self.table._here()
         if lane is None:
-            return round(current_clock.get().time() * 1000)
+            return to_millis(current_clock.get().time())
         return self._time(self._event(lane))
 
     def _event(self, lane: Stager) -> Event:
-        """The event in progress in ``lane`` (with ``take()``, the batch's last one)."""
+        """The event in progress in ``lane``. In a ``take()`` batch of several events: the
+        one the agent's ``for event in batch`` loop is at; failing that, any of them when
+        they all have the same time. Otherwise the write's time is ambiguous: an error
+        (filing it under another event's time would silently count it in the wrong window).
+        """
         current = getattr(lane, "current", None)
         if not current:
             raise StreamerError(f"windowed table {self.name!r} used while no event is in progress")
         event: Event = current[-1].event
-        return event
+        if len(current) == 1:
+            return event
+        focus = current_event.get()
+        if focus is not None and any(pending.event is focus for pending in current):
+            return focus
+        if len({self._time(pending.event) for pending in current}) == 1:
+            return event
+        raise StreamerError(
+            f"windowed table {self.name!r} written in a take() batch without telling which "
+            "event the write is for; write it inside `for event in batch:` so each write "
+            "uses its own event's time"
+        )
 
     def _time(self, event: Event) -> int:
         if self.event_time is None:
             return event.timestamp
-        return round(self.event_time(event) * 1000)
+        return to_millis(self.event_time(event))
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -276,20 +289,80 @@ class WindowedTable:
         return staged
 
     def _close(self, state: WindowPartition, lane: Stager | None) -> int:
-        """Close the windows due; returns how many."""
-        closed = state.close_due(self._writer(state.part, lane), staged=lane is not None)
+        """Close the windows due; returns how many. Inside an event (``lane``) the close
+        markers and the callbacks' sends are staged with it; from a tick, see
+        :meth:`_close_outside`."""
+        if lane is None:
+            return self._close_outside(state)
+        closed = state.close_due(self._writer(state.part, lane), staged=True)
         self.closed_windows += len(closed)
-        if self.on_close is None:
-            return len(closed)
-        size = self.spec.size
+        if self.on_close is not None:
+            for args in self._close_args(closed):
+                self._call("on_close", self.on_close, *args)
+        return len(closed)
+
+    def _close_args(
+        self, closed: list[tuple[int, bytes, bytes]]
+    ) -> list[tuple[Any, float, float, Any]]:
+        """``on_close`` arguments of closed windows (those that cannot be decoded: logged)."""
+        size, result = self.spec.size, []
         for start, key, stored in closed:
             try:
                 user_key, value = self.table.key_serde.deserialize(key), self._decode(stored)
             except Exception:
                 log.exception("window %s of table %r cannot be decoded", start, self.name)
                 continue
-            self._call("on_close", self.on_close, user_key, start / 1000, (start + size) / 1000,
-                       value)  # fmt: skip
+            result.append((user_key, start / 1000, (start + size) / 1000, value))
+        return result
+
+    def _close_outside(self, state: WindowPartition) -> int:
+        """An idle tick's close: the markers wait until every ``on_close`` of the tick has
+        finished, then enter the worker's checkpoint in one step with the callbacks'
+        outputs (so one commit carries both, or neither)."""
+        part, marks = state.part, []
+
+        def defer(key: bytes, value: bytes | None) -> bool:
+            if part.pending(key):
+                return False  # an event in flight holds a write: close it later
+            marks.append((key, value))
+            return True
+
+        closed = state.close_due(defer, staged=False)
+        if not closed:
+            return 0
+        self.closed_windows += len(closed)
+        stager = current_lane.get()
+        if stager is None or stager.partition >= 0:
+            raise StreamerError("windows closed by a tick need the worker's checkpoint")
+        buffer, tasks = (
+            self._callbacks.call_outside("on_close", self.on_close, self._close_args(closed))
+            if self.on_close is not None
+            else (OutputBuffer(), [])
+        )
+
+        def apply() -> None:
+            if self._parts.get(part.partition) is not state or (
+                self.table.owned.get(part.partition) is not part
+            ):
+                # Moved or rewound meanwhile: nothing of this close was committed; the
+                # partition's owner closes these windows again from the committed state.
+                log.info("%s: idle close dropped (partition moved); it is redone", part.label)
+                return
+            for key, value in marks:
+                if not part.write_now(key, value):
+                    log.error("%s: close marker of %r refused", part.label, key)
+            for output in buffer.outputs:
+                stager.stage(*output)
+
+        if not tasks:
+            apply()
+        else:
+
+            async def after() -> None:
+                await asyncio.gather(*tasks, return_exceptions=True)
+                apply()
+
+            self._callbacks.keep(asyncio.ensure_future(after()), "idle close")
         return len(closed)
 
     def _expire(self, state: WindowPartition, lane: Stager | None) -> int:
@@ -300,9 +373,6 @@ class WindowedTable:
 
     def tick(self, now: float) -> None:
         """Wall-clock duties (see the module docstring); never raises."""
-        stager = current_lane.get()
-        if stager is not None and stager.partition < 0:
-            self._outside = stager
         owned = self.table.owned
         for partition in [p for p in self._parts if p not in owned]:
             del self._parts[partition]
@@ -317,10 +387,12 @@ class WindowedTable:
         if state.stream < 0:
             return
         if self.idle_close is not None and now - state.last_event >= self.idle_close:
-            credit = round((now - state.idle_from) * 1000)
+            # Floored, and idle_from moves by what was credited: credits never run ahead of
+            # the wall clock, however many ticks add them up.
+            credit = math.floor((now - state.idle_from) * 1000)
             if credit > 0:
                 state.stream += credit
-                state.idle_from = now
+                state.idle_from += credit / 1000
         changed = 0
         if state.stream >= state.next_due or state.closing:
             changed += self._close(state, None)
@@ -336,65 +408,9 @@ class WindowedTable:
     # -- callbacks ---------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
-        """Run a user callback now; errors are logged, never raised."""
-        try:
-            result = fn(*args)
-            if inspect.iscoroutine(result):
-                self._run_inline(what, result)
-            elif inspect.isawaitable(result):
-                self._keep(asyncio.ensure_future(result), what)
-        except Exception:
-            log.exception("%s of windowed table %r failed (ignored)", what, self.name)
-
-    def _run_inline(self, what: str, coro: Coroutine[Any, Any, Any]) -> None:
-        """Drive ``coro`` synchronously, in the caller's context (inside the event, its sends
-        are staged with it), until it returns or first suspends; then finish it in a task
-        whose sends go through the worker's stager (outside any event)."""
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
-        if not self._warned_suspend:
-            self._warned_suspend = True
-            log.warning(
-                "%s of windowed table %r awaited something that suspends; what it does after "
-                "that runs outside the event (at-least-once)", what, self.name,
-            )  # fmt: skip
-        context = contextvars.copy_context()
-        context.run(current_lane.set, self._outside)
-        loop = asyncio.get_running_loop()
-        self._keep(loop.create_task(_finish(coro, yielded), context=context), what)
-
-    def _keep(self, task: asyncio.Future[Any], what: str) -> None:
-        self._tasks.add(task)
-
-        def done(finished: asyncio.Future[Any]) -> None:
-            self._tasks.discard(finished)
-            if not finished.cancelled() and finished.exception() is not None:
-                log.error("%s of windowed table %r failed (ignored)", what, self.name,
-                          exc_info=finished.exception())  # fmt: skip
-
-        task.add_done_callback(done)
-
-
-async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-    """Resume a coroutine that was stepped by hand, as a Task would: wait for the future it
-    yielded, then send it on, until it returns."""
-    try:
-        while True:
-            if yielded is None:  # a bare yield (asyncio.sleep(0))
-                await asyncio.sleep(0)
-            else:
-                yielded._asyncio_future_blocking = False
-                await asyncio.wait([yielded])
-            yielded = coro.send(None)
-    except StopIteration:
-        return
-    except asyncio.CancelledError:
-        if yielded is not None:
-            yielded.cancel()
-        coro.close()
-        raise
+        """Run a user callback inside the event in progress (see
+        :mod:`streamer.state.window_callbacks`); errors are logged, never raised."""
+        self._callbacks.call(what, fn, *args)
 
 
 class WindowSet:
@@ -419,7 +435,7 @@ class WindowSet:
 
     def at(self, ts: float) -> Any:
         """The latest window containing epoch seconds ``ts``; default (or None) if none."""
-        return self.at_ms(round(ts * 1000))
+        return self.at_ms(to_millis(ts))
 
     def at_ms(self, t: int) -> Any:
         start = self.table.spec.last_start(t)
@@ -429,7 +445,7 @@ class WindowSet:
         """``[(window start, value)]`` of the stored windows overlapping ``[start, end)``
         (epoch seconds), in time order; windows without a value are left out."""
         table, result = self.table, []
-        for first in table.spec.overlapping(round(start * 1000), round(end * 1000)):
+        for first in table.spec.overlapping(to_millis(start), to_millis(end)):
             stored = table._read_window(self.key, first)
             if stored is not None:
                 result.append((first / 1000, table._decode(stored)))
@@ -437,7 +453,7 @@ class WindowSet:
 
     def is_closed(self, ts: float) -> bool:
         """Whether the latest window containing ``ts`` has been closed."""
-        start = self.table.spec.last_start(round(ts * 1000))
+        start = self.table.spec.last_start(to_millis(ts))
         stored = self.table._read_window(self.key, start)
         return stored is not None and stored[:1] == CLOSED_FLAG
 

@@ -3,7 +3,8 @@ windows; every window close is sent to an output topic (from inside the event th
 it, or from the idle tick).
 
 Configured by environment: TEST_APP_ID, TEST_SRC, TEST_OUT, TEST_PARTITIONS, TEST_DELAY,
-TEST_SIZE, TEST_GRACE, TEST_RETENTION, TEST_IDLE_CLOSE (seconds), TEST_GUARANTEE
+TEST_SIZE, TEST_GRACE, TEST_RETENTION, TEST_IDLE_CLOSE, TEST_SUSPEND (seconds the close
+callback awaits before it sends: real I/O, as a user's HTTP call would), TEST_GUARANTEE
 (exactly_once by default), and the usual STREAMER_* settings.
 """
 
@@ -23,9 +24,12 @@ partitions = int(env.get("TEST_PARTITIONS", "1"))
 source = app.topic(env["TEST_SRC"], key_type=str, value_type=str, partitions=partitions)
 closed = app.topic(env["TEST_OUT"], key_type=str, value_type=str)
 delay = float(env.get("TEST_DELAY", "0"))
+suspend = float(env.get("TEST_SUSPEND", "0"))
 
 
 async def emit(key: str, start: float, end: float, value: int) -> None:
+    if suspend:
+        await asyncio.sleep(suspend)
     await closed.send(key=key, value=json.dumps({"start": start, "end": end, "value": value}))
 
 

@@ -16,7 +16,9 @@ Contracts:
   the idle time credited to it (below).
 - A write goes to every window containing the event time that is still open: not past
   ``end + grace`` at stream time and not closed. An event none of whose windows is open is
-  late: not applied, counted in :attr:`WindowedTable.late_events`, passed to ``on_late``.
+  late: not applied, counted (per partition, stored with the window metadata, exported
+  as ``streamer_late_events_total``, logged: :mod:`streamer.state.lateness`), passed to
+  ``on_late``.
 - When stream time reaches ``end + grace``, the window is marked closed and
   ``on_close(key, start, end, value)`` runs once for it. A close caused by an event runs
   inside that event: what the callback sends (``Topic.send``) is staged with the event and
@@ -46,6 +48,7 @@ from streamer._context import Stager, current_event, current_lane
 from streamer.clock import current_clock, to_millis
 from streamer.errors import ConfigError, SerializationError, StreamerError
 from streamer.events import Event
+from streamer.state.lateness import LateEvents
 from streamer.state.window_callbacks import CallbackRunner, OutputBuffer
 from streamer.state.window_store import (
     CLOSED_FLAG,
@@ -101,7 +104,7 @@ class WindowedTable:
         self.on_late = on_late
         self.idle_close = idle_close
         self.event_time = event_time
-        self.late_events = 0
+        self.lateness = LateEvents(table.name)
         self.closed_windows = 0
         self.expired_windows = 0
         self._parts: dict[int, WindowPartition] = {}
@@ -253,15 +256,25 @@ class WindowedTable:
         if advanced:
             lane.stage_write(part.stage(META_KEY, state.meta()))
         if not applied:
-            self._late(state, event)
+            self._late(state, event, t, lane)
         if state.stream >= state.next_expiry:
             self._expire(state, lane)
 
-    def _late(self, state: WindowPartition, event: Event) -> None:
+    @property
+    def late_events(self) -> int:
+        """Late events this process counted (all partitions); see :class:`LateEvents`."""
+        return self.lateness.total
+
+    def _late(self, state: WindowPartition, event: Event, t: int, lane: Stager) -> None:
         if state.last_late is event:
-            return  # one event, several writes: counted once
+            return  # one event, several writes (or a retried attempt): counted once
         state.last_late = event
-        self.late_events += 1
+        state.late += 1
+        lane.stage_write(state.part.stage(META_KEY, state.meta()))  # the count survives
+        behind = state.stream - t
+        end = self.spec.last_start(t) + self.spec.size if t >= 0 else 0
+        needed = max(0, state.stream - end + 1)
+        self.lateness.count(state.part.partition, behind, needed, current_clock.get().time())
         if self.on_late is not None:
             self._call("on_late", self.on_late, event)
 
@@ -373,6 +386,7 @@ class WindowedTable:
 
     def tick(self, now: float) -> None:
         """Wall-clock duties (see the module docstring); never raises."""
+        self.lateness.report(now)
         owned = self.table.owned
         for partition in [p for p in self._parts if p not in owned]:
             del self._parts[partition]

@@ -25,6 +25,7 @@ source = app.topic(env["TEST_SRC"], key_type=str, value_type=str, partitions=par
 closed = app.topic(env["TEST_OUT"], key_type=str, value_type=str)
 delay = float(env.get("TEST_DELAY", "0"))
 suspend = float(env.get("TEST_SUSPEND", "0"))
+idle = env.get("TEST_IDLE_CLOSE", "4")  # "none": windows close only by event time
 
 
 async def emit(key: str, start: float, end: float, value: int) -> None:
@@ -37,7 +38,7 @@ counts = app.table("counts", default=int, value_type=int).tumbling(
     float(env.get("TEST_SIZE", "5")),
     grace=float(env.get("TEST_GRACE", "1")),
     retention=float(env.get("TEST_RETENTION", "3")),
-    idle_close=float(env.get("TEST_IDLE_CLOSE", "4")),
+    idle_close=None if idle == "none" else float(idle),
     on_close=emit,
 )
 

@@ -154,6 +154,7 @@ class TestDriver:
 
     def _consumer(self) -> MemoryConsumer | None:
         consumer = getattr(self._worker, "_consumer", None)
+        consumer = getattr(consumer, "inner", consumer)  # through the event-time ordering
         return consumer if isinstance(consumer, MemoryConsumer) else None
 
     def _check_running(self) -> None:

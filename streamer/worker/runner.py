@@ -37,6 +37,7 @@ from streamer.worker.checkpoint import Checkpoint
 from streamer.worker.dead_letters import dead_letter
 from streamer.worker.guarantee import make_checkpoint
 from streamer.worker.lanes import LaneContext
+from streamer.worker.ordering import ordered
 from streamer.worker.partition import (
     SKIPPED_EVENT,
     Output,
@@ -170,7 +171,9 @@ class Worker(PartitionOwnership):
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
             consumer = make_consumer(s.brokers, self.app.group_id, consumer_overrides)
-            self._consumer = consumer
+            # Event-time order across partitions (streamer.worker.ordering): the pump reads
+            # through this wrapper; it is the consumer itself when the app needs no order.
+            self._consumer = ordered(consumer, self.app, self._states, self.clock)
             self._checkpoint = make_checkpoint(self.app.id, s, consumer)
             self.metrics.watch(self._checkpoint)
             log.debug("consumer overrides: %s", redact(consumer_overrides))

@@ -50,8 +50,8 @@ from streamer.errors import ConfigError, SerializationError, StreamerError
 from streamer.events import Event
 from streamer.state.lateness import LateEvents
 from streamer.state.window_callbacks import CallbackRunner, OutputBuffer
+from streamer.state.window_set import WindowSet
 from streamer.state.window_store import (
-    CLOSED_FLAG,
     META_KEY,
     OPEN_FLAG,
     WindowPartition,
@@ -62,6 +62,7 @@ from streamer.state.window_store import (
 
 if TYPE_CHECKING:
     from streamer.state.table import Table, TablePartition
+    from streamer.topics import Topic
 
 log = logging.getLogger("streamer.windows")
 
@@ -109,6 +110,8 @@ class WindowedTable:
         self.expired_windows = 0
         self._parts: dict[int, WindowPartition] = {}
         self._callbacks = CallbackRunner(table.name)
+        self._updates: list[Topic] = []  # stream_to(topic): every update
+        self._finals: list[Topic] = []  # stream_to(topic, final=True): closed windows
 
     @property
     def name(self) -> str:
@@ -248,11 +251,14 @@ class WindowedTable:
                 continue  # closed already (by an idle tick): it never changes again
             else:
                 old = self._decode(stored) if read else None
-            encoded = serialize(fn(old))
+            new = fn(old)
+            encoded = serialize(new)
             if encoded is None:
                 raise SerializationError(f"windowed table {self.name!r}: a value cannot be None")
             lane.stage_write(part.stage(window, OPEN_FLAG + encoded))
             applied = True
+            if self._updates:
+                self._emit(lane, self._updates, key, start, new)
         if advanced:
             lane.stage_write(part.stage(META_KEY, state.meta()))
         if not applied:
@@ -309,10 +315,45 @@ class WindowedTable:
             return self._close_outside(state)
         closed = state.close_due(self._writer(state.part, lane), staged=True)
         self.closed_windows += len(closed)
-        if self.on_close is not None:
+        if self.on_close is not None or self._finals:
             for args in self._close_args(closed):
-                self._call("on_close", self.on_close, *args)
+                if self._finals:
+                    self._emit(lane, self._finals, args[0], round(args[1] * 1000), args[3])
+                if self.on_close is not None:
+                    self._call("on_close", self.on_close, *args)
         return len(closed)
+
+    def stream_to(self, topic: Topic, *, final: bool = False) -> Topic:
+        """Send this table's window updates to ``topic`` and return it, for an agent to
+        read (Kafka Streams' ``toStream()`` of a windowed table). Each record's key is the
+        table key; its value ``{"start": s, "end": e, "value": v}`` (seconds; declare the
+        topic with ``value_type=dict``).
+
+        Every update (default): one record per window an event changed, with the new value,
+        staged with that event (so it commits with it, and is undone with it). ``final=True``
+        (emit-final, "suppress"): one record per window when it closes, with its final value,
+        committed with the window's close marker: once per window, as ``on_close``.
+
+        Agents of the same app may read ``topic``: it is not a source topic of the table
+        (they can read tables, not write them).
+        """
+        (self._finals if final else self._updates).append(topic)
+        return topic
+
+    @property
+    def streams(self) -> set[str]:
+        """Names of the topics :meth:`stream_to` sends to."""
+        return {topic.name for topic in (*self._updates, *self._finals)}
+
+    def _emit(self, stager: Stager, topics: list[Topic], key: Any, start: int, value: Any) -> None:
+        dump = getattr(value, "model_dump", None)  # pydantic values as their JSON
+        body = {
+            "start": start / 1000,
+            "end": (start + self.spec.size) / 1000,
+            "value": dump(mode="json") if callable(dump) else value,
+        }
+        for topic in topics:
+            stager.stage(topic.name, topic.encode_key(key), topic.encode_value(body), None)
 
     def _close_args(
         self, closed: list[tuple[int, bytes, bytes]]
@@ -347,11 +388,14 @@ class WindowedTable:
         stager = current_lane.get()
         if stager is None or stager.partition >= 0:
             raise StreamerError("windows closed by a tick need the worker's checkpoint")
+        args = self._close_args(closed)
         buffer, tasks = (
-            self._callbacks.call_outside("on_close", self.on_close, self._close_args(closed))
+            self._callbacks.call_outside("on_close", self.on_close, args)
             if self.on_close is not None
             else (OutputBuffer(), [])
         )
+        for user_key, start, _, value in args if self._finals else ():
+            self._emit(buffer, self._finals, user_key, round(start * 1000), value)
 
         def apply() -> None:
             if self._parts.get(part.partition) is not state or (
@@ -425,68 +469,3 @@ class WindowedTable:
         """Run a user callback inside the event in progress (see
         :mod:`streamer.state.window_callbacks`); errors are logged, never raised."""
         self._callbacks.call(what, fn, *args)
-
-
-class WindowSet:
-    """The windows of one key, as ``windowed[key]`` returns them (inside an agent, relative
-    to the event in progress). In-place operators update every open window containing the
-    event time: ``t[k] += 1``, ``-=``, ``*=``, ``/=``, ``|=``; :meth:`update` takes any
-    function. Reads return fresh values (the mutation rule of tables holds)."""
-
-    __slots__ = ("key", "table")
-
-    def __init__(self, table: WindowedTable, key: Any) -> None:
-        self.table = table
-        self.key = key
-
-    def __repr__(self) -> str:
-        return f"WindowSet({self.table.name!r}, {self.key!r})"
-
-    def current(self) -> Any:
-        """The latest window containing the event time (the wall clock outside any event);
-        the table's default (or None) when it has no value."""
-        return self.at_ms(self.table._now_ms())
-
-    def at(self, ts: float) -> Any:
-        """The latest window containing epoch seconds ``ts``; default (or None) if none."""
-        return self.at_ms(to_millis(ts))
-
-    def at_ms(self, t: int) -> Any:
-        start = self.table.spec.last_start(t)
-        return self.table._value(self.table._read_window(self.key, start))
-
-    def range(self, start: float, end: float) -> list[tuple[float, Any]]:
-        """``[(window start, value)]`` of the stored windows overlapping ``[start, end)``
-        (epoch seconds), in time order; windows without a value are left out."""
-        table, result = self.table, []
-        for first in table.spec.overlapping(to_millis(start), to_millis(end)):
-            stored = table._read_window(self.key, first)
-            if stored is not None:
-                result.append((first / 1000, table._decode(stored)))
-        return result
-
-    def is_closed(self, ts: float) -> bool:
-        """Whether the latest window containing ``ts`` has been closed."""
-        start = self.table.spec.last_start(to_millis(ts))
-        stored = self.table._read_window(self.key, start)
-        return stored is not None and stored[:1] == CLOSED_FLAG
-
-    def update(self, fn: Callable[[Any], Any]) -> WindowSet:
-        """Set every open window containing the event time to ``fn(its value)``."""
-        self.table._update(self.key, fn)
-        return self
-
-    def __iadd__(self, other: Any) -> WindowSet:
-        return self.update(lambda value: value + other)
-
-    def __isub__(self, other: Any) -> WindowSet:
-        return self.update(lambda value: value - other)
-
-    def __imul__(self, other: Any) -> WindowSet:
-        return self.update(lambda value: value * other)
-
-    def __itruediv__(self, other: Any) -> WindowSet:
-        return self.update(lambda value: value / other)
-
-    def __ior__(self, other: Any) -> WindowSet:
-        return self.update(lambda value: value | other)

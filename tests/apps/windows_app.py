@@ -3,7 +3,8 @@ windows; every window close is sent to an output topic (from inside the event th
 it, or from the idle tick).
 
 Configured by environment: TEST_APP_ID, TEST_SRC, TEST_OUT, TEST_PARTITIONS, TEST_DELAY,
-TEST_SIZE, TEST_GRACE, TEST_RETENTION, TEST_IDLE_CLOSE, TEST_SUSPEND (seconds the close
+TEST_SIZE, TEST_GRACE, TEST_RETENTION, TEST_IDLE_CLOSE ("none": close by event time only),
+TEST_FINALS (a topic for the final values of windows), TEST_SUSPEND (seconds the close
 callback awaits before it sends: real I/O, as a user's HTTP call would), TEST_GUARANTEE
 (exactly_once by default), and the usual STREAMER_* settings.
 """
@@ -41,6 +42,9 @@ counts = app.table("counts", default=int, value_type=int).tumbling(
     idle_close=None if idle == "none" else float(idle),
     on_close=emit,
 )
+
+if env.get("TEST_FINALS"):  # each closed window also as a record of this topic (emit-final)
+    counts.stream_to(app.topic(env["TEST_FINALS"], key_type=str, value_type=dict), final=True)
 
 
 @app.agent(source)

@@ -6,7 +6,8 @@ sleeps before sending (as an HTTP call would), so stops land while callbacks are
 The first worker is stopped with SIGTERM mid-stream, the second killed with SIGKILL
 mid-stream, the third finishes the input and closes the last windows from its idle tick.
 Read back read_committed, every (key, window) was sent exactly once with its count
-(a plain-Python reference over the produced input).
+(a plain-Python reference over the produced input), by ``on_close`` and by the table's
+emit-final stream (``stream_to(topic, final=True)``) alike.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ def test_suspended_on_close_outputs_exist_exactly_once_across_stops(
 ) -> None:
     app_id = unique_name("wincb")
     src, out = create_topic("src", partitions=PARTITIONS), create_topic("closed", partitions=1)
+    finals = create_topic("finals", partitions=1)
     env = {
         "STREAMER_BROKERS": kafka_bootstrap,
         "STREAMER_COMMIT_INTERVAL": "0.2",
         "TEST_APP_ID": app_id,
         "TEST_SRC": src,
         "TEST_OUT": out,
+        "TEST_FINALS": finals,
         "TEST_PARTITIONS": str(PARTITIONS),
         "TEST_SIZE": str(SIZE_MS / 1000),
         "TEST_GRACE": "0",
@@ -102,3 +105,11 @@ def test_suspended_on_close_outputs_exist_exactly_once_across_stops(
             worker.close()
     got = closes(expect=len(expected))
     assert got == Counter((key, start, count) for (key, start), count in expected.items())
+    # The emit-final stream of the same table: each window once, committed with its close.
+    records = read_all(kafka_bootstrap, finals, expect=len(expected), idle=1.5, timeout=30)
+    final_values = Counter(
+        (m.key().decode(), round(json.loads(m.value())["start"] * 1000),
+         json.loads(m.value())["value"])
+        for m in records
+    )  # fmt: skip
+    assert final_values == got

@@ -43,19 +43,15 @@ windowed table written for a batch of several events uses that event's own time.
 
 
 # lane -> [(task, is it stale?)]: continuations of window callbacks that the lane's event in
-# progress waits for (see streamer.state.window_callbacks).
-_held: dict[object, list[tuple[asyncio.Task[None], Callable[[], bool]]]] = {}
+# progress waits for (see streamer.state.window_callbacks). The stream tests it for
+# emptiness on every event (the hot path): a dict check, no call.
+held: dict[object, list[tuple[asyncio.Task[None], Callable[[], bool]]]] = {}
 
 
 def hold(lane: object, task: asyncio.Task[None], stale: Callable[[], bool]) -> None:
     """Make the event in progress in ``lane`` wait for ``task`` before it completes.
     ``stale()`` says the attempt that started it failed: then it is cancelled instead."""
-    _held.setdefault(lane, []).append((task, stale))
-
-
-def holds_any() -> bool:
-    """Whether any lane's event waits for a continuation (a dict check: the hot path)."""
-    return bool(_held)
+    held.setdefault(lane, []).append((task, stale))
 
 
 async def settle(lane: object) -> None:
@@ -63,11 +59,11 @@ async def settle(lane: object) -> None:
     this before asking the lane for its next event, so the event completes only after
     them). Those of a failed attempt are cancelled instead. If the caller is cancelled
     (shutdown), they are cancelled too: the event then stays incomplete, uncommitted."""
-    held = _held.pop(lane, None)
-    if not held:
+    tasks = held.pop(lane, None)
+    if not tasks:
         return
     live = []
-    for task, stale in held:
+    for task, stale in tasks:
         if stale():
             task.cancel()
         else:

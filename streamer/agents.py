@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from streamer._context import current_event, holds_any, settle
+from streamer._context import current_event, held, settle
 from streamer.errors import ConfigError
 from streamer.events import Event
 from streamer.policy import ErrorPolicy
@@ -64,7 +64,7 @@ class Stream:
         return self
 
     async def __anext__(self) -> Event:
-        if holds_any():
+        if held:
             # A window callback suspended inside the event in progress: it finishes before
             # the event completes, so its outputs commit with the event (window_callbacks).
             await settle(self._source)
@@ -77,7 +77,7 @@ class Stream:
         if max_events < 1 or within <= 0:
             raise ValueError("take() needs max_events >= 1 and within > 0")
         while True:
-            if holds_any():
+            if held:
                 await settle(self._source)
             try:
                 batch = await self._source.next_batch(max_events, within)

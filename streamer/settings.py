@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(
         10.0, gt=0, description="Seconds to let in-flight events finish on stop."
     )
+    event_order: bool = Field(
+        True,
+        description="In apps with windowed tables, hand out the records of partitions that "
+        "feed one stream time lowest timestamp first (see docs/windows.md).",
+    )
+    event_order_wait: float = Field(
+        0.5,
+        description="Seconds stream time waits for a partition that has no record buffered "
+        "and is not caught up before passing it (as Kafka Streams' max.task.idle.ms); "
+        "negative: wait until it has records.",
+    )
     standby_replicas: int = Field(
         0, ge=0, description="Keep warm copies of table partitions this worker does not own."
     )

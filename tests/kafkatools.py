@@ -91,7 +91,8 @@ _COORDINATOR_MOVING = (
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offset per partition (-1001 when none)."""
+    """The group's committed offset per partition (-1001 when none). Retries while the
+    group's coordinator is still being elected (a fresh broker answers NOT_COORDINATOR)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         for attempt in range(20):
@@ -114,12 +115,26 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Each partition's high watermark. Retries while a just-created topic's leaders are
+    being elected (NOT_LEADER_FOR_PARTITION, UNKNOWN_TOPIC_OR_PART)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
+    deadline = time.monotonic() + 30
     try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        }
+        while True:
+            try:
+                return {
+                    p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in range(partitions)
+                }
+            except KafkaException as exc:
+                transient = exc.args[0].code() in (
+                    KafkaError.NOT_LEADER_FOR_PARTITION,
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    KafkaError.LEADER_NOT_AVAILABLE,
+                )
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 

@@ -36,6 +36,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streamer.clock import to_millis
 from streamer.events import Headers
 
 if TYPE_CHECKING:
@@ -381,7 +382,7 @@ class MemoryProducer:
         **_: Any,
     ) -> None:
         broker = self._broker
-        ts = timestamp or round(broker.clock() * 1000)
+        ts = timestamp or to_millis(broker.clock())
         record = Record(key, value, list(headers) if headers else None, ts, -1)
         with broker.lock:
             if topic not in broker.topics:

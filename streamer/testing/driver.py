@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from streamer.app import App
+from streamer.clock import to_millis
 from streamer.errors import ConfigError, StreamerError
 from streamer.events import Headers
 from streamer.kafka.backend import Backend
@@ -164,6 +165,7 @@ class TestDriver:
 
     def _consumer(self) -> MemoryConsumer | None:
         consumer = getattr(self._worker, "_consumer", None)
+        consumer = getattr(consumer, "inner", consumer)  # through the event-time ordering
         return consumer if isinstance(consumer, MemoryConsumer) else None
 
     def _check_running(self) -> None:
@@ -191,7 +193,7 @@ class TestDriver:
         if declared is None:
             raise ConfigError(f"topic {topic!r} is not declared by app {self.app.id!r}")
         key_bytes, value_bytes = declared.encode_key(key), declared.encode_value(value)
-        ts = round((self.clock.time() if timestamp is None else timestamp) * 1000)
+        ts = to_millis(self.clock.time() if timestamp is None else timestamp)
         with self.broker.lock:
             where = self.broker.partition_of(
                 topic, key_bytes, -1 if partition is None else partition
@@ -214,7 +216,7 @@ class TestDriver:
     def _write_changelog(self, name: str, content: dict[Any, Any]) -> None:
         table = self.app.tables[name]
         partitions = len(self.broker.topics[table.changelog])
-        now = round(self.clock.time() * 1000)
+        now = to_millis(self.clock.time())
         for key, value in content.items():
             data = table._key(key)
             encoded = table.value_serde.serialize(value)

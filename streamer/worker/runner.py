@@ -46,6 +46,7 @@ from streamer.worker.committer import Committer
 from streamer.worker.dead_letters import dead_letter
 from streamer.worker.guarantee import make_checkpoint
 from streamer.worker.lanes import LaneContext
+from streamer.worker.ordering import ordered
 from streamer.worker.partition import (
     SKIPPED_EVENT,
     Effects,
@@ -199,7 +200,9 @@ class Worker(Stopping):
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
             consumer = make_consumer(self.backend, s.brokers, self.app.group_id, consumer_overrides)
-            self._consumer = consumer
+            # Event-time order across partitions (streamer.worker.ordering): the pump reads
+            # through this wrapper; it is the consumer itself when the app needs no order.
+            self._consumer = ordered(consumer, self.app, self._states, self.clock)
             self._committer = Committer(
                 partial(make_checkpoint, self.app.id, s, consumer, self.backend),
                 self.metrics.watch,

@@ -73,10 +73,15 @@ class TableManager:
     def changelog_specs(self, source_partitions: dict[str, int]) -> list[TopicSpec]:
         """Changelog topics, co-partitioned with the source topic (DESIGN §2 rule 6): the
         one topic the app's own agents read (a group_by's repartitioner reads the topic it
-        re-keys, but owns no table)."""
+        re-keys, but owns no table; agents reading a windowed table's change stream own
+        none either)."""
         if not self.tables:
             return []
-        user_topics = {t.name for a in self.app.agents if not a.internal for t in a.topics}
+        # Windowed tables' change streams (stream_to) are outputs of the tables, not sources.
+        streams = {t for table in self.tables if table.windowed for t in table.windowed.streams}
+        user_topics = {
+            t.name for a in self.app.agents if not a.internal for t in a.topics
+        } - streams
         source_partitions = {n: c for n, c in source_partitions.items() if n in user_topics}
         if len(source_partitions) != 1:
             raise ConfigError(

@@ -54,7 +54,7 @@ class DeadLetters:
         self.app = app
         settings = app.settings
         self._admin = make_admin(settings.brokers, dict(settings.kafka_config))
-        check_reachable(self._admin, settings.brokers)
+        check_reachable(self._admin, settings.brokers, settings.connect_timeout)
         self._topics = self._admin.list_topics(timeout=TIMEOUT).topics
 
     def _partitions(self, topic: str) -> list[int]:

@@ -197,17 +197,23 @@ def observe_yields(app: App, agent_name: str, seen: list[Any]) -> None:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120.0
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+    cwd: Path | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m streamer ARGS` from the repository root, ``env`` added to the environment."""
+    """`python -m streamer ARGS` from the repository root (or ``cwd``), ``env`` added to the
+    environment, ``stdin`` as its standard input (else none)."""
     return subprocess.run(
         [sys.executable, "-m", "streamer", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=ROOT,
+        cwd=cwd or ROOT,
         check=False,
         env={**os.environ, **(env or {})},
+        input=stdin if stdin is not None else "",
     )
 
 

@@ -96,9 +96,10 @@ def make_producer(brokers: str, overrides: dict[str, Any]) -> Producer:
 # librdkafka's own log lines go through Python logging, never raw to stderr.
 _client_log = logging.getLogger("streamer.kafka.client")
 # The admin client mostly probes reachability at start; its connection failures are
-# reported once, by check_reachable, in words.
+# reported once, by check_reachable, in words (the last one per address is kept for that).
 _admin_log = logging.getLogger("streamer.kafka.admin-client")
 _admin_log.setLevel(logging.CRITICAL)
+_last_admin_error: dict[str, str] = {}
 
 
 def make_admin(brokers: str, overrides: dict[str, Any]) -> AdminClient:
@@ -106,12 +107,23 @@ def make_admin(brokers: str, overrides: dict[str, Any]) -> AdminClient:
         from streamer.kafka.memory import MemoryAdmin, lookup
 
         return cast(AdminClient, MemoryAdmin(lookup(brokers)))
-    config = {"bootstrap.servers": brokers, "logger": _admin_log, **overrides}
+
+    def remember(err: KafkaError) -> None:
+        _last_admin_error[brokers] = err.str()
+
+    config: dict[str, Any] = {
+        "bootstrap.servers": brokers,
+        "logger": _admin_log,
+        "error_cb": remember,
+    }
+    config.update(overrides)
     return AdminClient(config)
 
 
-def check_reachable(admin: AdminClient, brokers: str, timeout: float = 10.0) -> None:
-    """Raise KafkaUnavailableError naming ``brokers`` when no broker answers in ``timeout``."""
+def check_reachable(admin: AdminClient, brokers: str, timeout: float = 5.0) -> None:
+    """Raise KafkaUnavailableError when no broker at ``brokers`` answers a metadata request
+    within ``timeout`` seconds (the ``connect_timeout`` setting). The message names the
+    address, what was tried and the last connection error librdkafka reported."""
     if is_memory(brokers):
         from streamer.kafka.memory import lookup
 
@@ -120,8 +132,12 @@ def check_reachable(admin: AdminClient, brokers: str, timeout: float = 10.0) -> 
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
+        admin.poll(0)  # serves the error callbacks queued meanwhile: the connection's own error
+        cause = _last_admin_error.get(brokers) or (
+            exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+        )
         raise KafkaUnavailableError(
-            f"cannot reach Kafka at {brokers} (waited {timeout:.0f}s for metadata: "
-            f"{exc.args[0].str() if exc.args else exc}); is the broker running? "
-            "`streamer kafka up` starts a local one"
+            f"cannot reach Kafka at {brokers}: no broker answered a metadata request within "
+            f"{timeout:g}s ({cause}); is the broker running? `streamer kafka up` starts a "
+            "local one; --timeout (STREAMER_CONNECT_TIMEOUT) waits longer"
         ) from exc

@@ -154,7 +154,7 @@ class GroupOffsets:
         self.group = app.group_id
         settings = app.settings
         self._admin = make_admin(settings.brokers, dict(settings.kafka_config))
-        check_reachable(self._admin, settings.brokers)
+        check_reachable(self._admin, settings.brokers, settings.connect_timeout)
         self._consumer = make_consumer(
             settings.brokers,
             self.group,

@@ -135,7 +135,7 @@ class Worker(PartitionOwnership):
         s = self.settings
         client_config = {**s.kafka_config}
         admin = make_admin(s.brokers, client_config)
-        check_reachable(admin, s.brokers)
+        check_reachable(admin, s.brokers, s.connect_timeout)
         # Every declared topic, not only those agents read and yield to: `send` targets too.
         specs = {name: topic.spec for name, topic in self.app.topics.items()}
         ensure = partial(

@@ -7,11 +7,12 @@ Subcommands live in their own modules and are registered here.
 
 from __future__ import annotations
 
-from streamer.cli.app_cmds import replay, send, worker
+from streamer.cli.app_cmds import replay, worker
 from streamer.cli.base import main
 from streamer.cli.dlq_cmd import dlq
 from streamer.cli.kafka_cmd import kafka
 from streamer.cli.offsets_cmd import offsets
+from streamer.cli.send_cmd import send
 from streamer.cli.status_cmd import status
 from streamer.cli.tables_cmd import tables
 

@@ -178,3 +178,13 @@ def test_broker_down_fails_within_the_timeout(
         "is the broker running? `streamer kafka up` starts a local one; --timeout "
         "(STREAMER_CONNECT_TIMEOUT) waits longer"
     )
+
+
+def test_send_with_the_broker_down_is_one_line() -> None:
+    result = run_cli("--timeout", "1", "send", "orders", "--brokers", "127.0.0.1:1", "--value", "1")
+    line = _one_error_line(result)
+    assert line.startswith(
+        "error: cannot reach Kafka at 127.0.0.1:1: no record acknowledged within 1s "
+        "(127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+    ), line
+    assert result.stdout == ""

@@ -15,6 +15,7 @@ from streamer.cli.offsets_cmd import offsets
 from streamer.cli.send_cmd import send
 from streamer.cli.status_cmd import status
 from streamer.cli.tables_cmd import tables
+from streamer.cli.topology_cmd import topology
 
 main.add_command(kafka)
 main.add_command(worker)
@@ -24,5 +25,6 @@ main.add_command(dlq)
 main.add_command(offsets)
 main.add_command(status)
 main.add_command(tables)
+main.add_command(topology)
 
 __all__ = ["main"]

@@ -233,3 +233,53 @@ def wait_committed(
         detail = worker.log()[-3000:] if worker is not None else ""
         assert time.monotonic() < deadline, f"{topic} not fully committed\n{detail}"
         time.sleep(0.5)
+
+
+def run_in_terminal(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+    interrupt_after: tuple[str, int] | None = None,
+) -> tuple[int, str]:
+    """`python -m streamer ARGS` with stdout and stderr on a pseudo-terminal (as in a user's
+    terminal, 120 columns); returns the exit code and everything it wrote there.
+    ``interrupt_after=(text, n)`` presses Ctrl-C (SIGINT) once ``text`` was written n times."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamer", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        cwd=ROOT,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(env or {})},
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+                if interrupt_after is not None:
+                    text, times = interrupt_after
+                    if b"".join(chunks).decode(errors="replace").count(text) >= times:
+                        process.send_signal(signal.SIGINT)
+                        interrupt_after = None
+            elif process.poll() is not None:
+                break
+        code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    return code, b"".join(chunks).decode(errors="replace")

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streamer.kafka.clients import make_plain_consumer
+from streamer.progress import Advance, bar
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 
 log = logging.getLogger("streamer.recovery")
@@ -88,44 +89,10 @@ def restore(
         total = high - start
         log.info("%s: restoring %d changelog records from offset %d", label, total, start)
         consumer.assign([TopicPartition(changelog, partition, start)])
-        position, restored = start, 0
-        last_report = time.monotonic()
-        while not cancelled.is_set():
-            messages = consumer.consume(BATCH, 0.1)
-            writes: dict[bytes, bytes | None] = {}
-            at_end = False
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        position = message.offset() or position
-                        at_end = True
-                        continue
-                    raise RuntimeError(f"{label}: reading changelog failed: {error.str()}")
-                key = message.key()
-                if key is not None:
-                    writes[key] = message.value()
-                position = (message.offset() or 0) + 1
-                restored += 1
-            if writes or at_end:
-                store.apply(writes, {CHANGELOG_OFFSET: position})
-            if progress is not None:
-                progress(restored, 0 if at_end else max(high - position, 0))
-            now = time.monotonic()
-            if now - last_report >= PROGRESS_EVERY:
-                rate = restored / (now - started)
-                left = max(high - position, 0)
-                log.info(
-                    "%s: restored %d of %d records (%.0f/s, about %.0fs left)",
-                    label,
-                    restored,
-                    total,
-                    rate,
-                    left / rate if rate else 0.0,
-                )
-                last_report = now
-            if at_end or position >= high:
-                break
+        with bar(f"restoring {label}", total) as advance:
+            position, restored = _replay(
+                consumer, store, label, (start, high), cancelled, progress, advance, started
+            )
         seconds = time.monotonic() - started
         log.info(
             "%s: restored %d records in %.1fs (%.0f/s)",
@@ -137,6 +104,64 @@ def restore(
         return RecoveryResult(position, restored, seconds)
     finally:
         consumer.close()
+
+
+def _replay(
+    consumer: Consumer,
+    store: PartitionStore,
+    label: str,
+    span: tuple[int, int],
+    cancelled: threading.Event,
+    progress: Callable[[int, int], None] | None,
+    advance: Advance | None,
+    started: float,
+) -> tuple[int, int]:
+    """The restore loop: apply batches until the end of ``span`` (or cancellation); returns
+    the position reached and the records restored. Progress goes to ``advance`` (a bar on a
+    terminal) or, without one, to a log line every :data:`PROGRESS_EVERY` seconds."""
+    start, high = span
+    total = high - start
+    position, restored = start, 0
+    last_report = time.monotonic()
+    while not cancelled.is_set():
+        messages = consumer.consume(BATCH, 0.1)
+        writes: dict[bytes, bytes | None] = {}
+        at_end = False
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    position = message.offset() or position
+                    at_end = True
+                    continue
+                raise RuntimeError(f"{label}: reading changelog failed: {error.str()}")
+            key = message.key()
+            if key is not None:
+                writes[key] = message.value()
+            position = (message.offset() or 0) + 1
+            restored += 1
+        if writes or at_end:
+            store.apply(writes, {CHANGELOG_OFFSET: position})
+        if progress is not None:
+            progress(restored, 0 if at_end else max(high - position, 0))
+        if advance is not None:
+            advance(position - start)
+        now = time.monotonic()
+        if advance is None and now - last_report >= PROGRESS_EVERY:
+            rate = restored / (now - started)
+            left = max(high - position, 0)
+            log.info(
+                "%s: restored %d of %d records (%.0f/s, about %.0fs left)",
+                label,
+                restored,
+                total,
+                rate,
+                left / rate if rate else 0.0,
+            )
+            last_report = now
+        if at_end or position >= high:
+            break
+    return position, restored
 
 
 def _clear(store: PartitionStore) -> None:

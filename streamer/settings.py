@@ -46,7 +46,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     brokers: str = Field("localhost:9092", description="Kafka bootstrap servers, comma separated.")
-    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
+    processing_guarantee: ProcessingGuarantee = Field(
+        ProcessingGuarantee.AT_LEAST_ONCE,
+        description="at_least_once (a crash may repeat outputs) or exactly_once (Kafka "
+        "transactions: outputs, table changes and offsets commit together).",
+    )
     commit_interval: float | None = Field(
         None, gt=0, description="Seconds between checkpoints (1.0 at-least-once, 0.1 exactly-once)."
     )
@@ -55,7 +59,9 @@ class Settings(BaseSettings):
         None, description="Stable worker identity: static membership and transactional.id."
     )
     state_dir: Path = Field(Path("state"), description="Where tables keep their RocksDB stores.")
-    schema_dir: Path = Field(Path("schemas"), description="Where Avro schemas (*.avsc) are found.")
+    schema_dir: Path = Field(
+        Path("schemas"), description="Where Avro schemas (.avsc files) are found."
+    )
     topic_auto_create: bool = Field(True, description="Create declared topics that are missing.")
     topic_replication: int = Field(1, ge=1, description="Replication factor for created topics.")
     lane_buffer: int = Field(
@@ -87,8 +93,12 @@ class Settings(BaseSettings):
     kafka_config: dict[str, Any] = Field(
         default_factory=dict, description="librdkafka options for consumer and producer."
     )
-    consumer_config: dict[str, Any] = Field(default_factory=dict)
-    producer_config: dict[str, Any] = Field(default_factory=dict)
+    consumer_config: dict[str, Any] = Field(
+        default_factory=dict, description="librdkafka options for the consumer only."
+    )
+    producer_config: dict[str, Any] = Field(
+        default_factory=dict, description="librdkafka options for the producer only."
+    )
 
     @field_validator("brokers")
     @classmethod
@@ -149,6 +159,24 @@ def check_environment(environ: dict[str, str] | None = None) -> list[str]:
             _warned.add(name)
             log.warning("%s", warnings[-1])
     return warnings
+
+
+def reference_markdown() -> str:
+    """The settings as a Markdown table (name, env variable, default, meaning): the
+    configuration reference of the documentation is generated from this, so it cannot drift
+    from the model."""
+    rows = ["| setting | env variable | default | meaning |", "|---|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        if info.default_factory is not None:
+            default = "`{}`"
+        elif info.default is None:
+            default = "none"
+        else:
+            value = info.default
+            default = f"`{value.value if isinstance(value, StrEnum) else value}`"
+        meaning = (info.description or "").replace("|", "\\|")
+        rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {default} | {meaning} |")
+    return "\n".join(rows)
 
 
 def redact(config: dict[str, Any]) -> dict[str, Any]:

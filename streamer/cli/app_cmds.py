@@ -25,7 +25,8 @@ from streamer.worker import load_app, run_worker
     help="Serve /metrics (Prometheus), /health and /ready on this port.",
 )
 def worker(app_path: str, instance: str | None, web_port: int | None) -> None:
-    """Run APP (module or module:attribute) until SIGINT/SIGTERM."""
+    """Run APP (module, module:attribute, or path/to/app.py[:attribute]) until SIGINT or
+    SIGTERM: in-flight events finish, offsets are committed, the consumer leaves the group."""
     if instance:
         # Settings are read when the app module builds its App, so set it first.
         os.environ["STREAMER_INSTANCE_ID"] = instance

@@ -188,3 +188,22 @@ def test_send_with_the_broker_down_is_one_line() -> None:
         "(127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused"
     ), line
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("worker", "apps.wordcount"),
+        ("replay", "apps.wordcount", "--topic", "demo-lines", "--from-offset", "0"),
+        ("offsets", "show", "apps.wordcount"),
+        ("dlq", "show", "apps.wordcount"),
+        ("status", "apps.wordcount", "--once"),
+    ],
+    ids=lambda command: command[0],
+)
+def test_every_command_fails_fast_when_the_broker_is_down(command: tuple[str, ...]) -> None:
+    result = run_cli("--timeout", "1", *command, env={"STREAMER_BROKERS": "127.0.0.1:1"})
+    assert _one_error_line(result).startswith(
+        "error: cannot reach Kafka at 127.0.0.1:1: no broker answered a metadata request "
+        "within 1s (127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+    )

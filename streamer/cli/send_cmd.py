@@ -256,8 +256,10 @@ def _produce(
             **settings.kafka_config,
             **settings.producer_config,
             "delivery.report.only.error": False,  # the positions are the output
-            # An unknown topic fails after this, not after librdkafka's 30 s default.
+            # An unknown topic fails after this, not after librdkafka's 30 s default; and a
+            # host that never answers is reported (error_cb) after it, not after 30 s.
             "topic.metadata.propagation.max.ms": max(1, round(timeout * 1000)),
+            "socket.connection.setup.timeout.ms": max(1000, round(timeout * 1000)),
             "error_cb": on_error,
             "logger": _client_log,
         },

@@ -100,6 +100,9 @@ _client_log = logging.getLogger("streamer.kafka.client")
 _admin_log = logging.getLogger("streamer.kafka.admin-client")
 _admin_log.setLevel(logging.CRITICAL)
 _last_admin_error: dict[str, str] = {}
+# How long check_reachable waits in all for a broker that accepted the connection but has
+# not answered yet, before it says the broker is unreachable.
+SLOW_BROKER_WAIT = 30.0
 
 
 def make_admin(brokers: str, overrides: dict[str, Any]) -> AdminClient:
@@ -121,23 +124,46 @@ def make_admin(brokers: str, overrides: dict[str, Any]) -> AdminClient:
 
 
 def check_reachable(admin: AdminClient, brokers: str, timeout: float = 5.0) -> None:
-    """Raise KafkaUnavailableError when no broker at ``brokers`` answers a metadata request
-    within ``timeout`` seconds (the ``connect_timeout`` setting). The message names the
-    address, what was tried and the last connection error librdkafka reported."""
+    """Raise KafkaUnavailableError when no broker at ``brokers`` answers a metadata request.
+
+    After ``timeout`` seconds (the ``connect_timeout`` setting) it gives up if the client
+    reported a connection error meanwhile (refused, name not resolved ...): nothing is
+    listening there. A broker that accepted the connection but is slow to answer (a busy
+    machine, a JVM still starting) gets up to :data:`SLOW_BROKER_WAIT` seconds more, with a
+    warning. The message names the address, what was tried and librdkafka's last error."""
     if is_memory(brokers):
         from streamer.kafka.memory import lookup
 
         lookup(brokers)  # raises KafkaUnavailableError naming the missing broker
         return
+    _last_admin_error.pop(brokers, None)  # only errors of this probe count
+    waited = timeout
     try:
         admin.list_topics(timeout=timeout)
+        return
     except KafkaException as exc:
-        admin.poll(0)  # serves the error callbacks queued meanwhile: the connection's own error
-        cause = _last_admin_error.get(brokers) or (
-            exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
-        )
-        raise KafkaUnavailableError(
-            f"cannot reach Kafka at {brokers}: no broker answered a metadata request within "
-            f"{timeout:g}s ({cause}); is the broker running? `streamer kafka up` starts a "
-            "local one; --timeout (STREAMER_CONNECT_TIMEOUT) waits longer"
-        ) from exc
+        failure = exc
+    admin.poll(0)  # serves the error callbacks queued meanwhile: the connection's own error
+    if brokers not in _last_admin_error:
+        extra = max(SLOW_BROKER_WAIT - timeout, timeout)
+        log.warning(
+            "Kafka at %s has not answered within %gs; waiting up to %gs more", brokers, timeout,
+            extra,
+        )  # fmt: skip
+        waited += extra
+        try:
+            admin.list_topics(timeout=extra)
+            return
+        except KafkaException as exc:
+            failure = exc
+        admin.poll(0)
+    cause = _last_admin_error.get(brokers) or (
+        failure.args[0].str()
+        if failure.args and isinstance(failure.args[0], KafkaError)
+        else str(failure)
+    )
+    raise KafkaUnavailableError(
+        f"cannot reach Kafka at {brokers}: no broker answered a metadata request within "
+        f"{waited:g}s ({cause}); is the broker running? `streamer kafka up` starts a "
+        "local one; --timeout (STREAMER_CONNECT_TIMEOUT) waits longer"
+    ) from failure

@@ -13,10 +13,11 @@ only when every earlier event of the partition is complete too.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from streamer._context import current_event, held, settle
 from streamer.errors import ConfigError
 from streamer.events import Event
 from streamer.policy import ErrorPolicy
@@ -38,6 +39,19 @@ class EventSource(Protocol):
         ...
 
 
+class Batch(list[Event]):
+    """A batch :meth:`Stream.take` hands out: a list of events. Iterating it (``for event in
+    batch``) also tells the runtime which event the loop is at, so a windowed table written
+    in the loop body files the write under that event's own time (not the batch's last)."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[Event]:
+        for event in super().__iter__():
+            current_event.set(event)
+            yield event
+
+
 class Stream:
     """The async iterator an agent receives. ``async for event in stream`` or ``take``."""
 
@@ -50,6 +64,10 @@ class Stream:
         return self
 
     async def __anext__(self) -> Event:
+        if held:
+            # A window callback suspended inside the event in progress: it finishes before
+            # the event completes, so its outputs commit with the event (window_callbacks).
+            await settle(self._source)
         return await self._source.next_event()
 
     async def take(self, max_events: int, within: float) -> AsyncIterator[list[Event]]:
@@ -59,11 +77,13 @@ class Stream:
         if max_events < 1 or within <= 0:
             raise ValueError("take() needs max_events >= 1 and within > 0")
         while True:
+            if held:
+                await settle(self._source)
             try:
                 batch = await self._source.next_batch(max_events, within)
             except StopAsyncIteration:
                 return
-            yield batch
+            yield Batch(batch)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Producer
-
 from streamer.agents import Agent, AgentFn, Stream, make_agent
 from streamer.errors import ConfigError, KafkaOperationError
 from streamer.events import Event, Headers, Record
+from streamer.kafka.backend import Backend, ConfluentBackend, Producer
 from streamer.kafka.clients import make_producer
 from streamer.policy import ErrorPolicy
 from streamer.serde import Serde, serde_for
@@ -58,6 +57,7 @@ class App:
         self.timers: list[Timer] = []
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
+        self._backend: Backend = ConfluentBackend()
 
     def __repr__(self) -> str:
         return f"App({self.id!r}, brokers={self.settings.brokers!r})"
@@ -184,7 +184,7 @@ class App:
         """The coroutine behind :meth:`replay`; ``on_output`` also sees dry-run outputs."""
         from streamer.worker.replay import plan_replay, run_replay
 
-        plan = plan_replay(self, topic, **selection)
+        plan = plan_replay(self, topic, self.backend, **selection)
         printed: list[Output] = []
 
         def collect(output: Output) -> None:
@@ -192,7 +192,7 @@ class App:
             if on_output is not None:
                 on_output(output)
 
-        summary = await run_replay(self, plan, dry_run=collect if dry_run else None)
+        summary = await run_replay(self, plan, self.backend, dry_run=collect if dry_run else None)
         summary.printed = printed
         return summary
 
@@ -275,6 +275,23 @@ class App:
 
         run_worker(self)
 
+    @property
+    def backend(self) -> Backend:
+        """Where clients used outside a worker's agents come from (:meth:`send_now`,
+        :meth:`replay`): confluent-kafka unless a worker was given another backend, or
+        one is set here (``streamer.testing.TestDriver`` sets its in-memory one)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: Backend) -> None:
+        with self._producer_lock:
+            if backend is self._backend:
+                return
+            self._backend = backend
+            producer, self._producer = self._producer, None
+        if producer is not None:  # built by the previous backend: finish its work, drop it
+            producer.flush(5)
+
     def send_now(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
     ) -> None:
@@ -282,6 +299,7 @@ class App:
         with self._producer_lock:
             if self._producer is None:
                 self._producer = make_producer(
+                    self._backend,
                     self.settings.brokers,
                     {**self.settings.kafka_config, **self.settings.producer_config},
                 )

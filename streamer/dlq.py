@@ -11,20 +11,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from confluent_kafka import (
-    Consumer,
-    ConsumerGroupTopicPartitions,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.agents import Agent
 from streamer.app import App
 from streamer.errors import ConfigError, KafkaOperationError
 from streamer.events import Headers
-from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
+from streamer.kafka.backend import Backend, Consumer, Producer
+from streamer.kafka.clients import connect_admin, make_consumer, make_producer
 from streamer.worker.dead_letters import header, original_headers
 
 TIMEOUT = 30.0
@@ -102,13 +96,16 @@ def _agents(app: App, agent: str | None) -> list[Agent]:
 
 
 class DeadLetters:
-    """Reads (and replays) the dead-letter topics of ``app``'s agents."""
+    """Reads (and replays) the dead-letter topics of ``app``'s agents, with clients from
+    ``backend``."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, backend: Backend) -> None:
         self.app = app
+        self._backend = backend
         settings = app.settings
-        self._admin = make_admin(settings.brokers, dict(settings.kafka_config))
-        check_reachable(self._admin, settings.brokers, settings.connect_timeout)
+        self._admin = connect_admin(
+            backend, settings.brokers, dict(settings.kafka_config), settings.connect_timeout
+        )
         self._topics = self._admin.list_topics(timeout=TIMEOUT).topics
 
     def _partitions(self, topic: str) -> list[int]:
@@ -120,6 +117,7 @@ class DeadLetters:
         # End-of-partition events end a read even when the last offsets are transaction
         # markers (exactly-once dead letters), which no message ever reports.
         return make_consumer(
+            self._backend,
             s.brokers,
             group,
             {
@@ -132,21 +130,19 @@ class DeadLetters:
         )
 
     def _replayed(self, topics: list[str]) -> dict[str, dict[int, int]]:
-        """The committed offsets of each topic's replayer group, asked for all at once."""
-        futures = {
-            topic: self._admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(f"{topic}-replayer")], request_timeout=TIMEOUT
-            )[f"{topic}-replayer"]
-            for topic in topics
-        }
+        """The committed offsets of each topic's replayer group (``<topic>-replayer``)."""
         out: dict[str, dict[int, int]] = {}
-        for topic, future in futures.items():
-            result = future.result()
-            out[topic] = {
-                tp.partition: tp.offset
-                for tp in result.topic_partitions or []
-                if tp.topic == topic and tp.offset >= 0
-            }
+        for topic in topics:
+            consumer = self._consumer(f"{topic}-replayer")
+            try:
+                partitions = [TopicPartition(topic, p) for p in self._partitions(topic)]
+                out[topic] = {
+                    tp.partition: tp.offset
+                    for tp in consumer.committed(partitions, TIMEOUT)
+                    if tp.offset >= 0
+                }
+            finally:
+                consumer.close()
         return out
 
     def summary(self, agent: str | None = None) -> list[DeadLetterSummary]:
@@ -209,7 +205,8 @@ class DeadLetters:
         group = f"{topic}-replayer"
         consumer = self._consumer(group)
         s = self.app.settings
-        producer: Producer = make_producer(s.brokers, {**s.kafka_config, **s.producer_config})
+        overrides = {**s.kafka_config, **s.producer_config}
+        producer: Producer = make_producer(self._backend, s.brokers, overrides)
         sent = 0
         try:
             partitions = [TopicPartition(topic, p) for p in self._partitions(topic)]

@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     from streamer.app import App
+    from streamer.kafka.backend import Consumer
     from streamer.state.table import TablePartition
     from streamer.worker.checkpoint import Checkpoint
     from streamer.worker.partition import PartitionState
@@ -210,6 +211,13 @@ class WorkerMetrics:
             ["agent", "reason"],
             registry=r,
         )
+        self.late_events = Counter(
+            "streamer_late_events",
+            "Events a windowed table dropped as late (every window containing their time "
+            "was past its grace), per table partition.",
+            ["table", "partition"],
+            registry=r,
+        )
         self.rebalances = Counter(
             "streamer_rebalances",
             "Rebalance callbacks with partitions, by kind (assign, revoke, lost).",
@@ -235,6 +243,12 @@ class WorkerMetrics:
         # Records released per sink topic; the checkpoint's release loop adds to it.
         self.produced: defaultdict[str, int] = defaultdict(int)
         self._produced_reported: dict[str, int] = {}
+        # Late events per (table, partition), counted by the tables (process-wide: start
+        # from what earlier workers of this process counted).
+        self._windowed = [t.windowed for t in app.tables.values() if t.windowed is not None]
+        self._late_reported = {
+            (w.name, p): n for w in self._windowed for p, n in w.lateness.by_partition.items()
+        }
         self._probes: dict[tuple[str, int], list[LaneProbe]] = {}
         self._tables_seen: set[tuple[str, int]] = set()
         self._recovery: dict[tuple[str, int], tuple[int, int]] = {}
@@ -297,6 +311,7 @@ class WorkerMetrics:
         self.assigned_partitions.set(len(self._states))
         with self._flush_lock:
             self._flush_produced()
+            self._flush_late()
 
     def recovery_progress(self, part: TablePartition) -> Progress | None:
         """A ``progress(restored, remaining)`` callable for the recovery of ``part``; it runs
@@ -358,6 +373,8 @@ class WorkerMetrics:
                 self._tables_seen.add((part.table.name, part.partition))
                 self.table_keys.labels(*labels).set(part.store.approximate_keys())
                 self.table_pending.labels(*labels).set(len(part.overlay))
+                if part.table.windowed is not None:  # present at 0: rate() works from the start
+                    self.late_events.labels(*labels)
 
     def flush(self) -> None:
         """Bring the event counters up to date (cheap: one pass over the owned lanes). Safe
@@ -368,6 +385,7 @@ class WorkerMetrics:
                 for probe in probes:
                     probe.flush()
             self._flush_produced()
+            self._flush_late()
 
     def _flush_produced(self) -> None:
         reported = self._produced_reported
@@ -376,6 +394,15 @@ class WorkerMetrics:
             if count != before:
                 self.events_out.labels(topic).inc(count - before)
                 reported[topic] = count
+
+    def _flush_late(self) -> None:
+        reported = self._late_reported
+        for windowed in self._windowed:
+            for partition, count in list(windowed.lateness.by_partition.items()):
+                before = reported.get((windowed.name, partition), 0)
+                if count != before:
+                    self.late_events.labels(windowed.name, str(partition)).inc(count - before)
+                    reported[windowed.name, partition] = count
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format, counters flushed first."""

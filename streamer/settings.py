@@ -77,6 +77,17 @@ class Settings(BaseSettings):
         description="Seconds to wait for a broker to answer before giving up with an error "
         "that names the address (the CLI's --timeout).",
     )
+    event_order: bool = Field(
+        True,
+        description="In apps with windowed tables, hand out the records of partitions that "
+        "feed one stream time lowest timestamp first (see docs/windows.md).",
+    )
+    event_order_wait: float = Field(
+        0.5,
+        description="Seconds stream time waits for a partition that has no record buffered "
+        "and is not caught up before passing it (as Kafka Streams' max.task.idle.ms); "
+        "negative: wait until it has records.",
+    )
     standby_replicas: int = Field(
         0, ge=0, description="Keep warm copies of table partitions this worker does not own."
     )

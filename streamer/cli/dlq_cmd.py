@@ -50,7 +50,8 @@ def _as_json(s: DeadLetterSummary) -> dict[str, object]:
 def show(app_path: str, agent: str | None, as_json: bool) -> None:
     """Summarise APP's dead letters per agent, grouped by error type: count, a sample
     message, the source partitions they came from, first and last failure."""
-    summaries = DeadLetters(load_app(app_path)).summary(agent)
+    app = load_app(app_path)
+    summaries = DeadLetters(app, app.backend).summary(agent)
     if as_json:
         click.echo(json.dumps([_as_json(s) for s in summaries], indent=2))
         return
@@ -73,5 +74,6 @@ def show(app_path: str, agent: str | None, as_json: bool) -> None:
 @click.option("--agent", required=True, help="Whose dead letters to send back.")
 def replay(app_path: str, agent: str) -> None:
     """Send an agent's pending dead letters back to their source topics."""
-    sent = DeadLetters(load_app(app_path)).replay(agent)
+    app = load_app(app_path)
+    sent = DeadLetters(app, app.backend).replay(agent)
     click.echo(f"replayed {sent} dead letter(s) of agent {agent!r} to their source topics")

@@ -41,7 +41,7 @@ def show(app_path: str, as_json: bool) -> None:
     topics = source_topics(app)
     if not topics:
         raise ConfigError(f"app {app.id!r} has no agents, so it reads no topics")
-    with GroupOffsets(app) as group:
+    with GroupOffsets(app, app.backend) as group:
         rows = group.show(topics)
     found = {row.topic for row in rows}
     for topic in topics:
@@ -116,7 +116,7 @@ def reset(
         raise ConfigError(
             "--reset-state rebuilds whole tables, so it resets every partition: drop --partition"
         )
-    with GroupOffsets(app) as group:
+    with GroupOffsets(app, app.backend) as group:
         changes = group.plan(topic, list(partitions) or None, target)
         mode = "" if execute else " (dry run)"
         click.echo(f"reset group {app.group_id!r} on {topic!r} to {target.describe()}{mode}")

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import click
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from streamer.errors import (
     ConfigError,
@@ -33,6 +33,7 @@ from streamer.errors import (
     StreamerError,
 )
 from streamer.events import Headers
+from streamer.kafka.backend import Backend, ConfluentBackend, Producer
 from streamer.kafka.clients import make_producer
 from streamer.settings import Settings, load_settings
 from streamer.topics import Topic
@@ -95,11 +96,12 @@ def send(
     printf '{"key": "c1", "value": {"amount": 3}}\\n' | streamer send orders
     """
     declared: Topic | None = None
+    backend: Backend = ConfluentBackend()
     if app_path:
         if brokers:
             raise ConfigError("--brokers and --app both given; the app names its brokers")
         app = load_app(app_path)
-        settings = app.settings
+        settings, backend = app.settings, app.backend
         declared = app.topics.get(topic)
     else:
         settings = load_settings(**({"brokers": brokers} if brokers else {}))
@@ -120,7 +122,7 @@ def send(
                 '(one {"key": ..., "value": ...} per line)'
             )
         records = encode.lines(stream, partition)
-    sent = _produce(settings, topic, records, quiet=quiet, single=value is not None)
+    sent = _produce(backend, settings, topic, records, quiet=quiet, single=value is not None)
     click.echo(f"sent {sent} record{'' if sent == 1 else 's'} to {topic}", err=True)
 
 
@@ -223,7 +225,13 @@ def _until_error(records: Iterator[Outgoing]) -> Iterator[Outgoing | StreamerErr
 
 
 def _produce(
-    settings: Settings, topic: str, records: Iterator[Outgoing], *, quiet: bool, single: bool
+    backend: Backend,
+    settings: Settings,
+    topic: str,
+    records: Iterator[Outgoing],
+    *,
+    quiet: bool,
+    single: bool,
 ) -> int:
     """Produce every record; print each acknowledged position; return how many were acked.
 
@@ -248,6 +256,7 @@ def _produce(
             click.echo(f"{message.topic()}[{message.partition()}]@{message.offset()}")
 
     producer: Producer = make_producer(
+        backend,
         settings.brokers,
         {
             # The idempotent producer's set-up costs half a second; one record cannot be
@@ -272,35 +281,30 @@ def _produce(
 
     produced = 0
     bad_input: StreamerError | None = None
-    try:
-        for record in _until_error(records):
-            if isinstance(record, StreamerError):
-                bad_input = record  # the records before it are still delivered and shown
+    for record in _until_error(records):
+        if isinstance(record, StreamerError):
+            bad_input = record  # the records before it are still delivered and shown
+            break
+        while True:
+            try:
+                producer.produce(
+                    topic, record.value, record.key, partition=record.partition,
+                    headers=record.headers,
+                    on_delivery=partial(delivered, at=record.source),
+                )  # fmt: skip
                 break
-            while True:
-                try:
-                    producer.produce(
-                        topic, record.value, record.key, partition=record.partition,
-                        headers=record.headers,
-                        on_delivery=partial(delivered, at=record.source),
-                    )  # fmt: skip
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
+                if unreachable():
                     break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    producer.poll(0.1)
-                    if unreachable():
-                        break
-            produced += 1
-            producer.poll(0)
-            if failures or unreachable():
-                break
-        while len(producer) and not failures and not unreachable():
-            producer.poll(0.1)
-    except KeyboardInterrupt:
-        producer.purge()
-        raise
+        produced += 1
+        producer.poll(0)
+        if failures or unreachable():
+            break
+    while producer.flush(0.1) and not failures and not unreachable():
+        pass  # deliveries are served by flush; it returns what is still in flight
+    # Records still queued at an error are dropped with the producer, never sent later.
     if unreachable() or (failures and acked == 0 and failures[0][1].code() in _UNREACHABLE):
-        producer.purge()
-        producer.flush(0)
         cause = broker_errors[-1] if broker_errors else failures[0][1].str()
         raise KafkaUnavailableError(
             f"cannot reach Kafka at {settings.brokers}: no record acknowledged within "
@@ -310,8 +314,6 @@ def _produce(
     if bad_input is not None and not failures:
         raise bad_input
     if failures:
-        producer.purge()
-        producer.flush(0)
         at, err = failures[0]
         more = f" ({len(failures) - 1} more failed)" if len(failures) > 1 else ""
         hint = (

@@ -210,7 +210,7 @@ def status(app_path: str, once: bool, as_json: bool, interval: float) -> None:
     topics = source_topics(app)
     if not topics:
         raise ConfigError(f"app {app.id!r} has no agents, so it reads no topics")
-    with GroupOffsets(app) as group:
+    with GroupOffsets(app, app.backend) as group:
         snapshot = take_snapshot(app, group, topics)
         found = {p.topic for p in snapshot.partitions}
         for topic in topics:

@@ -1,4 +1,5 @@
-"""Construction of confluent-kafka clients with streamer's defaults, and error translation.
+"""The configuration streamer gives its Kafka clients, and helpers that build them through a
+:class:`~streamer.kafka.backend.Backend`.
 
 Defaults are chosen for correctness first: manual commits of explicit offsets, cooperative
 rebalancing, read_committed, an idempotent producer with Java-compatible (murmur2)
@@ -8,12 +9,11 @@ partitioning so co-partitioning with JVM producers holds. User options override 
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException
 
-from streamer.errors import KafkaUnavailableError
+from streamer.kafka.backend import Admin, Backend, Config, Consumer, Producer
 
 log = logging.getLogger(__name__)
 
@@ -50,120 +50,103 @@ def _log_client_error(err: KafkaError) -> None:
         log.warning("Kafka client: %s", err.str())
 
 
-def is_memory(brokers: str) -> bool:
-    """``memory://NAME`` addresses an in-memory broker (``streamer.kafka.memory``)."""
-    return brokers.startswith("memory://")
+# Errors that pass on their own: metadata that lags a just-created topic, a leader moving,
+# a broker restarting or slow to answer. Anything else is reported, not retried.
+TRANSIENT_CODES = frozenset(
+    getattr(KafkaError, name)
+    for name in (
+        "UNKNOWN_TOPIC_OR_PART",
+        "_UNKNOWN_PARTITION",
+        "_UNKNOWN_TOPIC",
+        "LEADER_NOT_AVAILABLE",
+        "NOT_LEADER_FOR_PARTITION",
+        "NOT_LEADER_OR_FOLLOWER",
+        "REQUEST_TIMED_OUT",
+        "NETWORK_EXCEPTION",
+        "_TIMED_OUT",
+        "_TRANSPORT",
+        "_ALL_BROKERS_DOWN",
+        "_WAIT_COORD",
+        "NOT_COORDINATOR",
+        "COORDINATOR_NOT_AVAILABLE",
+        "COORDINATOR_LOAD_IN_PROGRESS",
+        "OFFSET_NOT_AVAILABLE",
+    )
+    if hasattr(KafkaError, name)
+)
 
 
-# The in-memory clients implement the subset of the confluent-kafka API streamer calls
-# (duck-typed, not subclasses): the casts below let callers keep one client type.
+def kafka_error(exc: BaseException) -> KafkaError | None:
+    """The KafkaError a KafkaException carries (None for anything else)."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return err if isinstance(err, KafkaError) else None
 
 
-def make_consumer(brokers: str, group_id: str, overrides: dict[str, Any]) -> Consumer:
-    """A consumer in ``group_id``; ``overrides`` (user librdkafka options) win."""
-    config = {"bootstrap.servers": brokers, "group.id": group_id, **CONSUMER_DEFAULTS}
+def is_transient(exc: BaseException) -> bool:
+    """True for a Kafka error worth retrying (see :data:`TRANSIENT_CODES`), never a fatal one."""
+    err = kafka_error(exc)
+    return (
+        err is not None and not err.fatal() and (err.retriable() or err.code() in TRANSIENT_CODES)
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """One line for ``exc``: a Kafka error's own text, else ``Type: message``."""
+    err = kafka_error(exc)
+    if err is not None:
+        return f"{err.name()}: {err.str()}"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def consumer_config(brokers: str, group_id: str, overrides: dict[str, Any]) -> Config:
+    """The full configuration of a consumer in ``group_id``: streamer's defaults, then
+    ``overrides`` (user librdkafka options), which win."""
+    config: Config = {"bootstrap.servers": brokers, "group.id": group_id, **CONSUMER_DEFAULTS}
     config["error_cb"] = _log_client_error
     config["logger"] = _client_log
     config.update(overrides)
-    return make_plain_consumer(config)
+    return config
 
 
-def make_plain_consumer(config: dict[str, Any]) -> Consumer:
-    """A consumer with exactly ``config`` (no defaults added): recovery and standby readers.
-    Dispatches to the in-memory broker when ``bootstrap.servers`` is ``memory://NAME``."""
-    brokers = str(config.get("bootstrap.servers", ""))
-    if is_memory(brokers):
-        from streamer.kafka.memory import lookup
-        from streamer.kafka.memory_consumer import MemoryConsumer
-
-        return cast(Consumer, MemoryConsumer(lookup(brokers), config))
-    return Consumer(config)
-
-
-def make_producer(brokers: str, overrides: dict[str, Any]) -> Producer:
-    """A producer with streamer's defaults; ``overrides`` win."""
-    config: dict[str, Any] = {"bootstrap.servers": brokers, **PRODUCER_DEFAULTS}
+def producer_config(brokers: str, overrides: dict[str, Any]) -> Config:
+    """The full configuration of a producer: streamer's defaults; ``overrides`` win."""
+    config: Config = {"bootstrap.servers": brokers, **PRODUCER_DEFAULTS}
     config["error_cb"] = _log_client_error
     config["logger"] = _client_log
     config.update(overrides)
-    if is_memory(brokers):
-        from streamer.kafka.memory import MemoryProducer, lookup
+    return config
 
-        return cast(Producer, MemoryProducer(lookup(brokers), config))
-    return Producer(config)
+
+def make_consumer(
+    backend: Backend, brokers: str, group_id: str, overrides: dict[str, Any]
+) -> Consumer:
+    """A consumer in ``group_id`` from ``backend``; ``overrides`` (user options) win."""
+    return backend.consumer(consumer_config(brokers, group_id, overrides))
+
+
+def make_producer(backend: Backend, brokers: str, overrides: dict[str, Any]) -> Producer:
+    """A producer with streamer's defaults from ``backend``; ``overrides`` win."""
+    return backend.producer(producer_config(brokers, overrides))
 
 
 # librdkafka's own log lines go through Python logging, never raw to stderr.
 _client_log = logging.getLogger("streamer.kafka.client")
 # The admin client mostly probes reachability at start; its connection failures are
-# reported once, by check_reachable, in words (the last one per address is kept for that).
+# reported once, by check_reachable, in words.
 _admin_log = logging.getLogger("streamer.kafka.admin-client")
 _admin_log.setLevel(logging.CRITICAL)
-_last_admin_error: dict[str, str] = {}
-# How long check_reachable waits in all for a broker that accepted the connection but has
-# not answered yet, before it says the broker is unreachable.
-SLOW_BROKER_WAIT = 30.0
 
 
-def make_admin(brokers: str, overrides: dict[str, Any]) -> AdminClient:
-    if is_memory(brokers):
-        from streamer.kafka.memory import MemoryAdmin, lookup
-
-        return cast(AdminClient, MemoryAdmin(lookup(brokers)))
-
-    def remember(err: KafkaError) -> None:
-        _last_admin_error[brokers] = err.str()
-
-    config: dict[str, Any] = {
-        "bootstrap.servers": brokers,
-        "logger": _admin_log,
-        "error_cb": remember,
-    }
-    config.update(overrides)
-    return AdminClient(config)
+def make_admin(backend: Backend, brokers: str, overrides: dict[str, Any]) -> Admin:
+    """An admin client from ``backend``; ``overrides`` win."""
+    return backend.admin({"bootstrap.servers": brokers, "logger": _admin_log, **overrides})
 
 
-def check_reachable(admin: AdminClient, brokers: str, timeout: float = 5.0) -> None:
-    """Raise KafkaUnavailableError when no broker at ``brokers`` answers a metadata request.
-
-    After ``timeout`` seconds (the ``connect_timeout`` setting) it gives up if the client
-    reported a connection error meanwhile (refused, name not resolved ...): nothing is
-    listening there. A broker that accepted the connection but is slow to answer (a busy
-    machine, a JVM still starting) gets up to :data:`SLOW_BROKER_WAIT` seconds more, with a
-    warning. The message names the address, what was tried and librdkafka's last error."""
-    if is_memory(brokers):
-        from streamer.kafka.memory import lookup
-
-        lookup(brokers)  # raises KafkaUnavailableError naming the missing broker
-        return
-    _last_admin_error.pop(brokers, None)  # only errors of this probe count
-    waited = timeout
-    try:
-        admin.list_topics(timeout=timeout)
-        return
-    except KafkaException as exc:
-        failure = exc
-    admin.poll(0)  # serves the error callbacks queued meanwhile: the connection's own error
-    if brokers not in _last_admin_error:
-        extra = max(SLOW_BROKER_WAIT - timeout, timeout)
-        log.warning(
-            "Kafka at %s has not answered within %gs; waiting up to %gs more", brokers, timeout,
-            extra,
-        )  # fmt: skip
-        waited += extra
-        try:
-            admin.list_topics(timeout=extra)
-            return
-        except KafkaException as exc:
-            failure = exc
-        admin.poll(0)
-    cause = _last_admin_error.get(brokers) or (
-        failure.args[0].str()
-        if failure.args and isinstance(failure.args[0], KafkaError)
-        else str(failure)
-    )
-    raise KafkaUnavailableError(
-        f"cannot reach Kafka at {brokers}: no broker answered a metadata request within "
-        f"{waited:g}s ({cause}); is the broker running? `streamer kafka up` starts a "
-        "local one; --timeout (STREAMER_CONNECT_TIMEOUT) waits longer"
-    ) from failure
+def connect_admin(
+    backend: Backend, brokers: str, overrides: dict[str, Any], timeout: float = 5.0
+) -> Admin:
+    """An admin client, once a broker answered (KafkaUnavailableError, one line, if none);
+    ``timeout`` is the ``connect_timeout`` setting (see ``Backend.check_reachable``)."""
+    admin = make_admin(backend, brokers, overrides)
+    backend.check_reachable(admin, brokers, timeout)
+    return admin

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import (
-    Consumer,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
     KafkaError,
@@ -32,7 +31,8 @@ from pydantic import TypeAdapter, ValidationError
 from pytimeparse.timeparse import timeparse
 
 from streamer.errors import ConfigError, KafkaOperationError
-from streamer.kafka.clients import check_reachable, make_admin, make_consumer
+from streamer.kafka.backend import Backend, Consumer
+from streamer.kafka.clients import connect_admin, make_consumer
 
 if TYPE_CHECKING:
     from streamer.app import App
@@ -148,19 +148,22 @@ def _one_line(exc: KafkaException) -> str:
 
 
 class GroupOffsets:
-    """Offsets of ``app``'s consumer group. Use as a context manager (it holds clients).
+    """Offsets of ``app``'s consumer group, with clients from ``backend``. Use as a context
+    manager (it holds clients).
 
     The consumer shares the group id but never subscribes, so it never joins the group: it
     only reads committed offsets and watermarks and looks offsets up by time.
     """
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, backend: Backend) -> None:
         self.app = app
         self.group = app.group_id
         settings = app.settings
-        self._admin = make_admin(settings.brokers, dict(settings.kafka_config))
-        check_reachable(self._admin, settings.brokers, settings.connect_timeout)
+        self._admin = connect_admin(
+            backend, settings.brokers, dict(settings.kafka_config), settings.connect_timeout
+        )
         self._consumer = make_consumer(
+            backend,
             settings.brokers,
             self.group,
             {**settings.kafka_config, **settings.consumer_config, "enable.auto.commit": False},

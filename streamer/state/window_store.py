@@ -11,8 +11,9 @@ Storage (in the table's own partition stores and compacted changelog, through th
   hand-over a window closes exactly when its marker says it has not (never twice, never lost,
   whatever order concurrent lanes released their writes in);
 - ``META_KEY`` (8 bytes of 0xFF, above every window start, then ``__meta__``) holds the
-  partition's stream time as JSON, written with the event that advanced it (and by an idle
-  tick that closed or expired windows), so lateness and expiry resume where they were.
+  partition's stream time and its count of late events as JSON, written with the event
+  that advanced it or was late (and by an idle tick that closed or expired windows), so
+  lateness and expiry resume where they were.
 
 :class:`WindowPartition` keeps, per table partition, the stream time and an index of the
 windows still open, so closing never scans the store per event. It is rebuilt from the
@@ -141,6 +142,7 @@ class WindowPartition:
         "idle_from",
         "last_event",
         "last_late",
+        "late",
         "next_due",
         "next_expiry",
         "open",
@@ -162,6 +164,7 @@ class WindowPartition:
         self.last_event = now  # wall clock: the last window update (or the attach)
         self.idle_from = now  # wall clock: idle time before this is already credited
         self.last_late: object = None  # the last event counted late (count each once)
+        self.late = 0  # late events of this partition, ever (stored in the metadata)
 
     @classmethod
     def rebuild(cls, part: TablePartition, spec: WindowSpec, now: float) -> WindowPartition:
@@ -169,13 +172,15 @@ class WindowPartition:
         state = cls(part, spec, now)
         for key, value in part.items():
             if key == META_KEY:
-                state.stream = int(orjson.loads(value).get("stream", -1))
+                meta = orjson.loads(value)
+                state.stream = int(meta.get("stream", -1))
+                state.late = int(meta.get("late", 0))
             elif len(key) >= 8 and value[:1] == OPEN_FLAG:
                 state.add_open(*split_key(key))
         return state
 
     def meta(self) -> bytes:
-        return orjson.dumps({"stream": self.stream})
+        return orjson.dumps({"stream": self.stream, "late": self.late})
 
     def add_open(self, start: int, key: bytes) -> None:
         keys = self.open.get(start)

@@ -1,16 +1,19 @@
 """TestDriver: run an app's real worker over an in-memory broker, on a simulated clock.
 
 The driver is not a second runtime (DESIGN §4): it starts the production
-:class:`~streamer.worker.Worker` with a ``memory://`` broker (``streamer.kafka.memory``) and
-a :class:`~streamer.testing.clock.SimulatedClock`. Ordering, staging, checkpoints, error
+:class:`~streamer.worker.Worker` with a :class:`~streamer.kafka.memory.MemoryBackend` (clients
+on an in-memory broker, ``streamer.kafka.memory``) and a
+:class:`~streamer.testing.clock.SimulatedClock`. Ordering, staging, checkpoints, error
 policies and dead letters are therefore those of production; only the broker and time are
 simulated.
 
-How the app is pointed at the memory broker: ``App.settings`` is a frozen pydantic model, so
-the driver replaces it for the driver's lifetime with
-``app.settings.model_copy(update={"brokers": "memory://...", "state_dir": <temp dir>,
-"web_port": None})`` and puts the original back on exit. Agents, topics and tables are
-those the app declared; nothing else about the app changes.
+The backend is handed to the worker explicitly (``Worker(app, backend=...)``), which also
+makes it the app's :attr:`~streamer.App.backend` for sends outside agents. ``App.settings``
+is a frozen pydantic model, so the driver replaces it for the driver's lifetime with
+``app.settings.model_copy(update={"brokers": "memory://<name>", "state_dir": <temp dir>,
+"web_port": None})`` (the brokers value is only a label in log lines) and puts the original
+settings and backend back on exit. Agents, topics and tables are those the app declared;
+nothing else about the app changes.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from streamer.app import App
+from streamer.clock import to_millis
 from streamer.errors import ConfigError, StreamerError
 from streamer.events import Event, Headers
-from streamer.kafka.memory import MemoryBroker, Record, partition_for
+from streamer.kafka.backend import Backend
+from streamer.kafka.memory import MemoryBackend, MemoryBroker, Record, partition_for
 from streamer.kafka.memory_consumer import MemoryConsumer
 from streamer.settings import Settings
 from streamer.state.windows import OnLate, WindowedTable
@@ -56,8 +61,10 @@ class TestDriver:
         self.app = app
         self.clock = SimulatedClock(start)
         self.broker = MemoryBroker(f"driver-{uuid.uuid4().hex[:12]}", clock=self.clock.time)
+        self.backend = MemoryBackend(self.broker)
         self._state_dir = tempfile.TemporaryDirectory(prefix="streamer-driver-")
         self._original: Settings | None = None
+        self._original_backend: Backend | None = None
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
         self._prefill: dict[str, dict[Any, Any]] = {}
@@ -96,6 +103,7 @@ class TestDriver:
         if self._task is not None:
             raise StreamerError("this TestDriver is already started")
         self._original = self.app.settings
+        self._original_backend = self.app.backend
         self.app.settings = self._original.model_copy(
             update={
                 "brokers": self.broker.address,
@@ -108,7 +116,9 @@ class TestDriver:
             self._watch_late()
             for name, content in self._prefill.items():
                 self._write_changelog(name, content)
-            self._worker = Worker(self.app, handle_signals=False, clock=self.clock)
+            self._worker = Worker(
+                self.app, backend=self.backend, handle_signals=False, clock=self.clock
+            )
             self._task = asyncio.create_task(self._worker.run())
             await self._wait_joined()
         except BaseException:
@@ -133,7 +143,9 @@ class TestDriver:
             if self._original is not None:
                 self.app.settings = self._original
                 self._original = None
-            self.broker.close()
+            if self._original_backend is not None:
+                self.app.backend = self._original_backend
+                self._original_backend = None
             self._state_dir.cleanup()
         if error is not None and raise_errors:
             raise error
@@ -143,7 +155,7 @@ class TestDriver:
         with their source (the worker finds them in place and checks them)."""
         for topic in self.app.topics.values():
             self.broker.create_topic(topic.name, topic.partitions or 1)
-        manager = TableManager(self.app, {})
+        manager = TableManager(self.app, {}, self.backend)
         sources = {t.name: t.partitions or 1 for a in self.app.agents for t in a.topics}
         for spec in manager.changelog_specs(sources):
             self.broker.create_topic(spec.name, spec.partitions or 1)
@@ -177,6 +189,7 @@ class TestDriver:
 
     def _consumer(self) -> MemoryConsumer | None:
         consumer = getattr(self._worker, "_consumer", None)
+        consumer = getattr(consumer, "inner", consumer)  # through the event-time ordering
         return consumer if isinstance(consumer, MemoryConsumer) else None
 
     def _check_running(self) -> None:
@@ -239,7 +252,7 @@ class TestDriver:
         timestamp: float | None,
         partition: int | None,
     ) -> None:
-        ts = round((self.clock.time() if timestamp is None else timestamp) * 1000)
+        ts = to_millis(self.clock.time() if timestamp is None else timestamp)
         with self.broker.lock:
             where = self.broker.partition_of(topic, key, -1 if partition is None else partition)
             self.broker.append(topic, where, Record(key, value, headers, ts, -1))
@@ -259,7 +272,7 @@ class TestDriver:
     def _write_changelog(self, name: str, content: dict[Any, Any]) -> None:
         table = self.app.tables[name]
         partitions = len(self.broker.topics[table.changelog])
-        now = round(self.clock.time() * 1000)
+        now = to_millis(self.clock.time())
         for key, value in content.items():
             data = table._key(key)
             encoded = table.value_serde.serialize(value)

@@ -11,18 +11,18 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from streamer._context import current_lane
 from streamer.agents import Agent, Stream
-from streamer.errors import StreamerError
+from streamer.errors import AgentFailed, OutputRefused, StreamerError
 from streamer.events import Event, Headers, Record
 from streamer.metrics import IDLE_PROBE, LaneProbe
 from streamer.policy import ErrorPolicy
 from streamer.state.table import TableWrite
 from streamer.worker.dead_letters import dead_letter
-from streamer.worker.partition import PartitionState, Pending
+from streamer.worker.partition import Effects, PartitionState, Pending
 
 log = logging.getLogger("streamer.agent")
 
@@ -36,6 +36,8 @@ class Lane:
     """
 
     __slots__ = (
+        "_holder",
+        "_holder_effects",
         "_waiting",
         "_wakeup",
         "agent",
@@ -45,6 +47,8 @@ class Lane:
         "current",
         "index",
         "probe",
+        "refused",
+        "served",
         "state",
     )
 
@@ -59,6 +63,11 @@ class Lane:
         self._wakeup = asyncio.Event()
         self._waiting = False
         self.probe: LaneProbe = IDLE_PROBE  # WorkerMetrics.assigned() binds a live one
+        self.refused = ctx.refused  # this agent's records whose outputs the broker refused
+        self.served = 0  # events handed out: an agent that restarts without progress fails
+        # The effects of the event being processed, cached for the staging hot path.
+        self._holder: Pending | None = None
+        self._holder_effects: Effects | None = None
 
     @property
     def partition(self) -> int:
@@ -87,11 +96,14 @@ class Lane:
         if self.current:
             self.complete_current()
         buffer = self.buffer
-        while not buffer:
-            await self._wait()
-        pending = buffer.popleft()
+        while True:
+            while not buffer:
+                await self._wait()
+            pending = buffer.popleft()
+            self._taken(1)
+            if not self.refused or await self._screen(pending):
+                break
         self.current.append(pending)
-        self._taken(1)
         return pending.event
 
     async def next_batch(self, max_events: int, within: float) -> list[Event]:
@@ -99,6 +111,15 @@ class Lane:
             self.complete_current()
         while not self.buffer:
             await self._wait()
+        # A record whose output was refused is retried, or settled, on its own.
+        while self.refused and self._was_refused(self.buffer[0]):
+            head = self.buffer.popleft()
+            self._taken(1)
+            if await self._screen(head):
+                self.current.append(head)
+                return [head.event]
+            while not self.buffer:
+                await self._wait()
         deadline = asyncio.get_running_loop().time() + within
         while len(self.buffer) < max_events and not self.closing:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -109,6 +130,8 @@ class Lane:
             except TimeoutError:
                 break
         count = min(max_events, len(self.buffer))
+        if self.refused:  # the batch ends before the next refused record
+            count = next((i for i in range(1, count) if self._was_refused(self.buffer[i])), count)
         batch = [self.buffer.popleft() for _ in range(count)]
         self.current.extend(batch)
         self._taken(count)
@@ -129,6 +152,7 @@ class Lane:
         probe.taken += count
         if probe.taken >= probe.due:
             probe.start()
+        self.served += count
         self.state.buffered -= count
         if self.state.paused:
             self.ctx.on_taken(self.state)
@@ -142,15 +166,15 @@ class Lane:
         for pending in self.current:
             state.complete(pending)
         self.current.clear()
+        self._holder = None
 
     def _undo_current(self) -> None:
-        """Drop the outputs and undo the table writes of the current event(s), newest first."""
+        """Drop this agent's outputs and table writes for the current event(s), newest
+        first; other agents reading the same records keep theirs."""
+        name = self.agent.name
         for pending in reversed(self.current):
-            pending.outputs = None
-            if pending.writes:
-                for part, key, _, had_entry, previous in reversed(pending.writes):
-                    part.undo(key, had_entry, previous)
-                pending.writes = None
+            pending.undo(name)
+        self._holder = None
 
     def drop_current(self) -> None:
         """Complete the current event(s) without their effects (the agent failed on them)."""
@@ -168,18 +192,32 @@ class Lane:
     def dead_letter_current(self, error: BaseException) -> None:
         """Complete the current event(s) with only their dead-letter records as outputs."""
         self._undo_current()
-        topic = self.ctx.dead_letter_topic
         for pending in self.current:
-            pending.outputs = [
-                dead_letter(
-                    topic,
-                    pending.message,
-                    error,
-                    agent=self.agent.name,
-                    attempts=pending.attempts,
-                )
-            ]
+            self._dead_letter(pending, error)
         self.complete_current()
+
+    def _dead_letter(self, pending: Pending, error: BaseException) -> None:
+        name = self.agent.name
+        effects = pending.effects_of(name)
+        effects.dead_letter = True
+        effects.outputs = [
+            dead_letter(
+                self.ctx.dead_letter_topic,
+                pending.message,
+                error,
+                agent=name,
+                attempts=pending.failed_attempts(name),
+            )
+        ]
+
+    def _effects(self) -> Effects:
+        """This agent's effects for the event being processed (the last handed out)."""
+        holder = self.current[-1]
+        effects = self._holder_effects
+        if holder is not self._holder or effects is None:
+            self._holder = holder
+            effects = self._holder_effects = holder.effects_of(self.agent.name)
+        return effects
 
     def stage_write(self, write: TableWrite) -> None:
         """Hold a table write with the event being processed (the Stager protocol)."""
@@ -189,10 +227,10 @@ class Lane:
             raise StreamerError(
                 f"agent {self.agent.name!r} wrote a table while no event was being processed"
             )
-        holder = self.current[-1]
-        if holder.writes is None:
-            holder.writes = []
-        holder.writes.append(write)
+        effects = self._effects()
+        if effects.writes is None:
+            effects.writes = []
+        effects.writes.append(write)
 
     def stage(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
@@ -203,10 +241,7 @@ class Lane:
                 f"agent {self.agent.name!r} sent to {topic!r} while no event was being "
                 "processed; send from inside `async for event in stream`"
             )
-        holder = self.current[-1]
-        if holder.outputs is None:
-            holder.outputs = []
-        holder.outputs.append((topic, key, value, headers))
+        self._effects().outputs.append((topic, key, value, headers))
 
     def stage_yield(self, item: Any) -> None:
         """Route a value the agent yielded to its sinks (see streamer.events.Record)."""
@@ -219,8 +254,57 @@ class Lane:
             key, value = item
         else:
             key, value = self.current[-1].event.key, item
+        outputs = self._effects().outputs
         for sink in self.agent.sinks:
-            self.stage(sink.name, sink.encode_key(key), sink.encode_value(value), headers)
+            outputs.append((sink.name, sink.encode_key(key), sink.encode_value(value), headers))
+
+    # -- outputs the broker refused (DESIGN §2 rule 11) ---------------------------------------
+
+    def _was_refused(self, pending: Pending) -> bool:
+        return (self.state.topic, self.state.partition, pending.offset) in self.refused
+
+    async def _screen(self, pending: Pending) -> bool:
+        """Apply the error policy to a record one of whose outputs the broker refused (the
+        checkpoint failed and every partition was rewound). Returns True to hand it to the
+        agent again (a retry, after the policy's backoff), False when it was settled here:
+        dead-lettered or skipped once retries are exhausted. Raises StopAsyncIteration when
+        the policy says stop (the record stays uncommitted)."""
+        refusal = self.refused.get((self.state.topic, self.state.partition, pending.offset))
+        if refusal is None:
+            return True
+        name, policy = self.agent.name, self.ctx.policy
+        attempts = refusal.attempts
+        if pending.failed_attempts(name) < attempts:
+            pending.attempts = {**(pending.attempts or {}), name: attempts}
+        where = f"{self.state.label}@{pending.offset}"
+        if attempts <= policy.retries:
+            delay = policy.delay(attempts)
+            log.warning(
+                "agent %r: the broker refused an output of %s (attempt %d of %d): %s; "
+                "processing it again in %.2fs", name, where, attempts, policy.retries + 1,
+                refusal, delay,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            return True
+        if policy.on_exhausted == "stop":
+            log.error("agent %r: the broker refused an output of %s %d time(s): %s; stopping "
+                      "the worker", name, where, attempts, refusal)  # fmt: skip
+            self.buffer.appendleft(pending)
+            self.state.buffered += 1
+            self.close()  # left uncommitted: processed again after a restart
+            self.ctx.on_fatal(refusal)
+            raise StopAsyncIteration
+        if policy.on_exhausted == "dead_letter":
+            log.error("agent %r: the broker refused an output of %s %d time(s): %s; sent to %s",
+                      name, where, attempts, refusal, self.ctx.dead_letter_topic)  # fmt: skip
+            self._dead_letter(pending, refusal)
+            self.ctx.dead_lettered(name, type(refusal).__name__)
+        else:
+            log.error("agent %r: the broker refused an output of %s %d time(s): %s; skipped",
+                      name, where, attempts, refusal)  # fmt: skip
+        self.state.stats.errors += 1
+        self.state.complete(pending)
+        return False
 
 
 @dataclass(frozen=True)
@@ -232,6 +316,9 @@ class LaneContext:
     on_taken: Callable[[PartitionState], None]  # a paused partition's lane drained a bit
     on_fatal: Callable[[BaseException], None]  # the policy says: stop the worker
     dead_lettered: Callable[[str, str], None]  # counts (agent, reason) for the metrics
+    # Records of this agent whose outputs the broker refused, by (topic, partition, offset):
+    # filled by the worker when a checkpoint fails, read by the lanes after the rewind.
+    refused: dict[tuple[str, int, int], OutputRefused] = field(default_factory=dict)
 
 
 async def run_lane(lane: Lane) -> None:
@@ -240,12 +327,20 @@ async def run_lane(lane: Lane) -> None:
     When the agent raises (or what it yielded cannot be encoded), the failed attempt's
     effects are dropped and its :class:`ErrorPolicy` decides: retry the same event(s) after
     a backoff in a fresh instance, or, once retries are exhausted, dead-letter, skip, or stop
-    the worker. One bad event never stalls the partition silently.
+    the worker. One bad event never stalls the partition silently. The policy is the same
+    while the worker drains for shutdown: a failure is retried (the shutdown timeout bounds
+    it), never skipped or dead-lettered early.
+
+    An agent that ends (returns, or raises outside any event) while its stream is open is
+    restarted after a backoff; after ``MAX_RESTARTS`` restarts in a row with no event
+    handed out, the worker stops with one line naming the agent.
     """
     current_lane.set(lane)
     agent = lane.agent
     policy = lane.ctx.policy
     await lane.state.ready.wait()  # tables of this partition are restored
+    restarts = 0
+    served = lane.served
     while True:
         stream = Stream(lane)
         try:
@@ -256,48 +351,78 @@ async def run_lane(lane: Lane) -> None:
                 await agent.fn(stream)
         except Exception as error:
             if not lane.current:
+                restarts = restarts + 1 if lane.served == served else 1
+                served = lane.served
+                if restarts > MAX_RESTARTS:
+                    lane.ctx.on_fatal(_restart_loop(agent.name, restarts - 1, error))
+                    return
                 log.exception("agent %r failed outside any event; restarting it", agent.name)
-                await asyncio.sleep(policy.delay(1))
+                await asyncio.sleep(policy.delay(restarts))
                 continue
-            lane.state.stats.errors += 1
-            attempts = max(pending.attempts for pending in lane.current) + 1
-            for pending in lane.current:
-                pending.attempts = attempts
-            where = ", ".join(
-                f"{p.event.topic}[{p.event.partition}]@{p.event.offset}" for p in lane.current
-            )
-            if attempts <= policy.retries and not lane.closing:
-                delay = policy.delay(attempts)
-                log.warning(
-                    "agent %r failed on %s (attempt %d of %d): %r; retrying in %.2fs",
-                    agent.name, where, attempts, policy.retries + 1, error, delay,
-                )  # fmt: skip
-                lane.retry_current()
-                await asyncio.sleep(delay)
-                continue
-            if policy.on_exhausted == "stop" and not lane.closing:
-                log.error("agent %r failed on %s %d time(s); stopping the worker", agent.name,
-                          where, attempts, exc_info=error)  # fmt: skip
-                lane.retry_current()  # left uncommitted: processed again after a restart
-                lane.ctx.on_fatal(error)
-                return
-            if policy.on_exhausted == "dead_letter":
-                log.error("agent %r failed on %s %d time(s): %r; sent to %s", agent.name, where,
-                          attempts, error, lane.ctx.dead_letter_topic)  # fmt: skip
-                lane.dead_letter_current(error)
-                lane.ctx.dead_lettered(agent.name, type(error).__name__)
-            else:
-                log.error("agent %r failed on %s %d time(s); skipped", agent.name, where,
-                          attempts, exc_info=error)  # fmt: skip
-                lane.drop_current()
-            if lane.closing and not lane.buffer:
+            retry_in = _handle_failure(lane, error)
+            if retry_in is not None:
+                await asyncio.sleep(retry_in)
+            elif lane.closing and not lane.buffer:
                 return
             continue
         lane.complete_current()
         if lane.closing:
+            return
+        restarts = restarts + 1 if lane.served == served else 1
+        served = lane.served
+        if restarts > MAX_RESTARTS:
+            lane.ctx.on_fatal(_restart_loop(agent.name, restarts - 1, None))
             return
         log.warning(
             "agent %r returned while its stream was still open; restarting it on %s",
             agent.name,
             lane.state.label,
         )
+        await asyncio.sleep(policy.delay(restarts))
+
+
+MAX_RESTARTS = 5  # restarts in a row, with no event handed out, before the worker stops
+
+
+def _restart_loop(agent: str, restarts: int, error: BaseException | None) -> AgentFailed:
+    how = f"raised {type(error).__name__}: {error}" if error is not None else "returned"
+    return AgentFailed(
+        f"agent {agent!r} {how} {restarts} times in a row without taking an event; an agent "
+        "must keep reading its stream (`async for event in stream:`)"
+    )
+
+
+def _handle_failure(lane: Lane, error: Exception) -> float | None:
+    """The agent failed on the current event(s): count the attempt and apply the policy.
+    Returns the seconds to wait before the retry, or None when the events were settled."""
+    agent, policy = lane.agent, lane.ctx.policy
+    lane.state.stats.errors += 1
+    attempts = max(pending.count_failure(agent.name) for pending in lane.current)
+    where = ", ".join(
+        f"{p.event.topic}[{p.event.partition}]@{p.event.offset}" for p in lane.current
+    )
+    if attempts <= policy.retries:
+        delay = policy.delay(attempts)
+        log.warning(
+            "agent %r failed on %s (attempt %d of %d): %r; retrying in %.2fs",
+            agent.name, where, attempts, policy.retries + 1, error, delay,
+        )  # fmt: skip
+        lane.retry_current()
+        return delay
+    if policy.on_exhausted == "stop":
+        log.error("agent %r failed on %s %d time(s); stopping the worker", agent.name,
+                  where, attempts, exc_info=error)  # fmt: skip
+        lane.retry_current()
+        lane.close()  # left uncommitted: processed again after a restart
+        lane.ctx.on_fatal(error)
+        return None
+    if policy.on_exhausted == "dead_letter":
+        log.error("agent %r failed on %s %d time(s): %r; sent to %s", agent.name, where,
+                  attempts, error, lane.ctx.dead_letter_topic)  # fmt: skip
+        lane.dead_letter_current(error)
+        lane.ctx.dead_lettered(agent.name, type(error).__name__)
+    else:
+        log.error("agent %r failed on %s %d time(s); skipped", agent.name, where,
+                  attempts, exc_info=error)  # fmt: skip
+        lane.drop_current()
+    return None

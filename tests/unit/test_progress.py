@@ -16,7 +16,7 @@ import pytest
 
 from streamer.errors import ConfigError
 from streamer.kafka import jars, local
-from streamer.kafka.memory import MemoryBroker, Record
+from streamer.kafka.memory import MemoryBackend, MemoryBroker, Record
 from streamer.kafka.offsets import parse_duration
 from streamer.state.recovery import restore
 from streamer.state.store import PartitionStore
@@ -29,21 +29,18 @@ class _Terminal(io.StringIO):
 
 def _restore(tmp_path: Path, records: int) -> int:
     broker = MemoryBroker("progress-recovery")
+    broker.create_topic("counts-changelog", 1)
+    for i in range(records):
+        broker.append("counts-changelog", 0, Record(f"k{i}".encode(), b"1", None, 0, -1))
+    store = PartitionStore.open_or_rebuild(tmp_path / "store")
     try:
-        broker.create_topic("counts-changelog", 1)
-        for i in range(records):
-            broker.append("counts-changelog", 0, Record(f"k{i}".encode(), b"1", None, 0, -1))
-        store = PartitionStore.open_or_rebuild(tmp_path / "store")
-        try:
-            result = restore(
-                store, "counts[0]", "counts-changelog", 0,
-                {"bootstrap.servers": broker.address}, threading.Event(),
-            )  # fmt: skip
-        finally:
-            store.close()
-        return result.restored
+        result = restore(
+            store, "counts[0]", "counts-changelog", 0, {}, MemoryBackend(broker),
+            threading.Event(),
+        )  # fmt: skip
     finally:
-        broker.close()
+        store.close()
+    return result.restored
 
 
 def test_recovery_on_a_terminal_draws_a_bar(

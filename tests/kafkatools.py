@@ -239,17 +239,23 @@ def observe_yields(app: App, agent_name: str, seen: list[Any]) -> None:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120.0
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+    cwd: Path | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m streamer ARGS` from the repository root, ``env`` added to the environment."""
+    """`python -m streamer ARGS` from the repository root (or ``cwd``), ``env`` added to the
+    environment, ``stdin`` as its standard input (else none)."""
     return subprocess.run(
         [sys.executable, "-m", "streamer", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=ROOT,
+        cwd=cwd or ROOT,
         check=False,
         env={**os.environ, **(env or {})},
+        input=stdin if stdin is not None else "",
     )
 
 
@@ -269,3 +275,53 @@ def wait_committed(
         detail = worker.log()[-3000:] if worker is not None else ""
         assert time.monotonic() < deadline, f"{topic} not fully committed\n{detail}"
         time.sleep(0.5)
+
+
+def run_in_terminal(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+    interrupt_after: tuple[str, int] | None = None,
+) -> tuple[int, str]:
+    """`python -m streamer ARGS` with stdout and stderr on a pseudo-terminal (as in a user's
+    terminal, 120 columns); returns the exit code and everything it wrote there.
+    ``interrupt_after=(text, n)`` presses Ctrl-C (SIGINT) once ``text`` was written n times."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamer", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        cwd=ROOT,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(env or {})},
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+                if interrupt_after is not None:
+                    text, times = interrupt_after
+                    if b"".join(chunks).decode(errors="replace").count(text) >= times:
+                        process.send_signal(signal.SIGINT)
+                        interrupt_after = None
+            elif process.poll() is not None:
+                break
+        code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    return code, b"".join(chunks).decode(errors="replace")

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from streamer.dlq import DeadLetters
+from streamer.cli.render import echo_table
+from streamer.dlq import DeadLetters, DeadLetterSummary, ErrorGroup
 from streamer.worker import load_app
 
 
@@ -15,43 +16,57 @@ def dlq() -> None:
     """Inspect and replay dead letters (records an agent could not process)."""
 
 
+def _sources(group: ErrorGroup) -> str:
+    return ", ".join(f"{source}: {n}" for source, n in sorted(group.sources.items()))
+
+
+def _as_json(s: DeadLetterSummary) -> dict[str, object]:
+    return {
+        "agent": s.agent,
+        "topic": s.topic,
+        "count": s.count,
+        "replayed": s.replayed,
+        "pending": s.pending,
+        "first": s.first,
+        "last": s.last,
+        "errors": [
+            {
+                "type": g.type,
+                "count": g.count,
+                "sample": g.sample,
+                "sources": dict(sorted(g.sources.items())),
+                "first": g.first,
+                "last": g.last,
+            }
+            for g in s.by_count()
+        ],
+    }
+
+
 @dlq.command()
 @click.argument("app_path", metavar="APP")
 @click.option("--agent", default=None, help="Only this agent's dead letters.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
 def show(app_path: str, agent: str | None, as_json: bool) -> None:
-    """Summarise APP's dead letters: count, reasons, first and last, replayed."""
+    """Summarise APP's dead letters per agent, grouped by error type: count, a sample
+    message, the source partitions they came from, first and last failure."""
     app = load_app(app_path)
     summaries = DeadLetters(app, app.backend).summary(agent)
     if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "agent": s.agent,
-                        "topic": s.topic,
-                        "count": s.count,
-                        "replayed": s.replayed,
-                        "pending": s.pending,
-                        "reasons": dict(s.reasons.most_common()),
-                        "first": s.first,
-                        "last": s.last,
-                    }
-                    for s in summaries
-                ],
-                indent=2,
-            )
-        )
+        click.echo(json.dumps([_as_json(s) for s in summaries], indent=2))
         return
     for s in summaries:
         click.echo(
             f"{s.agent}: {s.count} dead letter(s) in {s.topic} "
             f"({s.replayed} replayed, {s.pending} pending)"
         )
-        if s.count:
-            click.echo(f"  first {s.first}, last {s.last}")
-            for reason, count in s.reasons.most_common(10):
-                click.echo(f"  {count:>6}  {reason}")
+        if not s.count:
+            continue
+        click.echo(f"  first {s.first}, last {s.last}")
+        echo_table(
+            ["count", "error", "sample", "from", "first", "last"],
+            [(g.count, g.type, g.sample[:80], _sources(g), g.first, g.last) for g in s.by_count()],
+        )
 
 
 @dlq.command()

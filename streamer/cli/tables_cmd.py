@@ -18,7 +18,7 @@ import click
 import orjson
 
 from streamer.app import App
-from streamer.cli.offsets_cmd import render_table
+from streamer.cli.render import render_table
 from streamer.errors import ConfigError, SerializationError
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 from streamer.state.table import Table

@@ -19,6 +19,7 @@ own, which every backend uses too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal, Protocol
@@ -241,6 +242,23 @@ class Backend(Protocol):
         ``brokers`` and the fix) when no broker answers through ``admin`` in ``timeout``."""
 
 
+log = logging.getLogger(__name__)
+
+# The last connection error each address's admin clients reported (error_cb), so that
+# check_reachable can say why no broker answered.
+_last_admin_error: dict[str, str] = {}
+# How long check_reachable waits in all for a broker that accepted the connection but has
+# not answered yet, before it says the broker is unreachable.
+SLOW_BROKER_WAIT = 30.0
+
+
+def _serve_callbacks(admin: Admin) -> None:
+    """Run the error callbacks librdkafka queued for ``admin`` (they run only on poll)."""
+    poll = getattr(admin, "poll", None)
+    if poll is not None:
+        poll(0)
+
+
 class ConfluentBackend:
     """Real Kafka through confluent-kafka (librdkafka)."""
 
@@ -253,18 +271,53 @@ class ConfluentBackend:
         return producer
 
     def admin(self, config: Config) -> Admin:
+        if "error_cb" not in config:  # kept for check_reachable to say what went wrong
+            brokers = str(config.get("bootstrap.servers", ""))
+
+            def remember(err: KafkaError) -> None:
+                _last_admin_error[brokers] = err.str()
+
+            config = {**config, "error_cb": remember}
         admin: Admin = _ConfluentAdmin(config)
         return admin
 
-    def check_reachable(self, admin: Admin, brokers: str, timeout: float = 10.0) -> None:
+    def check_reachable(self, admin: Admin, brokers: str, timeout: float = 5.0) -> None:
+        """After ``timeout`` seconds (the ``connect_timeout`` setting) give up if the client
+        reported a connection error meanwhile (refused, name not resolved ...): nothing is
+        listening there. A broker that accepted the connection but is slow to answer (a busy
+        machine, a JVM still starting) gets up to :data:`SLOW_BROKER_WAIT` seconds in all,
+        with a warning. The message names the address, what was tried and librdkafka's last
+        connection error."""
+        _last_admin_error.pop(brokers, None)  # only errors of this probe count
+        waited = timeout
         try:
             admin.list_topics(timeout=timeout)
+            return
         except KafkaException as exc:
-            raise KafkaUnavailableError(
-                f"cannot reach Kafka at {brokers} (waited {timeout:.0f}s for metadata: "
-                f"{exc.args[0].str() if exc.args else exc}); is the broker running? "
-                "`streamer kafka up` starts a local one"
-            ) from exc
+            failure = exc
+        _serve_callbacks(admin)
+        if brokers not in _last_admin_error:
+            extra = max(SLOW_BROKER_WAIT - timeout, timeout)
+            log.warning(
+                "Kafka at %s has not answered within %gs; waiting up to %gs more",
+                brokers, timeout, extra,
+            )  # fmt: skip
+            waited += extra
+            try:
+                admin.list_topics(timeout=extra)
+                return
+            except KafkaException as exc:
+                failure = exc
+            _serve_callbacks(admin)
+        err = failure.args[0] if failure.args else None
+        cause = _last_admin_error.get(brokers) or (
+            err.str() if isinstance(err, KafkaError) else str(failure)
+        )
+        raise KafkaUnavailableError(
+            f"cannot reach Kafka at {brokers}: no broker answered a metadata request within "
+            f"{waited:g}s ({cause}); is the broker running? `streamer kafka up` starts a "
+            "local one; --timeout (STREAMER_CONNECT_TIMEOUT) waits longer"
+        ) from failure
 
     def __repr__(self) -> str:
         return "ConfluentBackend()"

@@ -142,8 +142,11 @@ def make_admin(backend: Backend, brokers: str, overrides: dict[str, Any]) -> Adm
     return backend.admin({"bootstrap.servers": brokers, "logger": _admin_log, **overrides})
 
 
-def connect_admin(backend: Backend, brokers: str, overrides: dict[str, Any]) -> Admin:
-    """An admin client, once a broker answered (KafkaUnavailableError, one line, if none)."""
+def connect_admin(
+    backend: Backend, brokers: str, overrides: dict[str, Any], timeout: float = 5.0
+) -> Admin:
+    """An admin client, once a broker answered (KafkaUnavailableError, one line, if none);
+    ``timeout`` is the ``connect_timeout`` setting (see ``Backend.check_reachable``)."""
     admin = make_admin(backend, brokers, overrides)
-    backend.check_reachable(admin, brokers)
+    backend.check_reachable(admin, brokers, timeout)
     return admin

@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.kafka.backend import Backend
+from streamer.progress import bar
 from streamer.state.store import CHANGELOG_ID, CHANGELOG_OFFSET, PartitionStore
 
 log = logging.getLogger("streamer.recovery")
@@ -104,44 +105,48 @@ def restore(
         total = high - start
         log.info("%s: restoring %d changelog records from offset %d", label, total, start)
         consumer.assign([TopicPartition(changelog, partition, start)])
-        position, restored = start, 0
-        last_report = time.monotonic()
-        while not cancelled.is_set():
-            messages = consumer.consume(BATCH, 0.1)
-            writes: dict[bytes, bytes | None] = {}
-            at_end = False
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        position = message.offset() or position
-                        at_end = True
-                        continue
-                    raise KafkaException(error)  # the caller decides: retry, or stop
-                key = message.key()
-                if key is not None:
-                    writes[key] = message.value()
-                position = (message.offset() or 0) + 1
-                restored += 1
-            if writes or at_end:
-                store.apply(writes, {CHANGELOG_OFFSET: position})
-            if progress is not None:
-                progress(restored, 0 if at_end else max(high - position, 0))
-            now = time.monotonic()
-            if now - last_report >= PROGRESS_EVERY:
-                rate = restored / (now - started)
-                left = max(high - position, 0)
-                log.info(
-                    "%s: restored %d of %d records (%.0f/s, about %.0fs left)",
-                    label,
-                    restored,
-                    total,
-                    rate,
-                    left / rate if rate else 0.0,
-                )
-                last_report = now
-            if at_end or position >= high:
-                break
+        # A bar on a terminal (streamer.progress); else a log line every PROGRESS_EVERY s.
+        with bar(f"restoring {label}", total) as advance:
+            position, restored = start, 0
+            last_report = time.monotonic()
+            while not cancelled.is_set():
+                messages = consumer.consume(BATCH, 0.1)
+                writes: dict[bytes, bytes | None] = {}
+                at_end = False
+                for message in messages:
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            position = message.offset() or position
+                            at_end = True
+                            continue
+                        raise KafkaException(error)  # the caller decides: retry, or stop
+                    key = message.key()
+                    if key is not None:
+                        writes[key] = message.value()
+                    position = (message.offset() or 0) + 1
+                    restored += 1
+                if writes or at_end:
+                    store.apply(writes, {CHANGELOG_OFFSET: position})
+                if progress is not None:
+                    progress(restored, 0 if at_end else max(high - position, 0))
+                if advance is not None:
+                    advance(position - start)
+                now = time.monotonic()
+                if advance is None and now - last_report >= PROGRESS_EVERY:
+                    rate = restored / (now - started)
+                    left = max(high - position, 0)
+                    log.info(
+                        "%s: restored %d of %d records (%.0f/s, about %.0fs left)",
+                        label,
+                        restored,
+                        total,
+                        rate,
+                        left / rate if rate else 0.0,
+                    )
+                    last_report = now
+                if at_end or position >= high:
+                    break
         seconds = time.monotonic() - started
         log.info(
             "%s: restored %d records in %.1fs (%.0f/s)",

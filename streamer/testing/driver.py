@@ -30,11 +30,12 @@ from typing import Any, TypeVar
 from streamer.app import App
 from streamer.clock import to_millis
 from streamer.errors import ConfigError, StreamerError
-from streamer.events import Headers
+from streamer.events import Event, Headers
 from streamer.kafka.backend import Backend
 from streamer.kafka.memory import MemoryBackend, MemoryBroker, Record, partition_for
 from streamer.kafka.memory_consumer import MemoryConsumer
 from streamer.settings import Settings
+from streamer.state.windows import OnLate, WindowedTable
 from streamer.testing.clock import SimulatedClock
 from streamer.worker import Worker
 from streamer.worker.tables import TableManager
@@ -45,8 +46,8 @@ SETTLE_TIMEOUT = 10.0  # real seconds settle() waits before saying what is stuck
 
 
 class TestDriver:
-    """Drive ``app`` in memory: ``send`` records, ``settle``, read ``records`` and ``table``
-    contents, ``advance`` simulated time.
+    """Drive ``app`` in memory: ``send`` (or ``send_raw``) records, ``settle``, read
+    ``records``, ``table`` contents and ``late_events``, ``advance`` simulated time.
 
     ``async with TestDriver(app) as driver:`` starts the worker (tables pre-filled by
     :meth:`set_table` first) and stops it cleanly on exit, re-raising an error that stopped
@@ -67,6 +68,8 @@ class TestDriver:
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
         self._prefill: dict[str, dict[Any, Any]] = {}
+        self._late: dict[str, list[Event]] = {}
+        self._late_restore: list[tuple[WindowedTable, OnLate | None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -110,6 +113,7 @@ class TestDriver:
         )
         try:
             self._create_topics()
+            self._watch_late()
             for name, content in self._prefill.items():
                 self._write_changelog(name, content)
             self._worker = Worker(
@@ -133,6 +137,9 @@ class TestDriver:
                 except Exception as exc:  # the worker's own failure (AgentFailed, ...)
                     error = exc
         finally:
+            for windowed, on_late in self._late_restore:
+                windowed.on_late = on_late
+            self._late_restore.clear()
             if self._original is not None:
                 self.app.settings = self._original
                 self._original = None
@@ -152,6 +159,23 @@ class TestDriver:
         sources = {t.name: t.partitions or 1 for a in self.app.agents for t in a.topics}
         for spec in manager.changelog_specs(sources):
             self.broker.create_topic(spec.name, spec.partitions or 1)
+
+    def _watch_late(self) -> None:
+        """Record the late events of every windowed table (:meth:`late_events`); the table's
+        own ``on_late`` still runs, and is put back on stop."""
+        for name, table in self.app.tables.items():
+            windowed = table.windowed
+            if windowed is None:
+                continue
+            seen = self._late.setdefault(name, [])
+            original = windowed.on_late
+
+            def record(event: Event, seen: list[Event] = seen, original: Any = original) -> Any:
+                seen.append(event)
+                return original(event) if original is not None else None
+
+            self._late_restore.append((windowed, original))
+            windowed.on_late = record
 
     async def _wait_joined(self) -> None:
         consumer = self._consumer()
@@ -193,13 +217,45 @@ class TestDriver:
         if declared is None:
             raise ConfigError(f"topic {topic!r} is not declared by app {self.app.id!r}")
         key_bytes, value_bytes = declared.encode_key(key), declared.encode_value(value)
+        self._append(topic, key_bytes, value_bytes, headers, timestamp, partition)
+        await asyncio.sleep(0)
+
+    async def send_raw(
+        self,
+        topic: str,
+        key: bytes | None = None,
+        value: bytes | None = None,
+        headers: Headers | None = None,
+        *,
+        timestamp: float | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Produce one record of raw bytes to ``topic``, bypassing its serdes: how a record
+        another producer wrote (malformed JSON, a wrong schema) reaches the app, so its
+        dead-letter path can be tested. ``topic`` is any topic of the app (declared, a
+        changelog, a repartition or dead-letter topic); timestamp and partition as
+        :meth:`send`."""
+        if topic not in self.broker.topics:
+            raise ConfigError(
+                f"topic {topic!r} is not a topic of app {self.app.id!r}; its topics: "
+                f"{', '.join(sorted(self.broker.topics))}"
+            )
+        self._append(topic, key, value, headers, timestamp, partition)
+        await asyncio.sleep(0)
+
+    def _append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        timestamp: float | None,
+        partition: int | None,
+    ) -> None:
         ts = to_millis(self.clock.time() if timestamp is None else timestamp)
         with self.broker.lock:
-            where = self.broker.partition_of(
-                topic, key_bytes, -1 if partition is None else partition
-            )
-            self.broker.append(topic, where, Record(key_bytes, value_bytes, headers, ts, -1))
-        await asyncio.sleep(0)
+            where = self.broker.partition_of(topic, key, -1 if partition is None else partition)
+            self.broker.append(topic, where, Record(key, value, headers, ts, -1))
 
     def set_table(self, name: str, content: dict[Any, Any]) -> None:
         """Pre-fill table ``name`` before :meth:`start`: the entries are written to its
@@ -266,9 +322,13 @@ class TestDriver:
         return out
 
     async def advance(self, seconds: float) -> None:
-        """Move simulated time forward by ``seconds``: timers due in the span fire (each at
-        its time), tables tick (windows of idle partitions close), and what that produces
-        is processed; returns settled."""
+        """Process what was sent so far (as :meth:`settle`), then move simulated time forward
+        by ``seconds``: timers due in the span fire (each at its time), tables tick (windows
+        of idle partitions close), and what that produces is processed; returns settled.
+
+        Settling first means ``send(...)`` then ``advance(60)`` sees the sent records in
+        their windows before time moves, as it would on a broker where they arrived first."""
+        await self.settle()
         await self.clock.advance(seconds)
         consumer = self._consumer()
         if consumer is not None:
@@ -296,6 +356,17 @@ class TestDriver:
     def raw(self, topic: str) -> list[Record]:
         """The stored records of ``topic`` (bytes, headers, timestamp ms, offset)."""
         return [record for _, record in self.broker.records(topic)]
+
+    def late_events(self, table: str) -> list[Event]:
+        """The events windowed table ``table`` found late (no open window left for their
+        event time), in the order they came, since the driver started. Their count is the
+        table's ``late_events``; its own ``on_late`` saw them too."""
+        declared = self.app.tables.get(table)
+        if declared is None:
+            raise ConfigError(f"app {self.app.id!r} declares no table {table!r}")
+        if declared.windowed is None:
+            raise ConfigError(f"table {table!r} is not windowed: no event is late for it")
+        return list(self._late.get(table, []))
 
     def table(self, name: str) -> dict[Any, Any]:
         """The content of table ``name`` over every partition (windowed: keyed by

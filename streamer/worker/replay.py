@@ -22,6 +22,7 @@ from streamer.app import App
 from streamer.errors import ConfigError, KafkaOperationError
 from streamer.kafka.backend import Backend, Consumer, Producer
 from streamer.kafka.offsets import GroupOffsets, ResetTarget, parse_datetime
+from streamer.progress import Advance, bar
 from streamer.state.table import TablePartition
 from streamer.worker.checkpoint import AtLeastOnceCheckpoint, CheckpointFailed, Due
 from streamer.worker.partition import Effects, Output, PartitionState
@@ -173,10 +174,17 @@ class ReplayCheckpoint(AtLeastOnceCheckpoint):
             part.dirty.clear()  # tables stay in memory (the overlay): no changelog, no RocksDB
 
 
-async def report_progress(plan: ReplayPlan, counter: Callable[[], int], every: float) -> None:
-    """Log the replay's progress every ``every`` seconds until cancelled."""
+async def report_progress(
+    plan: ReplayPlan, counter: Callable[[], int], every: float, advance: Advance | None = None
+) -> None:
+    """Until cancelled: move ``advance`` (a progress bar) ten times a second, or without
+    one log the replay's progress every ``every`` seconds."""
     started = time.monotonic()
     while True:
+        if advance is not None:
+            await asyncio.sleep(0.1)
+            advance(counter())
+            continue
         await asyncio.sleep(every)
         done = counter()
         rate = done / (time.monotonic() - started)
@@ -191,12 +199,17 @@ async def run_replay(
     from streamer.worker.runner import Worker
 
     worker = Worker(app, backend=backend, handle_signals=False, replay=plan, dry_run=dry_run)
-    progress = asyncio.ensure_future(report_progress(plan, lambda: worker.stats.records, 2.0))
     started = time.monotonic()
-    try:
-        await worker.run()
-    finally:
-        progress.cancel()
+    with bar(f"replaying {plan.topic}", plan.total) as advance:
+        progress = asyncio.ensure_future(
+            report_progress(plan, lambda: worker.stats.records, 2.0, advance)
+        )
+        try:
+            await worker.run()
+        finally:
+            progress.cancel()
+            if advance is not None:
+                advance(worker.stats.records)
     stats = worker.stats
     summary = ReplaySummary(stats.records, stats.outputs, stats.errors, time.monotonic() - started)
     log.info(

@@ -147,7 +147,7 @@ class Worker(Stopping):
         current_clock.set(self.clock)  # for tables and timers; inherited by every task below
         s = self.settings
         client_config = {**s.kafka_config}
-        admin = connect_admin(self.backend, s.brokers, client_config)
+        admin = connect_admin(self.backend, s.brokers, client_config, s.connect_timeout)
         # Every declared topic, not only those agents read and yield to: `send` targets too.
         specs = {name: topic.spec for name, topic in self.app.topics.items()}
         ensure = partial(

@@ -198,6 +198,9 @@ class Worker(PartitionOwnership):
         else:
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
+            self.metrics.watch_group(
+                admin, self.app.group_id, {t: counts[t] for t in self._sources}
+            )
             consumer = make_consumer(self.backend, s.brokers, self.app.group_id, consumer_overrides)
             self._consumer = consumer
             self._checkpoint = make_checkpoint(self.app.id, s, consumer, self.backend)

@@ -36,7 +36,7 @@ from streamer.errors import (
 from streamer.events import Event
 from streamer.kafka.admin import TopicSpec, ensure_topics, wait_for_topics
 from streamer.kafka.backend import Backend, Consumer, Message
-from streamer.kafka.clients import connect_admin, make_consumer, make_producer
+from streamer.kafka.clients import ConnectionWatch, connect_admin, make_consumer, make_producer
 from streamer.metrics import WorkerMetrics
 from streamer.settings import redact
 from streamer.topics import Topic
@@ -120,6 +120,7 @@ class Worker(PartitionOwnership):
         self._replay_state_dir: tempfile.TemporaryDirectory[str] | None = None
         self.stats = WorkerStats()
         self._consumer: Consumer | None = None
+        self._watch = ConnectionWatch()  # the consumer's error_cb: logs losing/regaining Kafka
         self._checkpoint: Checkpoint | None = None
         self._rewind_pending = False
         self._tables = TableManager(app, {}, self.backend)
@@ -201,7 +202,9 @@ class Worker(PartitionOwnership):
             self.metrics.watch_group(
                 admin, self.app.group_id, {t: counts[t] for t in self._sources}
             )
-            consumer = make_consumer(self.backend, s.brokers, self.app.group_id, consumer_overrides)
+            consumer = make_consumer(
+                self.backend, s.brokers, self.app.group_id, consumer_overrides, watch=self._watch
+            )
             self._consumer = consumer
             self._checkpoint = make_checkpoint(self.app.id, s, consumer, self.backend)
             self.metrics.watch(self._checkpoint)
@@ -315,6 +318,8 @@ class Worker(PartitionOwnership):
                 self._rewind()
                 messages = []
             if messages:
+                if self._watch.lost_at is not None and any(m.error() is None for m in messages):
+                    self._watch.contact()
                 self._dispatch(messages)
             if self._to_resume:
                 self._resume_drained()

@@ -34,11 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from streamer.kafka.group import GroupAssignment
+
 if TYPE_CHECKING:
     from confluent_kafka import TopicPartition
 
     from streamer.app import App
-    from streamer.kafka.backend import Consumer
+    from streamer.kafka.backend import Admin, Consumer
     from streamer.state.table import TablePartition
     from streamer.worker.checkpoint import Checkpoint
     from streamer.worker.partition import PartitionState
@@ -254,6 +256,7 @@ class WorkerMetrics:
         self._recovery: dict[tuple[str, int], tuple[int, int]] = {}
         self._next_refresh = 0.0
         self._beat = time.monotonic()  # when the pump last turned (see stalled_for)
+        self._group: GroupAssignment | None = None  # set by watch_group
         # Counts are flushed by the loop (refresh, release) and by scrapes (the web thread).
         self._flush_lock = threading.Lock()
 
@@ -276,6 +279,12 @@ class WorkerMetrics:
         checkpoint.timer = self.commit_timer
         if self.enabled:
             checkpoint.produced = self.produced
+
+    def watch_group(self, admin: Admin, group: str, partitions: Mapping[str, int]) -> None:
+        """From now on readiness also requires every partition of ``partitions`` (the app's
+        source topics, repartition topics included) to be owned by some member of ``group``
+        (see :class:`GroupAssignment`)."""
+        self._group = GroupAssignment(admin, group, partitions)
 
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
         """Partitions were assigned (or restarted after a rewind): give their lanes probes
@@ -415,8 +424,10 @@ class WorkerMetrics:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready when partitions are assigned and every one is restored and processing (its
-        ``ready`` event set, its lanes open). The detail says which are not, and why. Safe
-        from any thread: it only reads, from a copy of the partition map."""
+        ``ready`` event set, its lanes open), and (once :meth:`watch_group` was called) every
+        source partition of the app is owned by some member of the group. The detail says
+        which are not, and why. Call it from the web server's thread: it reads from a copy of
+        the partition map, and may ask the broker about the group (at most once a second)."""
         states = list(self._states.values())  # one C-level copy: atomic under the GIL
         waiting: dict[str, str] = {}
         for state in states:
@@ -424,10 +435,16 @@ class WorkerMetrics:
                 waiting[state.label] = "restoring"
             elif any(lane.closing for lane in state.lanes):
                 waiting[state.label] = "stopping"
-        ready = bool(states) and not waiting
+        unassigned = self._group.unassigned() if self._group is not None else []
+        ready = bool(states) and not waiting and not unassigned
         detail: dict[str, Any] = {"ready": ready, "assigned": len(states)}
         if not states:
             detail["reason"] = "no partitions assigned"
+        if unassigned:
+            # In the group, not here: a partition no member owns is processed by nobody.
+            detail["unassigned_in_group"] = unassigned
+            if self._group is not None and self._group.error is not None:
+                detail["group_error"] = self._group.error
         if waiting:
             detail["not_ready"] = waiting
             owned = {(p.table.name, p.partition) for s in states for p in s.tables}

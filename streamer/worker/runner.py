@@ -37,7 +37,7 @@ from streamer.errors import (
 from streamer.events import Event
 from streamer.kafka.admin import TopicSpec, ensure_topics, topic_ids, wait_for_topics
 from streamer.kafka.backend import Backend, Consumer, Message
-from streamer.kafka.clients import connect_admin, make_consumer, make_producer
+from streamer.kafka.clients import ConnectionWatch, connect_admin, make_consumer, make_producer
 from streamer.metrics import WorkerMetrics
 from streamer.settings import redact
 from streamer.topics import Topic
@@ -125,6 +125,7 @@ class Worker(Stopping):
         self._consumer: Consumer | None = None
         self._committer: Committer | None = None
         self._exactly_once = self.settings.exactly_once and replay is None
+        self._watch = ConnectionWatch()  # the consumer's error_cb: logs losing/regaining Kafka
         self._rewind_pending = False
         self._stop_error: StreamerError | None = None  # why the stop was not clean
         self._tables = TableManager(app, {}, self.backend)
@@ -199,7 +200,12 @@ class Worker(Stopping):
         else:
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
-            consumer = make_consumer(self.backend, s.brokers, self.app.group_id, consumer_overrides)
+            self.metrics.watch_group(
+                admin, self.app.group_id, {t: counts[t] for t in self._sources}
+            )
+            consumer = make_consumer(
+                self.backend, s.brokers, self.app.group_id, consumer_overrides, watch=self._watch
+            )
             # Event-time order across partitions (streamer.worker.ordering): the pump reads
             # through this wrapper; it is the consumer itself when the app needs no order.
             self._consumer = ordered(consumer, self.app, self._states, self.clock)
@@ -325,6 +331,8 @@ class Worker(Stopping):
                 if not self._stopping:
                     self._rewind()
             if messages:
+                if self._watch.lost_at is not None and any(m.error() is None for m in messages):
+                    self._watch.contact()
                 self._dispatch(messages)
             if self._to_resume:
                 self._resume_drained()

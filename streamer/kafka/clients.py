@@ -109,9 +109,14 @@ class ConnectionWatch:
 
     def __init__(self) -> None:
         self.lost_at: float | None = None  # monotonic time every broker was lost, if so
+        # A fatal error (e.g. a static member fenced): the client can do nothing more, and
+        # its owner must stop rather than run on without partitions.
+        self.fatal: KafkaError | None = None
 
     def __call__(self, err: KafkaError) -> None:
         _log_client_error(err)
+        if err.fatal() and self.fatal is None:
+            self.fatal = err
         if err.code() == KafkaError._ALL_BROKERS_DOWN and self.lost_at is None:
             self.lost_at = time.monotonic()
 

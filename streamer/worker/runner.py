@@ -330,6 +330,12 @@ class Worker(Stopping):
                 messages = []
                 if not self._stopping:
                     self._rewind()
+            if self._watch.fatal is not None:
+                self._fail(KafkaOperationError(
+                    f"the consumer failed fatally ({self._watch.fatal.str()}); the worker "
+                    "stops so that it can be restarted with a fresh one"
+                ))  # fmt: skip
+                break
             if messages:
                 if self._watch.lost_at is not None and any(m.error() is None for m in messages):
                     self._watch.contact()

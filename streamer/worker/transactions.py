@@ -23,7 +23,9 @@ of the aborted checkpoint is committed later by another path.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -38,6 +40,7 @@ log = logging.getLogger("streamer.transactions")
 
 TXN_TIMEOUT = 30.0
 ABORT_TIMEOUT = 10.0
+STUCK_GRACE = 15.0  # seconds past its own timeout before a blocked call is given up
 RETRY_PAUSE = 0.1  # seconds between commit attempts that fail at once
 
 
@@ -53,6 +56,8 @@ class ExactlyOnceCheckpoint(Checkpoint):
         self._in_transaction = False
         # A failure seen while releasing (the transaction cannot commit any more).
         self._doomed: KafkaError | None = None
+        # A blocking transactional call that overstayed its timeout: the producer is unusable.
+        self._stuck = False
 
     def release(self, batch: list[Effects]) -> None:
         if self._doomed is not None:
@@ -90,8 +95,9 @@ class ExactlyOnceCheckpoint(Checkpoint):
                     if s.committed is not None
                 ]
             if offsets:
-                self._producer.send_offsets_to_transaction(
-                    offsets, self._consumer.consumer_group_metadata(), _left(deadline)
+                metadata = self._consumer.consumer_group_metadata()
+                self._bounded(
+                    self._producer.send_offsets_to_transaction, offsets, metadata, _left(deadline)
                 )
             self._commit_transaction(deadline)
         except KafkaException as exc:
@@ -109,7 +115,7 @@ class ExactlyOnceCheckpoint(Checkpoint):
         while True:
             started = time.monotonic()
             try:
-                self._producer.commit_transaction(_left(deadline))
+                self._bounded(self._producer.commit_transaction, _left(deadline))
                 self._in_transaction = False
                 return
             except KafkaException as exc:
@@ -164,14 +170,54 @@ class ExactlyOnceCheckpoint(Checkpoint):
             return
         self._in_transaction = False
         try:
-            self._producer.abort_transaction(ABORT_TIMEOUT)
+            self._bounded(self._producer.abort_transaction, ABORT_TIMEOUT)
         except KafkaException as exc:
             # A producer that cannot even abort is unusable: it is replaced.
             raise CheckpointFailed(
                 f"aborting the transaction ({reason}) failed: {_error(exc).str()}", fenced=True
             ) from exc
 
+    def _bounded(self, call: Callable[..., Any], *args: Any) -> None:
+        """Make a blocking transactional call, but never wait much longer than its own
+        timeout (the last argument): librdkafka can block in ``send_offsets_to_transaction``
+        far past it once the group coordinator it cached went away (a broker restart;
+        confluentinc/librdkafka#5456, #5511). The call runs on this checkpoint's own thread;
+        when it overstays, the producer is given up (fenced, so a fresh one replaces it)
+        and its thread left to return whenever it does."""
+        if self._stuck:
+            raise KafkaException(KafkaError(KafkaError._FATAL, "the producer is stuck", fatal=True))
+        timeout = float(args[-1])
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                call(*args)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the loop thread below
+                outcome.append(exc)
+
+        # A daemon thread: one that never returns must not hold the process at exit.
+        thread = threading.Thread(target=run, name="streamer-txn", daemon=True)
+        thread.start()
+        thread.join(timeout + STUCK_GRACE)
+        if not outcome:
+            self._stuck = True
+            self._in_transaction = False
+            name = getattr(call, "__name__", "a transactional call")
+            log.error(
+                "%s has not returned %.0fs after its %.0fs timeout; giving this producer up "
+                "and starting a fresh one (the open transaction is aborted by the broker)",
+                name, STUCK_GRACE, timeout,
+            )  # fmt: skip
+            raise KafkaException(
+                KafkaError(KafkaError._FENCED, f"{name} stuck past its timeout", fatal=True)
+            )
+        if outcome[0] is not None:
+            raise outcome[0]
+
     def close(self, timeout: float = ABORT_TIMEOUT) -> None:
+        if self._stuck:  # any call could block again: leave it to the broker's timeout
+            return
         if self._in_transaction:
             self._in_transaction = False
             try:

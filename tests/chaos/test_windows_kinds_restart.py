@@ -92,8 +92,7 @@ def test_each_final_window_exactly_once_across_hand_over_kill_and_restart(
         messages = read_all(kafka_bootstrap, out, expect=expect, idle=1.5, timeout=30)
         values = [(m.key().decode(), json.loads(m.value())) for m in messages]
         return Counter(
-            (key, round(v["start"] * 1000), round(v["end"] * 1000), v["value"])
-            for key, v in values
+            (key, round(v["start"] * 1000), round(v["end"] * 1000), v["value"]) for key, v in values
         )
 
     def wait(condition: str, check: object, worker: WorkerProcess, limit: float) -> None:

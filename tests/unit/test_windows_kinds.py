@@ -5,7 +5,11 @@ in tests/windows_reference.py over the same input."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -281,3 +285,50 @@ def test_bad_sliding_and_session_declarations_say_why(
     app = App("bad", brokers="unused:1")
     with pytest.raises(ConfigError, match=says):
         declare(app.table("t", default=int, value_type=int))
+
+
+@pytest.mark.parametrize("kind", ["sliding", "session"])
+def test_the_cli_lists_a_keys_windows_with_their_ends(kind: str, tmp_path: Path) -> None:
+    from streamer.state.sessions import pack as pack_session
+    from streamer.state.sliding import pack as pack_sliding
+    from streamer.state.store import PartitionStore
+
+    pack = pack_sliding if kind == "sliding" else pack_session
+    store = PartitionStore(tmp_path / "cli-app" / "counts" / "0")
+    # sliding: the windows [100, 102] and [101.5, 103.5]; sessions [100, 100.5], [104, 107].
+    first, second = (100_000, 101_500) if kind == "sliding" else (100_000, 104_000)
+    info = (102_000, 103_000) if kind == "sliding" else (100_500, 107_000)  # last / end
+    store.apply(
+        {
+            window_key(first, b"a"): pack(CLOSED_FLAG, info[0], b"3"),
+            window_key(second, b"a"): pack(OPEN_FLAG, info[1], b"2"),
+            window_key(first, b"b"): pack(OPEN_FLAG, info[0], b"9"),
+        },
+        {},
+    )
+    store.close()
+    env = {
+        **os.environ,
+        "STREAMER_BROKERS": "127.0.0.1:1",
+        "STREAMER_STATE_DIR": str(tmp_path),
+        "TEST_APP_ID": "cli-app",
+        "TEST_SRC": "src",
+        "TEST_OUT": "out",
+        "TEST_KIND": kind,
+        "TEST_SIZE": "2",
+        "TEST_RETENTION": "10",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "streamer", "tables", "tests.apps.windows_app", "get", "counts",
+         "a", "--json"],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    windows = [
+        (w["start"], w["end"], w["value"], w["closed"]) for w in json.loads(done.stdout)["windows"]
+    ]
+    if kind == "sliding":  # the end is start + size, both included
+        assert windows == [(100.0, 102.0, 3, True), (101.5, 103.5, 2, False)]
+    else:  # the end is the session's last event, from the stored value
+        assert windows == [(100.0, 100.5, 3, True), (104.0, 107.0, 2, False)]

@@ -143,12 +143,11 @@ class SlidingPartition(WindowPartition):
 
         def same_records(a: int) -> int | None:
             """The start of the stored window holding the records of ``[a, a + size]``."""
-            inside = [r for r in times if a <= r <= a + size]
-            if not inside:
+            i = bisect_right(times, a + size) - 1  # the latest record up to a + size
+            if i < 0 or times[i] < a:
                 return None
-            latest = inside[-1]
-            before = [r for r in times if latest - size <= r < a]
-            return latest - size if not before else before[-1] + 1
+            latest, j = times[i], bisect_left(times, a) - 1  # j: the latest before a
+            return latest - size if j < 0 or times[j] < latest - size else times[j] + 1
 
         targets = {t - size, t + 1}
         targets.update(r - size for r in times if t <= r <= t + size)  # left, containing t

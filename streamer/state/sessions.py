@@ -68,12 +68,15 @@ class SessionPartition(WindowPartition):
     """The session state of one table partition: stream time, lateness and the closing
     protocol of :class:`WindowPartition`, with sessions closing by their end."""
 
-    __slots__ = ("dues", "starts")
+    __slots__ = ("dues", "starts", "unsure")
 
     def __init__(self, part: TablePartition, spec: WindowSpec, now: float) -> None:
         super().__init__(part, spec, now)
         self.starts: dict[bytes, list[int]] = {}
         self.dues: list[tuple[int, int, bytes]] = []  # (close time, start, key), a min-heap
+        # (key, start) created or deleted by writes that were staged, not yet settled: the
+        # index keeps them until those writes are released (or undone), then follows the store.
+        self.unsure: list[tuple[bytes, int]] = []
 
     def load(self, start: int, key: bytes, value: bytes) -> None:
         self.note(key, start)
@@ -161,9 +164,31 @@ class SessionPartition(WindowPartition):
         closed.sort()
         return closed
 
+    def forget(self, key: bytes, start: int) -> None:
+        starts = self.starts.get(key)
+        if starts is not None and start in starts:
+            starts.remove(start)
+            if not starts:
+                del self.starts[key]
+
+    def _settle_unsure(self) -> None:
+        """Sessions created or merged away by events whose writes are settled now: the index
+        follows the store (a merge undone keeps both sessions; one released drops the old)."""
+        part, waiting = self.part, []
+        for key, start in self.unsure:
+            window = window_key(start, key)
+            if part.pending(window):
+                waiting.append((key, start))
+            elif part.read(window) is None:
+                self.forget(key, start)
+            else:
+                self.note(key, start)
+        self.unsure = waiting
+
     def expire_due(self, write: Writer) -> int:
         """Delete the closed sessions whose ``end + gap + retention`` the stream time has
         reached; returns how many. Candidates come from a scan of the oldest starts."""
+        self._settle_unsure()
         spec = self.spec
         limit = self.stream - spec.size - spec.retention  # sessions ending <= limit expire
         self.next_expiry = self.stream + spec.step
@@ -184,12 +209,7 @@ class SessionPartition(WindowPartition):
                 continue
             if end_of(value) <= limit and write(window, None):
                 expired += 1
-                starts = self.starts.get(window[8:])
-                start = int.from_bytes(window[:8], "big")
-                if starts is not None and start in starts:
-                    starts.remove(start)
-                    if not starts:
-                        del self.starts[window[8:]]
+                self.forget(window[8:], int.from_bytes(window[:8], "big"))
         return expired
 
     def plan(

@@ -133,6 +133,7 @@ def apply_session(
     for old_start, old_end, _ in gone:
         # Merged into the new session: deleted in this event (a changelog tombstone).
         lane.stage_write(part.stage(window_key(old_start, data), None))
+        state.unsure.append((data, old_start))
         if table._updates:
             table._emit(lane, table._updates, key, old_start / 1000, old_end / 1000, None)
     encoded = _encode(table, value)
@@ -140,6 +141,7 @@ def apply_session(
     state.note(data, start)
     if not kept:
         state.add_open(start, data, end)
+        state.unsure.append((data, start))
     if table._updates:
         table._emit(lane, table._updates, key, start / 1000, end / 1000, value)
     return True

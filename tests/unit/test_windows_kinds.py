@@ -200,7 +200,7 @@ def _add(h: Harness, key: str, seconds: float, *, fail: bool = False) -> None:
 
 def test_a_failed_bridging_event_is_undone_and_its_retry_merges_once(tmp_path: Path) -> None:
     closed: list[tuple[str, int, int, int]] = []
-    h = Harness(tmp_path, _kind("session", closed, gap=5, grace=60))
+    h = Harness(tmp_path, _kind("session", closed, gap=5, grace=60, retention=60))
     for at in (100, 102, 112):
         _add(h, "a", at)
     _add(h, "a", 107, fail=True)  # bridges [100, 102] and [112, 112], then the agent fails
@@ -208,8 +208,12 @@ def test_a_failed_bridging_event_is_undone_and_its_retry_merges_once(tmp_path: P
     _add(h, "a", 130)
     _add(h, "a", 107)  # the retry
     assert h.windowed.as_dict() == {("a", 100.0): 4, ("a", 130.0): 1}
+    _add(h, "b", 135)  # a second of stream time later: the index forgot the merged-away one
+    assert h.windowed._parts[0].starts[b"a"] == [100_000, 130_000]  # type: ignore[attr-defined]
     h.tick(10**10)
-    assert sorted(closed) == [("a", 100_000, 112_000, 4), ("a", 130_000, 130_000, 1)]
+    assert sorted(closed) == [
+        ("a", 100_000, 112_000, 4), ("a", 130_000, 130_000, 1), ("b", 135_000, 135_000, 1)
+    ]  # fmt: skip
 
 
 def test_a_failed_sliding_event_leaves_no_window_behind(tmp_path: Path) -> None:

@@ -82,15 +82,25 @@ class SlidingPartition(WindowPartition):
             times.insert(i, t)
 
     def expire_due(self, write: Callable[[bytes, bytes | None], bool]) -> int:
-        expired = super().expire_due(write)
+        touched: set[bytes] = set()
+
+        def tracking(window: bytes, value: bytes | None) -> bool:
+            done = write(window, value)
+            if done:
+                touched.add(window[8:])
+            return done
+
+        expired = super().expire_due(tracking)
         # Record times whose left window expired are never needed again (see the module
-        # docstring: retention covers every window a new event can copy from).
+        # docstring: retention covers every window a new event can copy from). Only the
+        # keys that lost windows now can have such times.
         limit = self.spec.expired_before(self.stream) + self.size
-        for key in list(self.times):
-            times = self.times[key]
-            del times[: bisect_right(times, limit)]
-            if not times:
-                del self.times[key]
+        for key in touched:
+            times = self.times.get(key)
+            if times is not None:
+                del times[: bisect_right(times, limit)]
+                if not times:
+                    del self.times[key]
         return expired
 
     def record_times(self, key: bytes, lo: int, hi: int) -> list[int]:

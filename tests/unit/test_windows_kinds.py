@@ -20,7 +20,7 @@ import pytest
 from streamer import App, ConfigError, Stream
 from streamer.state.sessions import end_of
 from streamer.state.sliding import last_of
-from streamer.state.window_store import CLOSED_FLAG, OPEN_FLAG, window_key
+from streamer.state.window_store import CLOSED_FLAG, META_KEY, OPEN_FLAG, window_key
 from streamer.state.windows import WindowedTable
 from streamer.testing import TestDriver
 from tests import windows_reference as reference
@@ -249,6 +249,12 @@ def test_restarts_mid_stream_give_the_reference_windows(kind: str, tmp_path: Pat
     expected, late = ref(events, 4_000 if kind == "sliding" else 2_000, 3_000)
     assert Counter(closed) == expected
     assert h.windowed.late_events == late
+    # Every window expired (the tick's stream time passed their retention): the store holds
+    # only the metadata, and the in-memory indexes of event times and starts are empty.
+    h.checkpoint()
+    assert [key for key, _ in h.part.store.items()] == [META_KEY]
+    state = h.windowed._parts[0]
+    assert not getattr(state, "times" if kind == "sliding" else "starts")
 
 
 def test_sliding_stored_values_carry_the_flag_and_the_latest_time(tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ class PartitionOwnership:
         for effects, err, topic in refusals:
             if err.code() not in REFUSED_CODES:
                 continue  # a timeout or a purge: not the record's fault; just rewound
-            pending = effects.pending
+            event = effects.event
             topic = topic or next((o[0] for o in effects.outputs), "its sink")
             if effects.dead_letter:
                 self._fail(OutputRefused(
@@ -200,11 +200,11 @@ class PartitionOwnership:
                     topic=topic, code=err.name(),
                 ))  # fmt: skip
                 continue
-            if effects.owner is None or pending is None:
+            if effects.owner is None or event is None:
                 log.error("a timer's output to %s was refused (%s); it is dropped", topic,
                           err.str())  # fmt: skip
                 continue
-            where = (pending.event.topic, pending.event.partition, pending.offset)
+            where = (event.topic, event.partition, effects.offset)
             if (effects.owner, where) in seen:
                 continue
             seen.add((effects.owner, where))

@@ -1,7 +1,9 @@
 """Windowed tables: per-key values per time window, closed and expired by stream time.
 
-``app.table(...).tumbling(60.0, grace=10.0)`` (or ``.hopping(size, step, ...)``) returns a
-:class:`WindowedTable`. Inside an agent::
+``app.table(...).tumbling(60.0, grace=10.0)`` (or ``.hopping(size, step, ...)``,
+``.sliding(size, ...)``, ``.session(gap, ...)``) returns a :class:`WindowedTable`. Which
+windows a sliding or session table holds, and when they close: :mod:`streamer.state.sliding`,
+:mod:`streamer.state.sessions`; what follows holds for every kind. Inside an agent::
 
     counts[event.key] += 1              # every window containing the event time
     counts[event.key].current()         # the latest window containing the event time
@@ -74,8 +76,9 @@ DAY = 86_400.0
 
 
 class WindowedTable:
-    """A table whose values live per (key, window). Create with ``Table.tumbling`` or
-    ``Table.hopping``; see the module docstring for the contracts.
+    """A table whose values live per (key, window). Create with ``Table.tumbling``,
+    ``Table.hopping``, ``Table.sliding`` or ``Table.session``; see the module docstring for
+    the contracts.
 
     ``retention`` (seconds after a window's end; default one day, at least ``grace``) bounds
     how long past windows stay readable. ``idle_close=None`` disables wall-clock closing;

@@ -52,7 +52,8 @@ from streamer.clock import current_clock, to_millis
 from streamer.errors import ConfigError, StreamerError
 from streamer.events import Event
 from streamer.state.lateness import LateEvents
-from streamer.state.sessions import HEADER, end_of
+from streamer.state.sessions import HEADER, SessionPartition, end_of
+from streamer.state.sliding import SlidingPartition
 from streamer.state.window_callbacks import CallbackRunner, OutputBuffer
 from streamer.state.window_kinds import PARTITION_KINDS, apply_grid, apply_session, apply_sliding
 from streamer.state.window_set import WindowSet
@@ -261,12 +262,12 @@ class WindowedTable:
         if state.stream >= state.next_due or state.closing:
             self._close(state, lane)
         data = table._key(key)
-        if self.kind == "hopping":
-            applied = apply_grid(self, state, lane, key, data, t, fn, read)
-        elif self.kind == "sliding":
-            applied = apply_sliding(self, state, lane, key, data, t, fn, read)  # type: ignore[arg-type]
+        if isinstance(state, SlidingPartition):
+            applied = apply_sliding(self, state, lane, key, data, t, fn, read)
+        elif isinstance(state, SessionPartition):
+            applied = apply_session(self, state, lane, key, data, t, fn, read)
         else:
-            applied = apply_session(self, state, lane, key, data, t, fn, read)  # type: ignore[arg-type]
+            applied = apply_grid(self, state, lane, key, data, t, fn, read)
         if advanced:
             lane.stage_write(part.stage(META_KEY, state.meta()))
         if not applied:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from streamer._context import Stager
-from streamer.errors import SerializationError
+from streamer.errors import SerializationError, StreamerError
 from streamer.state.sessions import SessionPartition
 from streamer.state.sessions import pack as pack_session
 from streamer.state.sliding import SlidingPartition
@@ -125,7 +125,18 @@ def apply_session(
     if t < 0:
         return False
     decode = table.table.value_serde.deserialize
-    plan = state.plan(data, t, fn, _initial(table, key, read), table.merge, decode)
+
+    def merge(a: Any, b: Any) -> Any:
+        try:
+            return table.merge(a, b)
+        except Exception as exc:
+            raise StreamerError(
+                f"session table {table.name!r}: merging two sessions of key {key!r} failed "
+                f"({type(exc).__name__}: {exc}); pass merge=... to .session() for values "
+                "that `a + b` does not combine"
+            ) from exc
+
+    plan = state.plan(data, t, fn, _initial(table, key, read), merge, decode)
     if plan is None:
         return False
     (start, end, kept), value, gone = plan

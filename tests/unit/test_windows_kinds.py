@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from streamer import App, ConfigError, Stream
+from streamer import App, ConfigError, Stream, StreamerError
 from streamer.state.sessions import end_of
 from streamer.state.sliding import last_of
 from streamer.state.window_store import CLOSED_FLAG, META_KEY, OPEN_FLAG, window_key
@@ -342,3 +342,35 @@ def test_the_cli_lists_a_keys_windows_with_their_ends(kind: str, tmp_path: Path)
         assert windows == [(100.0, 102.0, 3, True), (101.5, 103.5, 2, False)]
     else:  # the end is the session's last event, from the stored value
         assert windows == [(100.0, 100.5, 3, True), (104.0, 107.0, 2, False)]
+
+
+def test_sessions_merge_with_the_merge_function_and_say_when_a_plus_b_cannot(
+    tmp_path: Path,
+) -> None:
+    def build(merge: Any) -> Callable[[App], WindowedTable]:
+        def declare(app: App) -> WindowedTable:
+            table = app.table("tags", default=dict, value_type=dict)
+            windowed: WindowedTable = table.session(5, grace=60, merge=merge, idle_close=None)
+            return windowed
+
+        return declare
+
+    def tag(h: Harness, seconds: float, value: str) -> None:
+        def do() -> None:
+            h.windowed["a"].update(lambda tags: {**tags, value: seconds})
+
+        h.event("a", seconds, do)
+
+    h = Harness(tmp_path / "union", build(lambda a, b: {**a, **b}))
+    for seconds, value in ((100, "x"), (108, "y"), (104, "z")):  # 104 bridges the two
+        tag(h, seconds, value)
+        h.complete()
+    assert h.windowed.as_dict() == {("a", 100.0): {"x": 100, "y": 108, "z": 104}}
+
+    h = Harness(tmp_path / "plus", build(None))  # the default, a + b, cannot add dicts
+    tag(h, 100, "x")
+    h.complete()
+    tag(h, 108, "y")
+    h.complete()
+    with pytest.raises(StreamerError, match=r"merge=\.\.\. to \.session"):
+        tag(h, 104, "z")

@@ -63,7 +63,7 @@ def test_each_final_window_exactly_once_across_hand_over_kill_and_restart(
         "TEST_GRACE": str(GRACE_MS / 1000),
         "TEST_RETENTION": "4",
         "TEST_IDLE_CLOSE": "6",
-        "TEST_DELAY": "0.01",
+        "TEST_DELAY": "0.02",  # slow enough that the stops land mid-stream
     }
     base = (int(time.time() * 1000) - 3_600_000) // 60_000 * 60_000
     events = _events(base)

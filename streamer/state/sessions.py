@@ -1,4 +1,4 @@
-"""Session windows: per key, events closer than ``gap`` to each other form one session.
+"""Session windows: per key, events at most ``gap`` apart form one session.
 
 A session is ``[first event time, last event time]`` of a key. An event within ``gap`` of a
 session (``start - gap <= t <= end + gap``) joins it; an event within ``gap`` of two sessions

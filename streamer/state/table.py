@@ -348,7 +348,7 @@ class Table:
         idle_close: float | None = 30.0,
         event_time: Callable[[Event], float] | None = None,
     ) -> WindowedTable:
-        """Make this table hold session windows: per key, events less than ``gap`` seconds
+        """Make this table hold session windows: per key, events at most ``gap`` seconds
         apart form one session ``[first, last]``; an event that bridges two sessions merges
         them, combining their values with ``merge(earlier, later)`` (default ``a + b``:
         counts, sums, lists). A session closes when stream time reaches its last event +

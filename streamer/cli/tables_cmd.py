@@ -273,7 +273,6 @@ def _get_windows(app: App, table: Table, key: str, data: bytes, as_json: bool) -
     partitions' stores: fine for an inspection command, never used by the worker."""
     windowed = table.windowed
     assert windowed is not None
-    size = windowed.spec.size
     windows: list[dict[str, Any]] = []
     searched: list[int] = []
     for partition, path in _partition_dirs(app, table.name):
@@ -290,7 +289,7 @@ def _get_windows(app: App, table: Table, key: str, data: bytes, as_json: bool) -
         for stored_key, value in found:
             start, _ = split_key(stored_key)
             try:
-                decoded = table.value_serde.deserialize(value[1:])
+                decoded = windowed.stored_value(value)
             except SerializationError as exc:
                 raise ConfigError(
                     f"table {table.name!r}, key {key!r}: stored window unreadable: {exc}"
@@ -298,7 +297,7 @@ def _get_windows(app: App, table: Table, key: str, data: bytes, as_json: bool) -
             windows.append({
                 "partition": partition,
                 "start": start / 1000,
-                "end": (start + size) / 1000,
+                "end": windowed.window_end(start, value) / 1000,
                 "value": _jsonable(decoded),
                 "closed": value[:1] == CLOSED_FLAG,
             })  # fmt: skip

@@ -74,6 +74,9 @@ class WindowSpec:
     step: int
     grace: int
     retention: int
+    # "hopping" (tumbling too), "sliding" or "session": see streamer.state.sliding and
+    # streamer.state.sessions for what size and step mean for the last two.
+    kind: str = "hopping"
 
     @classmethod
     def of(cls, size: float, step: float, grace: float, retention: float) -> WindowSpec:
@@ -175,9 +178,15 @@ class WindowPartition:
                 meta = orjson.loads(value)
                 state.stream = int(meta.get("stream", -1))
                 state.late = int(meta.get("late", 0))
-            elif len(key) >= 8 and value[:1] == OPEN_FLAG:
-                state.add_open(*split_key(key))
+            elif len(key) >= 8:
+                start, user_key = split_key(key)
+                state.load(start, user_key, value)
         return state
+
+    def load(self, start: int, key: bytes, value: bytes) -> None:
+        """Index one stored window while rebuilding (kinds with more to index extend it)."""
+        if value[:1] == OPEN_FLAG:
+            self.add_open(start, key)
 
     def meta(self) -> bytes:
         return orjson.dumps({"stream": self.stream, "late": self.late})

@@ -1,7 +1,9 @@
 """Windowed tables: per-key values per time window, closed and expired by stream time.
 
-``app.table(...).tumbling(60.0, grace=10.0)`` (or ``.hopping(size, step, ...)``) returns a
-:class:`WindowedTable`. Inside an agent::
+``app.table(...).tumbling(60.0, grace=10.0)`` (or ``.hopping(size, step, ...)``,
+``.sliding(size, ...)``, ``.session(gap, ...)``) returns a :class:`WindowedTable`. Which
+windows a sliding or session table holds, and when they close: :mod:`streamer.state.sliding`,
+:mod:`streamer.state.sessions`; what follows holds for every kind. Inside an agent::
 
     counts[event.key] += 1              # every window containing the event time
     counts[event.key].current()         # the latest window containing the event time
@@ -41,19 +43,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import operator
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from streamer._context import Stager, current_event, current_lane
 from streamer.clock import current_clock, to_millis
-from streamer.errors import ConfigError, SerializationError, StreamerError
+from streamer.errors import ConfigError, StreamerError
 from streamer.events import Event
 from streamer.state.lateness import LateEvents
+from streamer.state.sessions import HEADER, SessionPartition, end_of
+from streamer.state.sliding import SlidingPartition
 from streamer.state.window_callbacks import CallbackRunner, OutputBuffer
+from streamer.state.window_kinds import PARTITION_KINDS, apply_grid, apply_session, apply_sliding
 from streamer.state.window_set import WindowSet
 from streamer.state.window_store import (
     META_KEY,
-    OPEN_FLAG,
     WindowPartition,
     WindowSpec,
     split_key,
@@ -72,8 +77,9 @@ DAY = 86_400.0
 
 
 class WindowedTable:
-    """A table whose values live per (key, window). Create with ``Table.tumbling`` or
-    ``Table.hopping``; see the module docstring for the contracts.
+    """A table whose values live per (key, window). Create with ``Table.tumbling``,
+    ``Table.hopping``, ``Table.sliding`` or ``Table.session``; see the module docstring for
+    the contracts.
 
     ``retention`` (seconds after a window's end; default one day, at least ``grace``) bounds
     how long past windows stay readable. ``idle_close=None`` disables wall-clock closing;
@@ -86,21 +92,20 @@ class WindowedTable:
         self,
         table: Table,
         *,
-        size: float,
-        step: float,
-        grace: float,
-        retention: float | None,
+        spec: WindowSpec,
         on_close: OnClose | None,
         on_late: OnLate | None,
         idle_close: float | None,
         event_time: Callable[[Event], float] | None,
+        merge: Callable[[Any, Any], Any] | None = None,
     ) -> None:
-        if retention is None:
-            retention = max(DAY, grace)
         if idle_close is not None and not idle_close > 0:
             raise ConfigError(f"idle_close must be > 0 seconds or None, got {idle_close}")
         self.table = table
-        self.spec = WindowSpec.of(size, step, grace, retention)
+        self.spec = spec
+        self.kind = spec.kind
+        self._header = 1 if spec.kind == "hopping" else HEADER  # flag (+ 8 bytes: end/last)
+        self.merge = merge if merge is not None else operator.add
         self.on_close = on_close
         self.on_late = on_late
         self.idle_close = idle_close
@@ -119,7 +124,30 @@ class WindowedTable:
 
     def __repr__(self) -> str:
         spec = self.spec
-        return f"WindowedTable({self.name!r}, size={spec.size / 1000}s, step={spec.step / 1000}s)"
+        if self.kind == "hopping":
+            shape = f"size={spec.size / 1000}s, step={spec.step / 1000}s"
+        else:
+            shape = f"{self.kind}, {'gap' if self.kind == 'session' else 'size'}={self.width}s"
+        return f"WindowedTable({self.name!r}, {shape})"
+
+    @property
+    def width(self) -> float:
+        """Sliding windows' size, sessions' gap (seconds)."""
+        return (self.spec.size - (self.kind == "sliding")) / 1000
+
+    def window_end(self, start: int, stored: bytes) -> int:
+        """The end (ms) of the window stored at ``start``: exclusive for tumbling and hopping
+        windows, the last included millisecond (the latest event's) for sliding windows and
+        sessions."""
+        if self.kind == "session":
+            return end_of(stored)
+        if self.kind == "sliding":
+            return start + self.spec.size - 1
+        return start + self.spec.size
+
+    def stored_value(self, stored: bytes) -> Any:
+        """The value of a stored window (past its flag and header)."""
+        return self._decode(stored)
 
     # -- the dict-like surface ---------------------------------------------------------------
 
@@ -170,7 +198,7 @@ class WindowedTable:
         return None
 
     def _decode(self, stored: bytes) -> Any:
-        return self.table.value_serde.deserialize(stored[1:])
+        return self.table.value_serde.deserialize(stored[self._header :])
 
     def _value(self, stored: bytes | None) -> Any:
         if stored is not None:
@@ -234,31 +262,12 @@ class WindowedTable:
         if state.stream >= state.next_due or state.closing:
             self._close(state, lane)
         data = table._key(key)
-        serialize, default = table.value_serde.serialize, table.default
-        limit = self.spec.late_before(state.stream)
-        applied = False
-        for start in self.spec.starts(t) if t >= 0 else ():
-            if start <= limit:
-                break  # this window and every older one are past their grace
-            window = window_key(start, data)
-            stored = part.read(window)
-            if stored is None:
-                if read and default is None:
-                    raise KeyError(key)
-                old = default() if read and default is not None else None
-                state.add_open(start, data)
-            elif stored[:1] != OPEN_FLAG:
-                continue  # closed already (by an idle tick): it never changes again
-            else:
-                old = self._decode(stored) if read else None
-            new = fn(old)
-            encoded = serialize(new)
-            if encoded is None:
-                raise SerializationError(f"windowed table {self.name!r}: a value cannot be None")
-            lane.stage_write(part.stage(window, OPEN_FLAG + encoded))
-            applied = True
-            if self._updates:
-                self._emit(lane, self._updates, key, start, new)
+        if isinstance(state, SlidingPartition):
+            applied = apply_sliding(self, state, lane, key, data, t, fn, read)
+        elif isinstance(state, SessionPartition):
+            applied = apply_session(self, state, lane, key, data, t, fn, read)
+        else:
+            applied = apply_grid(self, state, lane, key, data, t, fn, read)
         if advanced:
             lane.stage_write(part.stage(META_KEY, state.meta()))
         if not applied:
@@ -278,7 +287,11 @@ class WindowedTable:
         state.late += 1
         lane.stage_write(state.part.stage(META_KEY, state.meta()))  # the count survives
         behind = state.stream - t
-        end = self.spec.last_start(t) + self.spec.size if t >= 0 else 0
+        # The end (exclusive) of the event's own window: the grace that would have kept it.
+        if self.kind == "hopping":
+            end = self.spec.last_start(t) + self.spec.size if t >= 0 else 0
+        else:  # sliding: its left window [t - size, t]; session: at worst, a session it
+            end = t + (self.kind == "sliding")  # touches that ended gap before it (+ gap)
         needed = max(0, state.stream - end + 1)
         self.lateness.count(state.part.partition, behind, needed, current_clock.get().time())
         if self.on_late is not None:
@@ -289,7 +302,8 @@ class WindowedTable:
     def _state(self, part: TablePartition) -> WindowPartition:
         state = self._parts.get(part.partition)
         if state is None or state.part is not part:  # attached anew: rebuild from the store
-            state = WindowPartition.rebuild(part, self.spec, current_clock.get().time())
+            kind = PARTITION_KINDS.get(self.kind, WindowPartition)
+            state = kind.rebuild(part, self.spec, current_clock.get().time())
             self._parts[part.partition] = state
             log.debug(
                 "%s: %d open window start(s), stream time %d", part.label, len(state.open),
@@ -318,7 +332,7 @@ class WindowedTable:
         if self.on_close is not None or self._finals:
             for args in self._close_args(closed):
                 if self._finals:
-                    self._emit(lane, self._finals, args[0], round(args[1] * 1000), args[3])
+                    self._emit(lane, self._finals, *args)
                 if self.on_close is not None:
                     self._call("on_close", self.on_close, *args)
         return len(closed)
@@ -345,11 +359,14 @@ class WindowedTable:
         """Names of the topics :meth:`stream_to` sends to."""
         return {topic.name for topic in (*self._updates, *self._finals)}
 
-    def _emit(self, stager: Stager, topics: list[Topic], key: Any, start: int, value: Any) -> None:
+    def _emit(
+        self, stager: Stager, topics: list[Topic], key: Any, start: float, end: float, value: Any
+    ) -> None:
+        """Stage one record of a window (seconds) on each of ``topics``."""
         dump = getattr(value, "model_dump", None)  # pydantic values as their JSON
         body = {
-            "start": start / 1000,
-            "end": (start + self.spec.size) / 1000,
+            "start": start,
+            "end": end,
             "value": dump(mode="json") if callable(dump) else value,
         }
         for topic in topics:
@@ -359,14 +376,14 @@ class WindowedTable:
         self, closed: list[tuple[int, bytes, bytes]]
     ) -> list[tuple[Any, float, float, Any]]:
         """``on_close`` arguments of closed windows (those that cannot be decoded: logged)."""
-        size, result = self.spec.size, []
+        result = []
         for start, key, stored in closed:
             try:
                 user_key, value = self.table.key_serde.deserialize(key), self._decode(stored)
             except Exception:
                 log.exception("window %s of table %r cannot be decoded", start, self.name)
                 continue
-            result.append((user_key, start / 1000, (start + size) / 1000, value))
+            result.append((user_key, start / 1000, self.window_end(start, stored) / 1000, value))
         return result
 
     def _close_outside(self, state: WindowPartition) -> int:
@@ -394,8 +411,8 @@ class WindowedTable:
             if self.on_close is not None
             else (OutputBuffer(), [])
         )
-        for user_key, start, _, value in args if self._finals else ():
-            self._emit(buffer, self._finals, user_key, round(start * 1000), value)
+        for closed_args in args if self._finals else ():
+            self._emit(buffer, self._finals, *closed_args)
 
         def apply() -> None:
             if self._parts.get(part.partition) is not state or (

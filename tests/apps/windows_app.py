@@ -1,5 +1,6 @@
 """A test app for windowed tables in worker processes: counts events per key in tumbling
-windows; every window close is sent to an output topic (from inside the event that closed
+windows (or TEST_KIND "sliding" windows of TEST_SIZE, or "session" windows with a gap of
+TEST_SIZE); every window close is sent to an output topic (from inside the event that closed
 it, or from the idle tick).
 
 Configured by environment: TEST_APP_ID, TEST_SRC, TEST_OUT, TEST_PARTITIONS, TEST_DELAY,
@@ -35,7 +36,8 @@ async def emit(key: str, start: float, end: float, value: int) -> None:
     await closed.send(key=key, value=json.dumps({"start": start, "end": end, "value": value}))
 
 
-counts = app.table("counts", default=int, value_type=int).tumbling(
+kind = env.get("TEST_KIND", "tumbling")
+counts = getattr(app.table("counts", default=int, value_type=int), kind)(
     float(env.get("TEST_SIZE", "5")),
     grace=float(env.get("TEST_GRACE", "1")),
     retention=float(env.get("TEST_RETENTION", "3")),

@@ -18,11 +18,12 @@ from streamer._context import current_lane
 from streamer.agents import Agent, Stream
 from streamer.errors import AgentFailed, OutputRefused, StreamerError
 from streamer.events import Event, Headers, Record
+from streamer.kafka.backend import Message
 from streamer.metrics import IDLE_PROBE, LaneProbe
 from streamer.policy import ErrorPolicy
 from streamer.state.table import TableWrite
 from streamer.worker.dead_letters import dead_letter
-from streamer.worker.partition import Effects, PartitionState, Pending
+from streamer.worker.partition import SKIPPED_EVENT, Effects, PartitionState, Pending
 
 log = logging.getLogger("streamer.agent")
 
@@ -426,3 +427,35 @@ def _handle_failure(lane: Lane, error: Exception) -> float | None:
                   attempts, exc_info=error)  # fmt: skip
         lane.drop_current()
     return None
+
+
+def settle_undecodable(
+    state: PartitionState,
+    message: Message,
+    error: Exception,
+    readers: list[tuple[str, LaneContext]],
+    fail: Callable[[BaseException], None],
+) -> None:
+    """A record no agent can see: dead-letter it (for each reader whose policy says so),
+    without retries, and go on with the next offset; a reader whose policy says stop stops
+    the worker with the offset held uncommitted."""
+    letters: list[Effects] = []
+    for name, ctx in readers:
+        if ctx.policy.on_exhausted == "stop":
+            # Track it as never completing, so no commit can pass this offset.
+            state.track(Pending(SKIPPED_EVENT, 1, message.offset() or 0, message))
+            fail(error)
+            return
+        if ctx.policy.on_exhausted == "dead_letter":
+            effects = Effects(name, None)
+            effects.dead_letter = True
+            effects.outputs.append(
+                dead_letter(ctx.dead_letter_topic, message, error, agent=name, attempts=1)
+            )
+            letters.append(effects)
+            ctx.dead_lettered(name, type(error).__name__)
+    where = f"{state.label}@{message.offset()}"
+    sent = f"; sent to {', '.join(e.outputs[0][0] for e in letters)}" if letters else ""
+    log.error("%s cannot be decoded: %s%s", where, error, sent or "; skipped")
+    state.stats.errors += 1
+    state.skip(message, letters)

@@ -43,12 +43,10 @@ from streamer.settings import redact
 from streamer.topics import Topic
 from streamer.web import start_web
 from streamer.worker.committer import Committer
-from streamer.worker.dead_letters import dead_letter
 from streamer.worker.guarantee import make_checkpoint
-from streamer.worker.lanes import LaneContext
+from streamer.worker.lanes import LaneContext, settle_undecodable
 from streamer.worker.ordering import ordered
 from streamer.worker.partition import (
-    SKIPPED_EVENT,
     Effects,
     Output,
     PartitionState,
@@ -448,28 +446,8 @@ class Worker(Stopping):
             log.debug("paused %s: lanes full", format_partitions(to_pause))
 
     def _undecodable(self, state: PartitionState, message: Message, error: Exception) -> None:
-        """A record no agent can see: dead-letter it (for each reader whose policy says so),
-        without retries, and go on with the next offset."""
-        letters: list[Effects] = []
-        for agent in self._subscribers[state.topic]:
-            ctx = self._lane_contexts[agent.name]
-            if ctx.policy.on_exhausted == "stop":
-                # Track it as never completing, so no commit can pass this offset.
-                state.track(Pending(SKIPPED_EVENT, 1, message.offset() or 0, message))
-                self._fail(error)
-                return
-            if ctx.policy.on_exhausted == "dead_letter":
-                effects = Effects(agent.name, None)
-                effects.dead_letter = True
-                effects.outputs.append(dead_letter(ctx.dead_letter_topic, message, error,
-                                                   agent=agent.name, attempts=1))  # fmt: skip
-                letters.append(effects)
-                ctx.dead_lettered(agent.name, type(error).__name__)
-        where = f"{state.label}@{message.offset()}"
-        sent = f"; sent to {', '.join(e.outputs[0][0] for e in letters)}" if letters else ""
-        log.error("%s cannot be decoded: %s%s", where, error, sent or "; skipped")
-        state.stats.errors += 1
-        state.skip(message, letters)
+        readers = [(a.name, self._lane_contexts[a.name]) for a in self._subscribers[state.topic]]
+        settle_undecodable(state, message, error, readers, self._fail)
 
     def _fail(self, error: BaseException) -> None:
         """An error policy says stop: stop the worker; run() raises AgentFailed."""

@@ -23,6 +23,7 @@ from streamer.timers import Timer, TimerFn, make_timer
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from streamer.replies import ReplyClient
     from streamer.worker.partition import Output
     from streamer.worker.replay import ReplayRange, ReplaySummary
 from streamer.topics import Topic
@@ -58,6 +59,7 @@ class App:
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
         self._backend: Backend = ConfluentBackend()
+        self._replies: ReplyClient | None = None
 
     def __repr__(self) -> str:
         return f"App({self.id!r}, brokers={self.settings.brokers!r})"
@@ -117,22 +119,27 @@ class App:
         concurrency: int = 1,
         name: str | None = None,
         on_error: ErrorPolicy | None = None,
-    ) -> Callable[[AgentFn], AgentFn]:
+        reply_type: object = None,
+    ) -> Callable[[AgentFn], Agent]:
         """Declare an agent over ``topic`` (or several). ``concurrency`` ordered key-lanes
         run per partition; events with the same key always share a lane, so their order holds.
-        ``on_error`` overrides the app's :class:`ErrorPolicy` for this agent.
+        ``on_error`` overrides the app's :class:`ErrorPolicy` for this agent. ``reply_type``
+        chooses the serde of what it yields as ``Reply(value)`` (JSON by default).
+
+        Returns the :class:`Agent` (callable like the function; ``await agent.ask(...)``).
         """
         topics = [topic] if isinstance(topic, Topic) else list(topic)
         sinks = [sink] if isinstance(sink, Topic) else list(sink)
 
-        def register(fn: AgentFn) -> AgentFn:
+        def register(fn: AgentFn) -> Agent:
             agent = make_agent(
-                fn, topics, sinks=sinks, concurrency=concurrency, name=name, on_error=on_error
-            )
+                fn, topics, sinks=sinks, concurrency=concurrency, name=name, on_error=on_error,
+                reply_serde=None if reply_type is None else self._serde(reply_type),
+            )  # fmt: skip
             if any(existing.name == agent.name for existing in self.agents):
                 raise ConfigError(f"two agents are named {agent.name!r}; pass name=...")
             self.agents.append(agent)
-            return fn
+            return agent
 
         return register
 
@@ -276,6 +283,17 @@ class App:
         run_worker(self)
 
     @property
+    def replies(self) -> ReplyClient:
+        """This process's side of request-reply (built on first use): see
+        :mod:`streamer.replies`."""
+        from streamer.replies import ReplyClient
+
+        with self._producer_lock:
+            if self._replies is None:
+                self._replies = ReplyClient(self)
+            return self._replies
+
+    @property
     def backend(self) -> Backend:
         """Where clients used outside a worker's agents come from (:meth:`send_now`,
         :meth:`replay`): confluent-kafka unless a worker was given another backend, or
@@ -289,6 +307,9 @@ class App:
                 return
             self._backend = backend
             producer, self._producer = self._producer, None
+            replies, self._replies = self._replies, None
+        if replies is not None:  # reads through the previous backend
+            replies.close()
         if producer is not None:  # built by the previous backend: finish its work, drop it
             producer.flush(5)
 

@@ -48,6 +48,11 @@ class Topic:
         return f"Topic({self.name!r}, key={self.key_serde.name}, value={self.value_serde.name})"
 
     @property
+    def app(self) -> App:
+        """The app that declared this topic."""
+        return self._app
+
+    @property
     def spec(self) -> TopicSpec:
         return TopicSpec(self.name, self.partitions, self.replication, dict(self.config))
 

@@ -101,6 +101,8 @@ class TestDriver:
             raise StreamerError("this TestDriver is already started")
         self._original = self.app.settings
         self._original_backend = self.app.backend
+        # Sends and asks from the test's own code (outside agents) reach the memory broker.
+        self.app.backend = self.backend
         self.app.settings = self._original.model_copy(
             update={
                 "brokers": self.broker.address,

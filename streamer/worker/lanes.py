@@ -20,6 +20,7 @@ from streamer.errors import AgentFailed, OutputRefused, StreamerError
 from streamer.events import Event, Headers, Record
 from streamer.metrics import IDLE_PROBE, LaneProbe
 from streamer.policy import ErrorPolicy
+from streamer.replies import CORRELATION_ID, REPLY_CLIENT, Reply, reply_address
 from streamer.state.table import TableWrite
 from streamer.worker.dead_letters import dead_letter
 from streamer.worker.partition import Effects, PartitionState, Pending
@@ -248,6 +249,9 @@ class Lane:
         if not self.current:
             raise StreamerError(f"agent {self.agent.name!r} yielded before taking an event")
         headers: Headers | None = None
+        if isinstance(item, Reply):
+            self._stage_reply(item)
+            return
         if isinstance(item, Record):
             key, value, headers = item.key, item.value, item.headers
         elif isinstance(item, tuple) and len(item) == 2:
@@ -257,6 +261,23 @@ class Lane:
         outputs = self._effects().outputs
         for sink in self.agent.sinks:
             outputs.append((sink.name, sink.encode_key(key), sink.encode_value(value), headers))
+
+    def _stage_reply(self, reply: Reply) -> None:
+        """Stage the reply to the request being processed, like any output: it reaches the
+        asker's reply topic with the event (under exactly-once, in its transaction)."""
+        event = self.current[-1].event
+        address = reply_address(event.headers)
+        if address is None:
+            log.warning(
+                "agent %r yielded a Reply for %s[%d]@%d, which is not a request (no reply "
+                "address); dropped", self.agent.name, event.topic, event.partition, event.offset,
+            )  # fmt: skip
+            return
+        topic, cid, client = address
+        headers: Headers = [*(reply.headers or []), (CORRELATION_ID, cid), (REPLY_CLIENT, client)]
+        value = self.agent.reply_serde.serialize(reply.value)
+        # Keyed by the asking client: its replies stay in order.
+        self._effects().outputs.append((topic, client, value, headers))
 
     # -- outputs the broker refused (DESIGN §2 rule 11) ---------------------------------------
 

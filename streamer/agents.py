@@ -21,6 +21,7 @@ from streamer._context import current_event, held, settle
 from streamer.errors import ConfigError
 from streamer.events import Event
 from streamer.policy import ErrorPolicy
+from streamer.ratelimit import Rate, parse_rate
 from streamer.serde import JsonSerde, Serde
 from streamer.topics import Topic
 
@@ -104,6 +105,8 @@ class Agent:
     on_error: ErrorPolicy | None = None  # None: the app's default
     internal: bool = False  # streamer's own (a group_by's repartitioner), not the user's
     reply_serde: Serde = _JSON  # encodes what it yields as Reply(value)
+    rate_limit: Rate | None = None  # events per second over the agent's lanes (one worker)
+    rate_limit_per_key: Rate | None = None  # events per second of one key
 
     def __call__(self, stream: Stream) -> Any:
         return self.fn(stream)
@@ -132,6 +135,8 @@ def make_agent(
     on_error: ErrorPolicy | None = None,
     internal: bool = False,
     reply_serde: Serde | None = None,
+    rate_limit: str | None = None,
+    rate_limit_per_key: str | None = None,
 ) -> Agent:
     """Validate a declaration; raise ConfigError with the fix when it is wrong."""
     label: str = name or getattr(fn, "__name__", None) or repr(fn)
@@ -148,4 +153,6 @@ def make_agent(
     return Agent(
         fn, label, tuple(topics), tuple(sinks), concurrency, on_error, internal,
         reply_serde or _JSON,
+        parse_rate(rate_limit, f"agent {label!r}: rate_limit"),
+        parse_rate(rate_limit_per_key, f"agent {label!r}: rate_limit_per_key"),
     )  # fmt: skip

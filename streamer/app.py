@@ -120,11 +120,15 @@ class App:
         name: str | None = None,
         on_error: ErrorPolicy | None = None,
         reply_type: object = None,
+        rate_limit: str | None = None,
+        rate_limit_per_key: str | None = None,
     ) -> Callable[[AgentFn], Agent]:
         """Declare an agent over ``topic`` (or several). ``concurrency`` ordered key-lanes
         run per partition; events with the same key always share a lane, so their order holds.
         ``on_error`` overrides the app's :class:`ErrorPolicy` for this agent. ``reply_type``
         chooses the serde of what it yields as ``Reply(value)`` (JSON by default).
+        ``rate_limit="100/s"`` caps the events it takes per second in this worker, and
+        ``rate_limit_per_key="5/s"`` those of each key (see :mod:`streamer.ratelimit`).
 
         Returns the :class:`Agent` (callable like the function; ``await agent.ask(...)``).
         """
@@ -135,6 +139,7 @@ class App:
             agent = make_agent(
                 fn, topics, sinks=sinks, concurrency=concurrency, name=name, on_error=on_error,
                 reply_serde=None if reply_type is None else self._serde(reply_type),
+                rate_limit=rate_limit, rate_limit_per_key=rate_limit_per_key,
             )  # fmt: skip
             if any(existing.name == agent.name for existing in self.agents):
                 raise ConfigError(f"two agents are named {agent.name!r}; pass name=...")

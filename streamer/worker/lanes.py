@@ -16,10 +16,12 @@ from typing import Any
 
 from streamer._context import current_lane
 from streamer.agents import Agent, Stream
+from streamer.clock import SYSTEM_CLOCK, Clock
 from streamer.errors import AgentFailed, OutputRefused, StreamerError
 from streamer.events import Event, Headers, Record
 from streamer.metrics import IDLE_PROBE, LaneProbe
 from streamer.policy import ErrorPolicy
+from streamer.ratelimit import KeyBuckets, TokenBucket
 from streamer.replies import CORRELATION_ID, REPLY_CLIENT, Reply, reply_address
 from streamer.state.table import TableWrite
 from streamer.worker.dead_letters import dead_letter
@@ -39,6 +41,8 @@ class Lane:
     __slots__ = (
         "_holder",
         "_holder_effects",
+        "_keys",
+        "_throttled",
         "_waiting",
         "_wakeup",
         "agent",
@@ -69,6 +73,11 @@ class Lane:
         # The effects of the event being processed, cached for the staging hot path.
         self._holder: Pending | None = None
         self._holder_effects: Effects | None = None
+        # Rate limits (streamer.ratelimit): this lane's per-key buckets, and the sleep of a
+        # throttled hand-out (close() cuts it short).
+        rate = agent.rate_limit_per_key
+        self._keys = KeyBuckets(rate, ctx.clock.monotonic) if rate is not None else None
+        self._throttled: asyncio.Future[None] | None = None
 
     @property
     def partition(self) -> int:
@@ -90,6 +99,8 @@ class Lane:
         self.state.buffered -= len(self.buffer)
         self.buffer.clear()
         self._wakeup.set()
+        if self._throttled is not None:
+            self._throttled.cancel()
 
     # -- the EventSource protocol (see streamer.agents) ---------------------------------
 
@@ -104,6 +115,8 @@ class Lane:
             self._taken(1)
             if not self.refused or await self._screen(pending):
                 break
+        if self.ctx.bucket is not None or self._keys is not None:
+            await self._throttle(pending)
         self.current.append(pending)
         return pending.event
 
@@ -134,9 +147,32 @@ class Lane:
         if self.refused:  # the batch ends before the next refused record
             count = next((i for i in range(1, count) if self._was_refused(self.buffer[i])), count)
         batch = [self.buffer.popleft() for _ in range(count)]
-        self.current.extend(batch)
         self._taken(count)
+        if self.ctx.bucket is not None or self._keys is not None:
+            for pending in batch:
+                await self._throttle(pending)
+        self.current.extend(batch)
         return [pending.event for pending in batch]
+
+    async def _throttle(self, pending: Pending) -> None:
+        """Wait for ``pending``'s tokens (the agent's and its key's). The event is taken
+        from the buffer but not yet handed out: when the lane closes meanwhile it is not
+        handed out at all (it stays uncommitted, processed again later)."""
+        wait = 0.0
+        if self.ctx.bucket is not None:
+            wait = self.ctx.bucket.reserve()
+        if self._keys is not None:
+            wait = max(wait, self._keys.reserve(pending.message.key()))
+        if wait > 0 and not self.closing:
+            self.ctx.rate_limited(self.agent.name, wait)
+            sleeper = self._throttled = asyncio.ensure_future(self.ctx.clock.sleep(wait))
+            try:
+                await asyncio.wait((sleeper,))  # close() cancels it; we are not cancelled
+            finally:
+                sleeper.cancel()
+                self._throttled = None
+        if self.closing:
+            raise StopAsyncIteration
 
     async def _wait(self) -> None:
         if self.closing:
@@ -340,6 +376,9 @@ class LaneContext:
     # Records of this agent whose outputs the broker refused, by (topic, partition, offset):
     # filled by the worker when a checkpoint fails, read by the lanes after the rewind.
     refused: dict[tuple[str, int, int], OutputRefused] = field(default_factory=dict)
+    clock: Clock = SYSTEM_CLOCK
+    bucket: TokenBucket | None = None  # the agent-wide rate limit, shared by its lanes
+    rate_limited: Callable[[str, float], None] = lambda _agent, _seconds: None  # metrics
 
 
 async def run_lane(lane: Lane) -> None:

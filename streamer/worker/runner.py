@@ -39,6 +39,7 @@ from streamer.kafka.admin import TopicSpec, ensure_topics, topic_ids, wait_for_t
 from streamer.kafka.backend import Backend, Consumer, Message
 from streamer.kafka.clients import connect_admin, make_consumer, make_producer
 from streamer.metrics import WorkerMetrics
+from streamer.ratelimit import TokenBucket
 from streamer.settings import redact
 from streamer.topics import Topic
 from streamer.web import start_web
@@ -137,6 +138,11 @@ class Worker(Stopping):
                 self._on_taken,
                 self._fail,
                 self.metrics.dead_lettered,
+                clock=self.clock,
+                bucket=None
+                if agent.rate_limit is None
+                else TokenBucket(agent.rate_limit, self.clock.monotonic),
+                rate_limited=self.metrics.rate_limited,
             )
             for agent in app.agents
         }

@@ -107,6 +107,8 @@ class Agent:
     reply_serde: Serde = _JSON  # encodes what it yields as Reply(value)
     rate_limit: Rate | None = None  # events per second over the agent's lanes (one worker)
     rate_limit_per_key: Rate | None = None  # events per second of one key
+    # Topics whose records carry a due time (streamer.delays): lanes hold each until due.
+    held: frozenset[str] = frozenset()
 
     def __call__(self, stream: Stream) -> Any:
         return self.fn(stream)
@@ -137,6 +139,7 @@ def make_agent(
     reply_serde: Serde | None = None,
     rate_limit: str | None = None,
     rate_limit_per_key: str | None = None,
+    held: frozenset[str] = frozenset(),
 ) -> Agent:
     """Validate a declaration; raise ConfigError with the fix when it is wrong."""
     label: str = name or getattr(fn, "__name__", None) or repr(fn)
@@ -155,4 +158,5 @@ def make_agent(
         reply_serde or _JSON,
         parse_rate(rate_limit, f"agent {label!r}: rate_limit"),
         parse_rate(rate_limit_per_key, f"agent {label!r}: rate_limit_per_key"),
+        held,
     )  # fmt: skip

@@ -60,6 +60,10 @@ class App:
         self._producer_lock = threading.Lock()
         self._backend: Backend = ConfluentBackend()
         self._replies: ReplyClient | None = None
+        if self.settings.delayed_delivery:
+            from streamer.delays import declare
+
+            declare(self)
 
     def __repr__(self) -> str:
         return f"App({self.id!r}, brokers={self.settings.brokers!r})"

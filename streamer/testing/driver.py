@@ -37,6 +37,7 @@ from streamer.kafka.memory_consumer import MemoryConsumer
 from streamer.settings import Settings
 from streamer.testing.clock import SimulatedClock
 from streamer.worker import Worker
+from streamer.worker.partition import PartitionState
 from streamer.worker.tables import TableManager
 
 T = TypeVar("T")
@@ -252,7 +253,10 @@ class TestDriver:
             while consumer is not None and consumer.turns < turns + 2:
                 self._check_running()  # let the pump run two whole turns
                 await asyncio.sleep(0.0005)
-            if not any(state.inflight for state in worker._states.values()):
+            if not any(
+                state.inflight and not _waiting_until_due(state)
+                for state in worker._states.values()
+            ):
                 # The checkpoint the pump runs every commit interval, run now instead.
                 worker._commit()
 
@@ -264,8 +268,18 @@ class TestDriver:
                 for p in range(len(self.broker.topics.get(topic, []))):
                     end = self.broker.data_end(topic, p)
                     if self.broker.committed.get((group, topic, p), 0) < end:
-                        out.append(f"{topic}[{p}]")
+                        state = self._worker._states.get((topic, p)) if self._worker else None
+                        if state is None or not _waiting_until_due(state):
+                            out.append(f"{topic}[{p}]")
         return out
+
+    def _waiting_until_due(self, topic: str, partition: int) -> bool:
+        """A partition whose lanes only hold delayed records not yet due (or are idle) is
+        as settled as it can be until simulated time moves."""
+        state = self._worker._states.get((topic, partition)) if self._worker else None
+        if state is None or not state.holding:
+            return False
+        return all(not lane.current and (lane.due_wait or not lane.buffer) for lane in state.lanes)
 
     async def advance(self, seconds: float) -> None:
         """Move simulated time forward by ``seconds``: timers due in the span fire (each at
@@ -308,6 +322,14 @@ class TestDriver:
         if table.windowed is not None:
             return table.windowed.as_dict()
         return table.as_dict()
+
+
+def _waiting_until_due(state: PartitionState) -> bool:
+    """A partition whose lanes only hold delayed records not yet due (or are idle) is as
+    settled as it can be until simulated time moves."""
+    if not state.holding:
+        return False
+    return all(not lane.current and (lane.due_wait or not lane.buffer) for lane in state.lanes)
 
 
 __all__ = ["TestDriver"]

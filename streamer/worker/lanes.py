@@ -17,6 +17,7 @@ from typing import Any
 from streamer._context import current_lane
 from streamer.agents import Agent, Stream
 from streamer.clock import SYSTEM_CLOCK, Clock
+from streamer.delays import due_of
 from streamer.errors import AgentFailed, OutputRefused, StreamerError
 from streamer.events import Event, Headers, Record
 from streamer.metrics import IDLE_PROBE, LaneProbe
@@ -39,6 +40,7 @@ class Lane:
     """
 
     __slots__ = (
+        "_held",
         "_holder",
         "_holder_effects",
         "_keys",
@@ -50,6 +52,7 @@ class Lane:
         "closing",
         "ctx",
         "current",
+        "due_wait",
         "index",
         "probe",
         "refused",
@@ -78,6 +81,9 @@ class Lane:
         rate = agent.rate_limit_per_key
         self._keys = KeyBuckets(rate, ctx.clock.monotonic) if rate is not None else None
         self._throttled: asyncio.Future[None] | None = None
+        # Topics whose records wait here until due (streamer.delays): delay, retry topics.
+        self._held = agent.held or None
+        self.due_wait = False  # holding a delayed record until it is due
 
     @property
     def partition(self) -> int:
@@ -115,6 +121,8 @@ class Lane:
             self._taken(1)
             if not self.refused or await self._screen(pending):
                 break
+        if self._held is not None and pending.event.topic in self._held:
+            await self._hold(pending)
         if self.ctx.bucket is not None or self._keys is not None:
             await self._throttle(pending)
         self.current.append(pending)
@@ -148,8 +156,10 @@ class Lane:
             count = next((i for i in range(1, count) if self._was_refused(self.buffer[i])), count)
         batch = [self.buffer.popleft() for _ in range(count)]
         self._taken(count)
-        if self.ctx.bucket is not None or self._keys is not None:
-            for pending in batch:
+        for pending in batch:
+            if self._held is not None and pending.event.topic in self._held:
+                await self._hold(pending)
+            if self.ctx.bucket is not None or self._keys is not None:
                 await self._throttle(pending)
         self.current.extend(batch)
         return [pending.event for pending in batch]
@@ -165,14 +175,38 @@ class Lane:
             wait = max(wait, self._keys.reserve(pending.message.key()))
         if wait > 0 and not self.closing:
             self.ctx.rate_limited(self.agent.name, wait)
-            sleeper = self._throttled = asyncio.ensure_future(self.ctx.clock.sleep(wait))
-            try:
-                await asyncio.wait((sleeper,))  # close() cancels it; we are not cancelled
-            finally:
-                sleeper.cancel()
-                self._throttled = None
+            await self._sleep(wait)
         if self.closing:
             raise StopAsyncIteration
+
+    async def _hold(self, pending: Pending) -> None:
+        """Wait until a delayed record is due (its ``streamer.deliver-at`` header, on the
+        worker's clock). Later records of the lane wait behind it, and once the lane's
+        buffer is full the partition pauses: nothing polls meanwhile. Like a throttled
+        hand-out, it is cut short when the lane closes (the record stays uncommitted)."""
+        due = due_of(pending.event.headers)
+        if due is not None:
+            wait = due - self.ctx.clock.time()
+            if wait > 0 and not self.closing:
+                state = self.state
+                state.holding += 1  # not a stuck agent: no stall warnings
+                self.due_wait = True
+                try:
+                    await self._sleep(wait)
+                finally:
+                    state.holding -= 1
+                    self.due_wait = False
+        if self.closing:
+            raise StopAsyncIteration
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep on the worker's clock; :meth:`close` cuts it short."""
+        sleeper = self._throttled = asyncio.ensure_future(self.ctx.clock.sleep(seconds))
+        try:
+            await asyncio.wait((sleeper,))  # close() cancels it; we are not cancelled
+        finally:
+            sleeper.cancel()
+            self._throttled = None
 
     async def _wait(self) -> None:
         if self.closing:

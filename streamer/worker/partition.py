@@ -154,6 +154,7 @@ class PartitionState:
         "committed",
         "discarded",
         "fetched_to",
+        "holding",
         "inflight",
         "next_commit",
         "partition",
@@ -182,6 +183,7 @@ class PartitionState:
         self.next_commit: int | None = None
         self.committed: int | None = None
         self.buffered = 0
+        self.holding = 0  # lanes waiting for a delayed record to be due (not stalled)
         self.paused = False
         self.discarded = False
         self.routes: list[list[Lane]] = []
@@ -267,7 +269,7 @@ def report_stalls(states: Iterable[PartitionState], after: float) -> None:
     quiet topic)."""
     for state in states:
         head = state.inflight[0] if state.inflight else None
-        if head is not None and head is state.stall_probe:
+        if head is not None and head is state.stall_probe and not state.holding:
             log.warning(
                 "%s: offset %d has been in progress for over %.0fs, so commits of this "
                 "partition cannot advance; an agent may be stuck on it (%d events waiting)",

@@ -39,6 +39,22 @@ RELEASE_AGENT = "delayed-release"
 RELEASE_CONCURRENCY = 8  # lanes per delay partition: fewer keys wait behind one another
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"90s"``, ``"10m"``, ``"2h"``, ``"1d"`` -> timedelta; ConfigError otherwise."""
+    text = text.strip()
+    unit = _DURATION_UNITS.get(text[-1:])
+    try:
+        amount = float(text[:-1]) if unit is not None else -1.0
+    except ValueError:
+        amount = -1.0
+    if unit is None or amount < 0:
+        raise ConfigError(f"{text!r} is not a duration; write e.g. 90s, 10m, 2h or 1d")
+    return timedelta(seconds=amount * unit)
+
+
 def delay_topic(app_id: str) -> str:
     return f"{app_id}-delayed"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,10 +148,37 @@ class App:
             )  # fmt: skip
             if any(existing.name == agent.name for existing in self.agents):
                 raise ConfigError(f"two agents are named {agent.name!r}; pass name=...")
+            if self.policy_for(agent).retry_topics:
+                agent = self._with_retry_topics(agent)
             self.agents.append(agent)
             return agent
 
         return register
+
+    def _with_retry_topics(self, agent: Agent) -> Agent:
+        """Declare ``agent``'s retry topics (non-blocking retries, see ErrorPolicy) and let
+        it read them too, each record held until its due time."""
+        source = agent.topics[0]
+        for other in agent.topics[1:]:
+            if (other.key_serde.name, other.value_serde.name) != (
+                source.key_serde.name,
+                source.value_serde.name,
+            ):
+                raise ConfigError(
+                    f"agent {agent.name!r}: retry_topics need the topics it reads to share "
+                    f"serdes ({source.name!r} and {other.name!r} differ); give each its own agent"
+                )
+        policy = self.policy_for(agent)
+        retry = tuple(
+            self.topic(
+                policy.retry_topic_for(self.id, agent.name, level),
+                key_type=source.key_serde,
+                value_type=source.value_serde,
+                partitions=source.partitions,
+            )
+            for level in range(1, len(policy.retry_topics) + 1)
+        )
+        return replace(agent, topics=agent.topics + retry, held=frozenset(t.name for t in retry))
 
     def table(
         self,

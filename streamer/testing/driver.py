@@ -254,7 +254,7 @@ class TestDriver:
                 self._check_running()  # let the pump run two whole turns
                 await asyncio.sleep(0.0005)
             if not any(
-                state.inflight and not _waiting_until_due(state)
+                state.inflight and not _waiting_until_due(state, self.clock.time())
                 for state in worker._states.values()
             ):
                 # The checkpoint the pump runs every commit interval, run now instead.
@@ -269,17 +269,9 @@ class TestDriver:
                     end = self.broker.data_end(topic, p)
                     if self.broker.committed.get((group, topic, p), 0) < end:
                         state = self._worker._states.get((topic, p)) if self._worker else None
-                        if state is None or not _waiting_until_due(state):
+                        if state is None or not _waiting_until_due(state, self.clock.time()):
                             out.append(f"{topic}[{p}]")
         return out
-
-    def _waiting_until_due(self, topic: str, partition: int) -> bool:
-        """A partition whose lanes only hold delayed records not yet due (or are idle) is
-        as settled as it can be until simulated time moves."""
-        state = self._worker._states.get((topic, partition)) if self._worker else None
-        if state is None or not state.holding:
-            return False
-        return all(not lane.current and (lane.due_wait or not lane.buffer) for lane in state.lanes)
 
     async def advance(self, seconds: float) -> None:
         """Move simulated time forward by ``seconds``: timers due in the span fire (each at
@@ -324,12 +316,16 @@ class TestDriver:
         return table.as_dict()
 
 
-def _waiting_until_due(state: PartitionState) -> bool:
+def _waiting_until_due(state: PartitionState, now: float) -> bool:
     """A partition whose lanes only hold delayed records not yet due (or are idle) is as
-    settled as it can be until simulated time moves."""
+    settled as it can be until simulated time moves. A lane whose record is due but has
+    not run yet is not."""
     if not state.holding:
         return False
-    return all(not lane.current and (lane.due_wait or not lane.buffer) for lane in state.lanes)
+    return all(
+        not lane.current and (not lane.buffer if lane.due_at is None else lane.due_at > now)
+        for lane in state.lanes
+    )
 
 
 __all__ = ["TestDriver"]

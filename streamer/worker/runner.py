@@ -143,6 +143,12 @@ class Worker(Stopping):
                 if agent.rate_limit is None
                 else TokenBucket(agent.rate_limit, self.clock.monotonic),
                 rate_limited=self.metrics.rate_limited,
+                retry_topics=()
+                if agent.internal
+                else tuple(
+                    app.policy_for(agent).retry_topic_for(app.id, agent.name, level)
+                    for level in range(1, len(app.policy_for(agent).retry_topics) + 1)
+                ),
             )
             for agent in app.agents
         }

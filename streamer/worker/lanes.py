@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer._context import current_event
 from streamer.agents import Agent
 from streamer.clock import SYSTEM_CLOCK, Clock
 from streamer.delays import DELIVER_AT, due_of, split_headers
@@ -358,8 +359,11 @@ class Lane:
 
     def _stage_reply(self, reply: Reply) -> None:
         """Stage the reply to the request being processed, like any output: it reaches the
-        asker's reply topic with the event (under exactly-once, in its transaction)."""
-        event = self.current[-1].event
+        asker's reply topic with the event (under exactly-once, in its transaction). In
+        a ``take()`` batch it answers the event the ``for event in batch`` loop is at."""
+        event = current_event.get()
+        if event is None or not any(p.event is event for p in self.current):
+            event = self.current[-1].event
         address = reply_address(event.headers)
         if address is None:
             log.warning(

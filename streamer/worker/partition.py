@@ -201,6 +201,12 @@ class PartitionState:
     def lanes(self) -> list[Lane]:
         return [lane for lanes in self.routes for lane in lanes]
 
+    def waiting_until_due(self) -> bool:
+        """Every lane holds a delayed record until it is due, or has nothing to do."""
+        return all(
+            lane.due_at is not None or (not lane.buffer and not lane.current) for lane in self.lanes
+        )
+
     def track(self, pending: Pending) -> None:
         """Register a dispatched record; records must be tracked in offset order."""
         self.inflight.append(pending)

@@ -363,7 +363,13 @@ class Worker(Stopping):
             await asyncio.sleep(0 if messages or not busy else _BUSY_NAP)
 
     def _busy(self) -> bool:
-        return any(state.inflight for state in self._states.values())
+        """Some event in flight can make progress. A partition whose lanes only hold
+        delayed records until due (or are idle) is not busy: the pump then blocks in
+        poll() instead of napping every few ms for what may be hours."""
+        return any(
+            state.inflight and not (state.holding and state.waiting_until_due())
+            for state in self._states.values()
+        )
 
     def _is_leader(self) -> bool:
         """The group's leader for ``on_leader`` timers: the owner of partition 0 of the

@@ -47,3 +47,24 @@ def test_a_reply_to_an_event_that_is_no_request_is_dropped() -> None:
 def test_the_decorator_returns_a_callable_agent() -> None:
     app, double = _app()
     assert isinstance(double, streamer.Agent) and app.agents == [double]
+
+
+def test_replies_from_a_batch_answer_each_event() -> None:
+    import asyncio
+
+    app = streamer.App("rr-batch")
+    requests = app.topic("requests", key_type=str, value_type=int, partitions=1)
+
+    @app.agent(requests, reply_type=int)
+    async def square(stream: streamer.Stream):  # type: ignore[no-untyped-def]
+        async for batch in stream.take(10, 0.05):
+            for event in batch:
+                yield streamer.Reply(event.value * event.value)
+
+    async def scenario(driver: TestDriver) -> None:
+        results = await asyncio.gather(
+            *(square.ask(key="k", value=i, timeout=10) for i in range(5))
+        )
+        assert results == [i * i for i in range(5)]
+
+    TestDriver.run(app, scenario)

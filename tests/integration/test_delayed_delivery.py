@@ -74,3 +74,34 @@ def test_delayed_records_are_released_when_due_across_kill_9(
     for message in released:  # never before its time (record timestamps: produce time)
         assert message.timestamp()[1] >= int(due[int(message.value())] * 1000) - 5
         assert not any(name.startswith("streamer.deliver") for name, _ in message.headers() or [])
+
+
+def test_a_worker_holding_a_record_for_an_hour_stops_at_once_and_cleanly(
+    kafka_bootstrap: str, unique_name
+) -> None:
+    from streamer.worker import Worker
+
+    app = streamer.App(unique_name("held"), brokers=kafka_bootstrap, delayed_delivery=True,
+                       commit_interval=0.2, shutdown_timeout=60)  # fmt: skip
+    dest = app.topic(unique_name("dest"), key_type=str, value_type=int, partitions=1)
+
+    async def main() -> float:
+        worker = Worker(app, handle_signals=False)
+        task = asyncio.create_task(worker.run())
+        try:
+            await dest.send(key="a", value=1, delay=timedelta(hours=1))
+            deadline = time.monotonic() + 60
+            while not any(state.holding for state in worker._states.values()):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert not worker._busy()  # held only: the pump blocks in poll(), no naps
+        finally:
+            started = time.monotonic()
+            worker.stop()
+            await asyncio.wait_for(task, 60)  # raises ShutdownIncomplete if it waited
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 20
+    held = committed(kafka_bootstrap, app.group_id, delay_topic(app.id), DELAY_PARTITIONS)
+    assert all(offset <= 0 for offset in held.values())  # the held record stays uncommitted
+    assert read_all(kafka_bootstrap, dest.name, idle=1) == []

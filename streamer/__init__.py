@@ -13,6 +13,7 @@ from streamer.errors import (
     KafkaOperationError,
     KafkaUnavailableError,
     OutputRefused,
+    RequestTimeout,
     SerializationError,
     ShutdownIncomplete,
     StreamerError,
@@ -20,6 +21,7 @@ from streamer.errors import (
 )
 from streamer.events import Event, Record
 from streamer.policy import ErrorPolicy
+from streamer.replies import Reply
 from streamer.serde import Serde, avro
 from streamer.settings import ProcessingGuarantee, Settings
 from streamer.state import Table, WindowedTable
@@ -39,6 +41,8 @@ __all__ = [
     "OutputRefused",
     "ProcessingGuarantee",
     "Record",
+    "Reply",
+    "RequestTimeout",
     "Serde",
     "SerializationError",
     "Settings",

@@ -21,9 +21,12 @@ from streamer._context import current_event, held, settle
 from streamer.errors import ConfigError
 from streamer.events import Event
 from streamer.policy import ErrorPolicy
+from streamer.ratelimit import Rate, parse_rate
+from streamer.serde import JsonSerde, Serde
 from streamer.topics import Topic
 
 AgentFn = Callable[["Stream"], Any]
+_JSON: Serde = JsonSerde()
 
 
 class EventSource(Protocol):
@@ -88,7 +91,11 @@ class Stream:
 
 @dataclass(frozen=True)
 class Agent:
-    """A declared agent: its function, the topics it reads, where its yields go."""
+    """A declared agent: its function, the topics it reads, where its yields go.
+
+    ``@app.agent(...)`` returns it: calling it calls the function; :meth:`ask` sends it a
+    request and awaits the reply it yields (``yield streamer.Reply(value)``).
+    """
 
     fn: AgentFn
     name: str
@@ -97,6 +104,22 @@ class Agent:
     concurrency: int
     on_error: ErrorPolicy | None = None  # None: the app's default
     internal: bool = False  # streamer's own (a group_by's repartitioner), not the user's
+    reply_serde: Serde = _JSON  # encodes what it yields as Reply(value)
+    rate_limit: Rate | None = None  # events per second over the agent's lanes (one worker)
+    rate_limit_per_key: Rate | None = None  # events per second of one key
+    # Topics whose records carry a due time (streamer.delays): lanes hold each until due.
+    held: frozenset[str] = frozenset()
+
+    def __call__(self, stream: Stream) -> Any:
+        return self.fn(stream)
+
+    async def ask(self, *, key: Any = None, value: Any = None, timeout: float = 5.0) -> Any:
+        """Send ``key``/``value`` to this agent's (first) topic as a request and return the
+        value of the agent's ``Reply``. Raises :class:`~streamer.errors.RequestTimeout`
+        after ``timeout`` seconds without one. Call it from code outside the agents' events
+        (a web handler, a script, a timer): see ``docs/task-patterns.md``."""
+        app = self.topics[0].app
+        return await app.replies.ask(self, key, value, timeout)
 
     @property
     def yields(self) -> bool:
@@ -113,6 +136,10 @@ def make_agent(
     name: str | None,
     on_error: ErrorPolicy | None = None,
     internal: bool = False,
+    reply_serde: Serde | None = None,
+    rate_limit: str | None = None,
+    rate_limit_per_key: str | None = None,
+    held: frozenset[str] = frozenset(),
 ) -> Agent:
     """Validate a declaration; raise ConfigError with the fix when it is wrong."""
     label: str = name or getattr(fn, "__name__", None) or repr(fn)
@@ -126,4 +153,10 @@ def make_agent(
         raise ConfigError(
             f"agent {label!r} has sinks but never yields; `yield value` sends to the sinks"
         )
-    return Agent(fn, label, tuple(topics), tuple(sinks), concurrency, on_error, internal)
+    return Agent(
+        fn, label, tuple(topics), tuple(sinks), concurrency, on_error, internal,
+        reply_serde or _JSON,
+        parse_rate(rate_limit, f"agent {label!r}: rate_limit"),
+        parse_rate(rate_limit_per_key, f"agent {label!r}: rate_limit_per_key"),
+        held,
+    )  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from streamer.timers import Timer, TimerFn, make_timer
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from streamer.replies import ReplyClient
     from streamer.worker.partition import Output
     from streamer.worker.replay import ReplayRange, ReplaySummary
 from streamer.topics import Topic
@@ -58,6 +60,11 @@ class App:
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
         self._backend: Backend = ConfluentBackend()
+        self._replies: ReplyClient | None = None
+        if self.settings.delayed_delivery:
+            from streamer.delays import declare
+
+            declare(self)
 
     def __repr__(self) -> str:
         return f"App({self.id!r}, brokers={self.settings.brokers!r})"
@@ -117,24 +124,61 @@ class App:
         concurrency: int = 1,
         name: str | None = None,
         on_error: ErrorPolicy | None = None,
-    ) -> Callable[[AgentFn], AgentFn]:
+        reply_type: object = None,
+        rate_limit: str | None = None,
+        rate_limit_per_key: str | None = None,
+    ) -> Callable[[AgentFn], Agent]:
         """Declare an agent over ``topic`` (or several). ``concurrency`` ordered key-lanes
         run per partition; events with the same key always share a lane, so their order holds.
-        ``on_error`` overrides the app's :class:`ErrorPolicy` for this agent.
+        ``on_error`` overrides the app's :class:`ErrorPolicy` for this agent. ``reply_type``
+        chooses the serde of what it yields as ``Reply(value)`` (JSON by default).
+        ``rate_limit="100/s"`` caps the events it takes per second in this worker, and
+        ``rate_limit_per_key="5/s"`` those of each key (see :mod:`streamer.ratelimit`).
+
+        Returns the :class:`Agent` (callable like the function; ``await agent.ask(...)``).
         """
         topics = [topic] if isinstance(topic, Topic) else list(topic)
         sinks = [sink] if isinstance(sink, Topic) else list(sink)
 
-        def register(fn: AgentFn) -> AgentFn:
+        def register(fn: AgentFn) -> Agent:
             agent = make_agent(
-                fn, topics, sinks=sinks, concurrency=concurrency, name=name, on_error=on_error
-            )
+                fn, topics, sinks=sinks, concurrency=concurrency, name=name, on_error=on_error,
+                reply_serde=None if reply_type is None else self._serde(reply_type),
+                rate_limit=rate_limit, rate_limit_per_key=rate_limit_per_key,
+            )  # fmt: skip
             if any(existing.name == agent.name for existing in self.agents):
                 raise ConfigError(f"two agents are named {agent.name!r}; pass name=...")
+            if self.policy_for(agent).retry_topics:
+                agent = self._with_retry_topics(agent)
             self.agents.append(agent)
-            return fn
+            return agent
 
         return register
+
+    def _with_retry_topics(self, agent: Agent) -> Agent:
+        """Declare ``agent``'s retry topics (non-blocking retries, see ErrorPolicy) and let
+        it read them too, each record held until its due time."""
+        source = agent.topics[0]
+        for other in agent.topics[1:]:
+            if (other.key_serde.name, other.value_serde.name) != (
+                source.key_serde.name,
+                source.value_serde.name,
+            ):
+                raise ConfigError(
+                    f"agent {agent.name!r}: retry_topics need the topics it reads to share "
+                    f"serdes ({source.name!r} and {other.name!r} differ); give each its own agent"
+                )
+        policy = self.policy_for(agent)
+        retry = tuple(
+            self.topic(
+                policy.retry_topic_for(self.id, agent.name, level),
+                key_type=source.key_serde,
+                value_type=source.value_serde,
+                partitions=source.partitions,
+            )
+            for level in range(1, len(policy.retry_topics) + 1)
+        )
+        return replace(agent, topics=agent.topics + retry, held=frozenset(t.name for t in retry))
 
     def table(
         self,
@@ -276,6 +320,17 @@ class App:
         run_worker(self)
 
     @property
+    def replies(self) -> ReplyClient:
+        """This process's side of request-reply (built on first use): see
+        :mod:`streamer.replies`."""
+        from streamer.replies import ReplyClient
+
+        with self._producer_lock:
+            if self._replies is None:
+                self._replies = ReplyClient(self)
+            return self._replies
+
+    @property
     def backend(self) -> Backend:
         """Where clients used outside a worker's agents come from (:meth:`send_now`,
         :meth:`replay`): confluent-kafka unless a worker was given another backend, or
@@ -289,6 +344,9 @@ class App:
                 return
             self._backend = backend
             producer, self._producer = self._producer, None
+            replies, self._replies = self._replies, None
+        if replies is not None:  # reads through the previous backend
+            replies.close()
         if producer is not None:  # built by the previous backend: finish its work, drop it
             producer.flush(5)
 

@@ -25,6 +25,10 @@ class Clock:
         """Suspend the calling task for ``seconds`` of this clock's time."""
         await asyncio.sleep(seconds)
 
+    async def sleep_until(self, when: float) -> None:
+        """Suspend the calling task until this clock's ``time()`` reaches ``when``."""
+        await self.sleep(max(0.0, when - self.time()))
+
 
 SYSTEM_CLOCK = Clock()
 

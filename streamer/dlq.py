@@ -8,13 +8,16 @@ between the produce and the commit replays those records again (at-least-once).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.agents import Agent
 from streamer.app import App
+from streamer.delays import delay_headers, delay_topic, due_millis
 from streamer.errors import ConfigError, KafkaOperationError
 from streamer.events import Headers
 from streamer.kafka.backend import Backend, Consumer, Producer
@@ -198,9 +201,18 @@ class DeadLetters:
             consumer.close()
         return list(summaries.values())
 
-    def replay(self, agent: str) -> int:
-        """Send ``agent``'s not yet replayed dead letters back to their source topics."""
+    def replay(self, agent: str, delay: timedelta | None = None) -> int:
+        """Send ``agent``'s not yet replayed dead letters back to their source topics; with
+        ``delay``, through the app's delay topic, to arrive that long from now."""
         (chosen,) = _agents(self.app, agent)
+        due_ms = None
+        if delay is not None:
+            if not self.app.settings.delayed_delivery:
+                raise ConfigError(
+                    f"replay --delay: app {self.app.id!r} has no delay topic; create the app "
+                    "with App(..., delayed_delivery=True) and run its workers"
+                )
+            due_ms = due_millis(None, delay, time.time())
         topic = self.app.dead_letter_topic(chosen)
         group = f"{topic}-replayer"
         consumer = self._consumer(group)
@@ -228,10 +240,11 @@ class DeadLetters:
                         headers = message.headers()
                         source = header(headers, "streamer.source.topic")  # type: ignore[arg-type]
                         if source:
-                            producer.produce(
-                                source, message.value(), message.key(),
-                                headers=original_headers(headers),  # type: ignore[arg-type]
-                            )  # fmt: skip
+                            kept = original_headers(headers)  # type: ignore[arg-type]
+                            if due_ms is not None:  # released to the source when due
+                                kept = delay_headers(kept, due_ms, source)
+                                source = delay_topic(self.app.id)
+                            producer.produce(source, message.value(), message.key(), headers=kept)
                             sent += 1
                         position = (message.offset() or 0) + 1
                 done.append(TopicPartition(topic, tp.partition, position))

@@ -9,6 +9,7 @@
     ├── SerializationError          a value does not fit its topic's serde (names topic, field)
     ├── AgentFailed                 an agent's error policy said "stop"; its event stays uncommitted
     ├── ShutdownIncomplete          the worker stopped before every event in flight completed
+    ├── RequestTimeout              ``agent.ask()`` got no reply in time (also a TimeoutError)
     ├── RestoreFailed               a table partition could not be restored (or followed as a
     │                               standby); names table, partition and cause; the worker stops
     ├── KafkaUnavailableError       the broker cannot be reached (names the address)
@@ -56,6 +57,12 @@ class ShutdownIncomplete(StreamerError):
     """The worker stopped (``shutdown_timeout`` passed, or a commit failed) before every
     event in flight completed. Nothing was lost: those events stay uncommitted and are
     processed again by the next owner of their partitions."""
+
+
+class RequestTimeout(StreamerError, TimeoutError):
+    """``agent.ask()`` got no reply within its timeout: the agent is down, busy, or failed
+    on the request (its error policy dead-lettered or skipped it). A reply arriving later
+    is dropped and counted by the asking process."""
 
 
 class RestoreFailed(StreamerError):

@@ -213,6 +213,13 @@ class WorkerMetrics:
             ["agent", "reason"],
             registry=r,
         )
+        self.rate_limited_seconds = Counter(
+            "streamer_rate_limited_seconds",
+            "Seconds lanes of an agent waited for its rate limits (agent-wide or per key) "
+            "before handing an event out.",
+            ["agent"],
+            registry=r,
+        )
         self.late_events = Counter(
             "streamer_late_events",
             "Events a windowed table dropped as late (every window containing their time "
@@ -337,6 +344,10 @@ class WorkerMetrics:
             recovery[(table, partition)] = (done, left)
 
         return progress
+
+    def rate_limited(self, agent: str, seconds: float) -> None:
+        """A lane of ``agent`` waits ``seconds`` for a rate limit's token."""
+        self.rate_limited_seconds.labels(agent).inc(seconds)
 
     def dead_lettered(self, agent: str, reason: str) -> None:
         """Count one event of ``agent`` sent to the dead-letter topic (``reason``: the

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         Path("schemas"), description="Where Avro schemas (.avsc files) are found."
     )
     topic_auto_create: bool = Field(True, description="Create declared topics that are missing.")
+    delayed_delivery: bool = Field(
+        False,
+        description="Give the app a delay topic (<app id>-delayed) so send(delay=...) works; "
+        "its workers release each record when due.",
+    )
     topic_replication: int = Field(1, ge=1, description="Replication factor for created topics.")
     lane_buffer: int = Field(
         1000, ge=1, description="Events buffered per partition before it is paused."

@@ -72,8 +72,17 @@ def show(app_path: str, agent: str | None, as_json: bool) -> None:
 @dlq.command()
 @click.argument("app_path", metavar="APP")
 @click.option("--agent", required=True, help="Whose dead letters to send back.")
-def replay(app_path: str, agent: str) -> None:
+@click.option(
+    "--delay",
+    default=None,
+    help="Deliver them this long from now (e.g. 10m), through the app's delay topic.",
+)
+def replay(app_path: str, agent: str, delay: str | None) -> None:
     """Send an agent's pending dead letters back to their source topics."""
+    from streamer.delays import parse_duration
+
+    wait = parse_duration(delay) if delay is not None else None
     app = load_app(app_path)
-    sent = DeadLetters(app, app.backend).replay(agent)
-    click.echo(f"replayed {sent} dead letter(s) of agent {agent!r} to their source topics")
+    sent = DeadLetters(app, app.backend).replay(agent, delay=wait)
+    when = f" (delivered in {delay})" if delay is not None else ""
+    click.echo(f"replayed {sent} dead letter(s) of agent {agent!r} to their source topics{when}")

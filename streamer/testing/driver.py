@@ -38,6 +38,7 @@ from streamer.settings import Settings
 from streamer.state.windows import OnLate, WindowedTable
 from streamer.testing.clock import SimulatedClock
 from streamer.worker import Worker
+from streamer.worker.partition import PartitionState
 from streamer.worker.tables import TableManager
 
 T = TypeVar("T")
@@ -104,6 +105,8 @@ class TestDriver:
             raise StreamerError("this TestDriver is already started")
         self._original = self.app.settings
         self._original_backend = self.app.backend
+        # Sends and asks from the test's own code (outside agents) reach the memory broker.
+        self.app.backend = self.backend
         self.app.settings = self._original.model_copy(
             update={
                 "brokers": self.broker.address,
@@ -306,7 +309,10 @@ class TestDriver:
             while consumer is not None and consumer.turns < turns + 2:
                 self._check_running()  # let the pump run two whole turns
                 await asyncio.sleep(0.0005)
-            if not any(state.inflight for state in worker._states.values()):
+            if not any(
+                state.inflight and not _waiting_until_due(state, self.clock.time())
+                for state in worker._states.values()
+            ):
                 # The checkpoint the pump runs every commit interval, run now instead.
                 worker._commit()
 
@@ -318,7 +324,9 @@ class TestDriver:
                 for p in range(len(self.broker.topics.get(topic, []))):
                     end = self.broker.data_end(topic, p)
                     if self.broker.committed.get((group, topic, p), 0) < end:
-                        out.append(f"{topic}[{p}]")
+                        state = self._worker._states.get((topic, p)) if self._worker else None
+                        if state is None or not _waiting_until_due(state, self.clock.time()):
+                            out.append(f"{topic}[{p}]")
         return out
 
     async def advance(self, seconds: float) -> None:
@@ -377,6 +385,18 @@ class TestDriver:
         if table.windowed is not None:
             return table.windowed.as_dict()
         return table.as_dict()
+
+
+def _waiting_until_due(state: PartitionState, now: float) -> bool:
+    """A partition whose lanes only hold delayed records not yet due (or are idle) is as
+    settled as it can be until simulated time moves. A lane whose record is due but has
+    not run yet is not."""
+    if not state.holding:
+        return False
+    return all(
+        not lane.current and (not lane.buffer if lane.due_at is None else lane.due_at > now)
+        for lane in state.lanes
+    )
 
 
 __all__ = ["TestDriver"]

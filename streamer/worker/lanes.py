@@ -1,4 +1,5 @@
-"""Lanes: the ordered queues between the pump and agent instances, and the lane task.
+"""Lanes: the ordered queues between the pump and agent instances (the task that drives an
+agent over its lane is in ``streamer.worker.lane_task``).
 
 Each assigned partition has ``concurrency`` lanes per agent; a record goes to lane
 ``crc32(key) % concurrency``, so records with the same key always share a lane and keep
@@ -14,18 +15,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamer._context import current_lane
-from streamer.agents import Agent, Stream
-from streamer.errors import AgentFailed, OutputRefused, StreamerError
+from streamer._context import current_event
+from streamer.agents import Agent
+from streamer.clock import SYSTEM_CLOCK, Clock
+from streamer.delays import DELIVER_AT, due_of, split_headers
+from streamer.errors import OutputRefused, StreamerError
 from streamer.events import Event, Headers, Record
 from streamer.kafka.backend import Message
 from streamer.metrics import IDLE_PROBE, LaneProbe
 from streamer.policy import ErrorPolicy
+from streamer.ratelimit import KeyBuckets, TokenBucket
+from streamer.replies import CORRELATION_ID, REPLY_CLIENT, Reply, reply_address
 from streamer.state.table import TableWrite
 from streamer.worker.dead_letters import dead_letter
 from streamer.worker.partition import SKIPPED_EVENT, Effects, PartitionState, Pending
 
 log = logging.getLogger("streamer.agent")
+
+RETRY_REASON = "streamer.retry.reason"  # why a record was sent to a retry topic
 
 
 class Lane:
@@ -37,8 +44,11 @@ class Lane:
     """
 
     __slots__ = (
+        "_held",
         "_holder",
         "_holder_effects",
+        "_keys",
+        "_throttled",
         "_waiting",
         "_wakeup",
         "agent",
@@ -46,6 +56,7 @@ class Lane:
         "closing",
         "ctx",
         "current",
+        "due_at",
         "index",
         "probe",
         "refused",
@@ -69,6 +80,14 @@ class Lane:
         # The effects of the event being processed, cached for the staging hot path.
         self._holder: Pending | None = None
         self._holder_effects: Effects | None = None
+        # Rate limits (streamer.ratelimit): this lane's per-key buckets, and the sleep of a
+        # throttled hand-out (close() cuts it short).
+        rate = agent.rate_limit_per_key
+        self._keys = KeyBuckets(rate, ctx.clock.monotonic) if rate is not None else None
+        self._throttled: asyncio.Future[None] | None = None
+        # Topics whose records wait here until due (streamer.delays): delay, retry topics.
+        self._held = agent.held or None
+        self.due_at: float | None = None  # holding a delayed record until then
 
     @property
     def partition(self) -> int:
@@ -90,6 +109,8 @@ class Lane:
         self.state.buffered -= len(self.buffer)
         self.buffer.clear()
         self._wakeup.set()
+        if self._throttled is not None:
+            self._throttled.cancel()
 
     # -- the EventSource protocol (see streamer.agents) ---------------------------------
 
@@ -104,6 +125,10 @@ class Lane:
             self._taken(1)
             if not self.refused or await self._screen(pending):
                 break
+        if self._held is not None and pending.event.topic in self._held:
+            await self._hold(pending)
+        if self.ctx.bucket is not None or self._keys is not None:
+            await self._throttle(pending)
         self.current.append(pending)
         return pending.event
 
@@ -134,9 +159,68 @@ class Lane:
         if self.refused:  # the batch ends before the next refused record
             count = next((i for i in range(1, count) if self._was_refused(self.buffer[i])), count)
         batch = [self.buffer.popleft() for _ in range(count)]
-        self.current.extend(batch)
         self._taken(count)
+        for pending in batch:
+            if self._held is not None and pending.event.topic in self._held:
+                await self._hold(pending)
+            if self.ctx.bucket is not None or self._keys is not None:
+                await self._throttle(pending)
+        self.current.extend(batch)
         return [pending.event for pending in batch]
+
+    async def _throttle(self, pending: Pending) -> None:
+        """Wait for ``pending``'s tokens (the agent's and its key's). The event is taken
+        from the buffer but not yet handed out: when the lane closes meanwhile it is not
+        handed out at all (it stays uncommitted, processed again later)."""
+        wait = 0.0
+        if self.ctx.bucket is not None:
+            wait = self.ctx.bucket.reserve()
+        if self._keys is not None:
+            wait = max(wait, self._keys.reserve(pending.message.key()))
+        if wait > 0 and not self.closing:
+            self.ctx.rate_limited(self.agent.name, wait)
+            state = self.state
+            state.holding += 1  # waiting for time, like a delayed record: not stuck
+            self.due_at = self.ctx.clock.time() + wait
+            try:
+                await self._sleep(wait)
+            finally:
+                state.holding -= 1
+                self.due_at = None
+        if self.closing:
+            raise StopAsyncIteration
+
+    async def _hold(self, pending: Pending) -> None:
+        """Wait until a delayed record is due (its ``streamer.deliver-at`` header, on the
+        worker's clock). Later records of the lane wait behind it, and once the lane's
+        buffer is full the partition pauses: nothing polls meanwhile. Like a throttled
+        hand-out, it is cut short when the lane closes (the record stays uncommitted)."""
+        due = due_of(pending.event.headers)
+        if due is not None:
+            wait = due - self.ctx.clock.time()
+            if wait > 0 and not self.closing:
+                state = self.state
+                state.holding += 1  # not a stuck agent: no stall warnings
+                self.due_at = due
+                try:
+                    await self._sleep(wait, until=due)
+                finally:
+                    state.holding -= 1
+                    self.due_at = None
+        if self.closing:
+            raise StopAsyncIteration
+
+    async def _sleep(self, seconds: float, until: float | None = None) -> None:
+        """Sleep on the worker's clock (``seconds``, or until its time is ``until``);
+        :meth:`close` cuts it short."""
+        clock = self.ctx.clock
+        sleep = clock.sleep(seconds) if until is None else clock.sleep_until(until)
+        sleeper = self._throttled = asyncio.ensure_future(sleep)
+        try:
+            await asyncio.wait((sleeper,))  # close() cancels it; we are not cancelled
+        finally:
+            sleeper.cancel()
+            self._throttled = None
 
     async def _wait(self) -> None:
         if self.closing:
@@ -197,6 +281,25 @@ class Lane:
             self._dead_letter(pending, error)
         self.complete_current()
 
+    def retry_later_current(self, topic: str, delay: float, error: BaseException) -> None:
+        """Complete the current event(s) with only their original records, sent to the
+        retry ``topic`` to be due ``delay`` seconds from now (non-blocking retries)."""
+        self._undo_current()
+        due = str(int((self.ctx.clock.time() + delay) * 1000)).encode()
+        reason = f"{type(error).__name__}: {error}".splitlines()[0][:500].encode()
+        name = self.agent.name
+        for pending in self.current:
+            _, headers = split_headers(pending.event.headers)
+            headers = [
+                *(h for h in headers if h[0] != RETRY_REASON),
+                (DELIVER_AT, due),
+                (RETRY_REASON, reason),
+            ]
+            message = pending.message
+            effects = pending.effects_of(name)
+            effects.outputs = [(topic, message.key(), message.value(), headers)]
+        self.complete_current()
+
     def _dead_letter(self, pending: Pending, error: BaseException) -> None:
         name = self.agent.name
         effects = pending.effects_of(name)
@@ -249,6 +352,9 @@ class Lane:
         if not self.current:
             raise StreamerError(f"agent {self.agent.name!r} yielded before taking an event")
         headers: Headers | None = None
+        if isinstance(item, Reply):
+            self._stage_reply(item)
+            return
         if isinstance(item, Record):
             key, value, headers = item.key, item.value, item.headers
         elif isinstance(item, tuple) and len(item) == 2:
@@ -258,6 +364,26 @@ class Lane:
         outputs = self._effects().outputs
         for sink in self.agent.sinks:
             outputs.append((sink.name, sink.encode_key(key), sink.encode_value(value), headers))
+
+    def _stage_reply(self, reply: Reply) -> None:
+        """Stage the reply to the request being processed, like any output: it reaches the
+        asker's reply topic with the event (under exactly-once, in its transaction). In
+        a ``take()`` batch it answers the event the ``for event in batch`` loop is at."""
+        event = current_event.get()
+        if event is None or not any(p.event is event for p in self.current):
+            event = self.current[-1].event
+        address = reply_address(event.headers)
+        if address is None:
+            log.warning(
+                "agent %r yielded a Reply for %s[%d]@%d, which is not a request (no reply "
+                "address); dropped", self.agent.name, event.topic, event.partition, event.offset,
+            )  # fmt: skip
+            return
+        topic, cid, client = address
+        headers: Headers = [*(reply.headers or []), (CORRELATION_ID, cid), (REPLY_CLIENT, client)]
+        value = self.agent.reply_serde.serialize(reply.value)
+        # Keyed by the asking client: its replies stay in order.
+        self._effects().outputs.append((topic, client, value, headers))
 
     # -- outputs the broker refused (DESIGN §2 rule 11) ---------------------------------------
 
@@ -320,113 +446,10 @@ class LaneContext:
     # Records of this agent whose outputs the broker refused, by (topic, partition, offset):
     # filled by the worker when a checkpoint fails, read by the lanes after the rewind.
     refused: dict[tuple[str, int, int], OutputRefused] = field(default_factory=dict)
-
-
-async def run_lane(lane: Lane) -> None:
-    """Drive one agent instance over one lane until the lane closes.
-
-    When the agent raises (or what it yielded cannot be encoded), the failed attempt's
-    effects are dropped and its :class:`ErrorPolicy` decides: retry the same event(s) after
-    a backoff in a fresh instance, or, once retries are exhausted, dead-letter, skip, or stop
-    the worker. One bad event never stalls the partition silently. The policy is the same
-    while the worker drains for shutdown: a failure is retried (the shutdown timeout bounds
-    it), never skipped or dead-lettered early.
-
-    An agent that ends (returns, or raises outside any event) while its stream is open is
-    restarted after a backoff; after ``MAX_RESTARTS`` restarts in a row with no event
-    handed out, the worker stops with one line naming the agent.
-    """
-    current_lane.set(lane)
-    agent = lane.agent
-    policy = lane.ctx.policy
-    await lane.state.ready.wait()  # tables of this partition are restored
-    restarts = 0
-    served = lane.served
-    while True:
-        stream = Stream(lane)
-        try:
-            if agent.yields:
-                async for item in agent.fn(stream):
-                    lane.stage_yield(item)
-            else:
-                await agent.fn(stream)
-        except Exception as error:
-            if not lane.current:
-                restarts = restarts + 1 if lane.served == served else 1
-                served = lane.served
-                if restarts > MAX_RESTARTS:
-                    lane.ctx.on_fatal(_restart_loop(agent.name, restarts - 1, error))
-                    return
-                log.exception("agent %r failed outside any event; restarting it", agent.name)
-                await asyncio.sleep(policy.delay(restarts))
-                continue
-            retry_in = _handle_failure(lane, error)
-            if retry_in is not None:
-                await asyncio.sleep(retry_in)
-            elif lane.closing and not lane.buffer:
-                return
-            continue
-        lane.complete_current()
-        if lane.closing:
-            return
-        restarts = restarts + 1 if lane.served == served else 1
-        served = lane.served
-        if restarts > MAX_RESTARTS:
-            lane.ctx.on_fatal(_restart_loop(agent.name, restarts - 1, None))
-            return
-        log.warning(
-            "agent %r returned while its stream was still open; restarting it on %s",
-            agent.name,
-            lane.state.label,
-        )
-        await asyncio.sleep(policy.delay(restarts))
-
-
-MAX_RESTARTS = 5  # restarts in a row, with no event handed out, before the worker stops
-
-
-def _restart_loop(agent: str, restarts: int, error: BaseException | None) -> AgentFailed:
-    how = f"raised {type(error).__name__}: {error}" if error is not None else "returned"
-    return AgentFailed(
-        f"agent {agent!r} {how} {restarts} times in a row without taking an event; an agent "
-        "must keep reading its stream (`async for event in stream:`)"
-    )
-
-
-def _handle_failure(lane: Lane, error: Exception) -> float | None:
-    """The agent failed on the current event(s): count the attempt and apply the policy.
-    Returns the seconds to wait before the retry, or None when the events were settled."""
-    agent, policy = lane.agent, lane.ctx.policy
-    lane.state.stats.errors += 1
-    attempts = max(pending.count_failure(agent.name) for pending in lane.current)
-    where = ", ".join(
-        f"{p.event.topic}[{p.event.partition}]@{p.event.offset}" for p in lane.current
-    )
-    if attempts <= policy.retries:
-        delay = policy.delay(attempts)
-        log.warning(
-            "agent %r failed on %s (attempt %d of %d): %r; retrying in %.2fs",
-            agent.name, where, attempts, policy.retries + 1, error, delay,
-        )  # fmt: skip
-        lane.retry_current()
-        return delay
-    if policy.on_exhausted == "stop":
-        log.error("agent %r failed on %s %d time(s); stopping the worker", agent.name,
-                  where, attempts, exc_info=error)  # fmt: skip
-        lane.retry_current()
-        lane.close()  # left uncommitted: processed again after a restart
-        lane.ctx.on_fatal(error)
-        return None
-    if policy.on_exhausted == "dead_letter":
-        log.error("agent %r failed on %s %d time(s): %r; sent to %s", agent.name, where,
-                  attempts, error, lane.ctx.dead_letter_topic)  # fmt: skip
-        lane.dead_letter_current(error)
-        lane.ctx.dead_lettered(agent.name, type(error).__name__)
-    else:
-        log.error("agent %r failed on %s %d time(s); skipped", agent.name, where,
-                  attempts, exc_info=error)  # fmt: skip
-        lane.drop_current()
-    return None
+    clock: Clock = SYSTEM_CLOCK
+    bucket: TokenBucket | None = None  # the agent-wide rate limit, shared by its lanes
+    rate_limited: Callable[[str, float], None] = lambda _agent, _seconds: None  # metrics
+    retry_topics: tuple[str, ...] = ()  # non-blocking retries: the agent's retry topics
 
 
 def settle_undecodable(

@@ -158,6 +158,7 @@ class PartitionState:
         "committed",
         "discarded",
         "fetched_to",
+        "holding",
         "inflight",
         "next_commit",
         "partition",
@@ -186,6 +187,7 @@ class PartitionState:
         self.next_commit: int | None = None
         self.committed: int | None = None
         self.buffered = 0
+        self.holding = 0  # lanes waiting for a delayed record to be due (not stalled)
         self.paused = False
         self.discarded = False
         self.routes: list[list[Lane]] = []
@@ -202,6 +204,12 @@ class PartitionState:
     @property
     def lanes(self) -> list[Lane]:
         return [lane for lanes in self.routes for lane in lanes]
+
+    def waiting_until_due(self) -> bool:
+        """Every lane holds a delayed record until it is due, or has nothing to do."""
+        return all(
+            lane.due_at is not None or (not lane.buffer and not lane.current) for lane in self.lanes
+        )
 
     def track(self, pending: Pending) -> None:
         """Register a dispatched record; records must be tracked in offset order."""
@@ -271,7 +279,7 @@ def report_stalls(states: Iterable[PartitionState], after: float) -> None:
     quiet topic)."""
     for state in states:
         head = state.inflight[0] if state.inflight else None
-        if head is not None and head is state.stall_probe:
+        if head is not None and head is state.stall_probe and not state.holding:
             log.warning(
                 "%s: offset %d has been in progress for over %.0fs, so commits of this "
                 "partition cannot advance; an agent may be stuck on it (%d events waiting)",

@@ -19,7 +19,8 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from streamer.errors import OutputRefused
 from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
 from streamer.worker.committer import Committer
-from streamer.worker.lanes import Lane, LaneContext, run_lane
+from streamer.worker.lane_task import run_lane
+from streamer.worker.lanes import Lane, LaneContext
 from streamer.worker.partition import Effects, PartitionState, WorkerStats, format_partitions
 
 if TYPE_CHECKING:

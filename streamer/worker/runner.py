@@ -39,6 +39,7 @@ from streamer.kafka.admin import TopicSpec, ensure_topics, topic_ids, wait_for_t
 from streamer.kafka.backend import Backend, Consumer, Message
 from streamer.kafka.clients import ConnectionWatch, connect_admin, make_consumer, make_producer
 from streamer.metrics import WorkerMetrics
+from streamer.ratelimit import TokenBucket
 from streamer.settings import redact
 from streamer.topics import Topic
 from streamer.web import start_web
@@ -136,6 +137,17 @@ class Worker(Stopping):
                 self._on_taken,
                 self._fail,
                 self.metrics.dead_lettered,
+                clock=self.clock,
+                bucket=None
+                if agent.rate_limit is None
+                else TokenBucket(agent.rate_limit, self.clock.monotonic),
+                rate_limited=self.metrics.rate_limited,
+                retry_topics=()
+                if agent.internal
+                else tuple(
+                    app.policy_for(agent).retry_topic_for(app.id, agent.name, level)
+                    for level in range(1, len(app.policy_for(agent).retry_topics) + 1)
+                ),
             )
             for agent in app.agents
         }
@@ -363,7 +375,13 @@ class Worker(Stopping):
             await asyncio.sleep(0 if messages or not busy else _BUSY_NAP)
 
     def _busy(self) -> bool:
-        return any(state.inflight for state in self._states.values())
+        """Some event in flight can make progress. A partition whose lanes only hold
+        delayed records until due (or are idle) is not busy: the pump then blocks in
+        poll() instead of napping every few ms for what may be hours."""
+        return any(
+            state.inflight and not (state.holding and state.waiting_until_due())
+            for state in self._states.values()
+        )
 
     def _is_leader(self) -> bool:
         """The group's leader for ``on_leader`` timers: the owner of partition 0 of the

@@ -83,6 +83,12 @@ class TableManager:
             t.name for a in self.app.agents if not a.internal for t in a.topics
         } - streams
         source_partitions = {n: c for n, c in source_partitions.items() if n in user_topics}
+        if len(source_partitions) != 1 and any(a.held for a in self.app.agents if not a.internal):
+            raise ConfigError(
+                f"app {self.app.id!r} has tables and an agent with retry_topics (non-blocking "
+                "retries read retry topics too, and would apply a key's events out of order "
+                "to its tables): use blocking retries (the default) for agents with tables"
+            )
         if len(source_partitions) != 1:
             raise ConfigError(
                 f"app {self.app.id!r} has tables and reads {len(source_partitions)} topics "

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint kafka-up kafka-down bench clean
+.PHONY: setup demo test lint docs kafka-up kafka-down bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,5 +34,10 @@ lint: setup
 	$(BIN)/ruff format --check streamer tests apps bench
 	$(BIN)/mypy
 
+# The documentation site (docs/, mkdocs.yml) into site/, strict: a broken link or a stale API
+# reference fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

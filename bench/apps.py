@@ -184,7 +184,8 @@ def count(job: Job, ctx: Ctx) -> dict[str, Any]:
 
     worker = asyncio.run(drive(app, done, timeout=float(params["timeout"]), partitions=partitions))
     # By name, not by import: what the worker runs is what this scenario reports.
-    checkpoint = type(worker._checkpoint).__name__
+    committer = worker._committer
+    checkpoint = type(committer.checkpoint if committer else None).__name__
     return _measured(
         progress,
         counted=total[0] if total else 0,

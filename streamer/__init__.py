@@ -8,16 +8,21 @@ from streamer.app import App
 from streamer.errors import (
     AgentFailed,
     AppLoadError,
+    CommitFailed,
     ConfigError,
     KafkaAccessError,
     KafkaOperationError,
     KafkaUnavailableError,
+    OutputRefused,
+    RequestTimeout,
     SerializationError,
+    ShutdownIncomplete,
     StreamerError,
     TopicMismatchError,
 )
 from streamer.events import Event, Record
 from streamer.policy import ErrorPolicy
+from streamer.replies import Reply
 from streamer.serde import Serde, avro
 from streamer.settings import ProcessingGuarantee, Settings
 from streamer.state import Table, WindowedTable
@@ -28,17 +33,22 @@ __all__ = [
     "AgentFailed",
     "App",
     "AppLoadError",
+    "CommitFailed",
     "ConfigError",
     "ErrorPolicy",
     "Event",
     "KafkaAccessError",
     "KafkaOperationError",
     "KafkaUnavailableError",
+    "OutputRefused",
     "ProcessingGuarantee",
     "Record",
+    "Reply",
+    "RequestTimeout",
     "Serde",
     "SerializationError",
     "Settings",
+    "ShutdownIncomplete",
     "Stream",
     "StreamerError",
     "Table",

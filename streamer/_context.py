@@ -7,10 +7,12 @@ passing anything around. Outside a worker the variable is unset and sends go out
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
 
-from streamer.events import Headers
+from streamer.events import Event, Headers
 
 if TYPE_CHECKING:
     from streamer.state.table import TableWrite
@@ -34,3 +36,44 @@ class Stager(Protocol):
 
 
 current_lane: ContextVar[Stager | None] = ContextVar("streamer_current_lane", default=None)
+
+current_event: ContextVar[Event | None] = ContextVar("streamer_current_event", default=None)
+"""Inside a ``take()`` batch, the event the agent's ``for event in batch`` loop is at: a
+windowed table written for a batch of several events uses that event's own time."""
+
+
+# lane -> [(task, is it stale?)]: continuations of window callbacks that the lane's event in
+# progress waits for (see streamer.state.window_callbacks). The stream tests it for
+# emptiness on every event (the hot path): a dict check, no call.
+held: dict[object, list[tuple[asyncio.Task[None], Callable[[], bool]]]] = {}
+
+
+def hold(lane: object, task: asyncio.Task[None], stale: Callable[[], bool]) -> None:
+    """Make the event in progress in ``lane`` wait for ``task`` before it completes.
+    ``stale()`` says the attempt that started it failed: then it is cancelled instead."""
+    held.setdefault(lane, []).append((task, stale))
+
+
+async def settle(lane: object) -> None:
+    """Finish the continuations the event in progress in ``lane`` holds (the stream calls
+    this before asking the lane for its next event, so the event completes only after
+    them). Those of a failed attempt are cancelled instead. If the caller is cancelled
+    (shutdown), they are cancelled too: the event then stays incomplete, uncommitted."""
+    tasks = held.pop(lane, None)
+    if not tasks:
+        return
+    live = []
+    for task, stale in tasks:
+        if stale():
+            task.cancel()
+        else:
+            live.append(task)
+    if not live:
+        return
+    try:
+        # Their errors are logged where they were started; they never fail the event.
+        await asyncio.gather(*live, return_exceptions=True)
+    except asyncio.CancelledError:
+        for task in live:
+            task.cancel()
+        raise

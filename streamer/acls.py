@@ -33,7 +33,6 @@ from typing import Any
 from streamer.app import App
 from streamer.errors import KafkaAccessError
 from streamer.kafka.access import access_denied
-from streamer.kafka.clients import is_memory
 
 # Operation and resource names as the Kafka CLI and ACL listings spell them.
 TOPIC, GROUP, TRANSACTIONAL_ID = "Topic", "Group", "TransactionalId"
@@ -98,13 +97,11 @@ def verify_access(admin: Any, app: App, timeout: float = 30.0) -> None:
     DescribeTopics and DescribeGroups), so a missing ACL is a clear error at start rather
     than a consumer that waits or a transaction that aborts over and over. Topics must
     exist (call it after creating them). A broker that does not say (no authorizer, or too
-    old) is trusted. Transactional ids cannot be asked about; ``init_transactions`` names
-    a missing Write on one.
+    old) is trusted, as is the in-memory backend (it has no ACLs). Transactional ids cannot
+    be asked about; ``init_transactions`` names a missing Write on one.
     """
     from confluent_kafka import KafkaError, KafkaException
 
-    if is_memory(app.settings.brokers):
-        return  # the in-memory broker has no ACLs
     wanted = topic_operations(app)
     missing: list[str] = []
     for name, allowed in sorted(_topic_permissions(admin, sorted(wanted), timeout).items()):
@@ -114,7 +111,7 @@ def verify_access(admin: Any, app: App, timeout: float = 30.0) -> None:
         [app.group_id], include_authorized_operations=True, request_timeout=timeout
     )[app.group_id]
     try:
-        group_allowed = _names(group.result(timeout).authorized_operations)
+        group_allowed = _names(group.result(timeout))
     except KafkaException as exc:
         err = exc.args[0] if exc.args else None
         denied = isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED
@@ -145,7 +142,7 @@ def _topic_permissions(admin: Any, names: list[str], timeout: float) -> dict[str
         unknown = []
         for name, future in futures.items():
             try:
-                result[name] = _names(future.result(timeout).authorized_operations)
+                result[name] = _names(future.result(timeout))
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
                 code = err.code() if isinstance(err, KafkaError) else None
@@ -161,8 +158,11 @@ def _topic_permissions(admin: Any, names: list[str], timeout: float) -> dict[str
     return result
 
 
-def _names(operations: Any) -> set[str] | None:
-    """``[AclOperation.READ, ...]`` -> ``{"Read", ...}``; None when the broker did not say."""
+def _names(description: Any) -> set[str] | None:
+    """A description's ``authorized_operations`` (``[AclOperation.READ, ...]``) as
+    ``{"Read", ...}``; None when the broker did not say (no authorizer, or a backend
+    whose descriptions have no such field)."""
+    operations = getattr(description, "authorized_operations", None)
     if operations is None:
         return None
     return {op.name.replace("_", " ").title().replace(" ", "") for op in operations}

@@ -13,16 +13,20 @@ only when every earlier event of the partition is complete too.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from streamer._context import current_event, held, settle
 from streamer.errors import ConfigError
 from streamer.events import Event
 from streamer.policy import ErrorPolicy
+from streamer.ratelimit import Rate, parse_rate
+from streamer.serde import JsonSerde, Serde
 from streamer.topics import Topic
 
 AgentFn = Callable[["Stream"], Any]
+_JSON: Serde = JsonSerde()
 
 
 class EventSource(Protocol):
@@ -38,6 +42,19 @@ class EventSource(Protocol):
         ...
 
 
+class Batch(list[Event]):
+    """A batch :meth:`Stream.take` hands out: a list of events. Iterating it (``for event in
+    batch``) also tells the runtime which event the loop is at, so a windowed table written
+    in the loop body files the write under that event's own time (not the batch's last)."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[Event]:
+        for event in super().__iter__():
+            current_event.set(event)
+            yield event
+
+
 class Stream:
     """The async iterator an agent receives. ``async for event in stream`` or ``take``."""
 
@@ -50,6 +67,10 @@ class Stream:
         return self
 
     async def __anext__(self) -> Event:
+        if held:
+            # A window callback suspended inside the event in progress: it finishes before
+            # the event completes, so its outputs commit with the event (window_callbacks).
+            await settle(self._source)
         return await self._source.next_event()
 
     async def take(self, max_events: int, within: float) -> AsyncIterator[list[Event]]:
@@ -59,16 +80,22 @@ class Stream:
         if max_events < 1 or within <= 0:
             raise ValueError("take() needs max_events >= 1 and within > 0")
         while True:
+            if held:
+                await settle(self._source)
             try:
                 batch = await self._source.next_batch(max_events, within)
             except StopAsyncIteration:
                 return
-            yield batch
+            yield Batch(batch)
 
 
 @dataclass(frozen=True)
 class Agent:
-    """A declared agent: its function, the topics it reads, where its yields go."""
+    """A declared agent: its function, the topics it reads, where its yields go.
+
+    ``@app.agent(...)`` returns it: calling it calls the function; :meth:`ask` sends it a
+    request and awaits the reply it yields (``yield streamer.Reply(value)``).
+    """
 
     fn: AgentFn
     name: str
@@ -77,6 +104,22 @@ class Agent:
     concurrency: int
     on_error: ErrorPolicy | None = None  # None: the app's default
     internal: bool = False  # streamer's own (a group_by's repartitioner), not the user's
+    reply_serde: Serde = _JSON  # encodes what it yields as Reply(value)
+    rate_limit: Rate | None = None  # events per second over the agent's lanes (one worker)
+    rate_limit_per_key: Rate | None = None  # events per second of one key
+    # Topics whose records carry a due time (streamer.delays): lanes hold each until due.
+    held: frozenset[str] = frozenset()
+
+    def __call__(self, stream: Stream) -> Any:
+        return self.fn(stream)
+
+    async def ask(self, *, key: Any = None, value: Any = None, timeout: float = 5.0) -> Any:
+        """Send ``key``/``value`` to this agent's (first) topic as a request and return the
+        value of the agent's ``Reply``. Raises :class:`~streamer.errors.RequestTimeout`
+        after ``timeout`` seconds without one. Call it from code outside the agents' events
+        (a web handler, a script, a timer): see ``docs/task-patterns.md``."""
+        app = self.topics[0].app
+        return await app.replies.ask(self, key, value, timeout)
 
     @property
     def yields(self) -> bool:
@@ -93,6 +136,10 @@ def make_agent(
     name: str | None,
     on_error: ErrorPolicy | None = None,
     internal: bool = False,
+    reply_serde: Serde | None = None,
+    rate_limit: str | None = None,
+    rate_limit_per_key: str | None = None,
+    held: frozenset[str] = frozenset(),
 ) -> Agent:
     """Validate a declaration; raise ConfigError with the fix when it is wrong."""
     label: str = name or getattr(fn, "__name__", None) or repr(fn)
@@ -106,4 +153,10 @@ def make_agent(
         raise ConfigError(
             f"agent {label!r} has sinks but never yields; `yield value` sends to the sinks"
         )
-    return Agent(fn, label, tuple(topics), tuple(sinks), concurrency, on_error, internal)
+    return Agent(
+        fn, label, tuple(topics), tuple(sinks), concurrency, on_error, internal,
+        reply_serde or _JSON,
+        parse_rate(rate_limit, f"agent {label!r}: rate_limit"),
+        parse_rate(rate_limit_per_key, f"agent {label!r}: rate_limit_per_key"),
+        held,
+    )  # fmt: skip

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from confluent_kafka import Producer
 
 from streamer.agents import Agent, AgentFn, Stream, make_agent
 from streamer.errors import ConfigError, KafkaOperationError
 from streamer.events import Event, Headers, Record
+from streamer.kafka.backend import Backend, ConfluentBackend, Producer
 from streamer.kafka.clients import make_producer
 from streamer.policy import ErrorPolicy
 from streamer.serde import Serde, serde_for
@@ -24,6 +24,7 @@ from streamer.timers import Timer, TimerFn, make_timer
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from streamer.replies import ReplyClient
     from streamer.worker.partition import Output
     from streamer.worker.replay import ReplayRange, ReplaySummary
 from streamer.topics import Topic
@@ -58,6 +59,12 @@ class App:
         self.timers: list[Timer] = []
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
+        self._backend: Backend = ConfluentBackend()
+        self._replies: ReplyClient | None = None
+        if self.settings.delayed_delivery:
+            from streamer.delays import declare
+
+            declare(self)
 
     def __repr__(self) -> str:
         return f"App({self.id!r}, brokers={self.settings.brokers!r})"
@@ -117,24 +124,61 @@ class App:
         concurrency: int = 1,
         name: str | None = None,
         on_error: ErrorPolicy | None = None,
-    ) -> Callable[[AgentFn], AgentFn]:
+        reply_type: object = None,
+        rate_limit: str | None = None,
+        rate_limit_per_key: str | None = None,
+    ) -> Callable[[AgentFn], Agent]:
         """Declare an agent over ``topic`` (or several). ``concurrency`` ordered key-lanes
         run per partition; events with the same key always share a lane, so their order holds.
-        ``on_error`` overrides the app's :class:`ErrorPolicy` for this agent.
+        ``on_error`` overrides the app's :class:`ErrorPolicy` for this agent. ``reply_type``
+        chooses the serde of what it yields as ``Reply(value)`` (JSON by default).
+        ``rate_limit="100/s"`` caps the events it takes per second in this worker, and
+        ``rate_limit_per_key="5/s"`` those of each key (see :mod:`streamer.ratelimit`).
+
+        Returns the :class:`Agent` (callable like the function; ``await agent.ask(...)``).
         """
         topics = [topic] if isinstance(topic, Topic) else list(topic)
         sinks = [sink] if isinstance(sink, Topic) else list(sink)
 
-        def register(fn: AgentFn) -> AgentFn:
+        def register(fn: AgentFn) -> Agent:
             agent = make_agent(
-                fn, topics, sinks=sinks, concurrency=concurrency, name=name, on_error=on_error
-            )
+                fn, topics, sinks=sinks, concurrency=concurrency, name=name, on_error=on_error,
+                reply_serde=None if reply_type is None else self._serde(reply_type),
+                rate_limit=rate_limit, rate_limit_per_key=rate_limit_per_key,
+            )  # fmt: skip
             if any(existing.name == agent.name for existing in self.agents):
                 raise ConfigError(f"two agents are named {agent.name!r}; pass name=...")
+            if self.policy_for(agent).retry_topics:
+                agent = self._with_retry_topics(agent)
             self.agents.append(agent)
-            return fn
+            return agent
 
         return register
+
+    def _with_retry_topics(self, agent: Agent) -> Agent:
+        """Declare ``agent``'s retry topics (non-blocking retries, see ErrorPolicy) and let
+        it read them too, each record held until its due time."""
+        source = agent.topics[0]
+        for other in agent.topics[1:]:
+            if (other.key_serde.name, other.value_serde.name) != (
+                source.key_serde.name,
+                source.value_serde.name,
+            ):
+                raise ConfigError(
+                    f"agent {agent.name!r}: retry_topics need the topics it reads to share "
+                    f"serdes ({source.name!r} and {other.name!r} differ); give each its own agent"
+                )
+        policy = self.policy_for(agent)
+        retry = tuple(
+            self.topic(
+                policy.retry_topic_for(self.id, agent.name, level),
+                key_type=source.key_serde,
+                value_type=source.value_serde,
+                partitions=source.partitions,
+            )
+            for level in range(1, len(policy.retry_topics) + 1)
+        )
+        return replace(agent, topics=agent.topics + retry, held=frozenset(t.name for t in retry))
 
     def table(
         self,
@@ -184,7 +228,7 @@ class App:
         """The coroutine behind :meth:`replay`; ``on_output`` also sees dry-run outputs."""
         from streamer.worker.replay import plan_replay, run_replay
 
-        plan = plan_replay(self, topic, **selection)
+        plan = plan_replay(self, topic, self.backend, **selection)
         printed: list[Output] = []
 
         def collect(output: Output) -> None:
@@ -192,7 +236,7 @@ class App:
             if on_output is not None:
                 on_output(output)
 
-        summary = await run_replay(self, plan, dry_run=collect if dry_run else None)
+        summary = await run_replay(self, plan, self.backend, dry_run=collect if dry_run else None)
         summary.printed = printed
         return summary
 
@@ -275,6 +319,37 @@ class App:
 
         run_worker(self)
 
+    @property
+    def replies(self) -> ReplyClient:
+        """This process's side of request-reply (built on first use): see
+        :mod:`streamer.replies`."""
+        from streamer.replies import ReplyClient
+
+        with self._producer_lock:
+            if self._replies is None:
+                self._replies = ReplyClient(self)
+            return self._replies
+
+    @property
+    def backend(self) -> Backend:
+        """Where clients used outside a worker's agents come from (:meth:`send_now`,
+        :meth:`replay`): confluent-kafka unless a worker was given another backend, or
+        one is set here (``streamer.testing.TestDriver`` sets its in-memory one)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: Backend) -> None:
+        with self._producer_lock:
+            if backend is self._backend:
+                return
+            self._backend = backend
+            producer, self._producer = self._producer, None
+            replies, self._replies = self._replies, None
+        if replies is not None:  # reads through the previous backend
+            replies.close()
+        if producer is not None:  # built by the previous backend: finish its work, drop it
+            producer.flush(5)
+
     def send_now(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
     ) -> None:
@@ -282,6 +357,7 @@ class App:
         with self._producer_lock:
             if self._producer is None:
                 self._producer = make_producer(
+                    self._backend,
                     self.settings.brokers,
                     {**self.settings.kafka_config, **self.settings.producer_config},
                 )

@@ -8,9 +8,15 @@
     │   └── TopicMismatchError      a declared topic disagrees with the cluster (partitions)
     ├── SerializationError          a value does not fit its topic's serde (names topic, field)
     ├── AgentFailed                 an agent's error policy said "stop"; its event stays uncommitted
+    ├── ShutdownIncomplete          the worker stopped before every event in flight completed
+    ├── RequestTimeout              ``agent.ask()`` got no reply in time (also a TimeoutError)
+    ├── RestoreFailed               a table partition could not be restored (or followed as a
+    │                               standby); names table, partition and cause; the worker stops
     ├── KafkaUnavailableError       the broker cannot be reached (names the address)
     ├── KafkaOperationError         Kafka refused an operation (create topic, commit, ...)
-    │   └── KafkaAccessError        credentials refused, or an ACL missing (names which)
+    │   ├── KafkaAccessError        credentials refused, or an ACL missing (names which)
+    │   ├── OutputRefused           the broker refused an agent's output (too large, not allowed)
+    │   └── CommitFailed            a checkpoint could not commit; its work stays uncommitted
     └── LocalKafkaError             the local development broker cannot start or stop
         └── ToolMissingError        Java or Maven is not installed (says how to get it)
 
@@ -48,6 +54,25 @@ class AgentFailed(StreamerError):
     """An agent failed on an event and its ErrorPolicy says ``on_exhausted="stop"``."""
 
 
+class ShutdownIncomplete(StreamerError):
+    """The worker stopped (``shutdown_timeout`` passed, or a commit failed) before every
+    event in flight completed. Nothing was lost: those events stay uncommitted and are
+    processed again by the next owner of their partitions."""
+
+
+class RequestTimeout(StreamerError, TimeoutError):
+    """``agent.ask()`` got no reply within its timeout: the agent is down, busy, or failed
+    on the request (its error policy dead-lettered or skipped it). A reply arriving later
+    is dropped and counted by the asking process."""
+
+
+class RestoreFailed(StreamerError):
+    """Restoring a table partition from its changelog (or following it as a standby) failed
+    with an error that is not transient, or kept failing past its retries. The worker closes
+    the partition's stores and stops with a non-zero exit; the message names the table, the
+    partition and the cause."""
+
+
 class KafkaUnavailableError(StreamerError):
     """No broker answered at the configured bootstrap address."""
 
@@ -68,3 +93,25 @@ class LocalKafkaError(StreamerError):
 
 class ToolMissingError(LocalKafkaError):
     """Java or Maven, needed to run the local broker, is not installed."""
+
+
+class OutputRefused(KafkaOperationError):
+    """The broker refused a record an agent produced (larger than the topic's
+    ``max.message.bytes``, not authorised, invalid). It is the agent's failure on the event
+    that produced it: the agent's :class:`~streamer.ErrorPolicy` retries, dead-letters,
+    skips or stops, as for an exception.
+
+    ``attempts`` counts how many times the event's outputs were refused so far.
+    """
+
+    def __init__(self, message: str, *, topic: str, code: str, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.code = code
+        self.attempts = attempts
+
+
+class CommitFailed(KafkaOperationError):
+    """A checkpoint could not commit (the transaction was aborted or fenced, outputs were
+    not acknowledged). Its outputs, changelog records and offsets were dropped together and
+    its partitions rewound or released: the events are processed again, never skipped."""

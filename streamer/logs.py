@@ -3,8 +3,10 @@
 A JSON line has ``time`` (UTC, ISO 8601, milliseconds), ``level``, ``logger`` and ``message``,
 ``partition`` when the line is about one partition, ``partitions`` when it names several, and
 ``exception`` when it carries a traceback. A record names its partition either through
-``extra`` (``partition`` alone, or ``topic`` and ``partition``) or by ``topic[n]`` (or
-``topic[0,1]``) in its message, which is how streamer's own log lines name partitions.
+``extra`` (``partition`` alone, or ``topic`` and ``partition``), the structured way, or by
+``topic[n]`` (or ``topic[0,1]``) in its message, which is how the worker's log lines name
+partitions today (a pattern, kept as the fallback until those calls pass ``extra``).
+Any other ``extra`` field is written as it is. The JSON itself is python-json-logger's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
+from pythonjsonlogger.json import JsonFormatter as _JsonFormatterBase
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -24,27 +26,42 @@ TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _NAMED_PARTITIONS = re.compile(r"([\w.\-]+)\[(\d+(?:,\d+)*)\]")
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record (see the module docstring)."""
+class JsonFormatter(_JsonFormatterBase):
+    """One JSON object per record (see the module docstring), built by python-json-logger:
+    fields a call passes with ``extra=`` appear in the object as they are."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": message,
-        }
-        named = partitions_of(record, message)
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={
+                "asctime": "time",
+                "levelname": "level",
+                "name": "logger",
+                "exc_info": "exception",
+                "stack_info": "stack",
+            },
+            json_ensure_ascii=False,
+            json_default=str,
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+    def add_fields(
+        self,
+        log_data: dict[str, Any],
+        record: logging.LogRecord,
+        message_dict: dict[str, Any],
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)
+        # ``topic`` and ``partition`` extras become one ``partition`` field, ``topic[n]``.
+        log_data.pop("topic", None)
+        log_data.pop("partition", None)
+        named = partitions_of(record, record.getMessage())
         if len(named) == 1:
-            line["partition"] = named[0]
+            log_data["partition"] = named[0]
         elif named:
-            line["partitions"] = named
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            line["stack"] = self.formatStack(record.stack_info)
-        return orjson.dumps(line, default=str).decode()
+            log_data["partitions"] = named
 
 
 def partitions_of(record: logging.LogRecord, message: str) -> list[str]:
@@ -61,9 +78,23 @@ def partitions_of(record: logging.LogRecord, message: str) -> list[str]:
     return list(dict.fromkeys(named))
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, so that a live progress
+    display (:mod:`streamer.progress`), which redirects it, prints log lines above its bars.
+    ``json_logs`` tells the display that lines, not bars, are wanted."""
+
+    def __init__(self, json_logs: bool) -> None:
+        super().__init__(sys.stderr)
+        self.json_logs = json_logs
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(level: int | str, log_format: LogFormat = "text") -> None:
     """Send every log record to stderr at ``level``, as text or as JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler(json_logs=log_format == "json")
     formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=[handler])

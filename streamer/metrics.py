@@ -34,10 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from streamer.kafka.group import GroupAssignment
+
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     from streamer.app import App
+    from streamer.kafka.backend import Admin, Consumer
     from streamer.state.table import TablePartition
     from streamer.worker.checkpoint import Checkpoint
     from streamer.worker.partition import PartitionState
@@ -210,6 +213,20 @@ class WorkerMetrics:
             ["agent", "reason"],
             registry=r,
         )
+        self.rate_limited_seconds = Counter(
+            "streamer_rate_limited_seconds",
+            "Seconds lanes of an agent waited for its rate limits (agent-wide or per key) "
+            "before handing an event out.",
+            ["agent"],
+            registry=r,
+        )
+        self.late_events = Counter(
+            "streamer_late_events",
+            "Events a windowed table dropped as late (every window containing their time "
+            "was past its grace), per table partition.",
+            ["table", "partition"],
+            registry=r,
+        )
         self.rebalances = Counter(
             "streamer_rebalances",
             "Rebalance callbacks with partitions, by kind (assign, revoke, lost).",
@@ -235,11 +252,18 @@ class WorkerMetrics:
         # Records released per sink topic; the checkpoint's release loop adds to it.
         self.produced: defaultdict[str, int] = defaultdict(int)
         self._produced_reported: dict[str, int] = {}
+        # Late events per (table, partition), counted by the tables (process-wide: start
+        # from what earlier workers of this process counted).
+        self._windowed = [t.windowed for t in app.tables.values() if t.windowed is not None]
+        self._late_reported = {
+            (w.name, p): n for w in self._windowed for p, n in w.lateness.by_partition.items()
+        }
         self._probes: dict[tuple[str, int], list[LaneProbe]] = {}
         self._tables_seen: set[tuple[str, int]] = set()
         self._recovery: dict[tuple[str, int], tuple[int, int]] = {}
         self._next_refresh = 0.0
         self._beat = time.monotonic()  # when the pump last turned (see stalled_for)
+        self._group: GroupAssignment | None = None  # set by watch_group
         # Counts are flushed by the loop (refresh, release) and by scrapes (the web thread).
         self._flush_lock = threading.Lock()
 
@@ -262,6 +286,12 @@ class WorkerMetrics:
         checkpoint.timer = self.commit_timer
         if self.enabled:
             checkpoint.produced = self.produced
+
+    def watch_group(self, admin: Admin, group: str, partitions: Mapping[str, int]) -> None:
+        """From now on readiness also requires every partition of ``partitions`` (the app's
+        source topics, repartition topics included) to be owned by some member of ``group``
+        (see :class:`GroupAssignment`)."""
+        self._group = GroupAssignment(admin, group, partitions)
 
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
         """Partitions were assigned (or restarted after a rewind): give their lanes probes
@@ -297,6 +327,7 @@ class WorkerMetrics:
         self.assigned_partitions.set(len(self._states))
         with self._flush_lock:
             self._flush_produced()
+            self._flush_late()
 
     def recovery_progress(self, part: TablePartition) -> Progress | None:
         """A ``progress(restored, remaining)`` callable for the recovery of ``part``; it runs
@@ -313,6 +344,10 @@ class WorkerMetrics:
             recovery[(table, partition)] = (done, left)
 
         return progress
+
+    def rate_limited(self, agent: str, seconds: float) -> None:
+        """A lane of ``agent`` waits ``seconds`` for a rate limit's token."""
+        self.rate_limited_seconds.labels(agent).inc(seconds)
 
     def dead_lettered(self, agent: str, reason: str) -> None:
         """Count one event of ``agent`` sent to the dead-letter topic (``reason``: the
@@ -358,6 +393,8 @@ class WorkerMetrics:
                 self._tables_seen.add((part.table.name, part.partition))
                 self.table_keys.labels(*labels).set(part.store.approximate_keys())
                 self.table_pending.labels(*labels).set(len(part.overlay))
+                if part.table.windowed is not None:  # present at 0: rate() works from the start
+                    self.late_events.labels(*labels)
 
     def flush(self) -> None:
         """Bring the event counters up to date (cheap: one pass over the owned lanes). Safe
@@ -368,6 +405,7 @@ class WorkerMetrics:
                 for probe in probes:
                     probe.flush()
             self._flush_produced()
+            self._flush_late()
 
     def _flush_produced(self) -> None:
         reported = self._produced_reported
@@ -376,6 +414,15 @@ class WorkerMetrics:
             if count != before:
                 self.events_out.labels(topic).inc(count - before)
                 reported[topic] = count
+
+    def _flush_late(self) -> None:
+        reported = self._late_reported
+        for windowed in self._windowed:
+            for partition, count in list(windowed.lateness.by_partition.items()):
+                before = reported.get((windowed.name, partition), 0)
+                if count != before:
+                    self.late_events.labels(windowed.name, str(partition)).inc(count - before)
+                    reported[windowed.name, partition] = count
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format, counters flushed first."""
@@ -388,8 +435,10 @@ class WorkerMetrics:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready when partitions are assigned and every one is restored and processing (its
-        ``ready`` event set, its lanes open). The detail says which are not, and why. Safe
-        from any thread: it only reads, from a copy of the partition map."""
+        ``ready`` event set, its lanes open), and (once :meth:`watch_group` was called) every
+        source partition of the app is owned by some member of the group. The detail says
+        which are not, and why. Call it from the web server's thread: it reads from a copy of
+        the partition map, and may ask the broker about the group (at most once a second)."""
         states = list(self._states.values())  # one C-level copy: atomic under the GIL
         waiting: dict[str, str] = {}
         for state in states:
@@ -397,10 +446,16 @@ class WorkerMetrics:
                 waiting[state.label] = "restoring"
             elif any(lane.closing for lane in state.lanes):
                 waiting[state.label] = "stopping"
-        ready = bool(states) and not waiting
+        unassigned = self._group.unassigned() if self._group is not None else []
+        ready = bool(states) and not waiting and not unassigned
         detail: dict[str, Any] = {"ready": ready, "assigned": len(states)}
         if not states:
             detail["reason"] = "no partitions assigned"
+        if unassigned:
+            # In the group, not here: a partition no member owns is processed by nobody.
+            detail["unassigned_in_group"] = unassigned
+            if self._group is not None and self._group.error is not None:
+                detail["group_error"] = self._group.error
         if waiting:
             detail["not_ready"] = waiting
             owned = {(p.table.name, p.partition) for s in states for p in s.tables}

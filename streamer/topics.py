@@ -8,10 +8,13 @@ Sends from outside a worker (scripts, the CLI) go straight to Kafka and are awai
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from streamer._context import current_lane
-from streamer.errors import SerializationError
+from streamer.clock import current_clock
+from streamer.delays import delay_headers, delay_topic, due_millis
+from streamer.errors import ConfigError, SerializationError
 from streamer.events import Headers
 from streamer.kafka.admin import TopicSpec
 from streamer.serde import Serde
@@ -48,6 +51,11 @@ class Topic:
         return f"Topic({self.name!r}, key={self.key_serde.name}, value={self.value_serde.name})"
 
     @property
+    def app(self) -> App:
+        """The app that declared this topic."""
+        return self._app
+
+    @property
     def spec(self) -> TopicSpec:
         return TopicSpec(self.name, self.partitions, self.replication, dict(self.config))
 
@@ -80,7 +88,13 @@ class Topic:
         return self._app.group_by(self, key, name=name, key_type=key_type)
 
     async def send(
-        self, *, key: Any = None, value: Any = None, headers: Headers | None = None
+        self,
+        *,
+        key: Any = None,
+        value: Any = None,
+        headers: Headers | None = None,
+        deliver_at: datetime | None = None,
+        delay: timedelta | None = None,
     ) -> None:
         """Send one record to this topic.
 
@@ -88,13 +102,27 @@ class Topic:
         that event is complete (with exactly-once, in the same transaction as its offset).
         Outside a worker it is produced at once and this waits for the broker's ack.
         A value that does not fit the topic's serde raises SerializationError here, at once.
+
+        With ``deliver_at`` (a datetime; naive means UTC) or ``delay`` (a timedelta) the
+        record goes to the app's delay topic and a worker delivers it here when due
+        (``App(delayed_delivery=True)``; see :mod:`streamer.delays`).
         """
         key_bytes = self.encode_key(key)
         value_bytes = self.encode_value(value)
+        target = self.name
+        if deliver_at is not None or delay is not None:
+            if not self._app.settings.delayed_delivery:
+                raise ConfigError(
+                    f"send(delay=/deliver_at=) to {self.name!r}: app {self._app.id!r} has no "
+                    "delay topic; create the app with App(..., delayed_delivery=True)"
+                )
+            due = due_millis(deliver_at, delay, current_clock.get().time())
+            headers = delay_headers(headers, due, self.name)
+            target = delay_topic(self._app.id)
         lane = current_lane.get()
         if lane is not None:
-            lane.stage(self.name, key_bytes, value_bytes, headers)
+            lane.stage(target, key_bytes, value_bytes, headers)
             return
         await asyncio.get_running_loop().run_in_executor(
-            None, self._app.send_now, self.name, key_bytes, value_bytes, headers
+            None, self._app.send_now, target, key_bytes, value_bytes, headers
         )

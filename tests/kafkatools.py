@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamer import App
+from streamer.kafka.backend import Backend
 from streamer.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,32 +95,73 @@ def read_all(
     return messages
 
 
+_COORDINATOR_MOVING = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+)
+
+
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offset per partition (-1001 when none)."""
+    """The group's committed offset per partition (-1001 when none). Retries while the
+    group's coordinator is still being elected (a fresh broker answers NOT_COORDINATOR)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        result = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
-        )
-        return {tp.partition: tp.offset for tp in result}
+        for attempt in range(20):
+            try:
+                result = consumer.committed(
+                    [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+                )
+                return {tp.partition: tp.offset for tp in result}
+            except KafkaException as exc:
+                # The group coordinator moves or loads (NOT_COORDINATOR, COORDINATOR_LOAD_IN
+                # _PROGRESS) on a busy broker: ask again, as a client would.
+                err = exc.args[0]
+                transient = err.retriable() or err.code() in _COORDINATOR_MOVING
+                if not transient or attempt == 19:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
     finally:
         consumer.close()
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Each partition's high watermark. Retries while a just-created topic's leaders are
+    being elected (NOT_LEADER_FOR_PARTITION, UNKNOWN_TOPIC_OR_PART)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
+    deadline = time.monotonic() + 30
     try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        }
+        while True:
+            try:
+                return {
+                    p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in range(partitions)
+                }
+            except KafkaException as exc:
+                transient = exc.args[0].code() in (
+                    KafkaError.NOT_LEADER_FOR_PARTITION,
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    KafkaError.LEADER_NOT_AVAILABLE,
+                )
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 
 
-async def run_until(app: App, done: Callable[[], bool], *, timeout: float = 120.0) -> Worker:
-    """Run a worker for ``app`` in this loop until ``done()``; then stop it cleanly."""
-    worker = Worker(app, handle_signals=False)
+async def run_until(
+    app: App,
+    done: Callable[[], bool],
+    *,
+    timeout: float = 120.0,
+    backend: Backend | None = None,
+) -> Worker:
+    """Run a worker for ``app`` (with ``backend``, if given) in this loop until ``done()``;
+    then stop it cleanly."""
+    worker = Worker(app, handle_signals=False, backend=backend)
     task = asyncio.create_task(worker.run())
     deadline = time.monotonic() + timeout
     try:
@@ -212,17 +254,23 @@ def observe_yields(app: App, agent_name: str, seen: list[Any]) -> None:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120.0
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+    cwd: Path | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m streamer ARGS` from the repository root, ``env`` added to the environment."""
+    """`python -m streamer ARGS` from the repository root (or ``cwd``), ``env`` added to the
+    environment, ``stdin`` as its standard input (else none)."""
     return subprocess.run(
         [sys.executable, "-m", "streamer", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=ROOT,
+        cwd=cwd or ROOT,
         check=False,
         env={**os.environ, **(env or {})},
+        input=stdin if stdin is not None else "",
     )
 
 
@@ -242,3 +290,53 @@ def wait_committed(
         detail = worker.log()[-3000:] if worker is not None else ""
         assert time.monotonic() < deadline, f"{topic} not fully committed\n{detail}"
         time.sleep(0.5)
+
+
+def run_in_terminal(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+    interrupt_after: tuple[str, int] | None = None,
+) -> tuple[int, str]:
+    """`python -m streamer ARGS` with stdout and stderr on a pseudo-terminal (as in a user's
+    terminal, 120 columns); returns the exit code and everything it wrote there.
+    ``interrupt_after=(text, n)`` presses Ctrl-C (SIGINT) once ``text`` was written n times."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamer", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        cwd=ROOT,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(env or {})},
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+                if interrupt_after is not None:
+                    text, times = interrupt_after
+                    if b"".join(chunks).decode(errors="replace").count(text) >= times:
+                        process.send_signal(signal.SIGINT)
+                        interrupt_after = None
+            elif process.poll() is not None:
+                break
+        code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    return code, b"".join(chunks).decode(errors="replace")

@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from streamer.acls import bindings, kafka_acls_commands, required_acls
 from streamer.cli.client_config import client_options, load_cli_app
 from streamer.errors import ConfigError, KafkaAccessError, KafkaOperationError
-from streamer.kafka.clients import check_reachable, make_admin
+from streamer.kafka.clients import connect_admin
 
 TIMEOUT = 30.0
 
@@ -34,9 +34,14 @@ def acls(app_path: str, principal: str, host: str, execute: bool) -> None:
         for line in kafka_acls_commands(needed, principal, settings.brokers, host):
             click.echo(line)
         return
-    admin = make_admin(settings.brokers, dict(settings.kafka_config))
-    check_reachable(admin, settings.brokers)
-    futures = admin.create_acls(bindings(needed, principal, host), request_timeout=TIMEOUT)
+    admin = connect_admin(
+        app.backend, settings.brokers, dict(settings.kafka_config), settings.connect_timeout
+    )
+    # Not part of the Backend seam (only a real cluster has an authorizer).
+    create_acls = getattr(admin, "create_acls", None)
+    if create_acls is None:
+        raise KafkaOperationError(f"{app.backend!r} takes no ACLs (it has no authorizer)")
+    futures = create_acls(bindings(needed, principal, host), request_timeout=TIMEOUT)
     for future in futures.values():
         try:
             future.result(TIMEOUT)

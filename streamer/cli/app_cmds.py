@@ -1,4 +1,4 @@
-"""`streamer worker` and `streamer send`: run an app, or put one record on a topic."""
+"""`streamer worker` and `streamer replay`: run an app, or run it over a range of a topic."""
 
 from __future__ import annotations
 
@@ -6,12 +6,8 @@ import asyncio
 import os
 
 import click
-import orjson
 
-from streamer.cli.client_config import client_options, load_cli_app, with_client_config
-from streamer.errors import ConfigError
-from streamer.kafka.clients import check_reachable, make_admin
-from streamer.serde import BytesSerde, JsonSerde, StrSerde
+from streamer.cli.client_config import client_options, load_cli_app
 from streamer.worker import run_worker
 
 
@@ -37,7 +33,8 @@ from streamer.worker import run_worker
 )
 @client_options
 def worker(app_path: str, instance: str | None, web_port: int | None, web_host: str | None) -> None:
-    """Run APP (module or module:attribute) until SIGINT/SIGTERM."""
+    """Run APP (module, module:attribute, or path/to/app.py[:attribute]) until SIGINT or
+    SIGTERM: in-flight events finish, offsets are committed, the consumer leaves the group."""
     if instance:
         # Settings are read when the app module builds its App, so set it first.
         os.environ["STREAMER_INSTANCE_ID"] = instance
@@ -46,55 +43,6 @@ def worker(app_path: str, instance: str | None, web_port: int | None, web_host: 
     if web_host is not None:
         os.environ["STREAMER_WEB_HOST"] = web_host
     run_worker(load_cli_app(app_path))
-
-
-@click.command()
-@click.argument("topic")
-@click.option("--key", default=None, help="Record key (text; with --app, the topic's key serde).")
-@click.option("--value", required=True, help="Record value as JSON (or text for str topics).")
-@click.option("--app", "app_path", default=None, help="Use this app's brokers and topic serdes.")
-@click.option("--brokers", default=None, help="Bootstrap servers (default: app's or env).")
-@client_options
-def send(
-    topic: str, key: str | None, value: str, app_path: str | None, brokers: str | None
-) -> None:
-    """Send one record to TOPIC and wait for the broker's ack."""
-    from streamer.app import App
-
-    if app_path:
-        app = load_cli_app(app_path)
-        if brokers:
-            raise ConfigError("--brokers and --app both given; the app names its brokers")
-    else:
-        app = with_client_config(App("streamer-cli", brokers=brokers))
-    check_reachable(
-        make_admin(app.settings.brokers, app.settings.kafka_config), app.settings.brokers
-    )
-    declared = app.topics.get(topic)
-    if declared is None:
-        # Undeclared topic: key as text, value as JSON if it parses, else as text.
-        target = app.topic(topic, key_type=StrSerde(), value_type=BytesSerde())
-        try:
-            payload: object = JsonSerde().serialize(orjson.loads(value))
-        except orjson.JSONDecodeError:
-            payload = value.encode()
-    else:
-        target = declared
-        payload = _parse_for(declared.value_serde.name, value)
-    asyncio.run(target.send(key=key, value=payload))
-    click.echo(f"sent to {topic} via {app.settings.brokers}")
-
-
-def _parse_for(serde_name: str, text: str) -> object:
-    """Turn CLI text into what a serde expects: text for str/bytes topics, JSON otherwise."""
-    if serde_name == "str":
-        return text
-    if serde_name == "bytes":
-        return text.encode()
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise ConfigError(f"--value is not valid JSON: {exc}") from None
 
 
 @click.command()

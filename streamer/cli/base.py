@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -40,8 +41,20 @@ class StreamerGroup(click.Group):
     show_default=True,
     help="Readable text, or one JSON object per line (time, level, logger, message, partition).",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds to wait for the broker before failing [setting connect_timeout, default 5].",
+)
 @click.pass_context
-def main(ctx: click.Context, debug: bool, log_level: str, log_format: LogFormat) -> None:
+def main(
+    ctx: click.Context, debug: bool, log_level: str, log_format: LogFormat, timeout: float | None
+) -> None:
     """streamer: stream processing on Apache Kafka with async Python agents."""
     ctx.meta["streamer.debug"] = debug
+    ctx.meta["streamer.log_format"] = log_format
+    if timeout is not None:
+        # Settings are read when the app module builds its App, so the env carries it there.
+        os.environ["STREAMER_CONNECT_TIMEOUT"] = str(timeout)
     configure_logging(logging.DEBUG if debug else log_level.upper(), log_format)

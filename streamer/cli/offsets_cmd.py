@@ -1,18 +1,18 @@
 """`streamer offsets show|reset`: inspect and move an app's consumer-group offsets.
 
 The logic lives in :mod:`streamer.kafka.offsets`; this module parses options and prints.
-``render_table`` is shared with the other commands that print aligned tables.
+Tables are rendered by :mod:`streamer.cli.render` (rich).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import click
 import orjson
 
 from streamer.cli.client_config import client_options, load_cli_app
+from streamer.cli.render import render_table
 from streamer.errors import ConfigError
 from streamer.kafka.offsets import (
     GroupOffsets,
@@ -24,24 +24,7 @@ from streamer.kafka.offsets import (
     parse_duration,
     source_topics,
 )
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain text table: columns padded to their widest cell, numbers right-aligned."""
-    cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in r] for r in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    numeric = [
-        all(isinstance(r[i], int | float) or r[i] is None for r in rows) and bool(rows)
-        for i in range(len(headers))
-    ]
-    lines = []
-    for row in cells:
-        padded = [
-            cell.rjust(width) if right else cell.ljust(width)
-            for cell, width, right in zip(row, widths, numeric, strict=True)
-        ]
-        lines.append("  ".join(padded).rstrip())
-    return "\n".join(lines)
+from streamer.progress import bar
 
 
 @click.group()
@@ -59,7 +42,7 @@ def show(app_path: str, as_json: bool) -> None:
     topics = source_topics(app)
     if not topics:
         raise ConfigError(f"app {app.id!r} has no agents, so it reads no topics")
-    with GroupOffsets(app) as group:
+    with GroupOffsets(app, app.backend) as group:
         rows = group.show(topics)
     found = {row.topic for row in rows}
     for topic in topics:
@@ -135,7 +118,7 @@ def reset(
         raise ConfigError(
             "--reset-state rebuilds whole tables, so it resets every partition: drop --partition"
         )
-    with GroupOffsets(app) as group:
+    with GroupOffsets(app, app.backend) as group:
         changes = group.plan(topic, list(partitions) or None, target)
         mode = "" if execute else " (dry run)"
         click.echo(f"reset group {app.group_id!r} on {topic!r} to {target.describe()}{mode}")
@@ -221,8 +204,12 @@ def _state(group: GroupOffsets, execute: bool, reset_state: bool) -> None:
         )
         return
     if execute:
-        topics = group.delete_changelogs()
-        paths = delete_local_state(app)
+        with bar("deleting changelog topics", None, unit="topics") as advance:
+            topics = group.delete_changelogs()
+            if advance is not None:
+                advance(len(topics), len(topics))
+        with bar("deleting local state", None, unit="files") as advance:
+            paths = delete_local_state(app, advance)
         verb = "deleted"
     else:
         topics = group.changelogs()

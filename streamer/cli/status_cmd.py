@@ -17,14 +17,14 @@ from typing import Any
 
 import click
 import orjson
+from rich.live import Live
+from rich.text import Text
 
 from streamer.app import App
 from streamer.cli.client_config import client_options, load_cli_app
-from streamer.cli.offsets_cmd import render_table
+from streamer.cli.render import render_table
 from streamer.errors import ConfigError
 from streamer.kafka.offsets import GroupMember, GroupOffsets, PartitionOffsets, source_topics
-
-_CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 
 TopicPartitionKey = tuple[str, int]
 
@@ -211,7 +211,7 @@ def status(app_path: str, once: bool, as_json: bool, interval: float) -> None:
     topics = source_topics(app)
     if not topics:
         raise ConfigError(f"app {app.id!r} has no agents, so it reads no topics")
-    with GroupOffsets(app) as group:
+    with GroupOffsets(app, app.backend) as group:
         snapshot = take_snapshot(app, group, topics)
         found = {p.topic for p in snapshot.partitions}
         for topic in topics:
@@ -229,14 +229,24 @@ def status(app_path: str, once: bool, as_json: bool, interval: float) -> None:
 def _live(
     app: App, group: GroupOffsets, topics: list[str], snapshot: Snapshot, interval: float
 ) -> None:
-    terminal = sys.stdout.isatty()
+    """Refresh the view every ``interval`` seconds until Ctrl-C: redrawn in place on a
+    terminal (rich's Live), one snapshot after another otherwise."""
     previous: Snapshot | None = None
+    footer = f"refreshing every {interval:g}s; Ctrl-C to quit"
+
+    def view() -> str:
+        return f"{render(snapshot, previous)}\n{footer}"
+
     try:
-        while True:
-            view = render(snapshot, previous)
-            footer = f"refreshing every {interval:g}s; Ctrl-C to quit"
-            click.echo(f"{_CLEAR if terminal else ''}{view}\n{footer}\n")
-            time.sleep(interval)
-            previous, snapshot = snapshot, take_snapshot(app, group, topics)
+        if not sys.stdout.isatty():
+            while True:
+                click.echo(f"{view()}\n")
+                time.sleep(interval)
+                previous, snapshot = snapshot, take_snapshot(app, group, topics)
+        with Live(Text(view()), auto_refresh=False, screen=False) as live:
+            while True:
+                time.sleep(interval)
+                previous, snapshot = snapshot, take_snapshot(app, group, topics)
+                live.update(Text(view()), refresh=True)
     except KeyboardInterrupt:
         pass  # the normal way out of a live view

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ import orjson
 
 from streamer.app import App
 from streamer.cli.client_config import client_options, load_cli_app
-from streamer.cli.offsets_cmd import render_table
+from streamer.cli.render import render_table
 from streamer.errors import ConfigError, SerializationError
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 from streamer.state.table import Table
+from streamer.state.window_store import CLOSED_FLAG, META_KEY, split_key
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class PartitionInfo:
     disk_bytes: int
     changelog_offset: int | None
     error: str | None = None
+    late_events: int | None = None  # windowed tables: stored with the window metadata
+    stream_time: int | None = None  # windowed tables: ms
 
 
 @click.command()
@@ -46,8 +50,10 @@ class PartitionInfo:
 def tables(app_path: str, rest: tuple[str, ...], as_json: bool) -> None:
     """List APP's tables and local partitions, or print one value with `get TABLE KEY`.
 
-    The listing shows, per local partition, the number of keys, the size on disk and the
-    changelog offset stored with the last checkpoint. Use `--` before a KEY starting with
+    The listing shows, per local partition, the number of keys, the size on disk, the
+    changelog offset stored with the last checkpoint and, for windowed tables, the late
+    events dropped so far. `get` on a windowed table lists the key's stored windows (start,
+    end, value, open or closed). Use `--` before a KEY starting with
     a dash.
     """
     if rest and (rest[0] != "get" or len(rest) != 3):
@@ -97,7 +103,7 @@ def _open(path: Path) -> PartitionStore:
         raise ConfigError(f"cannot open {path} read-only: {first}") from exc
 
 
-def _inspect(table: str, partition: int, path: Path) -> PartitionInfo:
+def _inspect(table: str, partition: int, path: Path, windowed: bool = False) -> PartitionInfo:
     try:
         store = _open(path)
     except ConfigError as exc:
@@ -106,9 +112,15 @@ def _inspect(table: str, partition: int, path: Path) -> PartitionInfo:
         # An exact count: RocksDB's estimate-num-keys is off after deletes and before flushes.
         keys = sum(1 for _ in store.items())
         offset = store.meta_offset(CHANGELOG_OFFSET)
+        meta = store.get(META_KEY) if windowed else None
     finally:
         store.close()
-    return PartitionInfo(table, partition, path, keys, _disk_bytes(path), offset)
+    late = stream = None
+    if windowed:
+        fields = orjson.loads(meta) if meta else {}
+        late, stream = int(fields.get("late", 0)), fields.get("stream")
+    return PartitionInfo(table, partition, path, keys, _disk_bytes(path), offset, None, late,
+                         stream)  # fmt: skip
 
 
 def _human(size: int) -> str:
@@ -122,7 +134,10 @@ def _human(size: int) -> str:
 
 def _list(app: App, as_json: bool) -> None:
     infos = {
-        name: [_inspect(name, p, path) for p, path in _partition_dirs(app, name)]
+        name: [
+            _inspect(name, p, path, app.tables[name].windowed is not None)
+            for p, path in _partition_dirs(app, name)
+        ]
         for name in sorted(app.tables)
     }
     if as_json:
@@ -138,6 +153,11 @@ def _list(app: App, as_json: bool) -> None:
                         "disk_bytes": i.disk_bytes,
                         "changelog_offset": i.changelog_offset,
                         "error": i.error,
+                        **(
+                            {"late_events": i.late_events, "stream_time": _seconds(i.stream_time)}
+                            if app.tables[name].windowed is not None
+                            else {}
+                        ),
                     }
                     for i in parts
                 ],
@@ -150,11 +170,12 @@ def _list(app: App, as_json: bool) -> None:
     rows: list[tuple[object, ...]] = []
     for name, parts in infos.items():
         if not parts:
-            rows.append((name, None, None, None, None, "no local partitions"))
+            rows.append((name, None, None, None, None, None, "no local partitions"))
         for i in parts:
             note = i.error or ""
-            rows.append((name, i.partition, i.keys, _human(i.disk_bytes), i.changelog_offset, note))
-    headers = ["table", "partition", "keys", "size", "changelog offset", ""]
+            rows.append((name, i.partition, i.keys, _human(i.disk_bytes), i.changelog_offset,
+                         i.late_events, note))  # fmt: skip
+    headers = ["table", "partition", "keys", "size", "changelog offset", "late events", ""]
     click.echo(render_table(headers, rows))
 
 
@@ -202,6 +223,10 @@ def _render_value(value: Any) -> str:
     return orjson.dumps(_jsonable(value), default=str).decode()
 
 
+def _seconds(millis: int | None) -> float | None:
+    return None if millis is None or millis < 0 else millis / 1000
+
+
 def _get(app: App, name: str, key: str, as_json: bool) -> None:
     table = app.tables.get(name)
     if table is None:
@@ -209,6 +234,9 @@ def _get(app: App, name: str, key: str, as_json: bool) -> None:
             f"app {app.id!r} has no table {name!r}; its tables: {', '.join(sorted(app.tables))}"
         )
     data = _encode_key(table, key)
+    if table.windowed is not None:
+        _get_windows(app, table, key, data, as_json)
+        return
     searched: list[int] = []
     for partition, path in _partition_dirs(app, name):
         store = _open(path)
@@ -233,3 +261,64 @@ def _get(app: App, name: str, key: str, as_json: bool) -> None:
         return
     where = ", ".join(map(str, searched)) or f"none; no local state in {_table_dir(app, name)}"
     raise ConfigError(f"key {key!r} not found in table {name!r} (partitions searched: {where})")
+
+
+def _iso(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _get_windows(app: App, table: Table, key: str, data: bytes, as_json: bool) -> None:
+    """Every stored window of one key of a windowed table: start, end, value, open/closed.
+    Windows are stored by start, then key (time order for closing), so this scans the local
+    partitions' stores: fine for an inspection command, never used by the worker."""
+    windowed = table.windowed
+    assert windowed is not None
+    windows: list[dict[str, Any]] = []
+    searched: list[int] = []
+    for partition, path in _partition_dirs(app, table.name):
+        store = _open(path)
+        try:
+            found = [
+                (stored_key, value)
+                for stored_key, value in store.items()
+                if stored_key != META_KEY and len(stored_key) > 8 and stored_key[8:] == data
+            ]
+        finally:
+            store.close()
+        searched.append(partition)
+        for stored_key, value in found:
+            start, _ = split_key(stored_key)
+            try:
+                decoded = windowed.stored_value(value)
+            except SerializationError as exc:
+                raise ConfigError(
+                    f"table {table.name!r}, key {key!r}: stored window unreadable: {exc}"
+                ) from exc
+            windows.append({
+                "partition": partition,
+                "start": start / 1000,
+                "end": windowed.window_end(start, value) / 1000,
+                "value": _jsonable(decoded),
+                "closed": value[:1] == CLOSED_FLAG,
+            })  # fmt: skip
+    if not windows:
+        where = (
+            ", ".join(map(str, searched))
+            or f"none; no local state in {_table_dir(app, table.name)}"
+        )
+        raise ConfigError(
+            f"key {key!r} has no stored window in windowed table {table.name!r} (partitions "
+            f"searched: {where}; closed windows are deleted after their retention)"
+        )
+    windows.sort(key=lambda w: w["start"])
+    if as_json:
+        record = {"table": table.name, "key": key, "windows": windows}
+        click.echo(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+        return
+    rows = [
+        (_iso(w["start"]), _iso(w["end"]), _render_value(w["value"]),
+         "closed" if w["closed"] else "open", w["partition"])
+        for w in windows
+    ]  # fmt: skip
+    click.echo(render_table(["start", "end", "value", "state", "partition"], rows))

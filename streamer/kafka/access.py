@@ -12,6 +12,10 @@ from confluent_kafka import KafkaError, KafkaException
 
 from streamer.errors import KafkaAccessError
 
+# Refused credentials or a failed TLS handshake never heal by retrying: whoever meets one
+# (librdkafka reports them only through error_cb) stops at once with refused_connection().
+ACCESS_FAILURES = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL})
+
 _HINT = "grant it (`streamer acls APP --principal ...` lists every ACL the app needs)"
 
 
@@ -54,4 +58,12 @@ def access_denied(
     return KafkaAccessError(f"not authorised: no ACL allows {what}; {_HINT}")
 
 
-__all__ = ["access_denied"]
+def refused_connection(brokers: str, detail: str) -> KafkaAccessError:
+    """The one line for a broker that refused the credentials or the TLS handshake."""
+    return KafkaAccessError(
+        f"Kafka at {brokers} refused the connection: {detail}; check sasl.username, "
+        "sasl.password and ssl.ca.location in kafka_config (or --config/--command-config)"
+    )
+
+
+__all__ = ["ACCESS_FAILURES", "access_denied", "refused_connection"]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.cimpl import NewTopic
 
 from streamer.errors import ConfigError, KafkaOperationError, TopicMismatchError
 from streamer.kafka.access import access_denied
+from streamer.kafka.backend import Admin
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ class TopicSpec:
     internal: bool = False  # streamer's own (dead letters): created quietly with 1 partition
 
 
-def partition_counts(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]:
+def partition_counts(admin: Admin, timeout: float = 10.0) -> dict[str, int]:
     """Partition count of every topic in the cluster."""
     metadata = admin.list_topics(timeout=timeout)
     return {
@@ -37,7 +39,7 @@ def partition_counts(admin: AdminClient, timeout: float = 10.0) -> dict[str, int
 
 
 def ensure_topics(
-    admin: AdminClient,
+    admin: Admin,
     specs: list[TopicSpec],
     *,
     auto_create: bool,
@@ -104,3 +106,67 @@ def ensure_topics(
                     raise denied from None
                 raise KafkaOperationError(f"could not create topic {name!r}: {exc}") from exc
     return result
+
+
+def wait_for_topics(
+    admin: Admin, expected: Mapping[str, int | None], timeout: float = 60.0
+) -> None:
+    """Return once the cluster's metadata shows every topic of ``expected`` with its partition
+    count (when not None) and a leader for every partition.
+
+    Topics just created are not visible to clients at once; a consumer that subscribes or a
+    restore that reads a changelog before then meets "Unknown partition". Blocking (it polls
+    the metadata): call it off the event loop. Raises KafkaOperationError naming the topics
+    still missing after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = _not_visible(admin, expected)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaOperationError(
+                f"topics {', '.join(missing)} are not visible with all their partitions after "
+                f"{timeout:.0f}s; check the broker's health (`streamer status` or its logs)"
+            )
+        log.debug("waiting for topic metadata: %s", ", ".join(missing))
+        time.sleep(0.2)
+
+
+def _not_visible(admin: Admin, expected: Mapping[str, int | None]) -> list[str]:
+    try:
+        # A full listing: asking for a topic by name could auto-create it.
+        topics = admin.list_topics(timeout=5.0).topics
+    except KafkaException:
+        return sorted(expected)
+    missing = []
+    for name, count in sorted(expected.items()):
+        meta = topics.get(name)
+        if (
+            meta is None
+            or meta.error is not None
+            or (count is not None and len(meta.partitions) != count)
+            or any(p.leader < 0 for p in meta.partitions.values())
+        ):
+            missing.append(name)
+    return missing
+
+
+def topic_ids(admin: Admin, names: list[str], timeout: float = 10.0) -> dict[str, str]:
+    """Kafka's id of each topic in ``names`` (a new one each time a name is created).
+    Best effort: a topic the broker cannot describe is left out, so callers treat a
+    missing id as unknown rather than failing."""
+    if not names:
+        return {}
+    found: dict[str, str] = {}
+    try:
+        futures = admin.describe_topics(TopicCollection(names), request_timeout=timeout)
+    except KafkaException as exc:
+        log.debug("cannot describe topics %s: %s", names, exc)
+        return found
+    for name, future in futures.items():
+        try:
+            found[name] = str(future.result(timeout=timeout).topic_id)
+        except (KafkaException, TimeoutError) as exc:
+            log.debug("cannot describe topic %s: %s", name, exc)
+    return found

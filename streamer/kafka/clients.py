@@ -1,4 +1,5 @@
-"""Construction of confluent-kafka clients with streamer's defaults, and error translation.
+"""The configuration streamer gives its Kafka clients, and helpers that build them through a
+:class:`~streamer.kafka.backend.Backend`.
 
 Defaults are chosen for correctness first: manual commits of explicit offsets, cooperative
 rebalancing, read_committed, an idempotent producer with Java-compatible (murmur2)
@@ -9,12 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, cast
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException
 
-from streamer.errors import KafkaAccessError, KafkaUnavailableError
+from streamer.kafka.backend import Admin, Backend, Config, Consumer, Producer
 
 log = logging.getLogger(__name__)
 
@@ -51,47 +51,120 @@ def _log_client_error(err: KafkaError) -> None:
         log.warning("Kafka client: %s", err.str())
 
 
-def is_memory(brokers: str) -> bool:
-    """``memory://NAME`` addresses an in-memory broker (``streamer.kafka.memory``)."""
-    return brokers.startswith("memory://")
+# Errors that pass on their own: metadata that lags a just-created topic, a leader moving,
+# a broker restarting or slow to answer. Anything else is reported, not retried.
+TRANSIENT_CODES = frozenset(
+    getattr(KafkaError, name)
+    for name in (
+        "UNKNOWN_TOPIC_OR_PART",
+        "_UNKNOWN_PARTITION",
+        "_UNKNOWN_TOPIC",
+        "LEADER_NOT_AVAILABLE",
+        "NOT_LEADER_FOR_PARTITION",
+        "NOT_LEADER_OR_FOLLOWER",
+        "REQUEST_TIMED_OUT",
+        "NETWORK_EXCEPTION",
+        "_TIMED_OUT",
+        "_TRANSPORT",
+        "_ALL_BROKERS_DOWN",
+        "_WAIT_COORD",
+        "NOT_COORDINATOR",
+        "COORDINATOR_NOT_AVAILABLE",
+        "COORDINATOR_LOAD_IN_PROGRESS",
+        "OFFSET_NOT_AVAILABLE",
+    )
+    if hasattr(KafkaError, name)
+)
 
 
-# The in-memory clients implement the subset of the confluent-kafka API streamer calls
-# (duck-typed, not subclasses): the casts below let callers keep one client type.
+def kafka_error(exc: BaseException) -> KafkaError | None:
+    """The KafkaError a KafkaException carries (None for anything else)."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return err if isinstance(err, KafkaError) else None
 
 
-def make_consumer(brokers: str, group_id: str, overrides: dict[str, Any]) -> Consumer:
-    """A consumer in ``group_id``; ``overrides`` (user librdkafka options) win."""
-    config = {"bootstrap.servers": brokers, "group.id": group_id, **CONSUMER_DEFAULTS}
+def is_transient(exc: BaseException) -> bool:
+    """True for a Kafka error worth retrying (see :data:`TRANSIENT_CODES`), never a fatal one."""
+    err = kafka_error(exc)
+    return (
+        err is not None and not err.fatal() and (err.retriable() or err.code() in TRANSIENT_CODES)
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """One line for ``exc``: a Kafka error's own text, else ``Type: message``."""
+    err = kafka_error(exc)
+    if err is not None:
+        return f"{err.name()}: {err.str()}"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+class ConnectionWatch:
+    """A client's ``error_cb`` that also notices the broker connection coming back.
+
+    librdkafka reports losing every broker (``_ALL_BROKERS_DOWN``) but not regaining one, and
+    reconnects by itself. The owner of the client calls :meth:`contact` whenever the client
+    got an answer (records fetched): after a loss, that logs the reconnection once.
+    """
+
+    def __init__(self) -> None:
+        self.lost_at: float | None = None  # monotonic time every broker was lost, if so
+        # A fatal error (e.g. a static member fenced): the client can do nothing more, and
+        # its owner must stop rather than run on without partitions.
+        self.fatal: KafkaError | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        _log_client_error(err)
+        if err.fatal() and self.fatal is None:
+            self.fatal = err
+        if err.code() == KafkaError._ALL_BROKERS_DOWN and self.lost_at is None:
+            self.lost_at = time.monotonic()
+
+    def contact(self) -> None:
+        """The client heard from a broker: log a reconnection if every broker was lost."""
+        lost_at, self.lost_at = self.lost_at, None
+        if lost_at is not None:
+            lost = time.monotonic() - lost_at
+            log.info("reconnected to Kafka after %.1fs without a broker", lost)
+
+
+def consumer_config(
+    brokers: str, group_id: str, overrides: dict[str, Any], *, watch: ConnectionWatch | None = None
+) -> Config:
+    """The full configuration of a consumer in ``group_id``: streamer's defaults, then
+    ``overrides`` (user librdkafka options), which win. ``watch`` (if given) receives the
+    client's errors."""
+    config: Config = {"bootstrap.servers": brokers, "group.id": group_id, **CONSUMER_DEFAULTS}
+    config["error_cb"] = watch if watch is not None else _log_client_error
+    config["logger"] = _client_log
+    config.update(overrides)
+    return config
+
+
+def producer_config(brokers: str, overrides: dict[str, Any]) -> Config:
+    """The full configuration of a producer: streamer's defaults; ``overrides`` win."""
+    config: Config = {"bootstrap.servers": brokers, **PRODUCER_DEFAULTS}
     config["error_cb"] = _log_client_error
     config["logger"] = _client_log
     config.update(overrides)
-    return make_plain_consumer(config)
+    return config
 
 
-def make_plain_consumer(config: dict[str, Any]) -> Consumer:
-    """A consumer with exactly ``config`` (no defaults added): recovery and standby readers.
-    Dispatches to the in-memory broker when ``bootstrap.servers`` is ``memory://NAME``."""
-    brokers = str(config.get("bootstrap.servers", ""))
-    if is_memory(brokers):
-        from streamer.kafka.memory import lookup
-        from streamer.kafka.memory_consumer import MemoryConsumer
+def make_consumer(
+    backend: Backend,
+    brokers: str,
+    group_id: str,
+    overrides: dict[str, Any],
+    *,
+    watch: ConnectionWatch | None = None,
+) -> Consumer:
+    """A consumer in ``group_id`` from ``backend``; ``overrides`` (user options) win."""
+    return backend.consumer(consumer_config(brokers, group_id, overrides, watch=watch))
 
-        return cast(Consumer, MemoryConsumer(lookup(brokers), config))
-    return Consumer(config)
 
-
-def make_producer(brokers: str, overrides: dict[str, Any]) -> Producer:
-    """A producer with streamer's defaults; ``overrides`` win."""
-    config: dict[str, Any] = {"bootstrap.servers": brokers, **PRODUCER_DEFAULTS}
-    config["error_cb"] = _log_client_error
-    config["logger"] = _client_log
-    config.update(overrides)
-    if is_memory(brokers):
-        from streamer.kafka.memory import MemoryProducer, lookup
-
-        return cast(Producer, MemoryProducer(lookup(brokers), config))
-    return Producer(config)
+def make_producer(backend: Backend, brokers: str, overrides: dict[str, Any]) -> Producer:
+    """A producer with streamer's defaults from ``backend``; ``overrides`` win."""
+    return backend.producer(producer_config(brokers, overrides))
 
 
 # librdkafka's own log lines go through Python logging, never raw to stderr.
@@ -102,51 +175,16 @@ _admin_log = logging.getLogger("streamer.kafka.admin-client")
 _admin_log.setLevel(logging.CRITICAL)
 
 
-def make_admin(brokers: str, overrides: dict[str, Any]) -> AdminClient:
-    if is_memory(brokers):
-        from streamer.kafka.memory import MemoryAdmin, lookup
-
-        return cast(AdminClient, MemoryAdmin(lookup(brokers)))
-    config = {"bootstrap.servers": brokers, "logger": _admin_log, **overrides}
-    config.setdefault("error_cb", _remember_access_failure)
-    return AdminClient(config)
+def make_admin(backend: Backend, brokers: str, overrides: dict[str, Any]) -> Admin:
+    """An admin client from ``backend``; ``overrides`` win."""
+    return backend.admin({"bootstrap.servers": brokers, "logger": _admin_log, **overrides})
 
 
-# Refused credentials or TLS never heal by retrying: check_reachable stops at the first one
-# (librdkafka reports them only through error_cb, served by the admin client's poll()).
-_ACCESS_FAILURES = (KafkaError._AUTHENTICATION, KafkaError._SSL)
-_access_failure: list[str] = []
-
-
-def _remember_access_failure(err: KafkaError) -> None:
-    if err.code() in _ACCESS_FAILURES:
-        _access_failure[:] = [err.str()]
-
-
-def check_reachable(admin: AdminClient, brokers: str, timeout: float = 10.0) -> None:
-    """Raise KafkaUnavailableError naming ``brokers`` when no broker answers in ``timeout``,
-    KafkaAccessError at once when the broker refuses the credentials or the TLS handshake."""
-    if is_memory(brokers):
-        from streamer.kafka.memory import lookup
-
-        lookup(brokers)  # raises KafkaUnavailableError naming the missing broker
-        return
-    deadline = time.monotonic() + timeout
-    _access_failure.clear()
-    while True:
-        try:
-            admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
-            return
-        except KafkaException as exc:
-            admin.poll(0)  # serves error_cb: an authentication or TLS failure ends it at once
-            if _access_failure:
-                raise KafkaAccessError(
-                    f"Kafka at {brokers} refused the connection: {_access_failure[0]}; check "
-                    "sasl.username, sasl.password and ssl.ca.location in kafka_config"
-                ) from None
-            if time.monotonic() >= deadline:
-                raise KafkaUnavailableError(
-                    f"cannot reach Kafka at {brokers} (waited {timeout:.0f}s for metadata: "
-                    f"{exc.args[0].str() if exc.args else exc}); is the broker running? "
-                    "`streamer kafka up` starts a local one"
-                ) from exc
+def connect_admin(
+    backend: Backend, brokers: str, overrides: dict[str, Any], timeout: float = 5.0
+) -> Admin:
+    """An admin client, once a broker answered (KafkaUnavailableError, one line, if none);
+    ``timeout`` is the ``connect_timeout`` setting (see ``Backend.check_reachable``)."""
+    admin = make_admin(backend, brokers, overrides)
+    backend.check_reachable(admin, brokers, timeout)
+    return admin

@@ -14,7 +14,6 @@ behind (cleaned up on the next attempt) and never a ``libs/`` that looks complet
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -24,6 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+
+from filelock import FileLock
 
 from streamer.errors import LocalKafkaError, ToolMissingError
 
@@ -51,17 +52,14 @@ def resource_text(name: str) -> str:
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` body.
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` body.
 
-    The lock dies with the process, so a killed holder never leaves it stuck.
+    ``filelock`` uses ``flock`` on POSIX (``msvcrt`` on Windows): the lock dies with the
+    process, so a killed holder never leaves it stuck.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
 
 
 def kafka_home_libs(kafka_home: Path) -> Path:

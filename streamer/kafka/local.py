@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -122,27 +123,18 @@ def _reap_and_check_alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):  # not our child: its parent reaps it
         os.waitpid(pid, os.WNOHANG)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    except OSError:  # no /proc (not Linux): fall back to signal 0
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+    except psutil.AccessDenied:  # someone else's process: alive
         return True
-    # Field 3 follows the parenthesised command name, which may itself contain spaces.
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _cmdline(pid: int) -> list[str]:
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        return [str(arg) for arg in psutil.Process(pid).cmdline()]
+    except psutil.Error:
         return []
-    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
 
 
 class _ProbeLog:

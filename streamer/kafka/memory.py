@@ -1,9 +1,9 @@
 """An in-memory Kafka: the consumer, producer and admin surface the worker uses, with no broker.
 
 ``streamer.testing.TestDriver`` runs the *same* worker over these classes (DESIGN §4): the
-worker cannot tell them from confluent-kafka's clients for what it calls. Clients find their
-broker by address, ``memory://NAME`` (:func:`lookup`); a :class:`MemoryBroker` registers
-itself under its name when created.
+worker cannot tell them from confluent-kafka's clients for what it calls (the Protocols of
+:mod:`streamer.kafka.backend`). A :class:`MemoryBackend` builds clients on one
+:class:`MemoryBroker`, given explicitly: ``Worker(app, backend=MemoryBackend(broker))``.
 
 What is modelled: topics of partitions of records with offsets; committed offsets per group;
 keyed records partitioned by Java-compatible murmur2 (so a key lands where a JVM producer or
@@ -11,8 +11,8 @@ keyed records partitioned by Java-compatible murmur2 (so a key lands where a JVM
 producers whose records become visible at commit (followed by one invisible marker offset,
 as on a real broker) and are dropped on abort, with offsets sent to the transaction
 committed with it. A group has a single member: it gets every partition of its subscription
-on its first ``consume``/``poll``. Not modelled: rebalances between members, retention,
-compaction, replication, network failure.
+on its first ``consume``/``poll`` (and ``describe_consumer_groups`` shows it). Not modelled:
+rebalances between members, retention, compaction, replication, network failure.
 
 Every method is thread-safe (one lock per broker): recovery reads changelogs from a worker
 thread. No method blocks longer than a millisecond.
@@ -23,10 +23,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
     KafkaError,
@@ -34,14 +36,14 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from streamer.errors import KafkaUnavailableError
+from streamer.clock import to_millis
 from streamer.events import Headers
 
-SCHEME = "memory://"
-NO_OFFSET = -1001  # what confluent-kafka reports for "no committed offset"
+if TYPE_CHECKING:
+    from streamer.kafka.memory_consumer import MemoryConsumer
 
-_registry: dict[str, MemoryBroker] = {}
-_registry_lock = threading.Lock()
+SCHEME = "memory://"  # only a label: what a driven app's settings show as its brokers
+NO_OFFSET = -1001  # what confluent-kafka reports for "no committed offset"
 
 
 def murmur2(data: bytes) -> int:
@@ -75,19 +77,6 @@ def murmur2(data: bytes) -> int:
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Java's default partitioner picks for ``key``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def lookup(brokers: str) -> MemoryBroker:
-    """The broker registered as ``memory://NAME``; KafkaUnavailableError when there is none."""
-    name = brokers[len(SCHEME) :] if brokers.startswith(SCHEME) else brokers
-    with _registry_lock:
-        broker = _registry.get(name)
-    if broker is None:
-        raise KafkaUnavailableError(
-            f"no in-memory broker named {name!r}; create one with MemoryBroker({name!r}) "
-            "(streamer.testing.TestDriver does) before pointing an app at memory://"
-        )
-    return broker
 
 
 @dataclass
@@ -140,8 +129,13 @@ class Message:
 
 
 @dataclass
+class _PartitionMeta:
+    leader: int = 0  # the one broker
+
+
+@dataclass
 class _TopicMeta:
-    partitions: dict[int, object]
+    partitions: dict[int, _PartitionMeta]
     error: KafkaError | None = None
 
 
@@ -162,21 +156,17 @@ class MemoryBroker:
         self.clock = clock
         self.lock = threading.RLock()
         self.topics: dict[str, list[list[Record]]] = {}
+        self.topic_ids: dict[str, str] = {}  # a new id each time a name is created
         self.committed: dict[tuple[str, str, int], int] = {}  # (group, topic, partition)
+        # The one member of each group that has joined, and its assignment.
+        self.members: dict[str, tuple[str, list[tuple[str, int]]]] = {}
         self._seq = itertools.count()
         self._round_robin = itertools.count()
-        with _registry_lock:
-            _registry[name] = self
 
     @property
     def address(self) -> str:
+        """``memory://NAME``: a label for messages, not an address anything resolves."""
         return SCHEME + self.name
-
-    def close(self) -> None:
-        """Unregister: ``memory://NAME`` no longer resolves."""
-        with _registry_lock:
-            if _registry.get(self.name) is self:
-                del _registry[self.name]
 
     def create_topic(self, name: str, partitions: int) -> bool:
         """Create ``name`` with ``partitions``; False when it exists already."""
@@ -184,6 +174,7 @@ class MemoryBroker:
             if name in self.topics:
                 return False
             self.topics[name] = [[] for _ in range(partitions)]
+            self.topic_ids[name] = uuid.uuid4().hex
             return True
 
     def partition_of(self, topic: str, key: bytes | None, partition: int) -> int:
@@ -228,7 +219,8 @@ class MemoryBroker:
 
 
 class MemoryAdmin:
-    """The AdminClient calls streamer makes: ``list_topics`` and ``create_topics``."""
+    """The AdminClient calls streamer makes (the :class:`~streamer.kafka.backend.Admin`
+    Protocol)."""
 
     def __init__(self, broker: MemoryBroker) -> None:
         self._broker = broker
@@ -237,7 +229,7 @@ class MemoryAdmin:
         with self._broker.lock:
             return _ClusterMeta(
                 {
-                    name: _TopicMeta(dict.fromkeys(range(len(parts)), object()))
+                    name: _TopicMeta({p: _PartitionMeta() for p in range(len(parts))})
                     for name, parts in self._broker.topics.items()
                 }
             )
@@ -252,6 +244,113 @@ class MemoryAdmin:
                 future.set_exception(KafkaException(KafkaError(KafkaError.TOPIC_ALREADY_EXISTS)))
             futures[spec.topic] = future
         return futures
+
+    def delete_topics(self, topics: list[str], **_: Any) -> dict[str, Future[None]]:
+        futures: dict[str, Future[None]] = {}
+        with self._broker.lock:
+            for name in topics:
+                future: Future[None] = Future()
+                self._broker.topic_ids.pop(name, None)
+                if self._broker.topics.pop(name, None) is None:
+                    future.set_exception(KafkaException(_unknown_topic()))
+                else:
+                    future.set_result(None)
+                futures[name] = future
+        return futures
+
+    def describe_topics(self, topics: Any, **_: Any) -> dict[str, Future[Any]]:
+        """Each topic's id (``TopicCollection`` in, as confluent-kafka takes it)."""
+        futures: dict[str, Future[Any]] = {}
+        with self._broker.lock:
+            for name in topics.topic_names:
+                future: Future[Any] = Future()
+                topic_id = self._broker.topic_ids.get(name)
+                if topic_id is None:
+                    future.set_exception(KafkaException(_unknown_topic()))
+                else:
+                    future.set_result(SimpleNamespace(name=name, topic_id=topic_id))
+                futures[name] = future
+        return futures
+
+    def describe_consumer_groups(self, group_ids: list[str], **_: Any) -> dict[str, Future[Any]]:
+        """Each group's single member (if it joined) and its assignment."""
+        from confluent_kafka import ConsumerGroupState
+
+        futures: dict[str, Future[Any]] = {}
+        with self._broker.lock:
+            for group in group_ids:
+                future: Future[Any] = Future()
+                joined = self._broker.members.get(group)
+                if joined is None:
+                    future.set_exception(KafkaException(KafkaError(KafkaError.GROUP_ID_NOT_FOUND)))
+                else:
+                    member_id, assigned = joined
+                    partitions = [TopicPartition(t, p) for t, p in assigned]
+                    member = _Member(member_id, member_id, "memory", None, _Assignment(partitions))
+                    future.set_result(_GroupDescription(group, ConsumerGroupState.STABLE, [member]))
+                futures[group] = future
+        return futures
+
+    def alter_consumer_group_offsets(self, requests: list[Any], **_: Any) -> dict[str, Future[Any]]:
+        futures: dict[str, Future[Any]] = {}
+        with self._broker.lock:
+            for request in requests:
+                for tp in request.topic_partitions:
+                    self._broker.committed[(request.group_id, tp.topic, tp.partition)] = tp.offset
+                future: Future[Any] = Future()
+                future.set_result(request)
+                futures[request.group_id] = future
+        return futures
+
+
+@dataclass
+class _Assignment:
+    topic_partitions: list[TopicPartition]
+
+
+@dataclass
+class _Member:
+    member_id: str
+    client_id: str
+    host: str
+    group_instance_id: str | None
+    assignment: _Assignment
+
+
+@dataclass
+class _GroupDescription:
+    group_id: str
+    state: Any
+    members: list[_Member]
+
+
+class MemoryBackend:
+    """Builds clients on ``broker`` (the :class:`~streamer.kafka.backend.Backend` Protocol);
+    connection options in a client's configuration are ignored."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+
+    def consumer(self, config: dict[str, Any]) -> MemoryConsumer:
+        from streamer.kafka.memory_consumer import MemoryConsumer
+
+        return MemoryConsumer(self.broker, config)
+
+    def producer(self, config: dict[str, Any]) -> MemoryProducer:
+        return MemoryProducer(self.broker, config)
+
+    def admin(self, config: dict[str, Any]) -> MemoryAdmin:
+        return MemoryAdmin(self.broker)
+
+    def check_reachable(self, admin: Any, brokers: str, timeout: float = 10.0) -> None:
+        """Always reachable: the broker is in this process."""
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend({self.name!r})"
+
+    @property
+    def name(self) -> str:
+        return self.broker.name
 
 
 def _unknown_topic() -> KafkaError:
@@ -283,7 +382,7 @@ class MemoryProducer:
         **_: Any,
     ) -> None:
         broker = self._broker
-        ts = timestamp or round(broker.clock() * 1000)
+        ts = timestamp or to_millis(broker.clock())
         record = Record(key, value, list(headers) if headers else None, ts, -1)
         with broker.lock:
             if topic not in broker.topics:

@@ -38,6 +38,7 @@ class MemoryConsumer:
         self._paused: set[tuple[str, int]] = set()
         self._eof_sent: set[tuple[str, int]] = set()
         self.turns = 0  # consume/poll calls: the driver counts the worker's pump turns
+        self._member_id = f"memory-{id(self):x}"
 
     # -- membership ------------------------------------------------------------------------
 
@@ -65,6 +66,10 @@ class MemoryConsumer:
             ]
             for tp in assigned:
                 self._positions[(tp.topic, tp.partition)] = self._start(tp.topic, tp.partition)
+            self._broker.members[self._group] = (
+                self._member_id,
+                [(tp.topic, tp.partition) for tp in assigned],
+            )
         if self._on_assign is not None:
             self._on_assign(self, assigned)
 
@@ -100,6 +105,10 @@ class MemoryConsumer:
         if self._joined and self._on_revoke is not None and self._positions:
             revoked = [TopicPartition(t, p) for t, p in self._positions]
             self._on_revoke(self, revoked)
+        if self._joined:
+            with self._broker.lock:
+                if self._broker.members.get(self._group, ("",))[0] == self._member_id:
+                    del self._broker.members[self._group]
         self._joined = False
         self._topics = []
         self._positions.clear()
@@ -195,6 +204,21 @@ class MemoryConsumer:
         self, partition: TopicPartition, timeout: float | None = None, cached: bool = False
     ) -> tuple[int, int]:
         return 0, self._end(partition.topic, partition.partition)
+
+    def offsets_for_times(
+        self, partitions: list[TopicPartition], timeout: float = -1
+    ) -> list[TopicPartition]:
+        """Per partition, the first offset whose record's timestamp is at or after the
+        requested one (``partition.offset``, ms); -1 when every record is older."""
+        found = []
+        with self._broker.lock:
+            for tp in partitions:
+                log = self._broker.topics[tp.topic][tp.partition]
+                offset = next(
+                    (r.offset for r in log if not r.control and r.timestamp >= tp.offset), -1
+                )
+                found.append(TopicPartition(tp.topic, tp.partition, offset))
+        return found
 
     def consumer_group_metadata(self) -> str:
         """The group id: what the memory producer's ``send_offsets_to_transaction`` needs."""

@@ -11,25 +11,28 @@ Every user mistake is a :class:`~streamer.errors.ConfigError` with a one-line me
 
 from __future__ import annotations
 
-import re
+import contextlib
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import (
-    Consumer,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     TopicPartition,
 )
+from pydantic import TypeAdapter, ValidationError
+from pytimeparse.timeparse import timeparse
 
 from streamer.errors import ConfigError, KafkaOperationError
-from streamer.kafka.clients import check_reachable, make_admin, make_consumer
+from streamer.kafka.backend import Backend, Consumer
+from streamer.kafka.clients import connect_admin, make_consumer
 
 if TYPE_CHECKING:
     from streamer.app import App
@@ -115,18 +118,20 @@ def parse_datetime(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-_SHORT_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.IGNORECASE)
-_ISO_DURATION = re.compile(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?", re.IGNORECASE)
+_TIMEDELTA = TypeAdapter(timedelta)
 
 
 def parse_duration(text: str) -> timedelta:
-    """``1h``, ``90m``, ``2d12h``, ``30s`` or ISO 8601 ``PT1H``/``P1DT2H``; must be > 0."""
+    """``1h``, ``90m``, ``2d12h``, ``1.5h``, ``30s`` (pytimeparse) or ISO 8601 ``PT1H``,
+    ``P1DT2H`` (pydantic); must be > 0."""
     text = text.strip()
-    match = _SHORT_DURATION.fullmatch(text) or _ISO_DURATION.fullmatch(text)
-    if match is None or not any(match.groups()):
+    seconds = timeparse(text)
+    duration: timedelta | None = None if seconds is None else timedelta(seconds=seconds)
+    if duration is None and text.upper().startswith("P"):
+        with contextlib.suppress(ValidationError):
+            duration = _TIMEDELTA.validate_python(text)
+    if duration is None:
         raise ConfigError(f"{text!r} is not a duration (for example 1h, 30m, 2d12h or PT1H)")
-    days, hours, minutes, seconds = (int(group or 0) for group in match.groups())
-    duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
     if duration <= timedelta(0):
         raise ConfigError(f"duration {text!r} must be longer than zero")
     return duration
@@ -143,19 +148,22 @@ def _one_line(exc: KafkaException) -> str:
 
 
 class GroupOffsets:
-    """Offsets of ``app``'s consumer group. Use as a context manager (it holds clients).
+    """Offsets of ``app``'s consumer group, with clients from ``backend``. Use as a context
+    manager (it holds clients).
 
     The consumer shares the group id but never subscribes, so it never joins the group: it
     only reads committed offsets and watermarks and looks offsets up by time.
     """
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, backend: Backend) -> None:
         self.app = app
         self.group = app.group_id
         settings = app.settings
-        self._admin = make_admin(settings.brokers, dict(settings.kafka_config))
-        check_reachable(self._admin, settings.brokers)
+        self._admin = connect_admin(
+            backend, settings.brokers, dict(settings.kafka_config), settings.connect_timeout
+        )
         self._consumer = make_consumer(
+            backend,
             settings.brokers,
             self.group,
             {**settings.kafka_config, **settings.consumer_config, "enable.auto.commit": False},
@@ -402,9 +410,18 @@ def local_state_dirs(app: App) -> list[Path]:
     return [root / name for name in app.tables if (root / name).exists()]
 
 
-def delete_local_state(app: App) -> list[Path]:
-    """Delete the app's local table state (``state_dir/<app id>/<table>``); returns the paths."""
+def delete_local_state(
+    app: App, advance: Callable[[int, int | None], None] | None = None
+) -> list[Path]:
+    """Delete the app's local table state (``state_dir/<app id>/<table>``); returns the paths.
+    ``advance(files_deleted, total_files)`` follows the deletion (RocksDB stores can hold
+    many large files)."""
     deleted = local_state_dirs(app)
+    files = [f for path in deleted for f in path.rglob("*") if not f.is_dir()]
+    for done, file in enumerate(files, start=1):
+        file.unlink(missing_ok=True)
+        if advance is not None:
+            advance(done, len(files))
     for path in deleted:
         shutil.rmtree(path)
     return deleted

@@ -22,6 +22,10 @@ log = logging.getLogger("streamer.state")
 
 _META = "meta"
 CHANGELOG_OFFSET = b"changelog_offset"
+# The changelog topic's id (Kafka's topic UUID) the local state was built from: a topic
+# deleted and created again under the same name (``offsets reset --reset-state``) has a new
+# id, and offsets that happen to fall inside its range must not be trusted.
+CHANGELOG_ID = b"changelog_id"
 SOURCE_OFFSET = b"source_offset"
 
 
@@ -71,6 +75,19 @@ class PartitionStore:
     def meta_offset(self, name: bytes) -> int | None:
         raw = self._meta.get(name)
         return int(raw) if raw is not None else None
+
+    def meta_text(self, name: bytes) -> str | None:
+        raw = self._meta.get(name)
+        return raw.decode() if raw is not None else None
+
+    def set_meta_text(self, name: bytes, value: str) -> None:
+        self._meta[name] = value.encode()
+
+    def forget_offsets(self) -> None:
+        """Drop the stored changelog and source offsets (the data they described is gone)."""
+        for name in (CHANGELOG_OFFSET, SOURCE_OFFSET):
+            if self._meta.get(name) is not None:
+                del self._meta[name]
 
     def is_empty(self) -> bool:
         return next(iter(self._db.keys()), None) is None

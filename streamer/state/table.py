@@ -24,6 +24,7 @@ from streamer.serde import Serde
 if TYPE_CHECKING:
     from streamer.events import Event
     from streamer.state.store import PartitionStore
+    from streamer.state.window_store import WindowSpec
     from streamer.state.windows import OnClose, OnLate, WindowedTable
 
 # (partition, key, value written, was there an overlay entry before, its previous value)
@@ -233,7 +234,7 @@ class Table:
         if self.windowed is not None:  # a plain key in a windowed store would pass for a window
             raise StreamerError(
                 f"table {self.name!r} holds windows: write through the table that "
-                "tumbling()/hopping() returned"
+                "tumbling()/hopping()/sliding()/session() returned"
             )
         data = self._key(key)
         part, lane = self._here()
@@ -306,19 +307,78 @@ class Table:
     ) -> WindowedTable:
         """Make this table hold hopping windows of ``size`` seconds starting every
         ``step`` seconds; use the returned :class:`~streamer.state.windows.WindowedTable`."""
+        from streamer.state.window_store import WindowSpec
+        from streamer.state.windows import DAY
+
+        spec = WindowSpec.of(size, step, grace, max(DAY, grace) if retention is None else retention)
+        return self._windowed(spec, on_close, on_late, idle_close, event_time, None)
+
+    def sliding(
+        self,
+        size: float,
+        *,
+        grace: float = 0.0,
+        retention: float | None = None,
+        on_close: OnClose | None = None,
+        on_late: OnLate | None = None,
+        idle_close: float | None = 30.0,
+        event_time: Callable[[Event], float] | None = None,
+    ) -> WindowedTable:
+        """Make this table hold sliding windows of ``size`` seconds, as Kafka Streams'
+        ``SlidingWindows``: the windows ``[t - size, t]`` ending on each event and every
+        other distinct set of events within ``size`` (see :mod:`streamer.state.sliding`).
+        ``retention`` (default one day) must be at least ``size + grace``."""
+        from streamer.state.sliding import sliding_spec
+        from streamer.state.windows import DAY
+
+        if retention is None:
+            retention = max(DAY, size + grace)
+        spec = sliding_spec(size, grace, retention)
+        return self._windowed(spec, on_close, on_late, idle_close, event_time, None)
+
+    def session(
+        self,
+        gap: float,
+        *,
+        grace: float = 0.0,
+        retention: float | None = None,
+        merge: Callable[[Any, Any], Any] | None = None,
+        on_close: OnClose | None = None,
+        on_late: OnLate | None = None,
+        idle_close: float | None = 30.0,
+        event_time: Callable[[Event], float] | None = None,
+    ) -> WindowedTable:
+        """Make this table hold session windows: per key, events at most ``gap`` seconds
+        apart form one session ``[first, last]``; an event that bridges two sessions merges
+        them, combining their values with ``merge(earlier, later)`` (default ``a + b``:
+        counts, sums, lists). A session closes when stream time reaches its last event +
+        ``gap`` + ``grace`` (see :mod:`streamer.state.sessions`)."""
+        from streamer.state.sessions import session_spec
+        from streamer.state.windows import DAY
+
+        spec = session_spec(gap, grace, max(DAY, grace) if retention is None else retention)
+        return self._windowed(spec, on_close, on_late, idle_close, event_time, merge)
+
+    def _windowed(
+        self,
+        spec: WindowSpec,
+        on_close: OnClose | None,
+        on_late: OnLate | None,
+        idle_close: float | None,
+        event_time: Callable[[Event], float] | None,
+        merge: Callable[[Any, Any], Any] | None,
+    ) -> WindowedTable:
         from streamer.state.windows import WindowedTable
 
         if self.windowed is not None:
             raise ConfigError(f"table {self.name!r} is already windowed")
         self.windowed = WindowedTable(
             self,
-            size=size,
-            step=step,
-            grace=grace,
-            retention=retention,
+            spec=spec,
             on_close=on_close,
             on_late=on_late,
             idle_close=idle_close,
             event_time=event_time,
+            merge=merge,
         )
         return self.windowed

@@ -11,8 +11,9 @@ Storage (in the table's own partition stores and compacted changelog, through th
   hand-over a window closes exactly when its marker says it has not (never twice, never lost,
   whatever order concurrent lanes released their writes in);
 - ``META_KEY`` (8 bytes of 0xFF, above every window start, then ``__meta__``) holds the
-  partition's stream time as JSON, written with the event that advanced it (and by an idle
-  tick that closed or expired windows), so lateness and expiry resume where they were.
+  partition's stream time and its count of late events as JSON, written with the event
+  that advanced it or was late (and by an idle tick that closed or expired windows), so
+  lateness and expiry resume where they were.
 
 :class:`WindowPartition` keeps, per table partition, the stream time and an index of the
 windows still open, so closing never scans the store per event. It is rebuilt from the
@@ -73,6 +74,9 @@ class WindowSpec:
     step: int
     grace: int
     retention: int
+    # "hopping" (tumbling too), "sliding" or "session": see streamer.state.sliding and
+    # streamer.state.sessions for what size and step mean for the last two.
+    kind: str = "hopping"
 
     @classmethod
     def of(cls, size: float, step: float, grace: float, retention: float) -> WindowSpec:
@@ -141,6 +145,7 @@ class WindowPartition:
         "idle_from",
         "last_event",
         "last_late",
+        "late",
         "next_due",
         "next_expiry",
         "open",
@@ -162,6 +167,7 @@ class WindowPartition:
         self.last_event = now  # wall clock: the last window update (or the attach)
         self.idle_from = now  # wall clock: idle time before this is already credited
         self.last_late: object = None  # the last event counted late (count each once)
+        self.late = 0  # late events of this partition, ever (stored in the metadata)
 
     @classmethod
     def rebuild(cls, part: TablePartition, spec: WindowSpec, now: float) -> WindowPartition:
@@ -169,13 +175,21 @@ class WindowPartition:
         state = cls(part, spec, now)
         for key, value in part.items():
             if key == META_KEY:
-                state.stream = int(orjson.loads(value).get("stream", -1))
-            elif len(key) >= 8 and value[:1] == OPEN_FLAG:
-                state.add_open(*split_key(key))
+                meta = orjson.loads(value)
+                state.stream = int(meta.get("stream", -1))
+                state.late = int(meta.get("late", 0))
+            elif len(key) >= 8:
+                start, user_key = split_key(key)
+                state.load(start, user_key, value)
         return state
 
+    def load(self, start: int, key: bytes, value: bytes) -> None:
+        """Index one stored window while rebuilding (kinds with more to index extend it)."""
+        if value[:1] == OPEN_FLAG:
+            self.add_open(start, key)
+
     def meta(self) -> bytes:
-        return orjson.dumps({"stream": self.stream})
+        return orjson.dumps({"stream": self.stream, "late": self.late})
 
     def add_open(self, start: int, key: bytes) -> None:
         keys = self.open.get(start)

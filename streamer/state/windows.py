@@ -1,7 +1,9 @@
 """Windowed tables: per-key values per time window, closed and expired by stream time.
 
-``app.table(...).tumbling(60.0, grace=10.0)`` (or ``.hopping(size, step, ...)``) returns a
-:class:`WindowedTable`. Inside an agent::
+``app.table(...).tumbling(60.0, grace=10.0)`` (or ``.hopping(size, step, ...)``,
+``.sliding(size, ...)``, ``.session(gap, ...)``) returns a :class:`WindowedTable`. Which
+windows a sliding or session table holds, and when they close: :mod:`streamer.state.sliding`,
+:mod:`streamer.state.sessions`; what follows holds for every kind. Inside an agent::
 
     counts[event.key] += 1              # every window containing the event time
     counts[event.key].current()         # the latest window containing the event time
@@ -16,7 +18,9 @@ Contracts:
   the idle time credited to it (below).
 - A write goes to every window containing the event time that is still open: not past
   ``end + grace`` at stream time and not closed. An event none of whose windows is open is
-  late: not applied, counted in :attr:`WindowedTable.late_events`, passed to ``on_late``.
+  late: not applied, counted (per partition, stored with the window metadata, exported
+  as ``streamer_late_events_total``, logged: :mod:`streamer.state.lateness`), passed to
+  ``on_late``.
 - When stream time reaches ``end + grace``, the window is marked closed and
   ``on_close(key, start, end, value)`` runs once for it. A close caused by an event runs
   inside that event: what the callback sends (``Topic.send``) is staged with the event and
@@ -37,20 +41,24 @@ Storage and the in-memory index: see :mod:`streamer.state.window_store`.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+import math
+import operator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from streamer._context import Stager, current_lane
-from streamer.clock import current_clock
-from streamer.errors import ConfigError, SerializationError, StreamerError
+from streamer._context import Stager, current_event, current_lane
+from streamer.clock import current_clock, to_millis
+from streamer.errors import ConfigError, StreamerError
 from streamer.events import Event
+from streamer.state.lateness import LateEvents
+from streamer.state.sessions import HEADER, SessionPartition, end_of
+from streamer.state.sliding import SlidingPartition
+from streamer.state.window_callbacks import CallbackRunner, OutputBuffer
+from streamer.state.window_kinds import PARTITION_KINDS, apply_grid, apply_session, apply_sliding
+from streamer.state.window_set import WindowSet
 from streamer.state.window_store import (
-    CLOSED_FLAG,
     META_KEY,
-    OPEN_FLAG,
     WindowPartition,
     WindowSpec,
     split_key,
@@ -59,6 +67,7 @@ from streamer.state.window_store import (
 
 if TYPE_CHECKING:
     from streamer.state.table import Table, TablePartition
+    from streamer.topics import Topic
 
 log = logging.getLogger("streamer.windows")
 
@@ -68,8 +77,9 @@ DAY = 86_400.0
 
 
 class WindowedTable:
-    """A table whose values live per (key, window). Create with ``Table.tumbling`` or
-    ``Table.hopping``; see the module docstring for the contracts.
+    """A table whose values live per (key, window). Create with ``Table.tumbling``,
+    ``Table.hopping``, ``Table.sliding`` or ``Table.session``; see the module docstring for
+    the contracts.
 
     ``retention`` (seconds after a window's end; default one day, at least ``grace``) bounds
     how long past windows stay readable. ``idle_close=None`` disables wall-clock closing;
@@ -82,32 +92,31 @@ class WindowedTable:
         self,
         table: Table,
         *,
-        size: float,
-        step: float,
-        grace: float,
-        retention: float | None,
+        spec: WindowSpec,
         on_close: OnClose | None,
         on_late: OnLate | None,
         idle_close: float | None,
         event_time: Callable[[Event], float] | None,
+        merge: Callable[[Any, Any], Any] | None = None,
     ) -> None:
-        if retention is None:
-            retention = max(DAY, grace)
         if idle_close is not None and not idle_close > 0:
             raise ConfigError(f"idle_close must be > 0 seconds or None, got {idle_close}")
         self.table = table
-        self.spec = WindowSpec.of(size, step, grace, retention)
+        self.spec = spec
+        self.kind = spec.kind
+        self._header = 1 if spec.kind == "hopping" else HEADER  # flag (+ 8 bytes: end/last)
+        self.merge = merge if merge is not None else operator.add
         self.on_close = on_close
         self.on_late = on_late
         self.idle_close = idle_close
         self.event_time = event_time
-        self.late_events = 0
+        self.lateness = LateEvents(table.name)
         self.closed_windows = 0
         self.expired_windows = 0
         self._parts: dict[int, WindowPartition] = {}
-        self._tasks: set[asyncio.Future[Any]] = set()  # callbacks running on
-        self._outside: Stager | None = None  # the worker's stager, seen in tick
-        self._warned_suspend = False
+        self._callbacks = CallbackRunner(table.name)
+        self._updates: list[Topic] = []  # stream_to(topic): every update
+        self._finals: list[Topic] = []  # stream_to(topic, final=True): closed windows
 
     @property
     def name(self) -> str:
@@ -115,7 +124,30 @@ class WindowedTable:
 
     def __repr__(self) -> str:
         spec = self.spec
-        return f"WindowedTable({self.name!r}, size={spec.size / 1000}s, step={spec.step / 1000}s)"
+        if self.kind == "hopping":
+            shape = f"size={spec.size / 1000}s, step={spec.step / 1000}s"
+        else:
+            shape = f"{self.kind}, {'gap' if self.kind == 'session' else 'size'}={self.width}s"
+        return f"WindowedTable({self.name!r}, {shape})"
+
+    @property
+    def width(self) -> float:
+        """Sliding windows' size, sessions' gap (seconds)."""
+        return (self.spec.size - (self.kind == "sliding")) / 1000
+
+    def window_end(self, start: int, stored: bytes) -> int:
+        """The end (ms) of the window stored at ``start``: exclusive for tumbling and hopping
+        windows, the last included millisecond (the latest event's) for sliding windows and
+        sessions."""
+        if self.kind == "session":
+            return end_of(stored)
+        if self.kind == "sliding":
+            return start + self.spec.size - 1
+        return start + self.spec.size
+
+    def stored_value(self, stored: bytes) -> Any:
+        """The value of a stored window (past its flag and header)."""
+        return self._decode(stored)
 
     # -- the dict-like surface ---------------------------------------------------------------
 
@@ -166,7 +198,7 @@ class WindowedTable:
         return None
 
     def _decode(self, stored: bytes) -> Any:
-        return self.table.value_serde.deserialize(stored[1:])
+        return self.table.value_serde.deserialize(stored[self._header :])
 
     def _value(self, stored: bytes | None) -> Any:
         if stored is not None:
@@ -177,21 +209,36 @@ class WindowedTable:
         """The event time of the event in progress; the wall clock outside any event."""
         _, lane = self.table._here()
         if lane is None:
-            return round(current_clock.get().time() * 1000)
+            return to_millis(current_clock.get().time())
         return self._time(self._event(lane))
 
     def _event(self, lane: Stager) -> Event:
-        """The event in progress in ``lane`` (with ``take()``, the batch's last one)."""
+        """The event in progress in ``lane``. In a ``take()`` batch of several events: the
+        one the agent's ``for event in batch`` loop is at; failing that, any of them when
+        they all have the same time. Otherwise the write's time is ambiguous: an error
+        (filing it under another event's time would silently count it in the wrong window).
+        """
         current = getattr(lane, "current", None)
         if not current:
             raise StreamerError(f"windowed table {self.name!r} used while no event is in progress")
         event: Event = current[-1].event
-        return event
+        if len(current) == 1:
+            return event
+        focus = current_event.get()
+        if focus is not None and any(pending.event is focus for pending in current):
+            return focus
+        if len({self._time(pending.event) for pending in current}) == 1:
+            return event
+        raise StreamerError(
+            f"windowed table {self.name!r} written in a take() batch without telling which "
+            "event the write is for; write it inside `for event in batch:` so each write "
+            "uses its own event's time"
+        )
 
     def _time(self, event: Event) -> int:
         if self.event_time is None:
             return event.timestamp
-        return round(self.event_time(event) * 1000)
+        return to_millis(self.event_time(event))
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -215,40 +262,38 @@ class WindowedTable:
         if state.stream >= state.next_due or state.closing:
             self._close(state, lane)
         data = table._key(key)
-        serialize, default = table.value_serde.serialize, table.default
-        limit = self.spec.late_before(state.stream)
-        applied = False
-        for start in self.spec.starts(t) if t >= 0 else ():
-            if start <= limit:
-                break  # this window and every older one are past their grace
-            window = window_key(start, data)
-            stored = part.read(window)
-            if stored is None:
-                if read and default is None:
-                    raise KeyError(key)
-                old = default() if read and default is not None else None
-                state.add_open(start, data)
-            elif stored[:1] != OPEN_FLAG:
-                continue  # closed already (by an idle tick): it never changes again
-            else:
-                old = self._decode(stored) if read else None
-            encoded = serialize(fn(old))
-            if encoded is None:
-                raise SerializationError(f"windowed table {self.name!r}: a value cannot be None")
-            lane.stage_write(part.stage(window, OPEN_FLAG + encoded))
-            applied = True
+        if isinstance(state, SlidingPartition):
+            applied = apply_sliding(self, state, lane, key, data, t, fn, read)
+        elif isinstance(state, SessionPartition):
+            applied = apply_session(self, state, lane, key, data, t, fn, read)
+        else:
+            applied = apply_grid(self, state, lane, key, data, t, fn, read)
         if advanced:
             lane.stage_write(part.stage(META_KEY, state.meta()))
         if not applied:
-            self._late(state, event)
+            self._late(state, event, t, lane)
         if state.stream >= state.next_expiry:
             self._expire(state, lane)
 
-    def _late(self, state: WindowPartition, event: Event) -> None:
+    @property
+    def late_events(self) -> int:
+        """Late events this process counted (all partitions); see :class:`LateEvents`."""
+        return self.lateness.total
+
+    def _late(self, state: WindowPartition, event: Event, t: int, lane: Stager) -> None:
         if state.last_late is event:
-            return  # one event, several writes: counted once
+            return  # one event, several writes (or a retried attempt): counted once
         state.last_late = event
-        self.late_events += 1
+        state.late += 1
+        lane.stage_write(state.part.stage(META_KEY, state.meta()))  # the count survives
+        behind = state.stream - t
+        # The end (exclusive) of the event's own window: the grace that would have kept it.
+        if self.kind == "hopping":
+            end = self.spec.last_start(t) + self.spec.size if t >= 0 else 0
+        else:  # sliding: its left window [t - size, t]; session: at worst, a session it
+            end = t + (self.kind == "sliding")  # touches that ended gap before it (+ gap)
+        needed = max(0, state.stream - end + 1)
+        self.lateness.count(state.part.partition, behind, needed, current_clock.get().time())
         if self.on_late is not None:
             self._call("on_late", self.on_late, event)
 
@@ -257,7 +302,8 @@ class WindowedTable:
     def _state(self, part: TablePartition) -> WindowPartition:
         state = self._parts.get(part.partition)
         if state is None or state.part is not part:  # attached anew: rebuild from the store
-            state = WindowPartition.rebuild(part, self.spec, current_clock.get().time())
+            kind = PARTITION_KINDS.get(self.kind, WindowPartition)
+            state = kind.rebuild(part, self.spec, current_clock.get().time())
             self._parts[part.partition] = state
             log.debug(
                 "%s: %d open window start(s), stream time %d", part.label, len(state.open),
@@ -276,20 +322,121 @@ class WindowedTable:
         return staged
 
     def _close(self, state: WindowPartition, lane: Stager | None) -> int:
-        """Close the windows due; returns how many."""
-        closed = state.close_due(self._writer(state.part, lane), staged=lane is not None)
+        """Close the windows due; returns how many. Inside an event (``lane``) the close
+        markers and the callbacks' sends are staged with it; from a tick, see
+        :meth:`_close_outside`."""
+        if lane is None:
+            return self._close_outside(state)
+        closed = state.close_due(self._writer(state.part, lane), staged=True)
         self.closed_windows += len(closed)
-        if self.on_close is None:
-            return len(closed)
-        size = self.spec.size
+        if self.on_close is not None or self._finals:
+            for args in self._close_args(closed):
+                if self._finals:
+                    self._emit(lane, self._finals, *args)
+                if self.on_close is not None:
+                    self._call("on_close", self.on_close, *args)
+        return len(closed)
+
+    def stream_to(self, topic: Topic, *, final: bool = False) -> Topic:
+        """Send this table's window updates to ``topic`` and return it, for an agent to
+        read (Kafka Streams' ``toStream()`` of a windowed table). Each record's key is the
+        table key; its value ``{"start": s, "end": e, "value": v}`` (seconds; declare the
+        topic with ``value_type=dict``).
+
+        Every update (default): one record per window an event changed, with the new value,
+        staged with that event (so it commits with it, and is undone with it). ``final=True``
+        (emit-final, "suppress"): one record per window when it closes, with its final value,
+        committed with the window's close marker: once per window, as ``on_close``.
+
+        Agents of the same app may read ``topic``: it is not a source topic of the table
+        (they can read tables, not write them).
+        """
+        (self._finals if final else self._updates).append(topic)
+        return topic
+
+    @property
+    def streams(self) -> set[str]:
+        """Names of the topics :meth:`stream_to` sends to."""
+        return {topic.name for topic in (*self._updates, *self._finals)}
+
+    def _emit(
+        self, stager: Stager, topics: list[Topic], key: Any, start: float, end: float, value: Any
+    ) -> None:
+        """Stage one record of a window (seconds) on each of ``topics``."""
+        dump = getattr(value, "model_dump", None)  # pydantic values as their JSON
+        body = {
+            "start": start,
+            "end": end,
+            "value": dump(mode="json") if callable(dump) else value,
+        }
+        for topic in topics:
+            stager.stage(topic.name, topic.encode_key(key), topic.encode_value(body), None)
+
+    def _close_args(
+        self, closed: list[tuple[int, bytes, bytes]]
+    ) -> list[tuple[Any, float, float, Any]]:
+        """``on_close`` arguments of closed windows (those that cannot be decoded: logged)."""
+        result = []
         for start, key, stored in closed:
             try:
                 user_key, value = self.table.key_serde.deserialize(key), self._decode(stored)
             except Exception:
                 log.exception("window %s of table %r cannot be decoded", start, self.name)
                 continue
-            self._call("on_close", self.on_close, user_key, start / 1000, (start + size) / 1000,
-                       value)  # fmt: skip
+            result.append((user_key, start / 1000, self.window_end(start, stored) / 1000, value))
+        return result
+
+    def _close_outside(self, state: WindowPartition) -> int:
+        """An idle tick's close: the markers wait until every ``on_close`` of the tick has
+        finished, then enter the worker's checkpoint in one step with the callbacks'
+        outputs (so one commit carries both, or neither)."""
+        part, marks = state.part, []
+
+        def defer(key: bytes, value: bytes | None) -> bool:
+            if part.pending(key):
+                return False  # an event in flight holds a write: close it later
+            marks.append((key, value))
+            return True
+
+        closed = state.close_due(defer, staged=False)
+        if not closed:
+            return 0
+        self.closed_windows += len(closed)
+        stager = current_lane.get()
+        if stager is None or stager.partition >= 0:
+            raise StreamerError("windows closed by a tick need the worker's checkpoint")
+        args = self._close_args(closed)
+        buffer, tasks = (
+            self._callbacks.call_outside("on_close", self.on_close, args)
+            if self.on_close is not None
+            else (OutputBuffer(), [])
+        )
+        for closed_args in args if self._finals else ():
+            self._emit(buffer, self._finals, *closed_args)
+
+        def apply() -> None:
+            if self._parts.get(part.partition) is not state or (
+                self.table.owned.get(part.partition) is not part
+            ):
+                # Moved or rewound meanwhile: nothing of this close was committed; the
+                # partition's owner closes these windows again from the committed state.
+                log.info("%s: idle close dropped (partition moved); it is redone", part.label)
+                return
+            for key, value in marks:
+                if not part.write_now(key, value):
+                    log.error("%s: close marker of %r refused", part.label, key)
+            for output in buffer.outputs:
+                stager.stage(*output)
+
+        if not tasks:
+            apply()
+        else:
+
+            async def after() -> None:
+                await asyncio.gather(*tasks, return_exceptions=True)
+                apply()
+
+            self._callbacks.keep(asyncio.ensure_future(after()), "idle close")
         return len(closed)
 
     def _expire(self, state: WindowPartition, lane: Stager | None) -> int:
@@ -300,9 +447,7 @@ class WindowedTable:
 
     def tick(self, now: float) -> None:
         """Wall-clock duties (see the module docstring); never raises."""
-        stager = current_lane.get()
-        if stager is not None and stager.partition < 0:
-            self._outside = stager
+        self.lateness.report(now)
         owned = self.table.owned
         for partition in [p for p in self._parts if p not in owned]:
             del self._parts[partition]
@@ -317,10 +462,12 @@ class WindowedTable:
         if state.stream < 0:
             return
         if self.idle_close is not None and now - state.last_event >= self.idle_close:
-            credit = round((now - state.idle_from) * 1000)
+            # Floored, and idle_from moves by what was credited: credits never run ahead of
+            # the wall clock, however many ticks add them up.
+            credit = math.floor((now - state.idle_from) * 1000)
             if credit > 0:
                 state.stream += credit
-                state.idle_from = now
+                state.idle_from += credit / 1000
         changed = 0
         if state.stream >= state.next_due or state.closing:
             changed += self._close(state, None)
@@ -336,127 +483,6 @@ class WindowedTable:
     # -- callbacks ---------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
-        """Run a user callback now; errors are logged, never raised."""
-        try:
-            result = fn(*args)
-            if inspect.iscoroutine(result):
-                self._run_inline(what, result)
-            elif inspect.isawaitable(result):
-                self._keep(asyncio.ensure_future(result), what)
-        except Exception:
-            log.exception("%s of windowed table %r failed (ignored)", what, self.name)
-
-    def _run_inline(self, what: str, coro: Coroutine[Any, Any, Any]) -> None:
-        """Drive ``coro`` synchronously, in the caller's context (inside the event, its sends
-        are staged with it), until it returns or first suspends; then finish it in a task
-        whose sends go through the worker's stager (outside any event)."""
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
-        if not self._warned_suspend:
-            self._warned_suspend = True
-            log.warning(
-                "%s of windowed table %r awaited something that suspends; what it does after "
-                "that runs outside the event (at-least-once)", what, self.name,
-            )  # fmt: skip
-        context = contextvars.copy_context()
-        context.run(current_lane.set, self._outside)
-        loop = asyncio.get_running_loop()
-        self._keep(loop.create_task(_finish(coro, yielded), context=context), what)
-
-    def _keep(self, task: asyncio.Future[Any], what: str) -> None:
-        self._tasks.add(task)
-
-        def done(finished: asyncio.Future[Any]) -> None:
-            self._tasks.discard(finished)
-            if not finished.cancelled() and finished.exception() is not None:
-                log.error("%s of windowed table %r failed (ignored)", what, self.name,
-                          exc_info=finished.exception())  # fmt: skip
-
-        task.add_done_callback(done)
-
-
-async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-    """Resume a coroutine that was stepped by hand, as a Task would: wait for the future it
-    yielded, then send it on, until it returns."""
-    try:
-        while True:
-            if yielded is None:  # a bare yield (asyncio.sleep(0))
-                await asyncio.sleep(0)
-            else:
-                yielded._asyncio_future_blocking = False
-                await asyncio.wait([yielded])
-            yielded = coro.send(None)
-    except StopIteration:
-        return
-    except asyncio.CancelledError:
-        if yielded is not None:
-            yielded.cancel()
-        coro.close()
-        raise
-
-
-class WindowSet:
-    """The windows of one key, as ``windowed[key]`` returns them (inside an agent, relative
-    to the event in progress). In-place operators update every open window containing the
-    event time: ``t[k] += 1``, ``-=``, ``*=``, ``/=``, ``|=``; :meth:`update` takes any
-    function. Reads return fresh values (the mutation rule of tables holds)."""
-
-    __slots__ = ("key", "table")
-
-    def __init__(self, table: WindowedTable, key: Any) -> None:
-        self.table = table
-        self.key = key
-
-    def __repr__(self) -> str:
-        return f"WindowSet({self.table.name!r}, {self.key!r})"
-
-    def current(self) -> Any:
-        """The latest window containing the event time (the wall clock outside any event);
-        the table's default (or None) when it has no value."""
-        return self.at_ms(self.table._now_ms())
-
-    def at(self, ts: float) -> Any:
-        """The latest window containing epoch seconds ``ts``; default (or None) if none."""
-        return self.at_ms(round(ts * 1000))
-
-    def at_ms(self, t: int) -> Any:
-        start = self.table.spec.last_start(t)
-        return self.table._value(self.table._read_window(self.key, start))
-
-    def range(self, start: float, end: float) -> list[tuple[float, Any]]:
-        """``[(window start, value)]`` of the stored windows overlapping ``[start, end)``
-        (epoch seconds), in time order; windows without a value are left out."""
-        table, result = self.table, []
-        for first in table.spec.overlapping(round(start * 1000), round(end * 1000)):
-            stored = table._read_window(self.key, first)
-            if stored is not None:
-                result.append((first / 1000, table._decode(stored)))
-        return result
-
-    def is_closed(self, ts: float) -> bool:
-        """Whether the latest window containing ``ts`` has been closed."""
-        start = self.table.spec.last_start(round(ts * 1000))
-        stored = self.table._read_window(self.key, start)
-        return stored is not None and stored[:1] == CLOSED_FLAG
-
-    def update(self, fn: Callable[[Any], Any]) -> WindowSet:
-        """Set every open window containing the event time to ``fn(its value)``."""
-        self.table._update(self.key, fn)
-        return self
-
-    def __iadd__(self, other: Any) -> WindowSet:
-        return self.update(lambda value: value + other)
-
-    def __isub__(self, other: Any) -> WindowSet:
-        return self.update(lambda value: value - other)
-
-    def __imul__(self, other: Any) -> WindowSet:
-        return self.update(lambda value: value * other)
-
-    def __itruediv__(self, other: Any) -> WindowSet:
-        return self.update(lambda value: value / other)
-
-    def __ior__(self, other: Any) -> WindowSet:
-        return self.update(lambda value: value | other)
+        """Run a user callback inside the event in progress (see
+        :mod:`streamer.state.window_callbacks`); errors are logged, never raised."""
+        self._callbacks.call(what, fn, *args)

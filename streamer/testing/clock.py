@@ -38,6 +38,15 @@ class SimulatedClock(Clock):
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), future))
         await future
 
+    async def sleep_until(self, when: float) -> None:
+        """Wake exactly when time reaches ``when`` (no rounding through a duration)."""
+        if when <= self._now:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (when, next(self._order), future))
+        await future
+
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, stopping at each sleeper's due time to wake it
         and let the loop run (so a timer that re-arms inside the span fires again)."""

@@ -1,16 +1,19 @@
 """TestDriver: run an app's real worker over an in-memory broker, on a simulated clock.
 
 The driver is not a second runtime (DESIGN §4): it starts the production
-:class:`~streamer.worker.Worker` with a ``memory://`` broker (``streamer.kafka.memory``) and
-a :class:`~streamer.testing.clock.SimulatedClock`. Ordering, staging, checkpoints, error
+:class:`~streamer.worker.Worker` with a :class:`~streamer.kafka.memory.MemoryBackend` (clients
+on an in-memory broker, ``streamer.kafka.memory``) and a
+:class:`~streamer.testing.clock.SimulatedClock`. Ordering, staging, checkpoints, error
 policies and dead letters are therefore those of production; only the broker and time are
 simulated.
 
-How the app is pointed at the memory broker: ``App.settings`` is a frozen pydantic model, so
-the driver replaces it for the driver's lifetime with
-``app.settings.model_copy(update={"brokers": "memory://...", "state_dir": <temp dir>,
-"web_port": None})`` and puts the original back on exit. Agents, topics and tables are
-those the app declared; nothing else about the app changes.
+The backend is handed to the worker explicitly (``Worker(app, backend=...)``), which also
+makes it the app's :attr:`~streamer.App.backend` for sends outside agents. ``App.settings``
+is a frozen pydantic model, so the driver replaces it for the driver's lifetime with
+``app.settings.model_copy(update={"brokers": "memory://<name>", "state_dir": <temp dir>,
+"web_port": None})`` (the brokers value is only a label in log lines) and puts the original
+settings and backend back on exit. Agents, topics and tables are those the app declared;
+nothing else about the app changes.
 """
 
 from __future__ import annotations
@@ -25,13 +28,17 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from streamer.app import App
+from streamer.clock import to_millis
 from streamer.errors import ConfigError, StreamerError
-from streamer.events import Headers
-from streamer.kafka.memory import MemoryBroker, Record, partition_for
+from streamer.events import Event, Headers
+from streamer.kafka.backend import Backend
+from streamer.kafka.memory import MemoryBackend, MemoryBroker, Record, partition_for
 from streamer.kafka.memory_consumer import MemoryConsumer
 from streamer.settings import Settings
+from streamer.state.windows import OnLate, WindowedTable
 from streamer.testing.clock import SimulatedClock
 from streamer.worker import Worker
+from streamer.worker.partition import PartitionState
 from streamer.worker.tables import TableManager
 
 T = TypeVar("T")
@@ -40,8 +47,8 @@ SETTLE_TIMEOUT = 10.0  # real seconds settle() waits before saying what is stuck
 
 
 class TestDriver:
-    """Drive ``app`` in memory: ``send`` records, ``settle``, read ``records`` and ``table``
-    contents, ``advance`` simulated time.
+    """Drive ``app`` in memory: ``send`` (or ``send_raw``) records, ``settle``, read
+    ``records``, ``table`` contents and ``late_events``, ``advance`` simulated time.
 
     ``async with TestDriver(app) as driver:`` starts the worker (tables pre-filled by
     :meth:`set_table` first) and stops it cleanly on exit, re-raising an error that stopped
@@ -55,11 +62,15 @@ class TestDriver:
         self.app = app
         self.clock = SimulatedClock(start)
         self.broker = MemoryBroker(f"driver-{uuid.uuid4().hex[:12]}", clock=self.clock.time)
+        self.backend = MemoryBackend(self.broker)
         self._state_dir = tempfile.TemporaryDirectory(prefix="streamer-driver-")
         self._original: Settings | None = None
+        self._original_backend: Backend | None = None
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
         self._prefill: dict[str, dict[Any, Any]] = {}
+        self._late: dict[str, list[Event]] = {}
+        self._late_restore: list[tuple[WindowedTable, OnLate | None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -93,6 +104,9 @@ class TestDriver:
         if self._task is not None:
             raise StreamerError("this TestDriver is already started")
         self._original = self.app.settings
+        self._original_backend = self.app.backend
+        # Sends and asks from the test's own code (outside agents) reach the memory broker.
+        self.app.backend = self.backend
         self.app.settings = self._original.model_copy(
             update={
                 "brokers": self.broker.address,
@@ -102,9 +116,12 @@ class TestDriver:
         )
         try:
             self._create_topics()
+            self._watch_late()
             for name, content in self._prefill.items():
                 self._write_changelog(name, content)
-            self._worker = Worker(self.app, handle_signals=False, clock=self.clock)
+            self._worker = Worker(
+                self.app, backend=self.backend, handle_signals=False, clock=self.clock
+            )
             self._task = asyncio.create_task(self._worker.run())
             await self._wait_joined()
         except BaseException:
@@ -123,10 +140,15 @@ class TestDriver:
                 except Exception as exc:  # the worker's own failure (AgentFailed, ...)
                     error = exc
         finally:
+            for windowed, on_late in self._late_restore:
+                windowed.on_late = on_late
+            self._late_restore.clear()
             if self._original is not None:
                 self.app.settings = self._original
                 self._original = None
-            self.broker.close()
+            if self._original_backend is not None:
+                self.app.backend = self._original_backend
+                self._original_backend = None
             self._state_dir.cleanup()
         if error is not None and raise_errors:
             raise error
@@ -136,10 +158,27 @@ class TestDriver:
         with their source (the worker finds them in place and checks them)."""
         for topic in self.app.topics.values():
             self.broker.create_topic(topic.name, topic.partitions or 1)
-        manager = TableManager(self.app, {})
+        manager = TableManager(self.app, {}, self.backend)
         sources = {t.name: t.partitions or 1 for a in self.app.agents for t in a.topics}
         for spec in manager.changelog_specs(sources):
             self.broker.create_topic(spec.name, spec.partitions or 1)
+
+    def _watch_late(self) -> None:
+        """Record the late events of every windowed table (:meth:`late_events`); the table's
+        own ``on_late`` still runs, and is put back on stop."""
+        for name, table in self.app.tables.items():
+            windowed = table.windowed
+            if windowed is None:
+                continue
+            seen = self._late.setdefault(name, [])
+            original = windowed.on_late
+
+            def record(event: Event, seen: list[Event] = seen, original: Any = original) -> Any:
+                seen.append(event)
+                return original(event) if original is not None else None
+
+            self._late_restore.append((windowed, original))
+            windowed.on_late = record
 
     async def _wait_joined(self) -> None:
         consumer = self._consumer()
@@ -153,6 +192,7 @@ class TestDriver:
 
     def _consumer(self) -> MemoryConsumer | None:
         consumer = getattr(self._worker, "_consumer", None)
+        consumer = getattr(consumer, "inner", consumer)  # through the event-time ordering
         return consumer if isinstance(consumer, MemoryConsumer) else None
 
     def _check_running(self) -> None:
@@ -180,13 +220,45 @@ class TestDriver:
         if declared is None:
             raise ConfigError(f"topic {topic!r} is not declared by app {self.app.id!r}")
         key_bytes, value_bytes = declared.encode_key(key), declared.encode_value(value)
-        ts = round((self.clock.time() if timestamp is None else timestamp) * 1000)
-        with self.broker.lock:
-            where = self.broker.partition_of(
-                topic, key_bytes, -1 if partition is None else partition
-            )
-            self.broker.append(topic, where, Record(key_bytes, value_bytes, headers, ts, -1))
+        self._append(topic, key_bytes, value_bytes, headers, timestamp, partition)
         await asyncio.sleep(0)
+
+    async def send_raw(
+        self,
+        topic: str,
+        key: bytes | None = None,
+        value: bytes | None = None,
+        headers: Headers | None = None,
+        *,
+        timestamp: float | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Produce one record of raw bytes to ``topic``, bypassing its serdes: how a record
+        another producer wrote (malformed JSON, a wrong schema) reaches the app, so its
+        dead-letter path can be tested. ``topic`` is any topic of the app (declared, a
+        changelog, a repartition or dead-letter topic); timestamp and partition as
+        :meth:`send`."""
+        if topic not in self.broker.topics:
+            raise ConfigError(
+                f"topic {topic!r} is not a topic of app {self.app.id!r}; its topics: "
+                f"{', '.join(sorted(self.broker.topics))}"
+            )
+        self._append(topic, key, value, headers, timestamp, partition)
+        await asyncio.sleep(0)
+
+    def _append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        timestamp: float | None,
+        partition: int | None,
+    ) -> None:
+        ts = to_millis(self.clock.time() if timestamp is None else timestamp)
+        with self.broker.lock:
+            where = self.broker.partition_of(topic, key, -1 if partition is None else partition)
+            self.broker.append(topic, where, Record(key, value, headers, ts, -1))
 
     def set_table(self, name: str, content: dict[Any, Any]) -> None:
         """Pre-fill table ``name`` before :meth:`start`: the entries are written to its
@@ -203,7 +275,7 @@ class TestDriver:
     def _write_changelog(self, name: str, content: dict[Any, Any]) -> None:
         table = self.app.tables[name]
         partitions = len(self.broker.topics[table.changelog])
-        now = round(self.clock.time() * 1000)
+        now = to_millis(self.clock.time())
         for key, value in content.items():
             data = table._key(key)
             encoded = table.value_serde.serialize(value)
@@ -237,7 +309,10 @@ class TestDriver:
             while consumer is not None and consumer.turns < turns + 2:
                 self._check_running()  # let the pump run two whole turns
                 await asyncio.sleep(0.0005)
-            if not any(state.inflight for state in worker._states.values()):
+            if not any(
+                state.inflight and not _waiting_until_due(state, self.clock.time())
+                for state in worker._states.values()
+            ):
                 # The checkpoint the pump runs every commit interval, run now instead.
                 worker._commit()
 
@@ -249,13 +324,19 @@ class TestDriver:
                 for p in range(len(self.broker.topics.get(topic, []))):
                     end = self.broker.data_end(topic, p)
                     if self.broker.committed.get((group, topic, p), 0) < end:
-                        out.append(f"{topic}[{p}]")
+                        state = self._worker._states.get((topic, p)) if self._worker else None
+                        if state is None or not _waiting_until_due(state, self.clock.time()):
+                            out.append(f"{topic}[{p}]")
         return out
 
     async def advance(self, seconds: float) -> None:
-        """Move simulated time forward by ``seconds``: timers due in the span fire (each at
-        its time), tables tick (windows of idle partitions close), and what that produces
-        is processed; returns settled."""
+        """Process what was sent so far (as :meth:`settle`), then move simulated time forward
+        by ``seconds``: timers due in the span fire (each at its time), tables tick (windows
+        of idle partitions close), and what that produces is processed; returns settled.
+
+        Settling first means ``send(...)`` then ``advance(60)`` sees the sent records in
+        their windows before time moves, as it would on a broker where they arrived first."""
+        await self.settle()
         await self.clock.advance(seconds)
         consumer = self._consumer()
         if consumer is not None:
@@ -284,6 +365,17 @@ class TestDriver:
         """The stored records of ``topic`` (bytes, headers, timestamp ms, offset)."""
         return [record for _, record in self.broker.records(topic)]
 
+    def late_events(self, table: str) -> list[Event]:
+        """The events windowed table ``table`` found late (no open window left for their
+        event time), in the order they came, since the driver started. Their count is the
+        table's ``late_events``; its own ``on_late`` saw them too."""
+        declared = self.app.tables.get(table)
+        if declared is None:
+            raise ConfigError(f"app {self.app.id!r} declares no table {table!r}")
+        if declared.windowed is None:
+            raise ConfigError(f"table {table!r} is not windowed: no event is late for it")
+        return list(self._late.get(table, []))
+
     def table(self, name: str) -> dict[Any, Any]:
         """The content of table ``name`` over every partition (windowed: keyed by
         ``(key, window start)``)."""
@@ -293,6 +385,18 @@ class TestDriver:
         if table.windowed is not None:
             return table.windowed.as_dict()
         return table.as_dict()
+
+
+def _waiting_until_due(state: PartitionState, now: float) -> bool:
+    """A partition whose lanes only hold delayed records not yet due (or are idle) is as
+    settled as it can be until simulated time moves. A lane whose record is due but has
+    not run yet is not."""
+    if not state.holding:
+        return False
+    return all(
+        not lane.current and (not lane.buffer if lane.due_at is None else lane.due_at > now)
+        for lane in state.lanes
+    )
 
 
 __all__ = ["TestDriver"]

@@ -1,37 +1,46 @@
-"""The checkpoint: the one place that decides when offsets are committed.
+"""Checkpoints: *how* the work of completed events becomes durable, per guarantee.
+
+Whether and when a checkpoint commits is decided by one owner, the
+:class:`~streamer.worker.committer.Committer`; a checkpoint only knows how, and reports a
+failure by raising :class:`CheckpointFailed`, after which nothing of that checkpoint may be
+committed by anyone (DESIGN §2 rule 9).
 
 Outputs of completed events are handed to the producer as soon as they are released (in
-offset order); the checkpoint, every ``commit_interval``, on revoke and on stop, makes them
-durable together with the table changes and the source offsets, in a fixed order.
+offset order), each with its :class:`~streamer.worker.partition.Effects` as delivery
+callback, so a record the broker refuses is traced back to the agent and event that
+produced it (rule 11).
 
-At-least-once (:class:`AtLeastOnceCheckpoint`):
+At-least-once (:class:`AtLeastOnceCheckpoint`), in this order:
 
-1. produce one changelog record per table key changed by completed events;
-2. flush the producer: every output and changelog record is acknowledged;
-3. stop if any delivery failed (the offsets stay uncommitted, the events run again);
-4. commit, per partition, the completed contiguous prefix + 1;
-5. write each table partition's changes to RocksDB in one WriteBatch with the changelog
+1. flush the producer: every output is acknowledged, or the checkpoint fails;
+2. produce one changelog record per table key changed by completed events, and flush
+   (after the outputs: a checkpoint whose outputs failed writes no changelog);
+3. commit, per partition, the completed contiguous prefix + 1 (each partition's result is
+   checked: a partition the broker refused stays at its old offset);
+4. write each table partition's changes to RocksDB in one WriteBatch with the changelog
    offset recovery resumes from.
 
-Exactly-once (:class:`ExactlyOnceCheckpoint`, KIP-447): released outputs go into the open
-transaction; the checkpoint produces the changelog records, sends the offsets with the
-consumer's group metadata, commits the transaction, and only then writes RocksDB.
+Exactly-once: see :mod:`streamer.worker.transactions`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.errors import KafkaOperationError
+from streamer.kafka.backend import Consumer, Producer
 from streamer.metrics import IDLE_TIMER
 from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
 from streamer.state.table import TablePartition
-from streamer.worker.partition import Output, PartitionState
+from streamer.worker.partition import Effects, PartitionState, Refusal
+
+__all__ = ["AtLeastOnceCheckpoint", "Checkpoint", "CheckpointFailed", "Due", "Refusal"]
 
 log = logging.getLogger("streamer.checkpoint")
 
@@ -39,9 +48,29 @@ FLUSH_TIMEOUT = 30.0
 Due = list[tuple[PartitionState, int]]
 
 
-class TransactionAborted(Exception):
-    """The open transaction was aborted: every owned partition must rewind to its committed
-    offset and drop what it holds (raised by the exactly-once checkpoint; internal)."""
+class CheckpointFailed(Exception):
+    """The checkpoint cannot commit: everything it staged (outputs, changelog records,
+    offsets) is dropped, and the worker must rewind or release its partitions.
+
+    ``refusals`` are the outputs the producer reported as failed, with the effects they
+    came from; ``fenced`` says the producer is unusable and must be replaced; ``fatal`` is
+    an error that must stop the worker (a changelog or dead-letter record refused).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        refusals: list[Refusal] | None = None,
+        fenced: bool = False,
+        fatal: BaseException | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.refusals = refusals or []
+        self.fenced = fenced
+        self.fatal = fatal
+        self.reported = False  # the worker handed its refusals to the agents' policies
 
 
 class Checkpoint:
@@ -53,33 +82,46 @@ class Checkpoint:
         self._brokers = brokers
         self.timer = IDLE_TIMER  # WorkerMetrics.watch() sets both: commit timing, and
         self.produced: dict[str, int] = defaultdict(int)  # records released per topic
+        # Outputs the producer reported as failed since the last checkpoint.
+        self.refusals: list[Refusal] = []
+        self._changelog_failures: list[tuple[KafkaError, str]] = []
 
-    def release(self, outputs: list[Output]) -> None:
-        """Hand the outputs of completed events to the producer, in order. Never raises
-        a Kafka error: those surface at the next commit, the one place that handles them."""
-        produce, produced = self._producer.produce, self.produced
-        for topic, key, value, headers in outputs:
-            produced[topic] += 1
-            try:  # the hot path: one direct call per record
-                produce(topic, value, key, headers=headers)
-            except BufferError:
-                self._produce(produce, topic, value, key, headers=headers)
+    def release(self, batch: list[Effects]) -> None:
+        """Hand the outputs of completed events to the producer, in order. Never raises:
+        a record the producer refuses at once is reported like a failed delivery, and the
+        next checkpoint fails."""
+        produce, produced, refusals = self._producer.produce, self.produced, self.refusals
+        for effects in batch:
+            effects.refusals = refusals
+            for topic, key, value, headers in effects.outputs:
+                produced[topic] += 1
+                try:  # the hot path: one direct call per record
+                    produce(topic, value, key, headers=headers, on_delivery=effects)
+                except BufferError:
+                    self._produce(topic, value, key, headers=headers, on_delivery=effects)
+                except KafkaException as exc:
+                    effects(_error(exc), None)
 
-    def _produce(self, produce: Any, *args: Any, **kwargs: Any) -> None:
+    def _produce(self, *args: Any, **kwargs: Any) -> None:
+        """Produce, serving delivery reports while the producer's queue is full; a refusal
+        is reported to the record's delivery callback, never raised."""
         while True:
             try:
-                produce(*args, **kwargs)
+                self._producer.produce(*args, **kwargs)
                 return
             except BufferError:
-                # The producer's queue is full: serve delivery reports until it drains.
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                kwargs["on_delivery"](_error(exc), None)
+                return
 
     def poll(self) -> None:
         """Serve producer callbacks without blocking."""
         self._producer.poll(0)
 
-    def commit(self, states: Iterable[PartitionState]) -> None:
-        """Make the completed work of ``states`` durable: outputs, table changes, offsets."""
+    def commit(self, states: Iterable[PartitionState], timeout: float = FLUSH_TIMEOUT) -> None:
+        """Make the completed work of ``states`` durable: outputs, table changes, offsets,
+        within ``timeout`` seconds. Raises :class:`CheckpointFailed`."""
         states = list(states)
         due: Due = [
             (state, state.next_commit)
@@ -89,20 +131,63 @@ class Checkpoint:
         parts = [part for state in states for part in state.tables if part.dirty]
         if due or parts or self._pending_work():
             with self.timer:  # observes the duration, or counts the failure it raises
-                self._commit(due, parts)
+                self._commit(due, parts, states, time.monotonic() + timeout)
 
     def _pending_work(self) -> bool:
-        return False
+        return bool(self.refusals)
 
-    def _commit(self, due: Due, parts: list[TablePartition]) -> None:
+    def _commit(
+        self, due: Due, parts: list[TablePartition], states: list[PartitionState], deadline: float
+    ) -> None:
         raise NotImplementedError
 
-    def _produce_changelogs(self, parts: list[TablePartition], **kwargs: Any) -> None:
-        produce = self._producer.produce
+    def abort(self, reason: str) -> None:
+        """Drop what is staged and not yet durable (only a transaction can)."""
+
+    def _produce_changelogs(self, parts: list[TablePartition]) -> None:
         for part in parts:
             topic, partition = part.table.changelog, part.partition
             for key, value in part.dirty.items():
-                self._produce(produce, topic, value, key, partition, **kwargs)
+                self._produce(topic, value, key, partition, on_delivery=self._on_changelog)
+
+    def _on_changelog(self, err: KafkaError | None, message: Any) -> None:
+        if err is not None:
+            topic = message.topic() if message is not None else "a changelog topic"
+            self._changelog_failures.append((err, topic))
+
+    def _changelog_failure(self) -> CheckpointFailed | None:
+        """The checkpoint fails when a changelog record failed. When the broker refused the
+        record itself, table state can no longer be made durable, which retrying cannot
+        fix: the failure is fatal and the worker stops."""
+        if not self._changelog_failures:
+            return None
+        failures, self._changelog_failures = self._changelog_failures, []
+        refused = [(err, topic) for err, topic in failures if err.code() in REFUSED_CODES]
+        err, topic = (refused or failures)[0]
+        reason = f"{len(failures)} changelog record(s) failed (first: {topic}: {err.str()})"
+        if not refused:
+            return CheckpointFailed(reason, refusals=self._take_refusals())
+        error = KafkaOperationError(
+            f"{topic} refused {len(refused)} changelog record(s) ({err.str()}); table state "
+            "cannot be made durable, so the worker stops (check the changelog topic's "
+            "configuration)"
+        )
+        return CheckpointFailed(reason, refusals=self._take_refusals(), fatal=error)
+
+    def _take_refusals(self) -> list[Refusal]:
+        refusals = list(self.refusals)
+        self.refusals.clear()
+        return refusals
+
+    def _flush(self, deadline: float, what: str) -> None:
+        timeout = max(0.0, deadline - time.monotonic())
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise CheckpointFailed(
+                f"{remaining} {what} record(s) not acknowledged by {self._brokers} within "
+                f"{timeout:.0f}s",
+                refusals=self._take_refusals(),
+            )
 
     @staticmethod
     def _apply_tables(parts: list[TablePartition], markers: int, source: dict[int, int]) -> None:
@@ -120,63 +205,92 @@ class Checkpoint:
             part.store.apply(written, meta)
             part.checkpointed(written)
 
-    def close(self) -> None:
-        self._producer.flush(FLUSH_TIMEOUT)
+    def close(self, timeout: float = FLUSH_TIMEOUT) -> None:
+        self._producer.flush(timeout)
 
 
 class AtLeastOnceCheckpoint(Checkpoint):
     """Flush, then commit offsets: a crash at any point loses nothing, may repeat some."""
 
-    def __init__(self, consumer: Consumer, producer: Producer, brokers: str) -> None:
-        super().__init__(consumer, producer, brokers)
-        self._delivery_failures: list[str] = []
-
-    def _on_delivery(self, err: Any, message: Any) -> None:
-        # Called only for failures (delivery.report.only.error).
-        if err is not None:
-            self._delivery_failures.append(f"{message.topic()}: {err.str()}")
-
-    def release(self, outputs: list[Output]) -> None:
-        produce, on_delivery = self._producer.produce, self._on_delivery
-        produced = self.produced
-        for topic, key, value, headers in outputs:
-            produced[topic] += 1
-            try:  # the hot path: one direct call per record
-                produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-            except BufferError:
-                self._produce(produce, topic, value, key, headers=headers, on_delivery=on_delivery)
-
-    def _commit(self, due: Due, parts: list[TablePartition]) -> None:
-        self._produce_changelogs(parts, on_delivery=self._on_delivery)
-        remaining = self._producer.flush(FLUSH_TIMEOUT)
-        if remaining:
-            raise KafkaOperationError(
-                f"{remaining} output record(s) not acknowledged by {self._brokers} within "
-                f"{FLUSH_TIMEOUT:.0f}s; offsets not committed (the events will be processed again)"
+    def _commit(
+        self, due: Due, parts: list[TablePartition], states: list[PartitionState], deadline: float
+    ) -> None:
+        self._flush(deadline, "output")
+        if self.refusals:
+            refusals = self._take_refusals()
+            first = refusals[0][1].str()
+            raise CheckpointFailed(
+                f"{len(refusals)} output record(s) could not be delivered (first: {first})",
+                refusals=refusals,
             )
-        if self._delivery_failures:
-            first, count = self._delivery_failures[0], len(self._delivery_failures)
-            self._delivery_failures.clear()
-            raise KafkaOperationError(
-                f"{count} output record(s) could not be delivered (first: {first}); "
-                "offsets not committed (the events will be processed again)"
-            )
-        committed = self._commit_offsets(due) if due else False
-        # The changelog holds these changes whatever happened to the commit: the local
+        if parts:
+            self._produce_changelogs(parts)
+            self._flush(deadline, "changelog")
+            failed = self._changelog_failure()
+            if failed is not None:
+                raise failed
+        committed = self._commit_offsets(due) if due else {}
+        # The changelog holds these changes whatever happened to the offsets: the local
         # store mirrors the changelog.
-        source = {s.partition: offset for s, offset in due} if committed else {}
-        self._apply_tables(parts, 0, source)
+        self._apply_tables(parts, 0, committed)
 
-    def _commit_offsets(self, due: Due) -> bool:
+    def _commit_offsets(self, due: Due) -> dict[int, int]:
+        """Commit ``due``; returns the offsets committed, by partition of the tables' source.
+        A refused commit (typically a rebalance in progress) is not a failed checkpoint:
+        everything is durable, the offsets move at the next one (or the next owner repeats
+        some events, which at-least-once allows)."""
         offsets = [TopicPartition(s.topic, s.partition, offset) for s, offset in due]
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            results = self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            # Typically a rebalance in progress: the next checkpoint (or the new owner)
-            # commits; nothing is lost, at worst processed twice.
             log.warning("commit of %d partition(s) failed, retrying later: %s", len(offsets), exc)
             self.timer.failed("offset_commit_refused")
-            return False
+            return {}
+        refused = {
+            (tp.topic, tp.partition): tp.error for tp in results or [] if tp.error is not None
+        }
+        committed: dict[int, int] = {}
         for state, offset in due:
+            error = refused.get((state.topic, state.partition))
+            if error is not None:
+                log.warning("commit of %s refused, retrying later: %s", state.label, error)
+                self.timer.failed("offset_commit_refused")
+                continue
             state.committed = offset
-        return True
+            committed[state.partition] = offset
+        return committed
+
+
+def _error(exc: KafkaException) -> KafkaError:
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError):
+        return err
+    return KafkaError(KafkaError._FAIL, str(exc))
+
+
+# Failures the broker (or the producer, before sending) reports about one record itself:
+# retrying the same record cannot succeed, so they are the failure of the agent that
+# produced it (DESIGN §2 rule 11). Other delivery errors (timeouts, purges of an aborted
+# transaction, transport) fail the checkpoint without blaming any agent.
+REFUSED_CODES: frozenset[Any] = frozenset(
+    getattr(KafkaError, name)
+    for name in (
+        "MSG_SIZE_TOO_LARGE",
+        "_MSG_SIZE_TOO_LARGE",
+        "RECORD_LIST_TOO_LARGE",
+        "INVALID_RECORD",
+        "INVALID_MSG",
+        "CORRUPT_MESSAGE",
+        "TOPIC_AUTHORIZATION_FAILED",
+        "POLICY_VIOLATION",
+        "TOPIC_EXCEPTION",
+        "INVALID_TOPIC_EXCEPTION",
+        "UNKNOWN_TOPIC_OR_PART",
+        "_UNKNOWN_TOPIC",
+        "_UNKNOWN_PARTITION",
+        "_INVALID_ARG",
+        "_VALUE_SERIALIZATION",
+        "_KEY_SERIALIZATION",
+    )
+    if hasattr(KafkaError, name)
+)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import traceback
 from datetime import UTC, datetime
 
-from confluent_kafka import Message
-
 from streamer.events import Headers
+from streamer.kafka.backend import Message
 from streamer.worker.partition import Output
 
 PREFIX = "streamer."

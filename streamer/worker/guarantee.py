@@ -6,8 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer
-
+from streamer.kafka.backend import Backend, Consumer
 from streamer.kafka.clients import make_producer
 from streamer.settings import Settings
 from streamer.worker.checkpoint import AtLeastOnceCheckpoint, Checkpoint
@@ -35,14 +34,17 @@ def transactional_id(app_id: str, settings: Settings) -> str:
     return f"{app_id}-{instance}"
 
 
-def make_checkpoint(app_id: str, settings: Settings, consumer: Consumer) -> Checkpoint:
-    """A fresh producer and the checkpoint for ``settings.processing_guarantee``."""
+def make_checkpoint(
+    app_id: str, settings: Settings, consumer: Consumer, backend: Backend
+) -> Checkpoint:
+    """A fresh producer from ``backend`` and the checkpoint for
+    ``settings.processing_guarantee``."""
     overrides: dict[str, Any] = {**settings.kafka_config, **settings.producer_config}
     if not settings.exactly_once:
-        producer = make_producer(settings.brokers, overrides)
+        producer = make_producer(backend, settings.brokers, overrides)
         return AtLeastOnceCheckpoint(consumer, producer, settings.brokers)
     txn_id = overrides.setdefault("transactional.id", transactional_id(app_id, settings))
     overrides.setdefault("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
-    producer = make_producer(settings.brokers, overrides)
+    producer = make_producer(backend, settings.brokers, overrides)
     init_transactions(producer, txn_id, settings.brokers)
     return ExactlyOnceCheckpoint(consumer, producer, settings.brokers)

@@ -1,4 +1,5 @@
-"""Lanes: the ordered queues between the pump and agent instances, and the lane task.
+"""Lanes: the ordered queues between the pump and agent instances (the task that drives an
+agent over its lane is in ``streamer.worker.lane_task``).
 
 Each assigned partition has ``concurrency`` lanes per agent; a record goes to lane
 ``crc32(key) % concurrency``, so records with the same key always share a lane and keep
@@ -11,20 +12,27 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from streamer._context import current_lane
-from streamer.agents import Agent, Stream
-from streamer.errors import StreamerError
+from streamer._context import current_event
+from streamer.agents import Agent
+from streamer.clock import SYSTEM_CLOCK, Clock
+from streamer.delays import DELIVER_AT, due_of, split_headers
+from streamer.errors import OutputRefused, StreamerError
 from streamer.events import Event, Headers, Record
+from streamer.kafka.backend import Message
 from streamer.metrics import IDLE_PROBE, LaneProbe
 from streamer.policy import ErrorPolicy
+from streamer.ratelimit import KeyBuckets, TokenBucket
+from streamer.replies import CORRELATION_ID, REPLY_CLIENT, Reply, reply_address
 from streamer.state.table import TableWrite
 from streamer.worker.dead_letters import dead_letter
-from streamer.worker.partition import PartitionState, Pending
+from streamer.worker.partition import SKIPPED_EVENT, Effects, PartitionState, Pending
 
 log = logging.getLogger("streamer.agent")
+
+RETRY_REASON = "streamer.retry.reason"  # why a record was sent to a retry topic
 
 
 class Lane:
@@ -36,6 +44,11 @@ class Lane:
     """
 
     __slots__ = (
+        "_held",
+        "_holder",
+        "_holder_effects",
+        "_keys",
+        "_throttled",
         "_waiting",
         "_wakeup",
         "agent",
@@ -43,8 +56,11 @@ class Lane:
         "closing",
         "ctx",
         "current",
+        "due_at",
         "index",
         "probe",
+        "refused",
+        "served",
         "state",
     )
 
@@ -59,6 +75,19 @@ class Lane:
         self._wakeup = asyncio.Event()
         self._waiting = False
         self.probe: LaneProbe = IDLE_PROBE  # WorkerMetrics.assigned() binds a live one
+        self.refused = ctx.refused  # this agent's records whose outputs the broker refused
+        self.served = 0  # events handed out: an agent that restarts without progress fails
+        # The effects of the event being processed, cached for the staging hot path.
+        self._holder: Pending | None = None
+        self._holder_effects: Effects | None = None
+        # Rate limits (streamer.ratelimit): this lane's per-key buckets, and the sleep of a
+        # throttled hand-out (close() cuts it short).
+        rate = agent.rate_limit_per_key
+        self._keys = KeyBuckets(rate, ctx.clock.monotonic) if rate is not None else None
+        self._throttled: asyncio.Future[None] | None = None
+        # Topics whose records wait here until due (streamer.delays): delay, retry topics.
+        self._held = agent.held or None
+        self.due_at: float | None = None  # holding a delayed record until then
 
     @property
     def partition(self) -> int:
@@ -80,6 +109,8 @@ class Lane:
         self.state.buffered -= len(self.buffer)
         self.buffer.clear()
         self._wakeup.set()
+        if self._throttled is not None:
+            self._throttled.cancel()
 
     # -- the EventSource protocol (see streamer.agents) ---------------------------------
 
@@ -87,11 +118,18 @@ class Lane:
         if self.current:
             self.complete_current()
         buffer = self.buffer
-        while not buffer:
-            await self._wait()
-        pending = buffer.popleft()
+        while True:
+            while not buffer:
+                await self._wait()
+            pending = buffer.popleft()
+            self._taken(1)
+            if not self.refused or await self._screen(pending):
+                break
+        if self._held is not None and pending.event.topic in self._held:
+            await self._hold(pending)
+        if self.ctx.bucket is not None or self._keys is not None:
+            await self._throttle(pending)
         self.current.append(pending)
-        self._taken(1)
         return pending.event
 
     async def next_batch(self, max_events: int, within: float) -> list[Event]:
@@ -99,6 +137,15 @@ class Lane:
             self.complete_current()
         while not self.buffer:
             await self._wait()
+        # A record whose output was refused is retried, or settled, on its own.
+        while self.refused and self._was_refused(self.buffer[0]):
+            head = self.buffer.popleft()
+            self._taken(1)
+            if await self._screen(head):
+                self.current.append(head)
+                return [head.event]
+            while not self.buffer:
+                await self._wait()
         deadline = asyncio.get_running_loop().time() + within
         while len(self.buffer) < max_events and not self.closing:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -109,10 +156,71 @@ class Lane:
             except TimeoutError:
                 break
         count = min(max_events, len(self.buffer))
+        if self.refused:  # the batch ends before the next refused record
+            count = next((i for i in range(1, count) if self._was_refused(self.buffer[i])), count)
         batch = [self.buffer.popleft() for _ in range(count)]
-        self.current.extend(batch)
         self._taken(count)
+        for pending in batch:
+            if self._held is not None and pending.event.topic in self._held:
+                await self._hold(pending)
+            if self.ctx.bucket is not None or self._keys is not None:
+                await self._throttle(pending)
+        self.current.extend(batch)
         return [pending.event for pending in batch]
+
+    async def _throttle(self, pending: Pending) -> None:
+        """Wait for ``pending``'s tokens (the agent's and its key's). The event is taken
+        from the buffer but not yet handed out: when the lane closes meanwhile it is not
+        handed out at all (it stays uncommitted, processed again later)."""
+        wait = 0.0
+        if self.ctx.bucket is not None:
+            wait = self.ctx.bucket.reserve()
+        if self._keys is not None:
+            wait = max(wait, self._keys.reserve(pending.message.key()))
+        if wait > 0 and not self.closing:
+            self.ctx.rate_limited(self.agent.name, wait)
+            state = self.state
+            state.holding += 1  # waiting for time, like a delayed record: not stuck
+            self.due_at = self.ctx.clock.time() + wait
+            try:
+                await self._sleep(wait)
+            finally:
+                state.holding -= 1
+                self.due_at = None
+        if self.closing:
+            raise StopAsyncIteration
+
+    async def _hold(self, pending: Pending) -> None:
+        """Wait until a delayed record is due (its ``streamer.deliver-at`` header, on the
+        worker's clock). Later records of the lane wait behind it, and once the lane's
+        buffer is full the partition pauses: nothing polls meanwhile. Like a throttled
+        hand-out, it is cut short when the lane closes (the record stays uncommitted)."""
+        due = due_of(pending.event.headers)
+        if due is not None:
+            wait = due - self.ctx.clock.time()
+            if wait > 0 and not self.closing:
+                state = self.state
+                state.holding += 1  # not a stuck agent: no stall warnings
+                self.due_at = due
+                try:
+                    await self._sleep(wait, until=due)
+                finally:
+                    state.holding -= 1
+                    self.due_at = None
+        if self.closing:
+            raise StopAsyncIteration
+
+    async def _sleep(self, seconds: float, until: float | None = None) -> None:
+        """Sleep on the worker's clock (``seconds``, or until its time is ``until``);
+        :meth:`close` cuts it short."""
+        clock = self.ctx.clock
+        sleep = clock.sleep(seconds) if until is None else clock.sleep_until(until)
+        sleeper = self._throttled = asyncio.ensure_future(sleep)
+        try:
+            await asyncio.wait((sleeper,))  # close() cancels it; we are not cancelled
+        finally:
+            sleeper.cancel()
+            self._throttled = None
 
     async def _wait(self) -> None:
         if self.closing:
@@ -129,6 +237,7 @@ class Lane:
         probe.taken += count
         if probe.taken >= probe.due:
             probe.start()
+        self.served += count
         self.state.buffered -= count
         if self.state.paused:
             self.ctx.on_taken(self.state)
@@ -142,15 +251,15 @@ class Lane:
         for pending in self.current:
             state.complete(pending)
         self.current.clear()
+        self._holder = None
 
     def _undo_current(self) -> None:
-        """Drop the outputs and undo the table writes of the current event(s), newest first."""
+        """Drop this agent's outputs and table writes for the current event(s), newest
+        first; other agents reading the same records keep theirs."""
+        name = self.agent.name
         for pending in reversed(self.current):
-            pending.outputs = None
-            if pending.writes:
-                for part, key, _, had_entry, previous in reversed(pending.writes):
-                    part.undo(key, had_entry, previous)
-                pending.writes = None
+            pending.undo(name)
+        self._holder = None
 
     def drop_current(self) -> None:
         """Complete the current event(s) without their effects (the agent failed on them)."""
@@ -168,18 +277,51 @@ class Lane:
     def dead_letter_current(self, error: BaseException) -> None:
         """Complete the current event(s) with only their dead-letter records as outputs."""
         self._undo_current()
-        topic = self.ctx.dead_letter_topic
         for pending in self.current:
-            pending.outputs = [
-                dead_letter(
-                    topic,
-                    pending.message,
-                    error,
-                    agent=self.agent.name,
-                    attempts=pending.attempts,
-                )
-            ]
+            self._dead_letter(pending, error)
         self.complete_current()
+
+    def retry_later_current(self, topic: str, delay: float, error: BaseException) -> None:
+        """Complete the current event(s) with only their original records, sent to the
+        retry ``topic`` to be due ``delay`` seconds from now (non-blocking retries)."""
+        self._undo_current()
+        due = str(int((self.ctx.clock.time() + delay) * 1000)).encode()
+        reason = f"{type(error).__name__}: {error}".splitlines()[0][:500].encode()
+        name = self.agent.name
+        for pending in self.current:
+            _, headers = split_headers(pending.event.headers)
+            headers = [
+                *(h for h in headers if h[0] != RETRY_REASON),
+                (DELIVER_AT, due),
+                (RETRY_REASON, reason),
+            ]
+            message = pending.message
+            effects = pending.effects_of(name)
+            effects.outputs = [(topic, message.key(), message.value(), headers)]
+        self.complete_current()
+
+    def _dead_letter(self, pending: Pending, error: BaseException) -> None:
+        name = self.agent.name
+        effects = pending.effects_of(name)
+        effects.dead_letter = True
+        effects.outputs = [
+            dead_letter(
+                self.ctx.dead_letter_topic,
+                pending.message,
+                error,
+                agent=name,
+                attempts=pending.failed_attempts(name),
+            )
+        ]
+
+    def _effects(self) -> Effects:
+        """This agent's effects for the event being processed (the last handed out)."""
+        holder = self.current[-1]
+        effects = self._holder_effects
+        if holder is not self._holder or effects is None:
+            self._holder = holder
+            effects = self._holder_effects = holder.effects_of(self.agent.name)
+        return effects
 
     def stage_write(self, write: TableWrite) -> None:
         """Hold a table write with the event being processed (the Stager protocol)."""
@@ -189,10 +331,10 @@ class Lane:
             raise StreamerError(
                 f"agent {self.agent.name!r} wrote a table while no event was being processed"
             )
-        holder = self.current[-1]
-        if holder.writes is None:
-            holder.writes = []
-        holder.writes.append(write)
+        effects = self._effects()
+        if effects.writes is None:
+            effects.writes = []
+        effects.writes.append(write)
 
     def stage(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
@@ -203,24 +345,93 @@ class Lane:
                 f"agent {self.agent.name!r} sent to {topic!r} while no event was being "
                 "processed; send from inside `async for event in stream`"
             )
-        holder = self.current[-1]
-        if holder.outputs is None:
-            holder.outputs = []
-        holder.outputs.append((topic, key, value, headers))
+        self._effects().outputs.append((topic, key, value, headers))
 
     def stage_yield(self, item: Any) -> None:
         """Route a value the agent yielded to its sinks (see streamer.events.Record)."""
         if not self.current:
             raise StreamerError(f"agent {self.agent.name!r} yielded before taking an event")
         headers: Headers | None = None
+        if isinstance(item, Reply):
+            self._stage_reply(item)
+            return
         if isinstance(item, Record):
             key, value, headers = item.key, item.value, item.headers
         elif isinstance(item, tuple) and len(item) == 2:
             key, value = item
         else:
             key, value = self.current[-1].event.key, item
+        outputs = self._effects().outputs
         for sink in self.agent.sinks:
-            self.stage(sink.name, sink.encode_key(key), sink.encode_value(value), headers)
+            outputs.append((sink.name, sink.encode_key(key), sink.encode_value(value), headers))
+
+    def _stage_reply(self, reply: Reply) -> None:
+        """Stage the reply to the request being processed, like any output: it reaches the
+        asker's reply topic with the event (under exactly-once, in its transaction). In
+        a ``take()`` batch it answers the event the ``for event in batch`` loop is at."""
+        event = current_event.get()
+        if event is None or not any(p.event is event for p in self.current):
+            event = self.current[-1].event
+        address = reply_address(event.headers)
+        if address is None:
+            log.warning(
+                "agent %r yielded a Reply for %s[%d]@%d, which is not a request (no reply "
+                "address); dropped", self.agent.name, event.topic, event.partition, event.offset,
+            )  # fmt: skip
+            return
+        topic, cid, client = address
+        headers: Headers = [*(reply.headers or []), (CORRELATION_ID, cid), (REPLY_CLIENT, client)]
+        value = self.agent.reply_serde.serialize(reply.value)
+        # Keyed by the asking client: its replies stay in order.
+        self._effects().outputs.append((topic, client, value, headers))
+
+    # -- outputs the broker refused (DESIGN §2 rule 11) ---------------------------------------
+
+    def _was_refused(self, pending: Pending) -> bool:
+        return (self.state.topic, self.state.partition, pending.offset) in self.refused
+
+    async def _screen(self, pending: Pending) -> bool:
+        """Apply the error policy to a record one of whose outputs the broker refused (the
+        checkpoint failed and every partition was rewound). Returns True to hand it to the
+        agent again (a retry, after the policy's backoff), False when it was settled here:
+        dead-lettered or skipped once retries are exhausted. Raises StopAsyncIteration when
+        the policy says stop (the record stays uncommitted)."""
+        refusal = self.refused.get((self.state.topic, self.state.partition, pending.offset))
+        if refusal is None:
+            return True
+        name, policy = self.agent.name, self.ctx.policy
+        attempts = refusal.attempts
+        if pending.failed_attempts(name) < attempts:
+            pending.attempts = {**(pending.attempts or {}), name: attempts}
+        where = f"{self.state.label}@{pending.offset}"
+        if attempts <= policy.retries:
+            delay = policy.delay(attempts)
+            log.warning(
+                "agent %r: the broker refused an output of %s (attempt %d of %d): %s; "
+                "processing it again in %.2fs", name, where, attempts, policy.retries + 1,
+                refusal, delay,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            return True
+        if policy.on_exhausted == "stop":
+            log.error("agent %r: the broker refused an output of %s %d time(s): %s; stopping "
+                      "the worker", name, where, attempts, refusal)  # fmt: skip
+            self.buffer.appendleft(pending)
+            self.state.buffered += 1
+            self.close()  # left uncommitted: processed again after a restart
+            self.ctx.on_fatal(refusal)
+            raise StopAsyncIteration
+        if policy.on_exhausted == "dead_letter":
+            log.error("agent %r: the broker refused an output of %s %d time(s): %s; sent to %s",
+                      name, where, attempts, refusal, self.ctx.dead_letter_topic)  # fmt: skip
+            self._dead_letter(pending, refusal)
+            self.ctx.dead_lettered(name, type(refusal).__name__)
+        else:
+            log.error("agent %r: the broker refused an output of %s %d time(s): %s; skipped",
+                      name, where, attempts, refusal)  # fmt: skip
+        self.state.stats.errors += 1
+        self.state.complete(pending)
+        return False
 
 
 @dataclass(frozen=True)
@@ -232,72 +443,42 @@ class LaneContext:
     on_taken: Callable[[PartitionState], None]  # a paused partition's lane drained a bit
     on_fatal: Callable[[BaseException], None]  # the policy says: stop the worker
     dead_lettered: Callable[[str, str], None]  # counts (agent, reason) for the metrics
+    # Records of this agent whose outputs the broker refused, by (topic, partition, offset):
+    # filled by the worker when a checkpoint fails, read by the lanes after the rewind.
+    refused: dict[tuple[str, int, int], OutputRefused] = field(default_factory=dict)
+    clock: Clock = SYSTEM_CLOCK
+    bucket: TokenBucket | None = None  # the agent-wide rate limit, shared by its lanes
+    rate_limited: Callable[[str, float], None] = lambda _agent, _seconds: None  # metrics
+    retry_topics: tuple[str, ...] = ()  # non-blocking retries: the agent's retry topics
 
 
-async def run_lane(lane: Lane) -> None:
-    """Drive one agent instance over one lane until the lane closes.
-
-    When the agent raises (or what it yielded cannot be encoded), the failed attempt's
-    effects are dropped and its :class:`ErrorPolicy` decides: retry the same event(s) after
-    a backoff in a fresh instance, or, once retries are exhausted, dead-letter, skip, or stop
-    the worker. One bad event never stalls the partition silently.
-    """
-    current_lane.set(lane)
-    agent = lane.agent
-    policy = lane.ctx.policy
-    await lane.state.ready.wait()  # tables of this partition are restored
-    while True:
-        stream = Stream(lane)
-        try:
-            if agent.yields:
-                async for item in agent.fn(stream):
-                    lane.stage_yield(item)
-            else:
-                await agent.fn(stream)
-        except Exception as error:
-            if not lane.current:
-                log.exception("agent %r failed outside any event; restarting it", agent.name)
-                await asyncio.sleep(policy.delay(1))
-                continue
-            lane.state.stats.errors += 1
-            attempts = max(pending.attempts for pending in lane.current) + 1
-            for pending in lane.current:
-                pending.attempts = attempts
-            where = ", ".join(
-                f"{p.event.topic}[{p.event.partition}]@{p.event.offset}" for p in lane.current
-            )
-            if attempts <= policy.retries and not lane.closing:
-                delay = policy.delay(attempts)
-                log.warning(
-                    "agent %r failed on %s (attempt %d of %d): %r; retrying in %.2fs",
-                    agent.name, where, attempts, policy.retries + 1, error, delay,
-                )  # fmt: skip
-                lane.retry_current()
-                await asyncio.sleep(delay)
-                continue
-            if policy.on_exhausted == "stop" and not lane.closing:
-                log.error("agent %r failed on %s %d time(s); stopping the worker", agent.name,
-                          where, attempts, exc_info=error)  # fmt: skip
-                lane.retry_current()  # left uncommitted: processed again after a restart
-                lane.ctx.on_fatal(error)
-                return
-            if policy.on_exhausted == "dead_letter":
-                log.error("agent %r failed on %s %d time(s): %r; sent to %s", agent.name, where,
-                          attempts, error, lane.ctx.dead_letter_topic)  # fmt: skip
-                lane.dead_letter_current(error)
-                lane.ctx.dead_lettered(agent.name, type(error).__name__)
-            else:
-                log.error("agent %r failed on %s %d time(s); skipped", agent.name, where,
-                          attempts, exc_info=error)  # fmt: skip
-                lane.drop_current()
-            if lane.closing and not lane.buffer:
-                return
-            continue
-        lane.complete_current()
-        if lane.closing:
+def settle_undecodable(
+    state: PartitionState,
+    message: Message,
+    error: Exception,
+    readers: list[tuple[str, LaneContext]],
+    fail: Callable[[BaseException], None],
+) -> None:
+    """A record no agent can see: dead-letter it (for each reader whose policy says so),
+    without retries, and go on with the next offset; a reader whose policy says stop stops
+    the worker with the offset held uncommitted."""
+    letters: list[Effects] = []
+    for name, ctx in readers:
+        if ctx.policy.on_exhausted == "stop":
+            # Track it as never completing, so no commit can pass this offset.
+            state.track(Pending(SKIPPED_EVENT, 1, message.offset() or 0, message))
+            fail(error)
             return
-        log.warning(
-            "agent %r returned while its stream was still open; restarting it on %s",
-            agent.name,
-            lane.state.label,
-        )
+        if ctx.policy.on_exhausted == "dead_letter":
+            effects = Effects(name, None)
+            effects.dead_letter = True
+            effects.outputs.append(
+                dead_letter(ctx.dead_letter_topic, message, error, agent=name, attempts=1)
+            )
+            letters.append(effects)
+            ctx.dead_lettered(name, type(error).__name__)
+    where = f"{state.label}@{message.offset()}"
+    sent = f"; sent to {', '.join(e.outputs[0][0] for e in letters)}" if letters else ""
+    log.error("%s cannot be decoded: %s%s", where, error, sent or "; skipped")
+    state.stats.errors += 1
+    state.skip(message, letters)

@@ -16,9 +16,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from streamer.events import Event, Headers
+from streamer.kafka.backend import Message
 from streamer.state.table import TablePartition, TableWrite
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamer.worker")
 
 Output = tuple[str, bytes | None, bytes | None, Headers | None]
-ReleaseFn = Callable[[list[Output]], None]
 
 
 # Stands in for the event of an offset no lane ever sees (undecodable records).
@@ -46,20 +46,103 @@ class WorkerStats:
         self.errors = 0
 
 
-class Pending:
-    """One record on its way through the agents of a partition."""
+class Effects:
+    """What one agent's attempt at one record (or one timer run) staged: its outputs and
+    table writes. Each agent reading a record owns its own ``Effects`` (DESIGN §2 rule 10):
+    undoing one agent's attempt never touches another's.
 
-    __slots__ = ("attempts", "done", "event", "message", "offset", "outputs", "remaining", "writes")
+    It is also the delivery callback of its outputs (``on_delivery``): the producer reports
+    a record the broker refused here, so the failure is traced back to the record and the
+    agent that produced it, and handled by that agent's error policy (rule 11). With
+    ``delivery.report.only.error`` it is only ever called for failures.
+    """
+
+    __slots__ = ("dead_letter", "event", "offset", "outputs", "owner", "refusals", "writes")
+
+    def __init__(self, owner: str | None, event: Event | None, offset: int = -1) -> None:
+        self.owner = owner  # the agent's name; None for a timer's sends
+        # The record it belongs to (None outside any event). Not its Pending: a Pending
+        # holds its effects, and a reference back would make a cycle per event that only
+        # the garbage collector could free (measured: twice the CPU per record).
+        self.event = event
+        self.offset = offset
+        self.outputs: list[Output] = []
+        self.writes: list[TableWrite] | None = None
+        self.dead_letter = False  # its outputs are dead letters (a refusal is then fatal)
+        # Where refusals are reported: the committer's list, set when released.
+        self.refusals: list[Refusal] | None = None
+
+    def __call__(self, err: KafkaError | None, message: Message | None) -> None:
+        if err is not None and self.refusals is not None:
+            self.refusals.append((self, err, message.topic() if message is not None else None))
+
+    def undo(self) -> None:
+        """Drop the outputs and undo the table writes, newest first."""
+        self.outputs = []
+        if self.writes:
+            for part, key, _, had_entry, previous in reversed(self.writes):
+                part.undo(key, had_entry, previous)
+            self.writes = None
+
+
+ReleaseFn = Callable[[Effects], None]
+# An output the producer reported as failed: whose effects, the error, the topic if known.
+Refusal = tuple[Effects, KafkaError, "str | None"]
+
+
+class Pending:
+    """One record on its way through the agents of a partition.
+
+    ``remaining`` counts the agents that have not completed it yet; ``effects`` holds one
+    :class:`Effects` per agent that staged something for it, released together, in offset
+    order, once every agent completed it.
+    """
+
+    __slots__ = ("attempts", "done", "effects", "event", "message", "offset", "remaining")
 
     def __init__(self, event: Event, remaining: int, offset: int, message: Message) -> None:
         self.event = event
         self.offset = offset
         self.message = message  # the raw record, for dead letters
-        self.attempts = 0
+        self.attempts: dict[str, int] | None = None  # failed attempts per agent
         self.remaining = remaining
-        self.outputs: list[Output] | None = None
-        self.writes: list[TableWrite] | None = None
+        self.effects: list[Effects] | None = None
         self.done = False
+
+    def effects_of(self, owner: str) -> Effects:
+        """``owner``'s effects for this record, created on first use."""
+        effects = self.effects
+        if effects is None:
+            found = Effects(owner, self.event, self.offset)
+            self.effects = [found]
+            return found
+        for candidate in effects:
+            if candidate.owner == owner:
+                return candidate
+        found = Effects(owner, self.event, self.offset)
+        effects.append(found)
+        return found
+
+    def undo(self, owner: str) -> None:
+        """Drop ``owner``'s effects (its attempt failed); other agents' stay."""
+        effects = self.effects
+        if effects:
+            for candidate in effects:
+                if candidate.owner == owner:
+                    candidate.undo()
+                    effects.remove(candidate)
+                    break
+
+    def failed_attempts(self, owner: str) -> int:
+        return 0 if self.attempts is None else self.attempts.get(owner, 0)
+
+    def count_failure(self, owner: str) -> int:
+        """One more failed attempt of ``owner`` on this record; returns the total."""
+        if self.attempts is None:
+            self.attempts = {}
+        count = self.attempts.get(owner, 0) + 1
+        self.attempts[owner] = count
+        return count
 
 
 class PartitionState:
@@ -75,6 +158,7 @@ class PartitionState:
         "committed",
         "discarded",
         "fetched_to",
+        "holding",
         "inflight",
         "next_commit",
         "partition",
@@ -103,6 +187,7 @@ class PartitionState:
         self.next_commit: int | None = None
         self.committed: int | None = None
         self.buffered = 0
+        self.holding = 0  # lanes waiting for a delayed record to be due (not stalled)
         self.paused = False
         self.discarded = False
         self.routes: list[list[Lane]] = []
@@ -120,15 +205,21 @@ class PartitionState:
     def lanes(self) -> list[Lane]:
         return [lane for lanes in self.routes for lane in lanes]
 
+    def waiting_until_due(self) -> bool:
+        """Every lane holds a delayed record until it is due, or has nothing to do."""
+        return all(
+            lane.due_at is not None or (not lane.buffer and not lane.current) for lane in self.lanes
+        )
+
     def track(self, pending: Pending) -> None:
         """Register a dispatched record; records must be tracked in offset order."""
         self.inflight.append(pending)
 
-    def skip(self, message: Message, outputs: list[Output] | None = None) -> None:
+    def skip(self, message: Message, effects: list[Effects] | None = None) -> None:
         """Record an offset that completes without reaching any agent (e.g. undecodable),
-        with ``outputs`` (its dead letters) released in offset order."""
+        with ``effects`` (its dead letters) released in offset order."""
         pending = Pending(SKIPPED_EVENT, 0, message.offset() or 0, message)
-        pending.outputs = outputs
+        pending.effects = effects or None
         pending.done = True
         self.inflight.append(pending)
         self._advance()
@@ -143,8 +234,15 @@ class PartitionState:
             self._advance()
 
     def discard(self) -> None:
-        """Its work was aborted: stop its lanes and never release anything more from it."""
+        """Its checkpoint failed: stop its lanes and never release anything more from it.
+
+        Nothing of the failed checkpoint may be committed later by another path (DESIGN §2
+        rule 9): the commit position goes back to what Kafka holds, and the table writes
+        released since are dropped (the partition is rewound and its tables restored)."""
         self.discarded = True
+        self.next_commit = self.committed
+        for part in self.tables:
+            part.dirty.clear()
         for lane in self.lanes:
             lane.close()
 
@@ -154,12 +252,14 @@ class PartitionState:
         inflight = self.inflight
         while inflight and inflight[0].done:
             head = inflight.popleft()
-            if head.outputs:
-                self.stats.outputs += len(head.outputs)
-                self.release(head.outputs)
-            if head.writes:
-                for part, key, value, _, _ in head.writes:
-                    part.release(key, value)
+            if head.effects:
+                for effects in head.effects:
+                    if effects.outputs:
+                        self.stats.outputs += len(effects.outputs)
+                        self.release(effects)
+                    if effects.writes:
+                        for part, key, value, _, _ in effects.writes:
+                            part.release(key, value)
             self.next_commit = head.offset + 1
 
 
@@ -179,7 +279,7 @@ def report_stalls(states: Iterable[PartitionState], after: float) -> None:
     quiet topic)."""
     for state in states:
         head = state.inflight[0] if state.inflight else None
-        if head is not None and head is state.stall_probe:
+        if head is not None and head is state.stall_probe and not state.holding:
             log.warning(
                 "%s: offset %d has been in progress for over %.0fs, so commits of this "
                 "partition cannot advance; an agent may be stuck on it (%d events waiting)",

@@ -14,17 +14,19 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from streamer.worker.checkpoint import Checkpoint, TransactionAborted
-from streamer.worker.guarantee import make_checkpoint
-from streamer.worker.lanes import Lane, LaneContext, run_lane
-from streamer.worker.partition import Output, PartitionState, WorkerStats, format_partitions
-from streamer.worker.transactions import ExactlyOnceCheckpoint, ProducerFenced
+from streamer.errors import OutputRefused
+from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
+from streamer.worker.committer import Committer
+from streamer.worker.lane_task import run_lane
+from streamer.worker.lanes import Lane, LaneContext
+from streamer.worker.partition import Effects, PartitionState, WorkerStats, format_partitions
 
 if TYPE_CHECKING:
     from streamer.agents import Agent
     from streamer.app import App
+    from streamer.kafka.backend import Backend, Consumer
     from streamer.metrics import WorkerMetrics
     from streamer.settings import Settings
     from streamer.worker.standby import StandbyManager
@@ -42,7 +44,7 @@ class PartitionOwnership:
     metrics: WorkerMetrics
     stats: WorkerStats
     _states: dict[tuple[str, int], PartitionState]
-    _released: list[Output]
+    _released: list[Effects]
     _subscribers: dict[str, list[Agent]]
     _lane_contexts: dict[str, LaneContext]
     _tables: TableManager
@@ -51,8 +53,13 @@ class PartitionOwnership:
     _background_tasks: list[asyncio.Task[None]]
     _consumer: Consumer | None
     _to_resume: set[PartitionState]
-    _checkpoint: Checkpoint | None
+    _committer: Committer | None
     _rewind_pending: bool
+    _exactly_once: bool
+
+    def _fail(self, error: BaseException) -> None: ...  # Worker's: stop, run() raises
+
+    backend: Backend
 
     # -- flow control: a paused partition resumes once its lanes drained to half -----------
 
@@ -77,7 +84,7 @@ class PartitionOwnership:
         if not partitions:
             return
         for tp in partitions:
-            state = PartitionState(tp.topic, tp.partition, self._released.extend, self.stats)
+            state = PartitionState(tp.topic, tp.partition, self._released.append, self.stats)
             for agent in self._subscribers.get(tp.topic, []):
                 ctx = self._lane_contexts[agent.name]
                 lanes = [Lane(state, agent, i, ctx) for i in range(agent.concurrency)]
@@ -135,49 +142,103 @@ class PartitionOwnership:
         # its progress, so drop everything uncommitted (it is processed again).
         self._release_partitions(partitions, commit=False)
         log.warning("lost %s without a clean hand-over", format_partitions(partitions))
-        if isinstance(self._checkpoint, ExactlyOnceCheckpoint):
+        if self._exactly_once and self._committer is not None:
             # The open transaction holds work of the lost partitions too: abort it all.
-            self._released.clear()
-            self._checkpoint.abort("partitions were lost")
-            self._rewind_pending = True
+            self._committer.fail("partitions were lost")
+            self._checkpoint_failed()
 
-    # -- commits and their failures ----------------------------------------------------------
+    # -- commits and their failures: the committer decides, the worker rewinds ---------------
 
     def _checkpoint_poll(self) -> None:
-        assert self._checkpoint is not None
-        self._checkpoint.poll()
+        assert self._committer is not None
+        self._committer.poll()
 
-    def _commit(self, states: Iterable[PartitionState] | None = None) -> bool:
-        """Checkpoint ``states`` (all owned by default). Returns False when the transaction
-        was aborted: then every partition must rewind (the pump does it, outside consume)."""
-        assert self._checkpoint is not None
-        try:
-            self._flush_released()
-            self._checkpoint.commit(self._states.values() if states is None else states)
+    def _commit(
+        self, states: Iterable[PartitionState] | None = None, timeout: float = FLUSH_TIMEOUT
+    ) -> bool:
+        """Ask the committer to checkpoint ``states`` (all owned by default). Returns False
+        when nothing was committed because this or an earlier checkpoint failed: then every
+        partition is rewound (by the pump, outside consume())."""
+        committer = self._committer
+        assert committer is not None
+        self._flush_released()
+        if committer.commit(self._states.values() if states is None else states, timeout):
+            self._prune_refused()
             return True
-        except TransactionAborted:
-            pass
-        except ProducerFenced as exc:
-            log.error("%s", exc)
-            assert self._consumer is not None
-            self._checkpoint = make_checkpoint(self.app.id, self.settings, self._consumer)
-            self.metrics.watch(self._checkpoint)
-        self._rewind_pending = True
+        if committer.failed:
+            self._checkpoint_failed()
+        return False
+
+    def _checkpoint_failed(self) -> None:
+        """The committer is FAILED: nothing of the checkpoint may be released or committed;
+        refused outputs go to their agents' policies; every partition is rewound."""
+        committer = self._committer
+        assert committer is not None
         self._released.clear()
         for state in self._states.values():
-            state.discard()  # nothing more of the aborted work may be released
-        return False
+            state.discard()
+        failure = committer.failure
+        if failure is not None and not failure.reported:
+            failure.reported = True
+            self._blame(failure.refusals)
+            if failure.fatal is not None:
+                self._fail(failure.fatal)
+        self._rewind_pending = True
+
+    def _blame(self, refusals: list[Refusal]) -> None:
+        """Hand each output the broker refused to the policy of the agent that produced it
+        (DESIGN §2 rule 11): its lanes see the record again after the rewind."""
+        seen: set[tuple[str, tuple[str, int, int]]] = set()
+        for effects, err, topic in refusals:
+            if err.code() not in REFUSED_CODES:
+                continue  # a timeout or a purge: not the record's fault; just rewound
+            event = effects.event
+            topic = topic or next((o[0] for o in effects.outputs), "its sink")
+            if effects.dead_letter:
+                self._fail(OutputRefused(
+                    f"{topic} refused a dead letter: {err.str()}; check the dead-letter "
+                    "topic's configuration (the failed record stays uncommitted)",
+                    topic=topic, code=err.name(),
+                ))  # fmt: skip
+                continue
+            if effects.owner is None or event is None:
+                log.error("a timer's output to %s was refused (%s); it is dropped", topic,
+                          err.str())  # fmt: skip
+                continue
+            where = (event.topic, event.partition, effects.offset)
+            if (effects.owner, where) in seen:
+                continue
+            seen.add((effects.owner, where))
+            refused = self._lane_contexts[effects.owner].refused
+            before = refused.get(where)
+            refused[where] = OutputRefused(
+                f"{topic} refused a record: {err.str()} ({err.name()})",
+                topic=topic,
+                code=err.name(),
+                attempts=1 if before is None else before.attempts + 1,
+            )
+
+    def _prune_refused(self) -> None:
+        """Forget refusals of records now committed."""
+        for ctx in self._lane_contexts.values():
+            if not ctx.refused:
+                continue
+            for where in list(ctx.refused):
+                state = self._states.get(where[:2])
+                if state is not None and state.committed is not None and state.committed > where[2]:
+                    del ctx.refused[where]
 
     def _rewind(self) -> None:
         """Drop every owned partition's in-flight work and staged state, and restart each
-        from its committed offset (after an aborted transaction). Never call it inside
+        from its committed offset (after a failed checkpoint). Never call it inside
         consume(): the seek must come after everything that call returns."""
-        assert self._consumer is not None
+        assert self._consumer is not None and self._committer is not None
         self._rewind_pending = False
         partitions = [TopicPartition(s.topic, s.partition) for s in self._states.values()]
+        self._release_partitions(partitions, commit=False)
+        self._committer.rewound()
         if not partitions:
             return
-        self._release_partitions(partitions, commit=False)
         committed = self._consumer.committed(partitions, timeout=30)
         self._on_assign(self._consumer, partitions)
         for tp in committed:
@@ -187,6 +248,8 @@ class PartitionOwnership:
 
     def _flush_released(self) -> None:
         if self._released:
-            assert self._checkpoint is not None
-            self._checkpoint.release(self._released)
-            self._released.clear()
+            assert self._committer is not None
+            try:
+                self._committer.release(self._released)
+            finally:
+                self._released.clear()

@@ -16,14 +16,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypedDict
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from streamer.app import App
 from streamer.errors import ConfigError, KafkaOperationError
+from streamer.kafka.backend import Backend, Consumer, Producer
 from streamer.kafka.offsets import GroupOffsets, ResetTarget, parse_datetime
+from streamer.progress import Advance, bar
 from streamer.state.table import TablePartition
-from streamer.worker.checkpoint import AtLeastOnceCheckpoint, Due
-from streamer.worker.partition import Output
+from streamer.worker.checkpoint import AtLeastOnceCheckpoint, CheckpointFailed, Due
+from streamer.worker.partition import Effects, Output, PartitionState
 
 log = logging.getLogger("streamer.replay")
 
@@ -70,6 +72,7 @@ class ReplaySummary:
 def plan_replay(
     app: App,
     topic: str,
+    backend: Backend,
     *,
     partitions: list[int] | None = None,
     from_offset: int | None = None,
@@ -92,7 +95,7 @@ def plan_replay(
         raise ConfigError("give exactly one of --from-offset and --from-datetime")
     if to_offset is not None and to_datetime is not None:
         raise ConfigError("give at most one of --to-offset and --to-datetime")
-    with GroupOffsets(app) as offsets:
+    with GroupOffsets(app, backend) as offsets:
         start_target = (
             ResetTarget("offset", from_offset)
             if from_offset is not None
@@ -146,47 +149,67 @@ class ReplayCheckpoint(AtLeastOnceCheckpoint):
         super().__init__(consumer, producer, brokers)
         self._dry_run = dry_run
 
-    def release(self, outputs: list[Output]) -> None:
+    def release(self, batch: list[Effects]) -> None:
         if self._dry_run is None:
-            super().release(outputs)
+            super().release(batch)
             return
-        for output in outputs:
-            self._dry_run(output)
+        for effects in batch:
+            for output in effects.outputs:
+                self._dry_run(output)
 
-    def _commit(self, due: Due, parts: list[TablePartition]) -> None:
-        remaining = self._producer.flush(30)
-        if remaining or self._delivery_failures:
-            raise KafkaOperationError(
-                f"replay outputs not delivered ({remaining} pending, "
-                f"{len(self._delivery_failures)} failed)"
+    def _commit(
+        self, due: Due, parts: list[TablePartition], states: list[PartitionState], deadline: float
+    ) -> None:
+        remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        if remaining or self.refusals:
+            refusals = self._take_refusals()
+            fatal = KafkaOperationError(
+                f"replay outputs not delivered ({remaining} pending, {len(refusals)} failed"
+                + (f", first: {refusals[0][1].str()})" if refusals else ")")
             )
+            raise CheckpointFailed(str(fatal), refusals=refusals, fatal=fatal)
         for state, offset in due:
             state.committed = offset  # only local bookkeeping: nothing is sent to Kafka
         for part in parts:
             part.dirty.clear()  # tables stay in memory (the overlay): no changelog, no RocksDB
 
 
-async def report_progress(plan: ReplayPlan, counter: Callable[[], int], every: float) -> None:
-    """Log the replay's progress every ``every`` seconds until cancelled."""
+async def report_progress(
+    plan: ReplayPlan, counter: Callable[[], int], every: float, advance: Advance | None = None
+) -> None:
+    """Until cancelled: move ``advance`` (a progress bar) ten times a second, or without
+    one log the replay's progress every ``every`` seconds."""
     started = time.monotonic()
     while True:
+        if advance is not None:
+            await asyncio.sleep(0.1)
+            advance(counter())
+            continue
         await asyncio.sleep(every)
         done = counter()
         rate = done / (time.monotonic() - started)
         log.info("replayed %d of %d records (%.0f/s)", done, plan.total, rate)
 
 
-async def run_replay(app: App, plan: ReplayPlan, *, dry_run: OutputSink | None) -> ReplaySummary:
-    """Run ``plan`` to its end and return what happened (the worker's own loop, replay mode)."""
+async def run_replay(
+    app: App, plan: ReplayPlan, backend: Backend, *, dry_run: OutputSink | None
+) -> ReplaySummary:
+    """Run ``plan`` to its end with clients from ``backend`` and return what happened (the
+    worker's own loop, replay mode)."""
     from streamer.worker.runner import Worker
 
-    worker = Worker(app, handle_signals=False, replay=plan, dry_run=dry_run)
-    progress = asyncio.ensure_future(report_progress(plan, lambda: worker.stats.records, 2.0))
+    worker = Worker(app, backend=backend, handle_signals=False, replay=plan, dry_run=dry_run)
     started = time.monotonic()
-    try:
-        await worker.run()
-    finally:
-        progress.cancel()
+    with bar(f"replaying {plan.topic}", plan.total) as advance:
+        progress = asyncio.ensure_future(
+            report_progress(plan, lambda: worker.stats.records, 2.0, advance)
+        )
+        try:
+            await worker.run()
+        finally:
+            progress.cancel()
+            if advance is not None:
+                advance(worker.stats.records)
     stats = worker.stats
     summary = ReplaySummary(stats.records, stats.outputs, stats.errors, time.monotonic() - started)
     log.info(

@@ -2,9 +2,10 @@
 
 One asyncio loop owns everything. The pump consumes batches and hands records to lanes;
 rebalance callbacks run inside ``consume()`` on the same thread, so partition state is only
-ever touched from the loop thread and needs no locks. The checkpoint is the one owner that
-decides when offsets are committed (see ``streamer.worker.checkpoint``). Rebalance
-callbacks, commits, rewinds and pause/resume are in ``streamer.worker.rebalance``.
+ever touched from the loop thread and needs no locks. The committer is the one owner that
+decides whether and when work is committed (``streamer.worker.committer``). Rebalance
+callbacks, commits, rewinds and pause/resume are in ``streamer.worker.rebalance``; the stop
+sequence in ``streamer.worker.stopping``.
 """
 
 from __future__ import annotations
@@ -15,31 +16,41 @@ import signal
 import tempfile
 import uuid
 import zlib
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import TopicPartition
 
 from streamer._context import current_lane
-from streamer.acls import access_denied, verify_access
+from streamer.acls import verify_access
 from streamer.agents import Agent
 from streamer.app import App
 from streamer.clock import SYSTEM_CLOCK, Clock, current_clock
-from streamer.errors import AgentFailed, ConfigError, KafkaOperationError, SerializationError
+from streamer.errors import (
+    AgentFailed,
+    ConfigError,
+    KafkaOperationError,
+    SerializationError,
+    StreamerError,
+)
 from streamer.events import Event
-from streamer.kafka.admin import TopicSpec, ensure_topics
-from streamer.kafka.clients import check_reachable, make_admin, make_consumer, make_producer
+from streamer.kafka.admin import TopicSpec, ensure_topics, topic_ids, wait_for_topics
+from streamer.kafka.backend import Backend, Consumer, Message
+from streamer.kafka.clients import ConnectionWatch, connect_admin, make_consumer, make_producer
 from streamer.metrics import WorkerMetrics
+from streamer.ratelimit import TokenBucket
 from streamer.settings import redact
 from streamer.topics import Topic
 from streamer.web import bind_web
-from streamer.worker.checkpoint import Checkpoint
-from streamer.worker.dead_letters import dead_letter
+from streamer.worker.committer import Committer
+from streamer.worker.consumer_errors import on_message_error
 from streamer.worker.guarantee import make_checkpoint
-from streamer.worker.lanes import LaneContext
+from streamer.worker.lanes import LaneContext, settle_undecodable
+from streamer.worker.ordering import ordered
 from streamer.worker.partition import (
-    SKIPPED_EVENT,
+    Effects,
     Output,
     PartitionState,
     Pending,
@@ -47,10 +58,10 @@ from streamer.worker.partition import (
     format_partitions,
     report_stalls,
 )
-from streamer.worker.rebalance import PartitionOwnership
 from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
 from streamer.worker.scheduler import WorkerStager, run_timer
 from streamer.worker.standby import StandbyManager
+from streamer.worker.stopping import Stopping
 from streamer.worker.tables import TableManager
 
 log = logging.getLogger("streamer.worker")
@@ -61,7 +72,7 @@ TICK_INTERVAL = 1.0  # seconds between Table.tick calls
 STALL_AFTER = 60.0  # seconds an offset may stay in progress before the worker says so
 
 
-class Worker(PartitionOwnership):
+class Worker(Stopping):
     """Runs ``app``'s agents until :meth:`stop` (or SIGINT/SIGTERM) and shuts down cleanly:
     in-flight events finish (bounded by ``shutdown_timeout``), offsets are committed, the
     consumer leaves the group."""
@@ -70,6 +81,7 @@ class Worker(PartitionOwnership):
         self,
         app: App,
         *,
+        backend: Backend | None = None,
         handle_signals: bool = True,
         replay: ReplayPlan | None = None,
         dry_run: OutputSink | None = None,
@@ -79,10 +91,15 @@ class Worker(PartitionOwnership):
             raise ConfigError(f"app {app.id!r} declares no agents; there is nothing to run")
         self.app = app
         self.settings = app.settings
+        # Every Kafka client of this worker (and of its tables, standbys, recoveries and
+        # checkpoints) comes from here: the app's (confluent-kafka unless set), or the one
+        # given. The app is not changed: a later worker of the same app gets the app's.
+        self.backend: Backend = app.backend if backend is None else backend
         self._handle_signals = handle_signals
         # Commit interval, table ticks and timers read time here (simulated in streamer.testing).
         self.clock = clock
         self._stopping = False
+        self._signalled: set[int] = set()
         self._states: dict[tuple[str, int], PartitionState] = {}
         self._to_resume: set[PartitionState] = set()
         self._subscribers: dict[str, list[Agent]] = {}
@@ -100,16 +117,19 @@ class Worker(PartitionOwnership):
         self._background_tasks: list[asyncio.Task[None]] = []
         # Outputs of completed events, in release order, handed to the producer once per
         # pump turn (and before every commit) rather than one call chain per event.
-        self._released: list[Output] = []
+        self._released: list[Effects] = []
         self._standby: StandbyManager | None = None
         self._standby_following = False
         self._failure: BaseException | None = None
         self._replay_state_dir: tempfile.TemporaryDirectory[str] | None = None
         self.stats = WorkerStats()
         self._consumer: Consumer | None = None
-        self._checkpoint: Checkpoint | None = None
+        self._committer: Committer | None = None
+        self._exactly_once = self.settings.exactly_once and replay is None
+        self._watch = ConnectionWatch()  # the consumer's error_cb: logs losing/regaining Kafka
         self._rewind_pending = False
-        self._tables = TableManager(app, {})
+        self._stop_error: StreamerError | None = None  # why the stop was not clean
+        self._tables = TableManager(app, {}, self.backend)
         self.stopped = asyncio.Event()
         self.metrics = WorkerMetrics(app, self._states, enabled=self.settings.metrics)
         self._lane_contexts = {
@@ -119,25 +139,29 @@ class Worker(PartitionOwnership):
                 self._on_taken,
                 self._fail,
                 self.metrics.dead_lettered,
+                clock=self.clock,
+                bucket=None
+                if agent.rate_limit is None
+                else TokenBucket(agent.rate_limit, self.clock.monotonic),
+                rate_limited=self.metrics.rate_limited,
+                retry_topics=()
+                if agent.internal
+                else tuple(
+                    app.policy_for(agent).retry_topic_for(app.id, agent.name, level)
+                    for level in range(1, len(app.policy_for(agent).retry_topics) + 1)
+                ),
             )
             for agent in app.agents
         }
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Ask the worker to stop; safe to call from a signal handler, more than once."""
-        if not self._stopping:
-            log.info("stopping: finishing in-flight events, then committing")
-        self._stopping = True
-
     async def run(self) -> None:
         current_clock.set(self.clock)  # for tables and timers; inherited by every task below
         s = self.settings
         web = bind_web(self.metrics, s.web_port, s.web_host)  # before any client: fails fast
         client_config = {**s.kafka_config}
-        admin = make_admin(s.brokers, client_config)
-        check_reachable(admin, s.brokers)
+        admin = connect_admin(self.backend, s.brokers, client_config, s.connect_timeout)
         # Every declared topic, not only those agents read and yield to: `send` targets too.
         specs = {name: topic.spec for name, topic in self.app.topics.items()}
         ensure = partial(
@@ -147,14 +171,24 @@ class Worker(PartitionOwnership):
             default_replication=s.topic_replication,
         )
         counts = ensure(list(specs.values()))
-        self._tables = TableManager(self.app, {"bootstrap.servers": s.brokers, **client_config})
+        self._tables = TableManager(
+            self.app,
+            {"bootstrap.servers": s.brokers, **client_config},
+            self.backend,
+            on_fatal=self._fail,
+        )
         self._tables.metrics = self.metrics
         changelogs = self._tables.changelog_specs({name: counts[name] for name in self._sources})
         if changelogs:
             ensure(changelogs)
+            # Which incarnation of each changelog local state must match (see recovery).
+            self._tables.changelog_ids = topic_ids(admin, [spec.name for spec in changelogs])
             if s.standby_replicas > 0 and self._replay is None:
                 self._standby = StandbyManager(
-                    self._tables, {"bootstrap.servers": s.brokers, **client_config}
+                    self._tables,
+                    {"bootstrap.servers": s.brokers, **client_config},
+                    self.backend,
+                    on_fatal=self._fail,
                 )
                 self._tables.standby = self._standby
                 self._standby.start()
@@ -165,6 +199,14 @@ class Worker(PartitionOwnership):
         }
         if dead_letters:
             ensure([spec for name, spec in dead_letters.items() if name not in counts])
+        # Subscribe and restore only once every topic is visible with all its partitions: a
+        # just-created topic's "Unknown partition" would otherwise fail a restore.
+        visible = {
+            **counts,
+            **{c.name: c.partitions for c in changelogs},
+            **dict.fromkeys(dead_letters),
+        }
+        await asyncio.get_running_loop().run_in_executor(None, wait_for_topics, admin, visible)
         consumer_overrides = {**client_config, **s.consumer_config}
         if self._replay is not None:
             await self._start_replay(consumer_overrides)
@@ -172,10 +214,19 @@ class Worker(PartitionOwnership):
             verify_access(admin, self.app)  # a missing ACL: one line now, not a stuck consumer
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
-            consumer = make_consumer(s.brokers, self.app.group_id, consumer_overrides)
-            self._consumer = consumer
-            self._checkpoint = make_checkpoint(self.app.id, s, consumer)
-            self.metrics.watch(self._checkpoint)
+            self.metrics.watch_group(
+                admin, self.app.group_id, {t: counts[t] for t in self._sources}
+            )
+            consumer = make_consumer(
+                self.backend, s.brokers, self.app.group_id, consumer_overrides, watch=self._watch
+            )
+            # Event-time order across partitions (streamer.worker.ordering): the pump reads
+            # through this wrapper; it is the consumer itself when the app needs no order.
+            self._consumer = ordered(consumer, self.app, self._states, self.clock)
+            self._committer = Committer(
+                partial(make_checkpoint, self.app.id, s, consumer, self.backend),
+                self.metrics.watch,
+            )
             log.debug("consumer overrides: %s", redact(consumer_overrides))
             consumer.subscribe(
                 sorted(self._subscribers),
@@ -194,10 +245,10 @@ class Worker(PartitionOwnership):
         loop = asyncio.get_running_loop()
         if self._handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.stop)
+                loop.add_signal_handler(sig, self._on_signal, sig)
         # Code that runs outside any event (timers) sends through this worker's checkpoint;
         # every task created from here on inherits it, and lanes override it with themselves.
-        current_lane.set(WorkerStager(self._release))
+        current_lane.set(WorkerStager(self._stage_outside_events))
         if self._replay is None:
             self._background_tasks = [
                 asyncio.ensure_future(run_timer(timer, self._is_leader, self.clock))
@@ -210,17 +261,22 @@ class Worker(PartitionOwnership):
             try:
                 await self._shutdown()
             finally:
-                if web is not None:
-                    await web.close()
+                await web.close()
                 if self._handle_signals:
                     for sig in (signal.SIGINT, signal.SIGTERM):
                         loop.remove_signal_handler(sig)
                 self.stopped.set()
         if self._failure is not None:
+            if isinstance(self._failure, StreamerError) and not isinstance(
+                self._failure, SerializationError
+            ):
+                raise self._failure  # already one line that says what stopped the worker
             raise AgentFailed(
                 f"stopped by the error policy: {type(self._failure).__name__}: {self._failure} "
                 "(the event stays uncommitted; fix the agent and restart)"
             ) from self._failure
+        if self._stop_error is not None:
+            raise self._stop_error
 
     async def _start_replay(self, overrides: dict[str, Any]) -> None:
         """Assign the replay's range directly (no group membership, no commits)."""
@@ -228,10 +284,13 @@ class Worker(PartitionOwnership):
         assert plan is not None
         s = self.settings
         group = f"{self.app.group_id}-replay-{uuid.uuid4().hex[:8]}"
-        consumer = make_consumer(s.brokers, group, {**overrides, "enable.partition.eof": True})
+        overrides = {**overrides, "enable.partition.eof": True}
+        consumer = make_consumer(self.backend, s.brokers, group, overrides)
         self._consumer = consumer
-        producer = make_producer(s.brokers, {**s.kafka_config, **s.producer_config})
-        self._checkpoint = ReplayCheckpoint(consumer, producer, s.brokers, dry_run=self._dry_run)
+        producer = make_producer(self.backend, s.brokers, {**s.kafka_config, **s.producer_config})
+        self._committer = Committer(
+            lambda: ReplayCheckpoint(consumer, producer, s.brokers, dry_run=self._dry_run)
+        )
         self._replay_state_dir = tempfile.TemporaryDirectory(prefix="streamer-replay-")
         self._tables.state_dir = Path(self._replay_state_dir.name)
         partitions = [TopicPartition(plan.topic, p, start) for p, (start, _) in plan.ranges.items()]
@@ -280,9 +339,19 @@ class Worker(PartitionOwnership):
                 # A transaction was aborted inside consume() (a rebalance callback). Seek
                 # only now, outside the callback: then everything this call returned
                 # predates the seek and is dropped, and everything after it is fresh.
-                self._rewind()
+                # A stopping worker does not rewind: what is uncommitted stays so.
                 messages = []
+                if not self._stopping:
+                    self._rewind()
+            if self._watch.fatal is not None:
+                self._fail(KafkaOperationError(
+                    f"the consumer failed fatally ({self._watch.fatal.str()}); the worker "
+                    "stops so that it can be restarted with a fresh one"
+                ))  # fmt: skip
+                break
             if messages:
+                if self._watch.lost_at is not None and any(m.error() is None for m in messages):
+                    self._watch.contact()
                 self._dispatch(messages)
             if self._to_resume:
                 self._resume_drained()
@@ -301,7 +370,7 @@ class Worker(PartitionOwnership):
             if now >= next_checkpoint:
                 self._commit()
                 next_checkpoint = now + interval
-            if self._rewind_pending:
+            if self._rewind_pending and not self._stopping:
                 self._rewind()
             if self._replay is not None and self._replay_finished():
                 self.stop()
@@ -309,7 +378,13 @@ class Worker(PartitionOwnership):
             await asyncio.sleep(0 if messages or not busy else _BUSY_NAP)
 
     def _busy(self) -> bool:
-        return any(state.inflight for state in self._states.values())
+        """Some event in flight can make progress. A partition whose lanes only hold
+        delayed records until due (or are idle) is not busy: the pump then blocks in
+        poll() instead of napping every few ms for what may be hours."""
+        return any(
+            state.inflight and not (state.holding and state.waiting_until_due())
+            for state in self._states.values()
+        )
 
     def _is_leader(self) -> bool:
         """The group's leader for ``on_leader`` timers: the owner of partition 0 of the
@@ -317,58 +392,9 @@ class Worker(PartitionOwnership):
         first = min(self._sources) if self._sources else None
         return first is not None and (first, 0) in self._states
 
-    async def _shutdown(self) -> None:
-        for task in self._background_tasks:
-            task.cancel()
-        await asyncio.gather(*self._background_tasks, return_exceptions=True)
-        states = list(self._states.values())
-        for state in states:
-            for lane in state.lanes:
-                lane.close()
-            if not state.ready.is_set():  # still restoring: its agents never started
-                for task in state.tasks:
-                    task.cancel()
-        tasks = [task for state in states for task in state.tasks if not task.done()]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
-            if pending:
-                log.warning(
-                    "%d agent instance(s) still busy after %.0fs; cancelling them (their "
-                    "events stay uncommitted and will be processed again)",
-                    len(pending),
-                    self.settings.shutdown_timeout,
-                )
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-        if self._checkpoint is not None:
-            try:
-                self._commit()
-            except KafkaOperationError as exc:
-                log.error(
-                    "final commit failed: %s (uncommitted events will be processed again)", exc
-                )
-        if self._consumer is not None:
-            # Leaving the group revokes every partition: the revoke callback commits again
-            # (a no-op when the commit above went through; a retry when a rebalance had
-            # refused it) and closes the partitions' tables.
-            self._consumer.close()
-            self._consumer = None
-        self._release_partitions(
-            [TopicPartition(s.topic, s.partition) for s in self._states.values()], commit=False
-        )
-        await self._tables.wait_idle()
-        if self._standby is not None:
-            await self._standby.stop()
-        if self._checkpoint is not None:
-            self._checkpoint.close()
-        if self._replay_state_dir is not None:
-            self._replay_state_dir.cleanup()
-        log.info("worker stopped")
-
     # -- the hot path ----------------------------------------------------------------------
 
-    def _dispatch(self, messages: list[Message]) -> None:
+    def _dispatch(self, messages: Sequence[Message]) -> None:
         """Decode each record once and hand it to its lane(s). The hot path: consecutive
         records usually share a partition, so its state and decoders are looked up once per
         run of records, and the error wrapping of ``Topic.decode_*`` is paid only on failure.
@@ -381,7 +407,8 @@ class Worker(PartitionOwnership):
         dispatched = 0
         for message in messages:
             if message.error() is not None:
-                self._on_message_error(message)
+                # A replay's throw-away group needs no ACL.
+                on_message_error(message, states, None if self._replay else self.app.group_id)
                 continue
             where = (message.topic(), message.partition())
             if where != last:
@@ -441,25 +468,8 @@ class Worker(PartitionOwnership):
             log.debug("paused %s: lanes full", format_partitions(to_pause))
 
     def _undecodable(self, state: PartitionState, message: Message, error: Exception) -> None:
-        """A record no agent can see: dead-letter it (for each reader whose policy says so),
-        without retries, and go on with the next offset."""
-        outputs = []
-        for agent in self._subscribers[state.topic]:
-            ctx = self._lane_contexts[agent.name]
-            if ctx.policy.on_exhausted == "stop":
-                # Track it as never completing, so no commit can pass this offset.
-                state.track(Pending(SKIPPED_EVENT, 1, message.offset() or 0, message))
-                self._fail(error)
-                return
-            if ctx.policy.on_exhausted == "dead_letter":
-                outputs.append(dead_letter(ctx.dead_letter_topic, message, error, agent=agent.name,
-                                           attempts=1))  # fmt: skip
-                ctx.dead_lettered(agent.name, type(error).__name__)
-        where = f"{state.label}@{message.offset()}"
-        sent = f"; sent to {', '.join(o[0] for o in outputs)}" if outputs else "; skipped"
-        log.error("%s cannot be decoded: %s%s", where, error, sent)
-        state.stats.errors += 1
-        state.skip(message, outputs)
+        readers = [(a.name, self._lane_contexts[a.name]) for a in self._subscribers[state.topic]]
+        settle_undecodable(state, message, error, readers, self._fail)
 
     def _fail(self, error: BaseException) -> None:
         """An error policy says stop: stop the worker; run() raises AgentFailed."""
@@ -467,29 +477,12 @@ class Worker(PartitionOwnership):
             self._failure = error
         self.stop()
 
-    def _release(self, outputs: list[Output]) -> None:
-        assert self._checkpoint is not None
-        self._checkpoint.release(outputs)
-
-    def _on_message_error(self, message: Message) -> None:
-        err = message.error()
-        if err is None:
-            return
-        if err.code() == KafkaError._PARTITION_EOF:
-            state = self._states.get((message.topic(), message.partition()))  # type: ignore[arg-type]
-            if state is not None and state.stop_offset is not None:
-                state.fetched_to = max(state.fetched_to, message.offset() or 0)
-            return
-        if err.fatal():
-            raise KafkaOperationError(f"fatal consumer error: {err.str()}")
-        group = None if self._replay else self.app.group_id  # a replay's group needs no ACL
-        if denied := access_denied(err, message.topic(), group):
-            raise denied  # a missing ACL never heals by waiting
-        if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-            # Right after creating a topic, metadata can lag a moment: not the user's concern.
-            log.debug("consumer: %s", err.str())
-            return
-        log.warning("consumer: %s (%s[%s])", err.str(), message.topic(), message.partition())
+    def _stage_outside_events(self, output: Output) -> None:
+        """A send outside any event (a timer): released with the next pump turn's outputs,
+        into the open checkpoint (the transaction under exactly-once)."""
+        effects = Effects(None, None)
+        effects.outputs.append(output)
+        self._released.append(effects)
 
 
 def run_worker(app: App) -> None:

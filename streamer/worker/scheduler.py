@@ -20,7 +20,7 @@ class WorkerStager:
     are released at once into the worker's producer, so the next checkpoint makes them
     durable (in the open transaction under exactly-once). Tables cannot be written here."""
 
-    def __init__(self, release: Callable[[list[Output]], None]) -> None:
+    def __init__(self, release: Callable[[Output], None]) -> None:
         self._release = release
 
     @property
@@ -30,7 +30,7 @@ class WorkerStager:
     def stage(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
     ) -> None:
-        self._release([(topic, key, value, headers)])
+        self._release((topic, key, value, headers))
 
     def stage_write(self, write: TableWrite) -> None:
         raise StreamerError("tables are written by agents, inside an event")

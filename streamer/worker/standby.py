@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from streamer.kafka.clients import make_plain_consumer
+from streamer.errors import RestoreFailed
+from streamer.kafka.backend import Backend, Consumer
+from streamer.kafka.clients import describe, is_transient
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 
 if TYPE_CHECKING:
@@ -30,13 +33,25 @@ _GROUP_DENIED = KafkaError.GROUP_AUTHORIZATION_FAILED
 log = logging.getLogger("streamer.standby")
 
 BATCH = 5_000
+RETRIES = 8  # transient failures in a row before the standby gives up
+BACKOFF = 0.5  # seconds before the first retry, doubling ...
+BACKOFF_MAX = 8.0  # ... up to this
 
 
 class StandbyManager:
     """Follows the changelogs of non-owned table partitions."""
 
-    def __init__(self, tables: TableManager, consumer_config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        tables: TableManager,
+        consumer_config: dict[str, Any],
+        backend: Backend,
+        *,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._tables = tables
+        self._backend = backend
+        self._on_fatal = on_fatal  # told (on the loop) when following fails for good
         self._consumer_config = consumer_config
         self._stores: dict[tuple[str, int], PartitionStore] = {}  # (changelog, partition)
         self._positions: dict[tuple[str, int], int] = {}
@@ -47,7 +62,7 @@ class StandbyManager:
         self.applied = 0
 
     def start(self) -> None:
-        self._consumer = make_plain_consumer(
+        self._consumer = self._backend.consumer(
             {
                 **self._consumer_config,
                 "group.id": f"streamer-standby-{self._tables.app.id}",
@@ -115,24 +130,60 @@ class StandbyManager:
             )
 
     async def _run(self) -> None:
+        """Supervised: transient Kafka errors are retried with backoff (at most
+        ``RETRIES`` in a row); anything else closes the standby's stores and reports a
+        RestoreFailed to ``on_fatal``. Never leaves an exception in the task."""
         loop = asyncio.get_running_loop()
+        failures = 0
         while True:
             if not self._stores:
                 await asyncio.sleep(0.5)
                 continue
-            async with self._lock:
-                await loop.run_in_executor(None, self._step)
+            try:
+                async with self._lock:
+                    await loop.run_in_executor(None, self._step)
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                if not is_transient(exc) or failures >= RETRIES:
+                    await self._fail(exc, failures)
+                    return
+                delay = min(BACKOFF * 2 ** (failures - 1), BACKOFF_MAX)
+                log.warning(
+                    "standby: following changelogs failed (%s); retrying in %.1fs (%d of %d)",
+                    describe(exc),
+                    delay,
+                    failures + 1,
+                    RETRIES,
+                )
+                await asyncio.sleep(delay)
+
+    async def _fail(self, exc: Exception, attempts: int) -> None:
+        where = ", ".join(f"{t}[{p}]" for t, p in sorted(self._stores)) or "no partition"
+        tried = f" (after {attempts} attempts)" if is_transient(exc) else ""
+        error = RestoreFailed(
+            f"standby replica of {where} failed{tried}: {describe(exc)}; the worker stops"
+        )
+        log.error("%s", error, exc_info=not isinstance(exc, KafkaException))
+        async with self._lock:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
+        if self._on_fatal is not None:
+            self._on_fatal(error)
 
     def _step(self) -> None:
         """Consume one batch and apply it to the stores (in a worker thread)."""
         assert self._consumer is not None
         writes: dict[tuple[str, int], dict[bytes, bytes | None]] = {}
+        failure: KafkaError | None = None
         for message in self._consumer.consume(BATCH, 0.2):
             error = message.error()
             if error is not None:
                 # Its group id is a formality (assign, no commits), so no ACL grants it.
-                if error.code() not in (KafkaError._PARTITION_EOF, _GROUP_DENIED):
-                    log.warning("standby: %s", error.str())
+                ignored = error.code() in (KafkaError._PARTITION_EOF, _GROUP_DENIED)
+                if not ignored and failure is None:
+                    failure = error
                 continue
             key = (message.topic() or "", message.partition() or 0)
             if key not in self._stores or message.key() is None:
@@ -142,3 +193,6 @@ class StandbyManager:
         for key, batch in writes.items():
             self._stores[key].apply(batch, {CHANGELOG_OFFSET: self._positions[key]})
             self.applied += len(batch)
+        if failure is not None:
+            # Raised only now: what was consumed is applied, so positions and stores agree.
+            raise KafkaException(failure)  # _run decides: retry, or stop

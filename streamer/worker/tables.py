@@ -2,7 +2,10 @@
 on assignment, and closing them on revoke.
 
 A source partition's lanes start only when every table partition co-partitioned with it is
-restored (``PartitionState.ready``); the other partitions keep flowing meanwhile. A store is
+restored (``PartitionState.ready``); the other partitions keep flowing meanwhile. Restores
+are supervised: transient Kafka errors are retried with backoff (bounded); any other
+failure, or retries exhausted, closes the partition's stores and reports a
+:class:`~streamer.errors.RestoreFailed` to the worker's ``on_fatal``, which stops it. A store is
 never opened while a previous handle on the same path is still open (a partition that comes
 back to this worker waits for its old recovery to finish), so RocksDB's lock never bites.
 """
@@ -12,14 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from streamer.app import App
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, RestoreFailed
 from streamer.kafka.admin import TopicSpec
+from streamer.kafka.backend import Backend
+from streamer.kafka.clients import describe, is_transient
 from streamer.metrics import WorkerMetrics
-from streamer.state.recovery import restore
+from streamer.state.recovery import RecoveryResult, restore
 from streamer.state.store import PartitionStore
 from streamer.state.table import TablePartition
 from streamer.worker.partition import PartitionState
@@ -28,15 +34,29 @@ from streamer.worker.standby import StandbyManager
 log = logging.getLogger("streamer.tables")
 
 CHANGELOG_CONFIG = {"cleanup.policy": "compact"}
+# A restore retries transient errors this many times in all, backing off from RESTORE_BACKOFF
+# seconds, doubling up to RESTORE_BACKOFF_MAX: about 30 s before the worker gives up.
+RESTORE_ATTEMPTS = 8
+RESTORE_BACKOFF = 0.5
+RESTORE_BACKOFF_MAX = 8.0
 
 
 class TableManager:
     """Opens, restores and closes the table partitions of the partitions this worker owns."""
 
     def __init__(
-        self, app: App, consumer_config: dict[str, Any], *, state_dir: Path | None = None
+        self,
+        app: App,
+        consumer_config: dict[str, Any],
+        backend: Backend,
+        *,
+        on_fatal: Callable[[BaseException], None] | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.app = app
+        self.backend = backend  # restore consumers (and the standby's) come from it
+        # Called (on the loop) with a RestoreFailed when a restore fails for good.
+        self.on_fatal = on_fatal
         self.state_dir = Path(app.settings.state_dir) if state_dir is None else state_dir
         self.tables = list(app.tables.values())
         self._consumer_config = consumer_config
@@ -47,15 +67,28 @@ class TableManager:
         self.standby: StandbyManager | None = None
         self.source_topic: str | None = None  # the topic whose partitions own the tables
         self.metrics: WorkerMetrics | None = None  # the worker's, for recovery progress
+        # Kafka's id of each changelog topic (set by the worker at start; empty: unknown).
+        self.changelog_ids: dict[str, str] = {}
 
     def changelog_specs(self, source_partitions: dict[str, int]) -> list[TopicSpec]:
         """Changelog topics, co-partitioned with the source topic (DESIGN §2 rule 6): the
         one topic the app's own agents read (a group_by's repartitioner reads the topic it
-        re-keys, but owns no table)."""
+        re-keys, but owns no table; agents reading a windowed table's change stream own
+        none either)."""
         if not self.tables:
             return []
-        user_topics = {t.name for a in self.app.agents if not a.internal for t in a.topics}
+        # Windowed tables' change streams (stream_to) are outputs of the tables, not sources.
+        streams = {t for table in self.tables if table.windowed for t in table.windowed.streams}
+        user_topics = {
+            t.name for a in self.app.agents if not a.internal for t in a.topics
+        } - streams
         source_partitions = {n: c for n, c in source_partitions.items() if n in user_topics}
+        if len(source_partitions) != 1 and any(a.held for a in self.app.agents if not a.internal):
+            raise ConfigError(
+                f"app {self.app.id!r} has tables and an agent with retry_topics (non-blocking "
+                "retries read retry topics too, and would apply a key's events out of order "
+                "to its tables): use blocking retries (the default) for agents with tables"
+            )
         if len(source_partitions) != 1:
             raise ConfigError(
                 f"app {self.app.id!r} has tables and reads {len(source_partitions)} topics "
@@ -91,45 +124,107 @@ class TableManager:
         task.add_done_callback(self._tasks.discard)
 
     async def _restore(self, state: PartitionState, cancel: threading.Event) -> None:
-        loop = asyncio.get_running_loop()
+        """Supervised: a failure that survives its retries closes the partition's stores and
+        reports a RestoreFailed to ``on_fatal`` (the worker stops); nothing is left raised
+        in the task for nobody to see."""
         try:
-            if self.standby is not None:  # a warm copy: the standby hands its stores over
-                await self.standby.take(state.partition)
-            for table in self.tables:
-                path = self.path(table.name, state.partition)
-                while path in self._open:  # a previous owner of this path is still closing
-                    await self._open[path].wait()
-                self._open[path] = asyncio.Event()
-                store = await loop.run_in_executor(None, PartitionStore.open_or_rebuild, path)
-                part = TablePartition(table, state.partition, store)
-                state.tables.append(part)
-                if cancel.is_set():
-                    break
-                result = await loop.run_in_executor(
-                    None,
-                    restore,
-                    store,
-                    part.label,
-                    table.changelog,
-                    state.partition,
-                    self._consumer_config,
-                    cancel,
-                    self.metrics.recovery_progress(part) if self.metrics else None,
-                )
-                part.changelog_end = result.end_offset
-                self.restored_records += result.restored
-        except Exception:
-            log.exception("restoring tables of %s failed; the worker stops", state.label)
-            raise
-        finally:
+            await self._restore_tables(state, cancel)
+        except Exception as exc:
             self._cancel.pop(state, None)
-            if cancel.is_set():
-                self._close(state)
-        if cancel.is_set():
+            self._failed(state, exc)
+            return
+        self._cancel.pop(state, None)
+        if cancel.is_set():  # revoked meanwhile: the stores are ours to close
+            self._close(state)
             return
         for part in state.tables:
             part.table.attach(part)
         state.ready.set()
+
+    async def _restore_tables(self, state: PartitionState, cancel: threading.Event) -> None:
+        loop = asyncio.get_running_loop()
+        if self.standby is not None:  # a warm copy: the standby hands its stores over
+            await self.standby.take(state.partition)
+        for table in self.tables:
+            path = self.path(table.name, state.partition)
+            while path in self._open:  # a previous owner of this path is still closing
+                await self._open[path].wait()
+            self._open[path] = asyncio.Event()
+            try:
+                store = await loop.run_in_executor(None, PartitionStore.open_or_rebuild, path)
+            except BaseException:
+                self._release_path(path)
+                raise
+            part = TablePartition(table, state.partition, store)
+            state.tables.append(part)
+            if cancel.is_set():
+                return
+            result = await self._restore_part(part, cancel)
+            if result is None:  # revoked while retrying
+                return
+            part.changelog_end = result.end_offset
+            self.restored_records += result.restored
+
+    async def _restore_part(
+        self, part: TablePartition, cancel: threading.Event
+    ) -> RecoveryResult | None:
+        """Restore one table partition; transient Kafka errors (a topic's metadata lagging
+        its creation, a leader moving, a timeout) are retried with backoff, at most
+        :data:`RESTORE_ATTEMPTS` times in all. Raises RestoreFailed otherwise; returns None
+        when the partition was revoked meanwhile."""
+        loop = asyncio.get_running_loop()
+        table = part.table
+        progress = self.metrics.recovery_progress(part) if self.metrics else None
+        for attempt in range(1, RESTORE_ATTEMPTS + 1):
+            try:
+                return await loop.run_in_executor(
+                    None,
+                    restore,
+                    part.store,
+                    part.label,
+                    table.changelog,
+                    part.partition,
+                    self._consumer_config,
+                    self.backend,
+                    cancel,
+                    progress,
+                    self.changelog_ids.get(table.changelog),
+                )
+            except Exception as exc:
+                if cancel.is_set():
+                    return None
+                transient = is_transient(exc)
+                if not transient or attempt == RESTORE_ATTEMPTS:
+                    tried = f" (after {attempt} attempts)" if transient else ""
+                    raise RestoreFailed(
+                        f"restoring table {table.name!r} partition {part.partition} from "
+                        f"{table.changelog!r} failed{tried}: {describe(exc)}; the worker stops"
+                    ) from exc
+                delay = min(RESTORE_BACKOFF * 2 ** (attempt - 1), RESTORE_BACKOFF_MAX)
+                log.warning(
+                    "%s: restoring failed (%s); retrying in %.1fs (attempt %d of %d)",
+                    part.label,
+                    describe(exc),
+                    delay,
+                    attempt + 1,
+                    RESTORE_ATTEMPTS,
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _failed(self, state: PartitionState, exc: Exception) -> None:
+        """Stop restoring ``state`` for good: close and release its stores, tell the worker."""
+        error = (
+            exc
+            if isinstance(exc, RestoreFailed)
+            else RestoreFailed(
+                f"restoring the tables of {state.label} failed: {describe(exc)}; the worker stops"
+            )
+        )
+        log.error("%s", error, exc_info=not isinstance(exc, RestoreFailed))
+        self._close(state, give_back=False)
+        if self.on_fatal is not None:
+            self.on_fatal(error)
 
     def release(self, state: PartitionState) -> None:
         """``state`` is no longer ours: close its stores, or stop its recovery first."""
@@ -141,18 +236,22 @@ class TableManager:
             return
         self._close(state)
 
-    def _close(self, state: PartitionState) -> None:
+    def _close(self, state: PartitionState, *, give_back: bool = True) -> None:
         for part in state.tables:
             part.table.detach(part.partition)
             part.store.close()
-            closed = self._open.pop(part.store.path, None)
-            if closed is not None:
-                closed.set()
+            self._release_path(part.store.path)
         state.tables.clear()
-        if self.standby is not None:  # keep following it, warm, from where we left it
+        if give_back and self.standby is not None:  # keep following it, warm, from there
             task = asyncio.ensure_future(self.standby.give_back(state.partition))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _release_path(self, path: Path) -> None:
+        """The store at ``path`` is closed: whoever waits to open it may go on."""
+        closed = self._open.pop(path, None)
+        if closed is not None:
+            closed.set()
 
     async def wait_idle(self) -> None:
         """Wait for recoveries still running (after their partitions were released)."""

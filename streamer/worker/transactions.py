@@ -5,45 +5,48 @@ Released outputs go into the open transaction as they are released (a transactio
 with the first of them). The checkpoint then:
 
 1. produces one changelog record per changed table key, into the same transaction;
-2. sends the completed offsets with ``consumer_group_metadata()`` (so a zombie from an older
-   group generation is fenced by the broker);
-3. commits the transaction (retrying retriable errors within bounds);
+2. sends the source offsets with ``consumer_group_metadata()``, so a zombie from an older
+   group generation is fenced by the broker. A transaction with no new offsets (an idle
+   window closing, a timer's send) still sends the owned partitions' committed offsets:
+   the generation check then fences it too;
+3. commits the transaction; a retriable failure (a timeout) is retried by calling commit
+   again until the checkpoint's deadline, never by sleeping on the event loop;
 4. writes RocksDB, in one WriteBatch per table partition with the changelog and source
    offsets: local state never holds uncommitted data.
 
-An abortable error aborts the transaction and raises :class:`TransactionAborted`: the worker
-then rewinds every partition to its committed offset and drops staged state. A fatal error
-(fenced by a newer producer with our transactional.id) raises :class:`ProducerFenced`.
+Any failure aborts the transaction and raises
+:class:`~streamer.worker.checkpoint.CheckpointFailed` (``fenced=True`` when the producer
+is fenced or failed fatally and must be replaced). The committer then makes sure nothing
+of the aborted checkpoint is committed later by another path.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.errors import StreamerError
 from streamer.kafka.access import access_denied
+from streamer.kafka.backend import Consumer, Producer
 from streamer.state.table import TablePartition
-from streamer.worker.checkpoint import Checkpoint, Due, TransactionAborted
-from streamer.worker.partition import Output
+from streamer.worker.checkpoint import Checkpoint, CheckpointFailed, Due, _error
+from streamer.worker.partition import Effects, PartitionState
 
 log = logging.getLogger("streamer.transactions")
 
 TXN_TIMEOUT = 30.0
-COMMIT_RETRIES = 5
+ABORT_TIMEOUT = 10.0
+STUCK_GRACE = 15.0  # seconds past its own timeout before a blocked call is given up
+RETRY_PAUSE = 0.1  # seconds between commit attempts that fail at once
 
 
 class ProducerFenced(StreamerError):
-    """Another producer with this worker's transactional.id took over (or the producer hit a
-    fatal error): this producer can do nothing more and must be replaced."""
-
-
-def _error(exc: KafkaException) -> KafkaError | None:
-    err = exc.args[0] if exc.args else None
-    return err if isinstance(err, KafkaError) else None
+    """The transactional producer cannot start (its transactional.id is in use or refused)."""
 
 
 class ExactlyOnceCheckpoint(Checkpoint):
@@ -52,16 +55,20 @@ class ExactlyOnceCheckpoint(Checkpoint):
     def __init__(self, consumer: Consumer, producer: Producer, brokers: str) -> None:
         super().__init__(consumer, producer, brokers)
         self._in_transaction = False
-        self._failure: KafkaException | None = None
+        # A failure seen while releasing (the transaction cannot commit any more).
+        self._doomed: KafkaError | None = None
+        # A blocking transactional call that overstayed its timeout: the producer is unusable.
+        self._stuck = False
 
-    def release(self, outputs: list[Output]) -> None:
-        if self._failure is not None:
-            return  # the transaction is doomed; the next commit aborts it
+    def release(self, batch: list[Effects]) -> None:
+        if self._doomed is not None:
+            return  # the transaction cannot commit; the next checkpoint aborts it
         try:
             self._begin()
-            super().release(outputs)
         except KafkaException as exc:
-            self._failure = exc
+            self._doomed = _error(exc)
+            return
+        super().release(batch)
 
     def _begin(self) -> None:
         if not self._in_transaction:
@@ -69,79 +76,163 @@ class ExactlyOnceCheckpoint(Checkpoint):
             self._in_transaction = True
 
     def _pending_work(self) -> bool:
-        return self._in_transaction or self._failure is not None
+        return self._in_transaction or self._doomed is not None or bool(self.refusals)
 
-    def _commit(self, due: Due, parts: list[TablePartition]) -> None:
-        if self._failure is not None:
-            self._abort(self._failure)
+    def _commit(
+        self, due: Due, parts: list[TablePartition], states: list[PartitionState], deadline: float
+    ) -> None:
         try:
+            if self._doomed is not None:
+                raise KafkaException(self._doomed)
+            if self.refusals:  # a delivery failed: the transaction can only abort
+                raise KafkaException(self.refusals[0][1])
             self._begin()
             self._produce_changelogs(parts)
-            if due:
-                offsets = [TopicPartition(s.topic, s.partition, offset) for s, offset in due]
-                self._producer.send_offsets_to_transaction(
-                    offsets, self._consumer.consumer_group_metadata(), TXN_TIMEOUT
+            offsets = [TopicPartition(s.topic, s.partition, offset) for s, offset in due]
+            if not offsets:  # still fence a zombie: see step 2 of the module docstring
+                offsets = [
+                    TopicPartition(s.topic, s.partition, s.committed)
+                    for s in states
+                    if s.committed is not None
+                ]
+            if offsets:
+                metadata = self._consumer.consumer_group_metadata()
+                self._bounded(
+                    self._producer.send_offsets_to_transaction, offsets, metadata, _left(deadline)
                 )
-            self._commit_transaction()
+            self._commit_transaction(deadline)
         except KafkaException as exc:
-            self._abort(exc)
+            raise self._failed(exc) from exc
+        changelog = self._changelog_failure()
+        if changelog is not None:  # cannot happen once committed; kept as a guard
+            raise changelog
+        self.refusals.clear()  # purged or retried records of a committed transaction
         for state, offset in due:
             state.committed = offset
         self._apply_tables(parts, 1, {s.partition: offset for s, offset in due})
 
-    def _commit_transaction(self) -> None:
-        for attempt in range(COMMIT_RETRIES):
+    def _commit_transaction(self, deadline: float) -> None:
+        warned = False
+        while True:
+            started = time.monotonic()
             try:
-                self._producer.commit_transaction(TXN_TIMEOUT)
+                self._bounded(self._producer.commit_transaction, _left(deadline))
                 self._in_transaction = False
                 return
             except KafkaException as exc:
                 err = _error(exc)
-                if err is None or not err.retriable() or attempt == COMMIT_RETRIES - 1:
+                if not err.retriable() or err.txn_requires_abort() or _left(deadline) <= 0.1:
                     raise
-                log.warning("commit of transaction failed (%s); retrying", err.str())
-                time.sleep(0.1 * (attempt + 1))
+                # librdkafka resumes the same commit when it is called again.
+                if not warned:
+                    log.warning("commit of transaction not confirmed yet (%s); retrying until "
+                                "%.0fs have passed", err.str(), _left(deadline))  # fmt: skip
+                    warned = True
+                if time.monotonic() - started < RETRY_PAUSE:
+                    # It failed at once: serve delivery reports a moment rather than spin.
+                    self._producer.poll(min(RETRY_PAUSE, _left(deadline)))
 
     def abort(self, reason: str) -> None:
-        """Abort the open transaction, if any (lost partitions, shutdown after failure)."""
-        if not self._in_transaction and self._failure is None:
+        """Abort the open transaction, if any (lost partitions). Raises CheckpointFailed
+        with ``fenced=True`` when the producer cannot even abort."""
+        self._doomed = None
+        self.refusals.clear()
+        if not self._in_transaction:
             return
         log.warning("aborting the open transaction: %s", reason)
-        self._abort_transaction()
+        self._abort_transaction(reason)
 
-    def _abort(self, exc: KafkaException) -> None:
+    def _failed(self, exc: KafkaException) -> CheckpointFailed:
+        """Abort after ``exc`` and say how the checkpoint failed."""
         err = _error(exc)
-        if err is not None and (err.fatal() or err.code() in _FENCED):
+        self._doomed = None
+        changelog = self._changelog_failure()
+        refusals = self._take_refusals()
+        fatal = changelog.fatal if changelog is not None else None
+        if err.fatal() or err.code() in _FENCED:
             self._in_transaction = False
-            self._failure = None
-            raise ProducerFenced(
-                f"the transactional producer was fenced or failed fatally ({err.str()}); "
-                "it is replaced and every partition rewinds to its committed offset"
+            return CheckpointFailed(
+                f"the transactional producer was fenced or failed fatally ({err.str()}); it "
+                "is replaced",
+                refusals=refusals,
+                fenced=True,
+                fatal=fatal,
+            )
+        try:
+            self._abort_transaction(err.str())
+        except CheckpointFailed as failed:
+            failed.refusals, failed.fatal = refusals, fatal
+            return failed
+        return CheckpointFailed(f"transaction aborted ({err.str()})", refusals=refusals,
+                                fatal=fatal)  # fmt: skip
+
+    def _abort_transaction(self, reason: str) -> None:
+        if not self._in_transaction:
+            return
+        self._in_transaction = False
+        try:
+            self._bounded(self._producer.abort_transaction, ABORT_TIMEOUT)
+        except KafkaException as exc:
+            # A producer that cannot even abort is unusable: it is replaced.
+            raise CheckpointFailed(
+                f"aborting the transaction ({reason}) failed: {_error(exc).str()}", fenced=True
             ) from exc
-        log.warning(
-            "transaction aborted (%s); every partition rewinds to its committed offset",
-            err.str() if err is not None else exc,
-        )
-        self._abort_transaction()
-        raise TransactionAborted(str(exc)) from exc
 
-    def _abort_transaction(self) -> None:
-        self._failure = None
+    def _bounded(self, call: Callable[..., Any], *args: Any) -> None:
+        """Make a blocking transactional call, but never wait much longer than its own
+        timeout (the last argument): librdkafka can block in ``send_offsets_to_transaction``
+        far past it once the group coordinator it cached went away (a broker restart;
+        confluentinc/librdkafka#5456, #5511). The call runs on this checkpoint's own thread;
+        when it overstays, the producer is given up (fenced, so a fresh one replaces it)
+        and its thread left to return whenever it does."""
+        if self._stuck:
+            raise KafkaException(KafkaError(KafkaError._FATAL, "the producer is stuck", fatal=True))
+        timeout = float(args[-1])
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                call(*args)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the loop thread below
+                outcome.append(exc)
+
+        # A daemon thread: one that never returns must not hold the process at exit.
+        thread = threading.Thread(target=run, name="streamer-txn", daemon=True)
+        thread.start()
+        thread.join(timeout + STUCK_GRACE)
+        if not outcome:
+            self._stuck = True
+            self._in_transaction = False
+            name = getattr(call, "__name__", "a transactional call")
+            log.error(
+                "%s has not returned %.0fs after its %.0fs timeout; giving this producer up "
+                "and starting a fresh one (the open transaction is aborted by the broker)",
+                name, STUCK_GRACE, timeout,
+            )  # fmt: skip
+            raise KafkaException(
+                KafkaError(KafkaError._FENCED, f"{name} stuck past its timeout", fatal=True)
+            )
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def close(self, timeout: float = ABORT_TIMEOUT) -> None:
+        if self._stuck:  # any call could block again: leave it to the broker's timeout
+            return
         if self._in_transaction:
             self._in_transaction = False
             try:
-                self._producer.abort_transaction(TXN_TIMEOUT)
-            except KafkaException as exc:
-                # A producer that cannot even abort is unusable: replace it.
-                raise ProducerFenced(f"aborting the transaction failed: {exc}") from exc
-
-    def close(self) -> None:
-        if self._in_transaction:
-            try:
-                self._producer.abort_transaction(TXN_TIMEOUT)
+                self._producer.abort_transaction(max(0.1, timeout))
             except KafkaException as exc:
                 log.warning("aborting the last transaction on close failed: %s", exc)
-        self._producer.flush(5)
+        try:
+            self._producer.flush(min(timeout, 5.0))
+        except KafkaException as exc:  # a fenced producer has nothing left to deliver
+            log.debug("flushing the producer on close: %s", exc)
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 _FENCED: set[Any] = {

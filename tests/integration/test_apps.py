@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import re
 from collections import Counter
 from types import ModuleType
 from typing import Any
@@ -81,6 +82,7 @@ def test_readme_send_command(
         "the quick brown fox", env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"sent to {topic} via {kafka_bootstrap}"
+    assert re.fullmatch(rf"{topic}\[[0-3]\]@0", result.stdout.strip()), result.stdout
+    assert result.stderr.strip().endswith(f"sent 1 record to {topic}")
     (message,) = read_all(kafka_bootstrap, topic, expect=1)
     assert (message.key(), message.value()) == (b"l1", b"the quick brown fox")

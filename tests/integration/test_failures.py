@@ -18,7 +18,7 @@ import pytest
 
 from streamer import AgentFailed, App, ErrorPolicy, Stream
 from streamer.worker import Worker
-from tests.kafkatools import ROOT, committed, produce, read_all, run_until
+from tests.kafkatools import ROOT, committed, produce, read_all, run_cli, run_until
 
 
 def _poison_app(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ModuleType:
@@ -91,8 +91,28 @@ def test_poison_records_go_to_the_dead_letter_topic_and_come_back_after_a_fix(
     )  # fmt: skip
     (summary,) = json.loads(shown.stdout)
     assert (summary["count"], summary["replayed"]) == (20, 0)
-    assert sum(summary["reasons"].values()) == 20
-    assert summary["reasons"]["RuntimeError: unlucky order o207"] == 1
+    errors = {group["type"]: group for group in summary["errors"]}
+    assert [g["type"] for g in summary["errors"]] == ["SerializationError", "RuntimeError"]
+    assert errors["RuntimeError"]["count"] == 6
+    assert errors["RuntimeError"]["sample"].startswith("unlucky order o")
+    assert errors["SerializationError"]["count"] == 14
+    by_source: dict[str, int] = {}
+    for letter in letters:
+        where = f"{env['TEST_SRC']}[{_headers(letter)['streamer.source.partition']}]"
+        if _headers(letter)["streamer.error.type"] == "RuntimeError":
+            by_source[where] = by_source.get(where, 0) + 1
+    assert errors["RuntimeError"]["sources"] == dict(sorted(by_source.items()))
+    assert summary["first"] <= errors["RuntimeError"]["first"] <= summary["last"]
+    # As a user types it: one line per error type, most frequent first, not one per message.
+    text = run_cli("dlq", "show", "tests.apps.poison", env=env)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0] == (f"accept: 20 dead letter(s) in {dlq} (0 replayed, 20 pending)")
+    assert lines[2].split() == ["count", "error", "sample", "from", "first", "last"]
+    assert [line.split()[:2] for line in lines[3:]] == [
+        ["14", "SerializationError"],
+        ["6", "RuntimeError"],
+    ]
 
     # The fix: amount 13 is fine now. Replaying sends the 20 back; 6 succeed, 14 fail again.
     command = ["dlq", "replay", "tests.apps.poison", "--agent", "accept"]

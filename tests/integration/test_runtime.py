@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from streamer import App, ErrorPolicy, Event, Record, Stream
+from streamer import App, ErrorPolicy, Event, Record, ShutdownIncomplete, Stream
 from tests.kafkatools import committed, end_offsets, produce, read_all, run_until
 
 PARTITIONS = 8
@@ -172,7 +172,10 @@ def test_a_stuck_agent_is_reported(
             await asyncio.Event().wait()  # never completes
 
     produce(kafka_bootstrap, src, [(b"k", b"v"), (b"k", b"w")])
-    with caplog.at_level("WARNING", logger="streamer.worker"):
+    with (
+        caplog.at_level("WARNING", logger="streamer.worker"),
+        pytest.raises(ShutdownIncomplete, match="1 event"),
+    ):
         asyncio.run(run_until(app, lambda: "may be stuck" in caplog.text, timeout=30))
     assert f"{src}[0]: offset 0 has been in progress" in caplog.text
     assert committed(kafka_bootstrap, app.group_id, src, 1) == {0: -1001}  # nothing past it

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from streamer import App, ConfigError, ErrorPolicy, Stream
-from streamer._context import current_lane
+from streamer._context import current_lane, settle
 from streamer.events import Event
 from streamer.state.store import PartitionStore
 from streamer.state.table import TablePartition
@@ -127,7 +127,9 @@ class Harness:
 
         self.windowed = build(self.app)
         self.released: list[Output] = []
-        self.state = PartitionState("in", 0, self.released.extend, WorkerStats())
+        self.state = PartitionState(
+            "in", 0, lambda effects: self.released.extend(effects.outputs), WorkerStats()
+        )
         ctx = LaneContext(ErrorPolicy(), "dlq", lambda s: None, lambda e: None, lambda a, r: None)
         self.lanes = [Lane(self.state, self.app.agents[0], i, ctx) for i in range(lanes)]
         self.offset = 0
@@ -170,7 +172,7 @@ class Harness:
         self.lanes[lane].drop_current()
 
     def tick(self, now: float) -> None:
-        token = current_lane.set(WorkerStager(self.released.extend))
+        token = current_lane.set(WorkerStager(self.released.append))
         try:
             self.windowed.table.tick(now)
         finally:
@@ -347,31 +349,108 @@ def test_stored_values_carry_the_close_flag(tmp_path: Path) -> None:
     assert h.part.read(window_key(0, b"a")) == CLOSED_FLAG + b"1"
 
 
-def test_callbacks_that_fail_or_suspend(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    seen: list[tuple[str, float, int]] = []
-
+def _suspending(seen: list[tuple[str, float, int]]) -> Callable[[App], WindowedTable]:
     def build(app: App) -> WindowedTable:
+        out = app.topic("out", key_type=str, value_type=str)
+
         async def on_close(key: str, start: float, end: float, value: int) -> None:
             if key == "boom":
                 raise RuntimeError("callback bug")
-            if key == "slow":
-                await asyncio.sleep(0.01)  # real I/O: finished in a task
+            if key.startswith("slow"):
+                await asyncio.sleep(0.01)  # real I/O: the rest runs in a task
             seen.append((key, start, value))
+            await out.send(key=key, value=f"{start:g}-{end:g}={value}")
 
         table = app.table("counts", default=int, value_type=int)
-        return table.tumbling(10, on_close=on_close, idle_close=None)
+        return table.tumbling(10, on_close=on_close, idle_close=1.0)
+
+    return build
+
+
+def test_a_suspended_callback_is_held_by_its_event(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[tuple[str, float, int]] = []
 
     async def scenario() -> None:
-        h = Harness(tmp_path, build)
+        h = Harness(tmp_path, _suspending(seen))
         for key in ("boom", "slow", "fine"):
             _add(h, key, 1)
-        with caplog.at_level(logging.WARNING, "streamer.windows"):
-            _add(h, "x", 11)  # closes all three [0, 10)
-            assert seen == [("fine", 0.0, 1)]  # inline; "slow" is waiting in a task
-            await asyncio.sleep(0.05)
-        assert sorted(seen) == [("fine", 0.0, 1), ("slow", 0.0, 1)]
+        with caplog.at_level(logging.INFO, "streamer.windows"):
+            _add(h, "x", 11, complete=False)  # closes all three [0, 10), inside this event
+            assert seen == [("fine", 0.0, 1)]  # inline; "slow" waits in a task
+            await settle(h.lanes[0])  # what the stream does before the next event
+            assert sorted(seen) == [("fine", 0.0, 1), ("slow", 0.0, 1)]
+            assert h.closes() == []  # everything still staged with the event
+            h.complete()
+        assert sorted(h.closes()) == [("fine", "0-10=1"), ("slow", "0-10=1")]
         assert h.windowed.closed_windows == 3
         assert "callback bug" in caplog.text and "suspends" in caplog.text
+
+    asyncio.run(scenario())
+
+
+def test_a_suspended_callback_of_a_failed_attempt_is_cancelled(tmp_path: Path) -> None:
+    seen: list[tuple[str, float, int]] = []
+
+    async def scenario() -> None:
+        h = Harness(tmp_path, _suspending(seen))
+        _add(h, "slow", 1)
+        _add(h, "x", 11, complete=False)  # closes [0, 10) of "slow"; its callback suspends
+        h.fail()  # the attempt failed: the close is undone, the callback must not send
+        await settle(h.lanes[0])  # the retry's stream: cancels the stale continuation
+        await asyncio.sleep(0.03)
+        assert seen == [] and h.closes() == []
+        assert not h.windowed["slow"].is_closed(0)
+        _add(h, "x", 11, complete=False)  # the retry closes it again
+        await settle(h.lanes[0])
+        h.complete()
+        assert h.closes() == [("slow", "0-10=1")]
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_close_commits_markers_with_the_outputs_of_suspended_callbacks(
+    tmp_path: Path,
+) -> None:
+    seen: list[tuple[str, float, int]] = []
+
+    async def scenario() -> None:
+        h = Harness(tmp_path, _suspending(seen))
+        _add(h, "slow", 1)
+        _add(h, "fine", 2)
+        h.tick(time.time() + 30)  # idle: both close; "slow" suspends
+        # Neither the markers nor the outputs are in the checkpoint while "slow" runs.
+        assert h.closes() == []
+        assert h.part.dirty[window_key(0, b"fine")] == OPEN_FLAG + b"1"
+        assert h.part.dirty[window_key(0, b"slow")] == OPEN_FLAG + b"1"
+        while len(h.closes()) < 2:
+            await asyncio.sleep(0.005)
+        assert sorted(h.closes()) == [("fine", "0-10=1"), ("slow", "0-10=1")]
+        written = h.restart()
+        assert written[window_key(0, b"slow")] == CLOSED_FLAG + b"1"
+        h.tick(time.time() + 60)
+        assert len(h.closes()) == 2  # never again after the restart
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_close_in_flight_when_the_partition_moves_is_dropped(tmp_path: Path) -> None:
+    seen: list[tuple[str, float, int]] = []
+
+    async def scenario() -> None:
+        h = Harness(tmp_path, _suspending(seen))
+        _add(h, "slow", 1)
+        h.checkpoint()
+        h.tick(time.time() + 30)  # closes; the callback suspends
+        h.restart()  # the partition is attached anew (a rewind or a hand-over)
+        await asyncio.sleep(0.03)
+        assert seen == [("slow", 0.0, 1)] and h.closes() == []  # dropped, not committed
+        assert not h.windowed["slow"].is_closed(0)
+        h.tick(time.time() + 60)  # the owner closes it again, from the committed state
+        while not h.closes():
+            await asyncio.sleep(0.005)
+        assert h.closes() == [("slow", "0-10=1")]
 
     asyncio.run(scenario())
 

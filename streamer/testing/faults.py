@@ -1,0 +1,514 @@
+"""Fault injection: a backend that makes chosen Kafka calls fail, on cue, the way a real
+failure would.
+
+:class:`FaultyBackend` wraps any :class:`~streamer.kafka.backend.Backend` (the real
+confluent-kafka one, or the in-memory one) and hands out clients that behave exactly like
+the inner ones, except where a *fault* of its plan fires::
+
+    too_large = DeliveryFailure("orders-out", nth=3, code=KafkaError.MSG_SIZE_TOO_LARGE)
+    backend = FaultyBackend(ConfluentBackend(), too_large)
+    task = asyncio.create_task(Worker(app, backend=backend).run())
+    assert too_large.wait(30)           # the third record to orders-out was refused
+
+Every fault counts the calls it matches; it fires on the ``nth`` of them and on the
+``times - 1`` matching calls after it (``times=None``: on every one from then on). With
+``cue`` (a :class:`threading.Event`) it ignores every call until the test sets the event.
+When it fires it sets :attr:`Fault.fired` and adds to :attr:`Fault.count`, so a test can
+wait for it. The errors are real ``confluent_kafka.KafkaError`` instances, with the flags
+(``retriable``, ``fatal``, ``txn_requires_abort``) librdkafka would set, raised as
+``KafkaException`` or delivered as error messages and delivery reports, so the code under
+test cannot tell them from the real thing. Faults are thread-safe (recovery and standby
+consumers run in worker threads) and may be added while the clients run (:meth:`add`).
+
+The faults:
+
+- :class:`DeliveryFailure`: a produced record (the ``nth`` to a topic, or matching a
+  predicate) is refused by "the broker": it is not written; its delivery callback gets the
+  error at the next ``poll``/``flush``; inside a transaction, the transaction becomes
+  abortable.
+- :class:`TransactionFailure`: ``commit_transaction`` or ``send_offsets_to_transaction``
+  fails as a timeout (retriable), an abortable error, or fencing (fatal).
+- :class:`OffsetCommitFailure`: a consumer's ``commit`` is refused.
+- :class:`ConsumeFailure`: ``consume``/``poll`` returns an error message, or raises.
+- :class:`WatermarkTimeout`: ``get_watermark_offsets`` times out.
+
+Consumer faults choose their consumers by ``group.id`` prefix: the worker's group is the
+app's ``group_id``; table restores use ``streamer-restore-<table>[<partition>]``, standby
+replicas ``streamer-standby-<app id>``.
+
+(Slightly over 500 lines on purpose: each fault kind and the wrapper code that fires it read
+best side by side.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Message as _Message
+
+from streamer.kafka.backend import Admin, Backend, Config, Consumer, Message, Producer
+
+TransactionFailureKind = Literal["timeout", "abortable", "fenced"]
+RecordMatch = Callable[[bytes | None, bytes | None], bool]
+
+
+class Fault:
+    """When a fault fires (see the module docstring): on the ``nth`` matching call and the
+    ``times - 1`` after it (``None``: every one from then on), once ``cue`` is set."""
+
+    def __init__(
+        self, *, nth: int = 1, times: int | None = 1, cue: threading.Event | None = None
+    ) -> None:
+        if nth < 1 or (times is not None and times < 1):
+            raise ValueError("nth and times count from 1")
+        self.nth = nth
+        self.times = times
+        self.cue = cue
+        self.fired = threading.Event()
+        self.count = 0  # how many times it fired
+        self.seen = 0  # matching calls counted (after the cue)
+        self._lock = threading.Lock()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the fault fired once; False after ``timeout`` seconds."""
+        return self.fired.wait(timeout)
+
+    def _fire(self) -> bool:
+        """Count one matching call; True when the fault fires on it."""
+        with self._lock:
+            if self.cue is not None and not self.cue.is_set():
+                return False
+            self.seen += 1
+            if self.seen < self.nth:
+                return False
+            if self.times is not None and self.count >= self.times:
+                return False
+            self.count += 1
+        self.fired.set()
+        return True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(nth={self.nth}, times={self.times}, fired={self.count})"
+
+
+class DeliveryFailure(Fault):
+    """A record produced to ``topic`` (counted per backend, over all its producers; only
+    those ``match(key, value)`` accepts, if given) is refused with ``code``: it is not
+    written, the per-record ``on_delivery`` callback (else the producer's configured
+    ``on_delivery``) gets the error at the next ``poll``/``flush``, and an open transaction
+    becomes abortable (its next ``send_offsets_to_transaction``/``commit_transaction``
+    raises an error with ``txn_requires_abort()``)."""
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        code: int = KafkaError.MSG_SIZE_TOO_LARGE,
+        match: RecordMatch | None = None,
+        nth: int = 1,
+        times: int | None = 1,
+        cue: threading.Event | None = None,
+    ) -> None:
+        super().__init__(nth=nth, times=times, cue=cue)
+        self.topic = topic
+        self.code = code
+        self.match = match
+
+    def applies(self, topic: str, key: bytes | None, value: bytes | None) -> bool:
+        return topic == self.topic and (self.match is None or self.match(key, value))
+
+
+class TransactionFailure(Fault):
+    """``commit_transaction`` (``call="commit"``) or ``send_offsets_to_transaction``
+    (``call="send_offsets"``) fails without reaching the broker:
+
+    - ``"timeout"``: ``_TIMED_OUT``, retriable; the transaction stays open and calling
+      the method again carries on;
+    - ``"abortable"``: ``txn_requires_abort()``; the transaction must be aborted;
+    - ``"fenced"``: ``_FENCED``, fatal; the producer is unusable from then on (every later
+      transactional call raises the same error) and its open transaction is aborted, as
+      the broker does when a newer producer fences it.
+    """
+
+    def __init__(
+        self,
+        kind: TransactionFailureKind,
+        *,
+        call: Literal["commit", "send_offsets"] = "commit",
+        nth: int = 1,
+        times: int | None = 1,
+        cue: threading.Event | None = None,
+    ) -> None:
+        super().__init__(nth=nth, times=times, cue=cue)
+        self.kind = kind
+        self.call = call
+
+    def error(self) -> KafkaError:
+        return transaction_error(self.kind, f"injected {self.kind} failure of {self.call}")
+
+
+class OffsetCommitFailure(Fault):
+    """A consumer's ``commit`` (of a group whose id starts with ``group``, if given) raises
+    ``KafkaException`` with ``code`` (default: a rebalance is in progress)."""
+
+    def __init__(
+        self,
+        *,
+        code: int = KafkaError.REBALANCE_IN_PROGRESS,
+        group: str | None = None,
+        nth: int = 1,
+        times: int | None = 1,
+        cue: threading.Event | None = None,
+    ) -> None:
+        super().__init__(nth=nth, times=times, cue=cue)
+        self.code = code
+        self.group = group
+
+
+class ConsumeFailure(Fault):
+    """``consume``/``poll`` of a consumer whose ``group.id`` starts with ``group`` returns
+    one error message with ``code`` (for an assigned partition, when it has one) instead
+    of records; with ``raises=True`` it raises ``KafkaException`` instead. ``fatal`` marks
+    the error fatal."""
+
+    def __init__(
+        self,
+        group: str,
+        *,
+        code: int = KafkaError._TRANSPORT,
+        raises: bool = False,
+        fatal: bool = False,
+        nth: int = 1,
+        times: int | None = 1,
+        cue: threading.Event | None = None,
+    ) -> None:
+        super().__init__(nth=nth, times=times, cue=cue)
+        self.group = group
+        self.code = code
+        self.raises = raises
+        self.fatal = fatal
+
+    def error(self) -> KafkaError:
+        return KafkaError(self.code, "injected consumer error", fatal=self.fatal)
+
+
+class WatermarkTimeout(Fault):
+    """``get_watermark_offsets`` of a consumer whose ``group.id`` starts with ``group``
+    raises ``KafkaException(_TIMED_OUT)``, as when the broker does not answer in time."""
+
+    def __init__(
+        self,
+        group: str,
+        *,
+        nth: int = 1,
+        times: int | None = 1,
+        cue: threading.Event | None = None,
+    ) -> None:
+        super().__init__(nth=nth, times=times, cue=cue)
+        self.group = group
+
+
+def transaction_error(kind: TransactionFailureKind, reason: str) -> KafkaError:
+    """The error librdkafka raises for a transactional call that failed as ``kind``."""
+    if kind == "timeout":
+        return KafkaError(KafkaError._TIMED_OUT, reason, retriable=True)
+    if kind == "abortable":
+        return KafkaError(KafkaError._STATE, reason, txn_requires_abort=True)
+    return KafkaError(KafkaError._FENCED, reason, fatal=True)
+
+
+class FaultyBackend:
+    """A :class:`~streamer.kafka.backend.Backend` whose clients are ``inner``'s, failing
+    where a fault of its plan fires (see the module docstring)."""
+
+    def __init__(self, inner: Backend, *faults: Fault) -> None:
+        self.inner = inner
+        self._faults: list[Fault] = list(faults)
+        self._lock = threading.Lock()
+
+    def add(self, *faults: Fault) -> None:
+        """Add faults to the plan (clients already handed out see them too)."""
+        with self._lock:
+            self._faults.extend(faults)
+
+    @property
+    def faults(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
+    def _of(self, kind: type[Fault]) -> list[Any]:
+        return [fault for fault in self.faults if isinstance(fault, kind)]
+
+    def consumer(self, config: Config) -> Consumer:
+        return FaultyConsumer(self.inner.consumer(config), str(config.get("group.id", "")), self)
+
+    def producer(self, config: Config) -> Producer:
+        return FaultyProducer(self.inner.producer(config), config, self)
+
+    def admin(self, config: Config) -> Admin:
+        return self.inner.admin(config)
+
+    def check_reachable(self, admin: Admin, brokers: str, timeout: float = 10.0) -> None:
+        self.inner.check_reachable(admin, brokers, timeout)
+
+    def __repr__(self) -> str:
+        return f"FaultyBackend({self.inner!r}, {', '.join(map(repr, self.faults))})"
+
+
+class FaultyConsumer:
+    """``inner`` with the consumer faults of ``backend`` that select ``group``."""
+
+    def __init__(self, inner: Consumer, group: str, backend: FaultyBackend) -> None:
+        self.inner = inner
+        self._group = group
+        self._backend = backend
+        self._assigned: list[TopicPartition] = []
+
+    def _firing(self, kind: type[Fault]) -> Any:
+        # Every selected fault counts the call (a list, not a generator), the first applies.
+        firing = [
+            f
+            for f in self._backend._of(kind)
+            if self._group.startswith(f.group or "") and f._fire()
+        ]
+        return firing[0] if firing else None
+
+    def _consume_failure(self) -> list[Message] | None:
+        fault: ConsumeFailure | None = self._firing(ConsumeFailure)
+        if fault is None:
+            return None
+        if fault.raises:
+            raise KafkaException(fault.error())
+        where = self._assigned[0] if self._assigned else None
+        message: Message = _Message(
+            topic=where.topic if where is not None else None,
+            partition=where.partition if where is not None else None,
+            error=fault.error(),
+        )
+        return [message]
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> Sequence[Message]:
+        failed = self._consume_failure()
+        if failed is not None:
+            return failed
+        return self.inner.consume(num_messages, timeout)
+
+    def poll(self, timeout: float = -1) -> Message | None:
+        failed = self._consume_failure()
+        if failed is not None:
+            return failed[0]
+        return self.inner.poll(timeout)
+
+    def get_watermark_offsets(
+        self, partition: TopicPartition, /, timeout: float = -1, cached: bool = False
+    ) -> tuple[int, int]:
+        if self._firing(WatermarkTimeout) is not None:
+            raise KafkaException(
+                KafkaError(KafkaError._TIMED_OUT, "injected: watermark query timed out")
+            )
+        return self.inner.get_watermark_offsets(partition, timeout=timeout, cached=cached)
+
+    def commit(
+        self, *, offsets: list[TopicPartition], asynchronous: Literal[False]
+    ) -> list[TopicPartition]:
+        fault: OffsetCommitFailure | None = self._firing(OffsetCommitFailure)
+        if fault is not None:
+            raise KafkaException(KafkaError(fault.code, "injected offset commit failure"))
+        return self.inner.commit(offsets=offsets, asynchronous=asynchronous)
+
+    # -- the rest passes through -----------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: list[str],
+        on_assign: Any = None,
+        on_revoke: Any = None,
+        on_lost: Any = None,
+    ) -> None:
+        self.inner.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+
+    def assign(self, partitions: list[TopicPartition], /) -> None:
+        self._assigned = list(partitions)
+        self.inner.assign(partitions)
+
+    def pause(self, partitions: list[TopicPartition], /) -> None:
+        self.inner.pause(partitions)
+
+    def resume(self, partitions: list[TopicPartition], /) -> None:
+        self.inner.resume(partitions)
+
+    def seek(self, partition: TopicPartition, /) -> None:
+        self.inner.seek(partition)
+
+    def committed(
+        self, partitions: list[TopicPartition], /, timeout: float = -1
+    ) -> list[TopicPartition]:
+        return self.inner.committed(partitions, timeout=timeout)
+
+    def position(self, partitions: list[TopicPartition], /) -> list[TopicPartition]:
+        return self.inner.position(partitions)
+
+    def offsets_for_times(
+        self, partitions: list[TopicPartition], /, timeout: float = -1
+    ) -> list[TopicPartition]:
+        return self.inner.offsets_for_times(partitions, timeout=timeout)
+
+    def consumer_group_metadata(self) -> Any:
+        return self.inner.consumer_group_metadata()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:  # anything else the inner client offers
+        return getattr(self.inner, name)
+
+
+class FaultyProducer:
+    """``inner`` with the producer faults of ``backend``."""
+
+    def __init__(self, inner: Producer, config: Config, backend: FaultyBackend) -> None:
+        self.inner = inner
+        self._backend = backend
+        self._on_delivery: Callable[..., Any] | None = config.get("on_delivery") or config.get(
+            "delivery.report.cb"
+        )
+        self._transactional = "transactional.id" in config
+        self._lock = threading.Lock()
+        self._reports: list[tuple[Callable[..., Any], KafkaError, Message]] = []
+        self._abortable: KafkaError | None = None  # a refused record doomed the transaction
+        self._fatal: KafkaError | None = None  # fenced: nothing works any more
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int = -1,
+        *,
+        on_delivery: Any = None,
+        timestamp: int = 0,
+        headers: Any = None,
+    ) -> None:
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
+        faults = self._backend._of(DeliveryFailure)
+        firing = [f for f in faults if f.applies(topic, key, value) and f._fire()]
+        if firing:
+            self._refuse(firing[0], topic, key, value, partition, on_delivery)
+            return
+        self.inner.produce(
+            topic,
+            value,
+            key,
+            partition,
+            on_delivery=on_delivery,
+            timestamp=timestamp,
+            headers=headers,
+        )
+
+    def _refuse(
+        self,
+        fault: DeliveryFailure,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        on_delivery: Any,
+    ) -> None:
+        error = KafkaError(fault.code, "injected: the broker refused the record")
+        callback = on_delivery or self._on_delivery
+        message: Message = _Message(
+            topic=topic, partition=partition, key=key, value=value, error=error
+        )
+        with self._lock:
+            if callback is not None:
+                self._reports.append((callback, error, message))
+            if self._transactional:
+                self._abortable = KafkaError(
+                    fault.code,
+                    f"Failed to deliver a record to {topic}: {error.str()}",
+                    txn_requires_abort=True,
+                )
+
+    def _serve_reports(self) -> int:
+        with self._lock:
+            reports, self._reports = self._reports, []
+        for callback, error, message in reports:
+            callback(error, message)
+        return len(reports)
+
+    def poll(self, timeout: float = -1) -> int:
+        served = self._serve_reports()
+        return served + self.inner.poll(0 if served else timeout)
+
+    def flush(self, timeout: float = -1) -> int:
+        self._serve_reports()
+        return self.inner.flush(timeout)
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def _transaction_fault(self, call: str) -> None:
+        """Raise what a doomed or fenced transaction, or a firing fault, raises."""
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
+        with self._lock:
+            abortable = self._abortable
+        if abortable is not None:
+            raise KafkaException(abortable)
+        faults = self._backend._of(TransactionFailure)
+        firing: list[TransactionFailure] = [f for f in faults if f.call == call and f._fire()]
+        if not firing:
+            return
+        error = firing[0].error()
+        if firing[0].kind == "fenced":
+            self._fatal = error
+            # What the broker does to a fenced producer's open transaction.
+            with contextlib.suppress(KafkaException):
+                self.inner.abort_transaction(10)
+        raise KafkaException(error)
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        self.inner.init_transactions(timeout)
+
+    def begin_transaction(self) -> None:
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
+        self.inner.begin_transaction()
+
+    def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], group_metadata: Any, /, timeout: float = -1
+    ) -> None:
+        self._transaction_fault("send_offsets")
+        self.inner.send_offsets_to_transaction(offsets, group_metadata, timeout)
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self._transaction_fault("commit")
+        self.inner.commit_transaction(timeout)
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
+        self.inner.abort_transaction(timeout)
+        with self._lock:
+            self._abortable = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+__all__ = [
+    "ConsumeFailure",
+    "DeliveryFailure",
+    "Fault",
+    "FaultyBackend",
+    "FaultyConsumer",
+    "FaultyProducer",
+    "OffsetCommitFailure",
+    "TransactionFailure",
+    "WatermarkTimeout",
+    "transaction_error",
+]

@@ -1,0 +1,198 @@
+"""Commits that fail on cue (through the fault-injecting backend, on the real broker): a
+final commit that is fenced, aborted or never confirmed; offsets the transaction cannot
+send; deliveries that fail for reasons that are not the record's; offset commits refused
+under at-least-once. After each, outputs read back with read_committed must cover every
+committed input (nothing lost) exactly once under exactly-once, and a clean worker must
+finish the job with every output once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import KafkaError
+
+from streamer import App, CommitFailed, Stream
+from streamer.kafka.backend import ConfluentBackend
+from streamer.testing.faults import (
+    DeliveryFailure,
+    Fault,
+    FaultyBackend,
+    OffsetCommitFailure,
+    TransactionFailure,
+)
+from streamer.worker import Worker
+from tests.kafkatools import committed, end_offsets, produce, read_all
+
+RECORDS = 400
+
+
+def _echo_app(bootstrap: str, unique_name: Callable[[str], str], guarantee: str,
+              src: str, sink: str) -> App:  # fmt: skip
+    app = App(unique_name("faults"), brokers=bootstrap, processing_guarantee=guarantee,
+              commit_interval=0.1, shutdown_timeout=2)  # fmt: skip
+    source = app.topic(src, key_type=str, value_type=str, partitions=2)
+    out = app.topic(sink, key_type=str, value_type=str, partitions=2)
+
+    @app.agent(source, sink=[out])
+    async def echo(stream: Stream):  # type: ignore[no-untyped-def]
+        async for event in stream:
+            await asyncio.sleep(0.002)  # keep work in flight when the worker stops
+            yield event.key, event.value
+
+    return app
+
+
+def _inputs(bootstrap: str, src: str) -> dict[int, dict[int, str]]:
+    """Input values by partition and offset."""
+    by_partition: dict[int, dict[int, str]] = {0: {}, 1: {}}
+    for m in read_all(bootstrap, src, expect=RECORDS):
+        by_partition[m.partition()][m.offset()] = m.value().decode()
+    return by_partition
+
+
+def _check_nothing_lost(bootstrap: str, app: App, src: str, sink: str, *, exact: bool) -> None:
+    """Every input below a committed offset has its output (read_committed); under
+    exactly-once no output appears twice."""
+    offsets = committed(bootstrap, app.group_id, src, 2)
+    outputs = Counter(m.value().decode() for m in read_all(bootstrap, sink, idle=2))
+    for partition, values in _inputs(bootstrap, src).items():
+        for offset, value in values.items():
+            if offset < offsets[partition]:
+                assert outputs[value] >= 1, f"{value} ({partition}@{offset}) committed, lost"
+    if exact:
+        assert all(n == 1 for n in outputs.values()), [v for v, n in outputs.items() if n > 1]
+
+
+async def _run(worker: Worker, until: Callable[[], bool], then: Callable[[], None] | None = None,
+               timeout: float = 120.0) -> None:  # fmt: skip
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while not until() and not task.done():
+            assert time.monotonic() < deadline, "condition not reached in time"
+            await asyncio.sleep(0.05)
+        if then is not None:
+            then()
+    finally:
+        worker.stop()
+        await asyncio.wait_for(asyncio.shield(task), 120)
+    task.result()
+
+
+def _some_committed(bootstrap: str, group: str, src: str) -> Callable[[], bool]:
+    last = [0.0]
+
+    def check() -> bool:
+        if time.monotonic() - last[0] < 0.3:
+            return False
+        last[0] = time.monotonic()
+        return any(o > 0 for o in committed(bootstrap, group, src, 2).values())
+
+    return check
+
+
+def _all_committed(bootstrap: str, group: str, src: str) -> Callable[[], bool]:
+    ends = end_offsets(bootstrap, src, 2)
+    last = [0.0]
+
+    def check() -> bool:
+        if time.monotonic() - last[0] < 0.3:
+            return False
+        last[0] = time.monotonic()
+        return committed(bootstrap, group, src, 2) == ends
+
+    return check
+
+
+def _finish_cleanly(bootstrap: str, app: App, src: str, sink: str, *, exact: bool) -> None:
+    """A fault-free worker processes the rest: every input has its output (once)."""
+    worker = Worker(app, handle_signals=False, backend=ConfluentBackend())
+    asyncio.run(_run(worker, _all_committed(bootstrap, app.group_id, src)))
+    outputs = Counter(m.value().decode() for m in read_all(bootstrap, sink, expect=RECORDS))
+    assert set(outputs) == {f"v{i}" for i in range(RECORDS)}
+    if exact:
+        assert all(n == 1 for n in outputs.values())
+
+
+@pytest.mark.parametrize("kind", ["fenced", "abortable", "timeout"])
+def test_a_failed_final_commit_exits_non_zero_and_commits_nothing_later(
+    kafka_bootstrap: str, create_topic, unique_name, kind: str
+) -> None:
+    """The final commit fails while outputs and offsets are staged: the worker must not
+    commit them in a later transaction (the revoke fired by leaving the group), must exit
+    with CommitFailed, and must lose nothing."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, "exactly_once", src, sink)
+    produce(
+        kafka_bootstrap, src, [(f"k{i % 13}".encode(), f"v{i}".encode()) for i in range(RECORDS)]
+    )
+    cue = threading.Event()
+    fault = TransactionFailure(kind, cue=cue, times=None if kind == "timeout" else 1)  # type: ignore[arg-type]
+    worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), fault))
+
+    with pytest.raises(CommitFailed, match="final commit failed"):
+        asyncio.run(_run(worker, _some_committed(kafka_bootstrap, app.group_id, src), cue.set))
+    assert fault.fired.is_set()
+    _check_nothing_lost(kafka_bootstrap, app, src, sink, exact=True)
+    _finish_cleanly(kafka_bootstrap, app, src, sink, exact=True)
+
+
+def test_offsets_the_transaction_cannot_send_are_rewound_and_redone_once(
+    kafka_bootstrap: str, create_topic, unique_name
+) -> None:
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, "exactly_once", src, sink)
+    produce(
+        kafka_bootstrap, src, [(f"k{i % 13}".encode(), f"v{i}".encode()) for i in range(RECORDS)]
+    )
+    fault = TransactionFailure("abortable", call="send_offsets", nth=3, times=2)
+    backend = FaultyBackend(ConfluentBackend(), fault)
+    asyncio.run(_run(Worker(app, handle_signals=False, backend=backend),
+                     _all_committed(kafka_bootstrap, app.group_id, src)))  # fmt: skip
+    assert fault.count == 2
+    outputs = Counter(m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=RECORDS))
+    assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_delivery_that_fails_for_no_fault_of_the_record_is_redone_not_dead_lettered(
+    kafka_bootstrap: str, create_topic, unique_name, guarantee: str
+) -> None:
+    """A delivery timing out is the broker's trouble, not the agent's: the checkpoint
+    fails, everything since the last commit is processed again, no dead letter is sent."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, guarantee, src, sink)
+    produce(
+        kafka_bootstrap, src, [(f"k{i % 13}".encode(), f"v{i}".encode()) for i in range(RECORDS)]
+    )
+    fault: Fault = DeliveryFailure(sink, code=KafkaError._MSG_TIMED_OUT, nth=50, times=3)
+    backend = FaultyBackend(ConfluentBackend(), fault)
+    asyncio.run(_run(Worker(app, handle_signals=False, backend=backend),
+                     _all_committed(kafka_bootstrap, app.group_id, src)))  # fmt: skip
+    assert fault.count == 3
+    outputs = Counter(m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=RECORDS))
+    assert set(outputs) == {f"v{i}" for i in range(RECORDS)}
+    if guarantee == "exactly_once":
+        assert set(outputs.values()) == {1}
+    assert not read_all(kafka_bootstrap, f"{app.id}-echo-dlq", idle=1, timeout=5)
+
+
+def test_refused_offset_commits_under_at_least_once_lose_nothing(
+    kafka_bootstrap: str, create_topic, unique_name
+) -> None:
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, "at_least_once", src, sink)
+    produce(
+        kafka_bootstrap, src, [(f"k{i % 13}".encode(), f"v{i}".encode()) for i in range(RECORDS)]
+    )
+    fault = OffsetCommitFailure(nth=2, times=3)
+    backend = FaultyBackend(ConfluentBackend(), fault)
+    asyncio.run(_run(Worker(app, handle_signals=False, backend=backend),
+                     _all_committed(kafka_bootstrap, app.group_id, src)))  # fmt: skip
+    assert fault.count == 3
+    _check_nothing_lost(kafka_bootstrap, app, src, sink, exact=False)

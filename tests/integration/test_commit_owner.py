@@ -1,0 +1,265 @@
+"""The failure paths of the commit owner, on the real broker: a refused output, two agents on
+one topic, a failure while draining for shutdown, an agent that will not read its stream, a
+drain that outlives ``shutdown_timeout``. Every test reads the outputs back with
+read_committed and checks the committed offsets: nothing lost, nothing doubled (under
+exactly-once), and the worker's exit says what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from streamer import (
+    AgentFailed,
+    App,
+    ErrorPolicy,
+    OutputRefused,
+    ShutdownIncomplete,
+    Stream,
+)
+from streamer.worker import Worker
+from tests.kafkatools import committed, end_offsets, produce, read_all
+
+GUARANTEES = ["at_least_once", "exactly_once"]
+FAST_RETRIES = ErrorPolicy(retries=2, backoff=0.01, max_backoff=0.05)
+
+
+def _app(bootstrap: str, unique_name: Callable[[str], str], guarantee: str, **kw: object) -> App:
+    return App(
+        unique_name("owner"),
+        brokers=bootstrap,
+        processing_guarantee=guarantee,
+        commit_interval=0.2,
+        state_dir=str(kw.pop("state_dir", "state")),
+        **kw,
+    )
+
+
+async def _run_until(worker: Worker, done: Callable[[], bool], timeout: float = 120.0) -> None:
+    """Run ``worker`` until ``done()``, then stop it; re-raises what run() raised."""
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while not done():
+            if task.done():
+                break
+            assert time.monotonic() < deadline, "condition not reached in time"
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(asyncio.shield(task), 120)
+    task.result()
+
+
+def _all_committed(bootstrap: str, group: str, topic: str, partitions: int) -> Callable[[], bool]:
+    ends = end_offsets(bootstrap, topic, partitions)
+    last = [0.0]
+
+    def done() -> bool:
+        if time.monotonic() - last[0] < 0.3:  # each check opens a consumer: pace them
+            return False
+        last[0] = time.monotonic()
+        return committed(bootstrap, group, topic, partitions) == ends
+
+    return done
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_a_refused_output_is_the_agents_failure_retried_then_dead_lettered(
+    kafka_bootstrap: str, create_topic, unique_name, guarantee: str
+) -> None:
+    """The broker refuses one output (larger than the sink's max.message.bytes): the agent's
+    policy retries it, then dead-letters the event with the reason; every other output is
+    there (exactly once under exactly-once), and no partition livelocks."""
+    src = create_topic("src", partitions=2)
+    sink = create_topic("sink", partitions=2, config={"max.message.bytes": "2000"})
+    app = _app(kafka_bootstrap, unique_name, guarantee, on_error=FAST_RETRIES)
+    source = app.topic(src, key_type=str, value_type=str, partitions=2)
+    out = app.topic(sink, key_type=str, value_type=str, partitions=2)
+
+    @app.agent(source, sink=[out])
+    async def upper(stream: Stream):  # type: ignore[no-untyped-def]
+        async for event in stream:
+            yield event.key, ("x" * 5_000 if event.value == "big" else event.value.upper())
+
+    records = [(f"k{i}".encode(), b"big" if i == 17 else f"v{i}".encode()) for i in range(60)]
+    produce(kafka_bootstrap, src, records)
+    asyncio.run(_run_until(Worker(app, handle_signals=False),
+                           _all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
+
+    outputs = read_all(kafka_bootstrap, sink, expect=59)
+    values = Counter(m.value().decode() for m in outputs)
+    expected = {f"V{i}" for i in range(60) if i != 17}
+    assert set(values) == expected
+    if guarantee == "exactly_once":
+        assert all(count == 1 for count in values.values()), values
+    letters = read_all(kafka_bootstrap, f"{app.id}-upper-dlq", expect=1)
+    assert len(letters) == 1
+    headers = {k: v.decode() for k, v in letters[0].headers()}
+    assert letters[0].key() == b"k17" and letters[0].value() == b"big"
+    assert headers["streamer.error.type"] == "OutputRefused"
+    assert "MSG_SIZE_TOO_LARGE" in headers["streamer.error.message"]
+    assert headers["streamer.attempts"] == "3"  # the first try and two retries
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_a_refused_output_under_stop_leaves_its_event_uncommitted(
+    kafka_bootstrap: str, create_topic, unique_name, guarantee: str
+) -> None:
+    src = create_topic("src", partitions=1)
+    sink = create_topic("sink", partitions=1, config={"max.message.bytes": "2000"})
+    policy = ErrorPolicy(retries=0, on_exhausted="stop")
+    app = _app(kafka_bootstrap, unique_name, guarantee, on_error=policy)
+    source = app.topic(src, key_type=str, value_type=str, partitions=1)
+    out = app.topic(sink, key_type=str, value_type=str, partitions=1)
+
+    @app.agent(source, sink=[out])
+    async def copy(stream: Stream):  # type: ignore[no-untyped-def]
+        async for event in stream:
+            yield event.key, ("x" * 5_000 if event.value == "big" else event.value)
+
+    produce(kafka_bootstrap, src, [(b"k", f"v{i}".encode()) for i in range(5)])
+    produce(kafka_bootstrap, src, [(b"k", b"big"), (b"k", b"after")])
+    with pytest.raises(OutputRefused, match="MSG_SIZE_TOO_LARGE"):
+        asyncio.run(_run_until(Worker(app, handle_signals=False), lambda: False))
+    # Offsets never pass the refused record (offset 5); what came before may be committed.
+    assert committed(kafka_bootstrap, app.group_id, src, 1)[0] <= 5
+    values = [m.value().decode() for m in read_all(kafka_bootstrap, sink, idle=2)]
+    assert "after" not in values
+    if guarantee == "exactly_once":
+        assert len(values) == len(set(values))
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_two_agents_on_one_topic_keep_their_own_attempts(
+    kafka_bootstrap: str, create_topic, unique_name, guarantee: str
+) -> None:
+    """Agent A fails once on e2 and is retried; agent B succeeds on everything. Undoing A's
+    attempt must not touch B's outputs, nor B's A's."""
+    src = create_topic("src", partitions=1)
+    sink_a = create_topic("a", partitions=1)
+    sink_b = create_topic("b", partitions=1)
+    app = _app(kafka_bootstrap, unique_name, guarantee, on_error=FAST_RETRIES)
+    source = app.topic(src, key_type=str, value_type=str, partitions=1)
+    out_a = app.topic(sink_a, key_type=str, value_type=str, partitions=1)
+    out_b = app.topic(sink_b, key_type=str, value_type=str, partitions=1)
+    failed: set[str] = set()
+
+    @app.agent(source, sink=[out_a], name="a")
+    async def agent_a(stream: Stream):  # type: ignore[no-untyped-def]
+        async for event in stream:
+            if event.value == "e2" and "e2" not in failed:
+                failed.add("e2")
+                await asyncio.sleep(0.2)  # B completes e2 meanwhile
+                raise RuntimeError("transient")
+            yield event.key, f"a:{event.value}"
+
+    @app.agent(source, sink=[out_b], name="b")
+    async def agent_b(stream: Stream):  # type: ignore[no-untyped-def]
+        async for event in stream:
+            yield event.key, f"b:{event.value}"
+
+    produce(kafka_bootstrap, src, [(b"k", f"e{i}".encode()) for i in range(1, 4)])
+    asyncio.run(_run_until(Worker(app, handle_signals=False),
+                           _all_committed(kafka_bootstrap, app.group_id, src, 1)))  # fmt: skip
+
+    assert failed == {"e2"}
+    a = [m.value().decode() for m in read_all(kafka_bootstrap, sink_a, expect=3)]
+    b = [m.value().decode() for m in read_all(kafka_bootstrap, sink_b, expect=3)]
+    if guarantee == "exactly_once":
+        assert a == ["a:e1", "a:e2", "a:e3"] and b == ["b:e1", "b:e2", "b:e3"]
+    else:
+        assert set(a) == {"a:e1", "a:e2", "a:e3"} and set(b) == {"b:e1", "b:e2", "b:e3"}
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_a_failure_while_draining_keeps_the_policy(
+    kafka_bootstrap: str, create_topic, unique_name, guarantee: str
+) -> None:
+    """An event that fails after SIGTERM (while the worker drains) is retried, as it would
+    be at any other time, and its output committed; it is neither skipped nor dead-lettered
+    without its retries."""
+    src = create_topic("src", partitions=1)
+    sink = create_topic("sink", partitions=1)
+    app = _app(kafka_bootstrap, unique_name, guarantee, on_error=FAST_RETRIES,
+               shutdown_timeout=60)  # fmt: skip
+    source = app.topic(src, key_type=str, value_type=str, partitions=1)
+    out = app.topic(sink, key_type=str, value_type=str, partitions=1)
+    holding = asyncio.Event()
+    tries: list[str] = []
+    worker_box: list[Worker] = []
+
+    @app.agent(source, sink=[out])
+    async def slow(stream: Stream):  # type: ignore[no-untyped-def]
+        async for event in stream:
+            if event.value == "hold":
+                tries.append(event.value)
+                holding.set()
+                while not worker_box[0]._stopping:
+                    await asyncio.sleep(0.01)
+                if len(tries) == 1:
+                    raise RuntimeError("fails once, during the drain")
+            yield event.key, event.value
+
+    produce(kafka_bootstrap, src, [(b"k", b"first"), (b"k", b"hold")])
+    worker = Worker(app, handle_signals=False)
+    worker_box.append(worker)
+    asyncio.run(_run_until(worker, holding.is_set))
+
+    assert len(tries) == 2  # failed once while draining, then retried
+    values = [m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=2)]
+    assert sorted(set(values)) == ["first", "hold"]
+    if guarantee == "exactly_once":
+        assert sorted(values) == ["first", "hold"]
+    assert committed(kafka_bootstrap, app.group_id, src, 1)[0] == 2
+    assert not read_all(kafka_bootstrap, f"{app.id}-slow-dlq", idle=1, timeout=5)
+
+
+def test_a_drain_past_shutdown_timeout_leaves_the_event_uncommitted_and_says_so(
+    kafka_bootstrap: str, create_topic, unique_name
+) -> None:
+    src = create_topic("src", partitions=1)
+    sink = create_topic("sink", partitions=1)
+    app = _app(kafka_bootstrap, unique_name, "exactly_once", shutdown_timeout=0.5)
+    source = app.topic(src, key_type=str, value_type=str, partitions=1)
+    out = app.topic(sink, key_type=str, value_type=str, partitions=1)
+    stuck = asyncio.Event()
+
+    @app.agent(source, sink=[out])
+    async def blocked(stream: Stream):  # type: ignore[no-untyped-def]
+        async for event in stream:
+            if event.value == "stuck":
+                stuck.set()
+                await asyncio.Event().wait()  # never set: only cancellation ends it
+            yield event.key, event.value
+
+    produce(kafka_bootstrap, src, [(b"k", b"ok"), (b"k", b"stuck"), (b"k", b"later")])
+    with pytest.raises(ShutdownIncomplete, match=r"shutdown_timeout=0\.5s"):
+        asyncio.run(_run_until(Worker(app, handle_signals=False), stuck.is_set))
+    assert committed(kafka_bootstrap, app.group_id, src, 1)[0] <= 1
+    assert [m.value() for m in read_all(kafka_bootstrap, sink, idle=2)] in ([], [b"ok"])
+
+
+def test_an_agent_that_never_reads_its_stream_stops_the_worker_with_one_line(
+    kafka_bootstrap: str, create_topic, unique_name
+) -> None:
+    src = create_topic("src", partitions=1)
+    app = _app(kafka_bootstrap, unique_name, "at_least_once",
+               on_error=ErrorPolicy(backoff=0.01, max_backoff=0.02))  # fmt: skip
+    source = app.topic(src, key_type=str, value_type=str, partitions=1)
+    calls: list[int] = []
+
+    @app.agent(source)
+    async def lazy(stream: Stream) -> None:
+        calls.append(1)  # returns without reading: a mistake
+
+    produce(kafka_bootstrap, src, [(b"k", b"v")])
+    with pytest.raises(AgentFailed, match="agent 'lazy' returned 5 times in a row") as info:
+        asyncio.run(_run_until(Worker(app, handle_signals=False), lambda: False))
+    assert "\n" not in str(info.value)
+    assert len(calls) == 6  # the first run and five restarts, with backoff between them
+    assert committed(kafka_bootstrap, app.group_id, src, 1)[0] < 1

@@ -274,6 +274,32 @@ def run_cli(
     )
 
 
+POLL = 0.1  # seconds between two looks at a condition (not a wait for anything)
+
+
+def wait_until(
+    check: Callable[[], object],
+    what: str,
+    *,
+    timeout: float = 120.0,
+    workers: Iterable[WorkerProcess] = (),
+    log_of: WorkerProcess | None = None,
+) -> None:
+    """Wait until ``check()`` is true, looking every ``POLL`` seconds; fail saying ``what``
+    after ``timeout`` seconds (with the log tail of ``log_of``, else of the first of
+    ``workers``), or at once when one of ``workers`` exited."""
+    workers = list(workers)
+    shown = log_of if log_of is not None else (workers[0] if workers else None)
+    deadline = time.monotonic() + timeout
+    while not check():
+        for worker in workers:
+            assert worker.alive(), f"{worker.log_path.name} exited\n{worker.log()[-3000:]}"
+        if time.monotonic() >= deadline:
+            detail = shown.log()[-3000:] if shown is not None else ""
+            raise AssertionError(f"{what}\n{detail}")
+        time.sleep(POLL)
+
+
 def wait_committed(
     bootstrap: str,
     group: str,
@@ -285,11 +311,12 @@ def wait_committed(
 ) -> None:
     """Wait until ``group`` has committed every partition of ``topic`` up to its end."""
     ends = end_offsets(bootstrap, topic, partitions)
-    deadline = time.monotonic() + timeout
-    while committed(bootstrap, group, topic, partitions) != ends:
-        detail = worker.log()[-3000:] if worker is not None else ""
-        assert time.monotonic() < deadline, f"{topic} not fully committed\n{detail}"
-        time.sleep(0.5)
+    wait_until(
+        lambda: committed(bootstrap, group, topic, partitions) == ends,
+        f"{topic} not fully committed",
+        timeout=timeout,
+        log_of=worker,
+    )
 
 
 def run_in_terminal(

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from streamer.kafka.local import LocalKafka, free_port_pair, port_is_free
-from tests.kafkatools import WorkerProcess, committed, end_offsets, produce, read_all
+from tests.kafkatools import WorkerProcess, committed, end_offsets, produce, read_all, wait_until
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +49,6 @@ def _produce_users(bootstrap: str, topic: str, start: int, count: int) -> None:
         for i in range(start, start + count)
     )
     produce(bootstrap, topic, records)
-
-
-def _wait(condition: object, what: str, workers: list[WorkerProcess], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        for worker in workers:
-            assert worker.alive(), f"{worker.log_path.name} exited\n{worker.log()[-3000:]}"
-        assert time.monotonic() < deadline, f"{what}\n{workers[0].log()[-3000:]}"
-        time.sleep(0.5)
 
 
 def _committed_total(bootstrap: str, group: str, topic: str) -> int:
@@ -88,32 +79,44 @@ def test_workers_ride_out_a_broker_kill_and_restart(own_broker: LocalKafka, tmp_
     ]
     pids = [w.proc.pid for w in workers]
     try:
-        _wait(lambda: all("assigned" in w.log() for w in workers), "no assignment", workers, 120)
+        wait_until(
+            lambda: all("assigned" in w.log() for w in workers),
+            "no assignment",
+            workers=workers,
+            timeout=120,
+        )
         first, second = 4_000, 4_000
         _produce_users(bootstrap, env["TEST_SRC"], 0, first)
         # Mid-run: some of the first batch is committed, not all of it.
-        _wait(
+        wait_until(
             lambda: _committed_total(bootstrap, "bounce", env["TEST_SRC"]) >= 500,
             "nothing committed before the kill",
-            workers,
-            120,
+            workers=workers,
+            timeout=120,
         )
         pid = own_broker.status().pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        _wait(lambda: not own_broker.status().running, "broker did not die", workers, 30)
+        wait_until(
+            lambda: not own_broker.status().running,
+            "broker did not die",
+            workers=workers,
+            timeout=30,
+        )
         # The dead JVM's listening socket goes a moment after the process.
-        _wait(lambda: port_is_free(own_broker.port), "port still held", workers, 30)
+        wait_until(
+            lambda: port_is_free(own_broker.port), "port still held", workers=workers, timeout=30
+        )
         own_broker.up(progress=logger.info)  # same port, same data
         _produce_users(bootstrap, env["TEST_SRC"], first, second)
         total = first + second
         ends = end_offsets(bootstrap, env["TEST_SRC"], PARTITIONS)
         assert sum(ends.values()) == total
-        _wait(
+        wait_until(
             lambda: _committed_total(bootstrap, "bounce", env["TEST_SRC"]) == total,
             "not everything committed after the restart",
-            workers,
-            120,
+            workers=workers,
+            timeout=120,
         )
         per_user: dict[str, list[int]] = defaultdict(list)
         for message in read_all(bootstrap, env["TEST_OUT"], expect=total, timeout=120):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from tests.kafkatools import WorkerProcess, read_all, wait_committed
+from tests.kafkatools import WorkerProcess, read_all, wait_committed, wait_until
 
 PARTITIONS = 4
 MERCHANTS = [f"m-{i:02d}" for i in range(12)]
@@ -53,7 +53,7 @@ class LiveProducer(threading.Thread):
         while not self.stop.is_set():
             self.send(self.rng.choice(MERCHANTS), int(time.time() * 1000))
             self.producer.poll(0)
-            time.sleep(0.01)
+            self.stop.wait(0.01)  # paces the live input; returns at once on stop
         assert self.producer.flush(30) == 0
 
 
@@ -80,19 +80,28 @@ def test_catch_up_after_a_stop_longer_than_grace_keeps_every_window_exact(
         workers.append(first)
         for producer in producers:
             producer.start()
-        deadline = time.monotonic() + 60
-        while "assigned" not in first.log() or sum(len(p.written) for p in producers) < 2000:
-            assert time.monotonic() < deadline, first.log()[-3000:]
-            time.sleep(0.1)
+        wait_until(
+            lambda: "assigned" in first.log() and sum(len(p.written) for p in producers) >= 2000,
+            "first worker not running with input",
+            timeout=60,
+            log_of=first,
+        )
         assert first.terminate() < 15
-        stopped = time.monotonic()
-        while time.monotonic() - stopped < 5.0:  # > grace: the backlog spans several windows
-            time.sleep(0.1)
+        # Stopped for longer than grace in event time: the backlog spans several windows.
+        stopped_ms = int(time.time() * 1000)
+        wait_until(
+            lambda: max(ts for p in producers for _, ts in p.written) >= stopped_ms + 5000,
+            "producers did not write past the stop",
+            timeout=60,
+        )
         second = WorkerProcess("tests.apps.payments_app", env, tmp_path, "second", instance="w")
         workers.append(second)
-        while sum(len(p.written) for p in producers) < 6000:
-            assert time.monotonic() < deadline + 60, second.log()[-3000:]
-            time.sleep(0.1)
+        wait_until(
+            lambda: sum(len(p.written) for p in producers) >= 6000,
+            "not enough input after the restart",
+            timeout=120,
+            log_of=second,
+        )
         for producer in producers:
             producer.stop.set()
         for producer in producers:

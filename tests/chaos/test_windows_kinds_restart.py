@@ -17,6 +17,7 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from confluent_kafka import KafkaException, Producer
 
 from streamer.state.window_store import META_KEY
 from tests import windows_reference as reference
-from tests.kafkatools import WorkerProcess, committed, end_offsets, read_all
+from tests.kafkatools import WorkerProcess, committed, end_offsets, read_all, wait_until
 
 PARTITIONS = 2
 KEYS = [f"k{i}" for i in range(8)]
@@ -95,11 +96,10 @@ def test_each_final_window_exactly_once_across_hand_over_kill_and_restart(
             (key, round(v["start"] * 1000), round(v["end"] * 1000), v["value"]) for key, v in values
         )
 
-    def wait(condition: str, check: object, worker: WorkerProcess, limit: float) -> None:
-        deadline = time.monotonic() + limit
-        while not check():  # type: ignore[operator]
-            assert time.monotonic() < deadline, f"{condition}: {worker.log()[-3000:]}"
-            time.sleep(0.1)
+    def wait(
+        condition: str, check: Callable[[], object], worker: WorkerProcess, limit: float
+    ) -> None:
+        wait_until(check, condition, timeout=limit, log_of=worker)
 
     total = len(events)
     workers = [start("first", "state-a", "a")]

@@ -80,7 +80,6 @@ def test_logs_without_a_broker_is_one_line_error() -> None:
 
 @pytest.mark.timeout(400)
 def test_secured_broker_authenticates_encrypts_and_denies_without_acls() -> None:
-    pytest.importorskip("cryptography")
     import json
     import stat
 

@@ -14,7 +14,7 @@ from streamer.kafka.admin import topic_ids
 from streamer.kafka.backend import ConfluentBackend
 from streamer.state.recovery import restore
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
-from tests.kafkatools import produce
+from tests.kafkatools import produce, wait_until
 
 
 def _create(admin: AdminClient, name: str) -> None:
@@ -26,8 +26,7 @@ def _create(admin: AdminClient, name: str) -> None:
         except Exception:
             assert time.monotonic() < deadline, f"cannot create {name}"
             time.sleep(0.2)
-    while name not in admin.list_topics(timeout=10).topics:
-        time.sleep(0.1)
+    wait_until(lambda: name in admin.list_topics(timeout=10).topics, f"{name} not visible")
 
 
 def _restore(bootstrap: str, store: PartitionStore, name: str, admin: AdminClient) -> int:

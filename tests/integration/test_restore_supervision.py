@@ -27,7 +27,14 @@ from streamer.kafka.backend import Backend, ConfluentBackend
 from streamer.state.store import PartitionStore
 from streamer.testing.faults import ConsumeFailure, FaultyBackend, WatermarkTimeout
 from streamer.worker import Worker
-from tests.kafkatools import WorkerProcess, produce, read_all, run_until, wait_committed
+from tests.kafkatools import (
+    WorkerProcess,
+    produce,
+    read_all,
+    run_until,
+    wait_committed,
+    wait_until,
+)
 
 PARTITIONS = 3
 KEYS = 20
@@ -235,12 +242,12 @@ def test_five_workers_starting_at_once_on_fresh_topics_all_become_ready(
         for i, port in enumerate(ports)
     ]
     try:
-        deadline = time.monotonic() + 180
-        while not all(_ready(port)[0] == 200 for port in ports):
-            for worker in workers:
-                assert worker.alive(), worker.log()[-3000:]
-            assert time.monotonic() < deadline, [_ready(port) for port in ports]
-            time.sleep(0.5)
+        wait_until(
+            lambda: all(_ready(port)[0] == 200 for port in ports),
+            "not every worker became ready",
+            timeout=180,
+            workers=workers,
+        )
         total = 3_000
         _produce_users(kafka_bootstrap, env["TEST_SRC"], 0, total)
         wait_committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], partitions)

@@ -4,13 +4,12 @@ output is committed once (read_committed)."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.kafkatools import WorkerProcess, produce, read_all
+from tests.kafkatools import WorkerProcess, produce, read_all, wait_until
 
 TOTAL = 300
 FAIL_ONCE = set(range(0, TOTAL, 10))  # back from retry topic 1
@@ -47,15 +46,19 @@ def test_retried_events_come_back_from_the_retry_topics_across_kill_9(
     worker = WorkerProcess("tests.apps.retrying", env, tmp_path, "w1", instance="one")
     try:
         # Kill -9 once events came back from retry topic 1, with others still in retry.
-        deadline = time.monotonic() + 120
-        while (marks / "fail-0").read_text() != "0":
-            assert time.monotonic() < deadline, worker.log()[-3000:]
-            time.sleep(0.1)
+        wait_until(
+            lambda: (marks / "fail-0").read_text() == "0",
+            "no event came back from the first retry topic",
+            log_of=worker,
+        )
         worker.kill()
         worker = WorkerProcess("tests.apps.retrying", env, tmp_path, "w2", instance="one")
         dlq = f"{app_id}-work-dlq"
-        while len(read_all(kafka_bootstrap, dlq, expect=2, timeout=2, idle=1)) < 2:
-            assert time.monotonic() < deadline, worker.log()[-3000:]
+        wait_until(
+            lambda: len(read_all(kafka_bootstrap, dlq, expect=2, timeout=2, idle=1)) >= 2,
+            "the always-failing events did not reach the dead-letter topic",
+            log_of=worker,
+        )
         outputs = read_all(kafka_bootstrap, env["TEST_OUT"], expect=len(expected), timeout=60)
         assert worker.terminate() < 30
     finally:

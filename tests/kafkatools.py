@@ -178,6 +178,49 @@ async def run_until(
     return worker
 
 
+async def run_worker_until(
+    worker: Worker,
+    done: Callable[[], bool],
+    *,
+    then: Callable[[], None] | None = None,
+    timeout: float = 120.0,
+) -> None:
+    """Run ``worker`` in this loop until ``done()`` (or until it ends by itself), call
+    ``then()``, stop it, and re-raise whatever its ``run()`` raised."""
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while not done() and not task.done():
+            assert time.monotonic() < deadline, "condition not reached in time"
+            await asyncio.sleep(0.05)
+        if then is not None:
+            then()
+    finally:
+        worker.stop()
+        await asyncio.wait_for(asyncio.shield(task), 120)
+    task.result()
+
+
+def paced(check: Callable[[], bool], every: float = 0.3) -> Callable[[], bool]:
+    """``check``, asked at most every ``every`` seconds (False in between): for checks that
+    open a client each time, inside a loop that polls faster."""
+    last = [0.0]
+
+    def paced_check() -> bool:
+        if time.monotonic() - last[0] < every:
+            return False
+        last[0] = time.monotonic()
+        return check()
+
+    return paced_check
+
+
+def all_committed(bootstrap: str, group: str, topic: str, partitions: int) -> Callable[[], bool]:
+    """A paced check: ``group`` has committed ``topic`` up to its current end."""
+    ends = end_offsets(bootstrap, topic, partitions)
+    return paced(lambda: committed(bootstrap, group, topic, partitions) == ends)
+
+
 class WorkerProcess:
     """`streamer worker` in a child process, with its output in a log file."""
 

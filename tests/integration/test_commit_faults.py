@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -26,7 +25,14 @@ from streamer.testing.faults import (
     TransactionFailure,
 )
 from streamer.worker import Worker
-from tests.kafkatools import committed, end_offsets, produce, read_all
+from tests.kafkatools import (
+    all_committed,
+    committed,
+    paced,
+    produce,
+    read_all,
+    run_worker_until,
+)
 
 RECORDS = 400
 
@@ -68,51 +74,14 @@ def _check_nothing_lost(bootstrap: str, app: App, src: str, sink: str, *, exact:
         assert all(n == 1 for n in outputs.values()), [v for v, n in outputs.items() if n > 1]
 
 
-async def _run(worker: Worker, until: Callable[[], bool], then: Callable[[], None] | None = None,
-               timeout: float = 120.0) -> None:  # fmt: skip
-    task = asyncio.create_task(worker.run())
-    deadline = time.monotonic() + timeout
-    try:
-        while not until() and not task.done():
-            assert time.monotonic() < deadline, "condition not reached in time"
-            await asyncio.sleep(0.05)
-        if then is not None:
-            then()
-    finally:
-        worker.stop()
-        await asyncio.wait_for(asyncio.shield(task), 120)
-    task.result()
-
-
 def _some_committed(bootstrap: str, group: str, src: str) -> Callable[[], bool]:
-    last = [0.0]
-
-    def check() -> bool:
-        if time.monotonic() - last[0] < 0.3:
-            return False
-        last[0] = time.monotonic()
-        return any(o > 0 for o in committed(bootstrap, group, src, 2).values())
-
-    return check
-
-
-def _all_committed(bootstrap: str, group: str, src: str) -> Callable[[], bool]:
-    ends = end_offsets(bootstrap, src, 2)
-    last = [0.0]
-
-    def check() -> bool:
-        if time.monotonic() - last[0] < 0.3:
-            return False
-        last[0] = time.monotonic()
-        return committed(bootstrap, group, src, 2) == ends
-
-    return check
+    return paced(lambda: any(o > 0 for o in committed(bootstrap, group, src, 2).values()))
 
 
 def _finish_cleanly(bootstrap: str, app: App, src: str, sink: str, *, exact: bool) -> None:
     """A fault-free worker processes the rest: every input has its output (once)."""
     worker = Worker(app, handle_signals=False, backend=ConfluentBackend())
-    asyncio.run(_run(worker, _all_committed(bootstrap, app.group_id, src)))
+    asyncio.run(run_worker_until(worker, all_committed(bootstrap, app.group_id, src, 2)))
     outputs = Counter(m.value().decode() for m in read_all(bootstrap, sink, expect=RECORDS))
     assert set(outputs) == {f"v{i}" for i in range(RECORDS)}
     if exact:
@@ -136,7 +105,11 @@ def test_a_failed_final_commit_exits_non_zero_and_commits_nothing_later(
     worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), fault))
 
     with pytest.raises(CommitFailed, match="final commit failed"):
-        asyncio.run(_run(worker, _some_committed(kafka_bootstrap, app.group_id, src), cue.set))
+        asyncio.run(
+            run_worker_until(
+                worker, _some_committed(kafka_bootstrap, app.group_id, src), then=cue.set
+            )
+        )
     assert fault.fired.is_set()
     _check_nothing_lost(kafka_bootstrap, app, src, sink, exact=True)
     _finish_cleanly(kafka_bootstrap, app, src, sink, exact=True)
@@ -152,8 +125,8 @@ def test_offsets_the_transaction_cannot_send_are_rewound_and_redone_once(
     )
     fault = TransactionFailure("abortable", call="send_offsets", nth=3, times=2)
     backend = FaultyBackend(ConfluentBackend(), fault)
-    asyncio.run(_run(Worker(app, handle_signals=False, backend=backend),
-                     _all_committed(kafka_bootstrap, app.group_id, src)))  # fmt: skip
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
+                     all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
     assert fault.count == 2
     outputs = Counter(m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=RECORDS))
     assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
@@ -172,8 +145,8 @@ def test_a_delivery_that_fails_for_no_fault_of_the_record_is_redone_not_dead_let
     )
     fault: Fault = DeliveryFailure(sink, code=KafkaError._MSG_TIMED_OUT, nth=50, times=3)
     backend = FaultyBackend(ConfluentBackend(), fault)
-    asyncio.run(_run(Worker(app, handle_signals=False, backend=backend),
-                     _all_committed(kafka_bootstrap, app.group_id, src)))  # fmt: skip
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
+                     all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
     assert fault.count == 3
     outputs = Counter(m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=RECORDS))
     assert set(outputs) == {f"v{i}" for i in range(RECORDS)}
@@ -192,7 +165,7 @@ def test_refused_offset_commits_under_at_least_once_lose_nothing(
     )
     fault = OffsetCommitFailure(nth=2, times=3)
     backend = FaultyBackend(ConfluentBackend(), fault)
-    asyncio.run(_run(Worker(app, handle_signals=False, backend=backend),
-                     _all_committed(kafka_bootstrap, app.group_id, src)))  # fmt: skip
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
+                     all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
     assert fault.count == 3
     _check_nothing_lost(kafka_bootstrap, app, src, sink, exact=False)

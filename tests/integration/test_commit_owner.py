@@ -7,7 +7,6 @@ exactly-once), and the worker's exit says what happened."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -22,7 +21,7 @@ from streamer import (
     Stream,
 )
 from streamer.worker import Worker
-from tests.kafkatools import committed, end_offsets, produce, read_all
+from tests.kafkatools import all_committed, committed, produce, read_all, run_worker_until
 
 GUARANTEES = ["at_least_once", "exactly_once"]
 FAST_RETRIES = ErrorPolicy(retries=2, backoff=0.01, max_backoff=0.05)
@@ -37,35 +36,6 @@ def _app(bootstrap: str, unique_name: Callable[[str], str], guarantee: str, **kw
         state_dir=str(kw.pop("state_dir", "state")),
         **kw,
     )
-
-
-async def _run_until(worker: Worker, done: Callable[[], bool], timeout: float = 120.0) -> None:
-    """Run ``worker`` until ``done()``, then stop it; re-raises what run() raised."""
-    task = asyncio.create_task(worker.run())
-    deadline = time.monotonic() + timeout
-    try:
-        while not done():
-            if task.done():
-                break
-            assert time.monotonic() < deadline, "condition not reached in time"
-            await asyncio.sleep(0.05)
-    finally:
-        worker.stop()
-        await asyncio.wait_for(asyncio.shield(task), 120)
-    task.result()
-
-
-def _all_committed(bootstrap: str, group: str, topic: str, partitions: int) -> Callable[[], bool]:
-    ends = end_offsets(bootstrap, topic, partitions)
-    last = [0.0]
-
-    def done() -> bool:
-        if time.monotonic() - last[0] < 0.3:  # each check opens a consumer: pace them
-            return False
-        last[0] = time.monotonic()
-        return committed(bootstrap, group, topic, partitions) == ends
-
-    return done
 
 
 @pytest.mark.parametrize("guarantee", GUARANTEES)
@@ -88,8 +58,8 @@ def test_a_refused_output_is_the_agents_failure_retried_then_dead_lettered(
 
     records = [(f"k{i}".encode(), b"big" if i == 17 else f"v{i}".encode()) for i in range(60)]
     produce(kafka_bootstrap, src, records)
-    asyncio.run(_run_until(Worker(app, handle_signals=False),
-                           _all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False),
+                           all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
 
     outputs = read_all(kafka_bootstrap, sink, expect=59)
     values = Counter(m.value().decode() for m in outputs)
@@ -125,7 +95,7 @@ def test_a_refused_output_under_stop_leaves_its_event_uncommitted(
     produce(kafka_bootstrap, src, [(b"k", f"v{i}".encode()) for i in range(5)])
     produce(kafka_bootstrap, src, [(b"k", b"big"), (b"k", b"after")])
     with pytest.raises(OutputRefused, match="MSG_SIZE_TOO_LARGE"):
-        asyncio.run(_run_until(Worker(app, handle_signals=False), lambda: False))
+        asyncio.run(run_worker_until(Worker(app, handle_signals=False), lambda: False))
     # Offsets never pass the refused record (offset 5); what came before may be committed.
     assert committed(kafka_bootstrap, app.group_id, src, 1)[0] <= 5
     values = [m.value().decode() for m in read_all(kafka_bootstrap, sink, idle=2)]
@@ -164,8 +134,8 @@ def test_two_agents_on_one_topic_keep_their_own_attempts(
             yield event.key, f"b:{event.value}"
 
     produce(kafka_bootstrap, src, [(b"k", f"e{i}".encode()) for i in range(1, 4)])
-    asyncio.run(_run_until(Worker(app, handle_signals=False),
-                           _all_committed(kafka_bootstrap, app.group_id, src, 1)))  # fmt: skip
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False),
+                           all_committed(kafka_bootstrap, app.group_id, src, 1)))  # fmt: skip
 
     assert failed == {"e2"}
     a = [m.value().decode() for m in read_all(kafka_bootstrap, sink_a, expect=3)]
@@ -208,7 +178,7 @@ def test_a_failure_while_draining_keeps_the_policy(
     produce(kafka_bootstrap, src, [(b"k", b"first"), (b"k", b"hold")])
     worker = Worker(app, handle_signals=False)
     worker_box.append(worker)
-    asyncio.run(_run_until(worker, holding.is_set))
+    asyncio.run(run_worker_until(worker, holding.is_set))
 
     assert len(tries) == 2  # failed once while draining, then retried
     values = [m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=2)]
@@ -239,7 +209,7 @@ def test_a_drain_past_shutdown_timeout_leaves_the_event_uncommitted_and_says_so(
 
     produce(kafka_bootstrap, src, [(b"k", b"ok"), (b"k", b"stuck"), (b"k", b"later")])
     with pytest.raises(ShutdownIncomplete, match=r"shutdown_timeout=0\.5s"):
-        asyncio.run(_run_until(Worker(app, handle_signals=False), stuck.is_set))
+        asyncio.run(run_worker_until(Worker(app, handle_signals=False), stuck.is_set))
     assert committed(kafka_bootstrap, app.group_id, src, 1)[0] <= 1
     assert [m.value() for m in read_all(kafka_bootstrap, sink, idle=2)] in ([], [b"ok"])
 
@@ -259,7 +229,7 @@ def test_an_agent_that_never_reads_its_stream_stops_the_worker_with_one_line(
 
     produce(kafka_bootstrap, src, [(b"k", b"v")])
     with pytest.raises(AgentFailed, match="agent 'lazy' returned 5 times in a row") as info:
-        asyncio.run(_run_until(Worker(app, handle_signals=False), lambda: False))
+        asyncio.run(run_worker_until(Worker(app, handle_signals=False), lambda: False))
     assert "\n" not in str(info.value)
     assert len(calls) == 6  # the first run and five restarts, with backoff between them
     assert committed(kafka_bootstrap, app.group_id, src, 1)[0] < 1

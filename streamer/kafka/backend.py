@@ -115,7 +115,11 @@ class Consumer(Protocol):
     def committed(
         self, partitions: list[TopicPartition], /, timeout: float = ...
     ) -> list[TopicPartition]:
-        """The group's committed offsets (``-1001`` where none)."""
+        """The group's committed offsets (``-1001`` where none); raises ``KafkaException``
+        when the group coordinator does not answer (``NOT_COORDINATOR`` while it moves)."""
+
+    def assignment(self) -> list[TopicPartition]:
+        """The partitions currently assigned (by the group or by :meth:`assign`)."""
 
     def position(self, partitions: list[TopicPartition], /) -> list[TopicPartition]:
         """The next fetch offsets of assigned partitions."""

@@ -115,10 +115,16 @@ class ConnectionWatch:
 
     def __call__(self, err: KafkaError) -> None:
         _log_client_error(err)
-        if err.fatal() and self.fatal is None:
-            self.fatal = err
+        if err.fatal() or err.code() == KafkaError._FATAL:
+            self.note_fatal(err)
         if err.code() == KafkaError._ALL_BROKERS_DOWN and self.lost_at is None:
             self.lost_at = time.monotonic()
+
+    def note_fatal(self, err: KafkaError) -> None:
+        """The client failed fatally with ``err`` (from ``error_cb`` or a consumed error
+        message): its owner must replace it or stop. The first such error is kept."""
+        if self.fatal is None:
+            self.fatal = err
 
     def contact(self) -> None:
         """The client heard from a broker: log a reconnection if every broker was lost."""

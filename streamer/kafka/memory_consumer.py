@@ -100,6 +100,10 @@ class MemoryConsumer:
         self._positions = {(tp.topic, tp.partition): self._resolve(tp) for tp in partitions}
         self._eof_sent.clear()
 
+    def assignment(self) -> list[TopicPartition]:
+        """The partitions this consumer reads."""
+        return [TopicPartition(topic, partition) for topic, partition in self._positions]
+
     def close(self) -> None:
         """Leave the group: ``on_revoke`` with every assigned partition, then forget them."""
         if self._joined and self._on_revoke is not None and self._positions:

@@ -15,6 +15,7 @@ provides a real Kafka broker per test session (``kafka_bootstrap``) and factory 
 from streamer.testing.clock import SimulatedClock
 from streamer.testing.driver import TestDriver
 from streamer.testing.faults import (
+    CommittedFailure,
     ConsumeFailure,
     DeliveryFailure,
     Fault,
@@ -25,6 +26,7 @@ from streamer.testing.faults import (
 )
 
 __all__ = [
+    "CommittedFailure",
     "ConsumeFailure",
     "DeliveryFailure",
     "Fault",

@@ -170,6 +170,28 @@ class WatermarkTimeout(Fault):
         self.group = group
 
 
+class CommittedFailure(Fault):
+    """``committed`` of a consumer whose ``group.id`` starts with ``group`` raises
+    ``KafkaException`` with ``code`` (default ``NOT_COORDINATOR``, retriable), as while
+    the group coordinator moves to another broker or restarts."""
+
+    def __init__(
+        self,
+        group: str,
+        *,
+        code: int = KafkaError.NOT_COORDINATOR,
+        nth: int = 1,
+        times: int | None = 1,
+        cue: threading.Event | None = None,
+    ) -> None:
+        super().__init__(nth=nth, times=times, cue=cue)
+        self.group = group
+        self.code = code
+
+    def error(self) -> KafkaError:
+        return KafkaError(self.code, "injected: failed to get committed offsets", retriable=True)
+
+
 def transaction_error(kind: TransactionFailureKind, reason: str) -> KafkaError:
     """The error librdkafka raises for a transactional call that failed as ``kind``."""
     if kind == "timeout":

@@ -31,6 +31,8 @@ The faults:
 - :class:`OffsetCommitFailure`: a consumer's ``commit`` is refused.
 - :class:`ConsumeFailure`: ``consume``/``poll`` returns an error message, or raises.
 - :class:`WatermarkTimeout`: ``get_watermark_offsets`` times out.
+- :class:`CommittedFailure`: reading the group's committed offsets fails (the group
+  coordinator moving, as while a broker restarts).
 
 Consumer faults choose their consumers by ``group.id`` prefix: the worker's group is the
 app's ``group_id``; table restores use ``streamer-restore-<table>[<partition>]``, standby
@@ -52,6 +54,7 @@ from confluent_kafka import Message as _Message
 
 from streamer.kafka.backend import Admin, Backend, Config, Consumer, Message, Producer
 from streamer.testing.fault_kinds import (
+    CommittedFailure,
     ConsumeFailure,
     DeliveryFailure,
     Fault,
@@ -124,10 +127,11 @@ class FaultyConsumer:
             return None
         if fault.raises:
             raise KafkaException(fault.error())
-        where = self._assigned[0] if self._assigned else None
+        assigned = self._assigned or self.inner.assignment()
+        where = assigned[0] if assigned else None
         message: Message = _Message(
             topic=where.topic if where is not None else None,
-            partition=where.partition if where is not None else None,
+            partition=where.partition if where is not None else -1,  # -1: no partition
             error=fault.error(),
         )
         return [message]
@@ -188,7 +192,13 @@ class FaultyConsumer:
     def committed(
         self, partitions: list[TopicPartition], /, timeout: float = -1
     ) -> list[TopicPartition]:
+        fault: CommittedFailure | None = self._firing(CommittedFailure)
+        if fault is not None:
+            raise KafkaException(fault.error())
         return self.inner.committed(partitions, timeout=timeout)
+
+    def assignment(self) -> list[TopicPartition]:
+        return self.inner.assignment()
 
     def position(self, partitions: list[TopicPartition], /) -> list[TopicPartition]:
         return self.inner.position(partitions)
@@ -342,6 +352,7 @@ class FaultyProducer:
 
 
 __all__ = [
+    "CommittedFailure",
     "ConsumeFailure",
     "DeliveryFailure",
     "Fault",

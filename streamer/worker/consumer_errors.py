@@ -2,14 +2,15 @@
 
 Kept apart from the pump (``streamer.worker.runner``) because the decision has several
 outcomes: a replay's end of partition moves its progress, a fatal error or a missing ACL
-stops the worker with one line (neither heals by waiting), metadata lag after creating a
+stops the worker with one line (neither heals by waiting; a group consumer's fatal error
+is handed to the worker, which joins again with a new consumer), metadata lag after creating a
 topic is not the user's concern, anything else is a warning and the pump goes on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from confluent_kafka import KafkaError
 
@@ -22,13 +23,17 @@ log = logging.getLogger("streamer.worker")
 
 
 def on_message_error(
-    message: Message, states: Mapping[tuple[str, int], PartitionState], group: str | None
+    message: Message,
+    states: Mapping[tuple[str, int], PartitionState],
+    group: str | None,
+    on_fatal: Callable[[KafkaError], None] | None = None,
 ) -> None:
     """Handle ``message`` if its ``error()`` is set (nothing otherwise).
 
-    Raises KafkaOperationError for a fatal error and KafkaAccessError for an authorization
-    failure; ``group`` is the consumer's group id when it needs an ACL (None for a replay,
-    whose throw-away group reads by assignment and commits nothing).
+    A fatal error goes to ``on_fatal`` (the worker replaces a group consumer) or, without
+    one, raises KafkaOperationError. Raises KafkaAccessError for an authorization failure;
+    ``group`` is the consumer's group id when it needs an ACL (None for a replay, whose
+    throw-away group reads by assignment and commits nothing).
     """
     err = message.error()
     if err is None:
@@ -39,6 +44,9 @@ def on_message_error(
             state.fetched_to = max(state.fetched_to, message.offset() or 0)
         return
     if err.fatal():
+        if on_fatal is not None:
+            on_fatal(err)
+            return
         raise KafkaOperationError(f"fatal consumer error: {err.str()}")
     if denied := access_denied(err, message.topic(), group):
         raise denied  # a missing ACL never heals by waiting

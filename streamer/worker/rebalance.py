@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
-from streamer.errors import OutputRefused
+from streamer.errors import KafkaOperationError, OutputRefused
+from streamer.kafka.clients import describe, is_transient
 from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
 from streamer.worker.committer import Committer
 from streamer.worker.lane_task import run_lane
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from streamer.worker.tables import TableManager
 
 log = logging.getLogger("streamer.worker")
+
+REWIND_TIMEOUT = 5.0  # seconds one read of the committed offsets may block the pump
+REWIND_RETRY = 1.0  # seconds between tries while the group coordinator does not answer
 
 
 class PartitionOwnership:
@@ -55,6 +60,7 @@ class PartitionOwnership:
     _to_resume: set[PartitionState]
     _committer: Committer | None
     _rewind_pending: bool
+    _rewind_not_before: float  # monotonic time of the next try of a pending rewind (0: now)
     _exactly_once: bool
 
     def _fail(self, error: BaseException) -> None: ...  # Worker's: stop, run() raises
@@ -231,15 +237,43 @@ class PartitionOwnership:
     def _rewind(self) -> None:
         """Drop every owned partition's in-flight work and staged state, and restart each
         from its committed offset (after a failed checkpoint). Never call it inside
-        consume(): the seek must come after everything that call returns."""
+        consume(): the seek must come after everything that call returns.
+
+        Reading the committed offsets needs the group coordinator, which may be away (a
+        broker restarting answers NOT_COORDINATOR): then the rewind stays pending, nothing
+        is processed (the pump drops what it fetches), and it is tried again a moment later.
+        """
         assert self._consumer is not None and self._committer is not None
+        now = time.monotonic()
+        if now < self._rewind_not_before:
+            return
+        owned = [TopicPartition(s.topic, s.partition) for s in self._states.values()]
+        self._release_partitions(owned, commit=False)
+        # Every partition the group gave this worker, including any released by an earlier
+        # attempt of this rewind; never one it no longer owns.
+        partitions = self._consumer.assignment()
+        if partitions:
+            try:
+                committed = self._consumer.committed(partitions, timeout=REWIND_TIMEOUT)
+            except KafkaException as exc:
+                if not is_transient(exc):
+                    self._fail(KafkaOperationError(
+                        f"cannot read the committed offsets to rewind to: {describe(exc)}"
+                    ))  # fmt: skip
+                    return
+                if self._rewind_not_before == 0.0:
+                    log.warning(
+                        "cannot read the committed offsets to rewind to (%s); nothing is "
+                        "processed until the group coordinator answers",
+                        describe(exc),
+                    )
+                self._rewind_not_before = now + REWIND_RETRY
+                return
         self._rewind_pending = False
-        partitions = [TopicPartition(s.topic, s.partition) for s in self._states.values()]
-        self._release_partitions(partitions, commit=False)
+        self._rewind_not_before = 0.0
         self._committer.rewound()
         if not partitions:
             return
-        committed = self._consumer.committed(partitions, timeout=30)
         self._on_assign(self._consumer, partitions)
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING

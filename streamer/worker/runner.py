@@ -31,7 +31,6 @@ from streamer.clock import SYSTEM_CLOCK, Clock, current_clock
 from streamer.errors import (
     AgentFailed,
     ConfigError,
-    KafkaOperationError,
     SerializationError,
     StreamerError,
 )
@@ -46,9 +45,8 @@ from streamer.topics import Topic
 from streamer.web import bind_web
 from streamer.worker.committer import Committer
 from streamer.worker.consumer_errors import on_message_error
-from streamer.worker.guarantee import make_checkpoint
 from streamer.worker.lanes import LaneContext, settle_undecodable
-from streamer.worker.ordering import ordered
+from streamer.worker.membership import GroupMembership
 from streamer.worker.partition import (
     Effects,
     Output,
@@ -61,7 +59,6 @@ from streamer.worker.partition import (
 from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
 from streamer.worker.scheduler import WorkerStager, run_timer
 from streamer.worker.standby import StandbyManager
-from streamer.worker.stopping import Stopping
 from streamer.worker.tables import TableManager
 
 log = logging.getLogger("streamer.worker")
@@ -72,7 +69,7 @@ TICK_INTERVAL = 1.0  # seconds between Table.tick calls
 STALL_AFTER = 60.0  # seconds an offset may stay in progress before the worker says so
 
 
-class Worker(Stopping):
+class Worker(GroupMembership):
     """Runs ``app``'s agents until :meth:`stop` (or SIGINT/SIGTERM) and shuts down cleanly:
     in-flight events finish (bounded by ``shutdown_timeout``), offsets are committed, the
     consumer leaves the group."""
@@ -127,7 +124,9 @@ class Worker(Stopping):
         self._committer: Committer | None = None
         self._exactly_once = self.settings.exactly_once and replay is None
         self._watch = ConnectionWatch()  # the consumer's error_cb: logs losing/regaining Kafka
+        self._rejoins: list[float] = []  # when the consumer was replaced after a fatal error
         self._rewind_pending = False
+        self._rewind_not_before = 0.0
         self._stop_error: StreamerError | None = None  # why the stop was not clean
         self._tables = TableManager(app, {}, self.backend)
         self.stopped = asyncio.Event()
@@ -217,23 +216,8 @@ class Worker(Stopping):
             self.metrics.watch_group(
                 admin, self.app.group_id, {t: counts[t] for t in self._sources}
             )
-            consumer = make_consumer(
-                self.backend, s.brokers, self.app.group_id, consumer_overrides, watch=self._watch
-            )
-            # Event-time order across partitions (streamer.worker.ordering): the pump reads
-            # through this wrapper; it is the consumer itself when the app needs no order.
-            self._consumer = ordered(consumer, self.app, self._states, self.clock)
-            self._committer = Committer(
-                partial(make_checkpoint, self.app.id, s, consumer, self.backend),
-                self.metrics.watch,
-            )
             log.debug("consumer overrides: %s", redact(consumer_overrides))
-            consumer.subscribe(
-                sorted(self._subscribers),
-                on_assign=self.metrics.rebalance_callback("assign", self._on_assign),
-                on_revoke=self.metrics.rebalance_callback("revoke", self._on_revoke),
-                on_lost=self.metrics.rebalance_callback("lost", self._on_lost),
-            )
+            self._join_group(consumer_overrides)
         log.info(
             "worker started: app %r, group %r, brokers %s, agents %s, reading %s",
             self.app.id,
@@ -343,12 +327,12 @@ class Worker(Stopping):
                 messages = []
                 if not self._stopping:
                     self._rewind()
-            if self._watch.fatal is not None:
-                self._fail(KafkaOperationError(
-                    f"the consumer failed fatally ({self._watch.fatal.str()}); the worker "
-                    "stops so that it can be restarted with a fresh one"
-                ))  # fmt: skip
-                break
+            if self._watch.fatal is not None:  # (a replay's consumer has no watch)
+                if not self._rejoin_after_fatal(self._watch.fatal):
+                    break
+                consumer = self._consumer
+                assert consumer is not None
+                continue
             if messages:
                 if self._watch.lost_at is not None and any(m.error() is None for m in messages):
                     self._watch.contact()
@@ -407,8 +391,11 @@ class Worker(Stopping):
         dispatched = 0
         for message in messages:
             if message.error() is not None:
-                # A replay's throw-away group needs no ACL.
-                on_message_error(message, states, None if self._replay else self.app.group_id)
+                # A replay's throw-away group needs no ACL, and its consumer is not replaced.
+                if self._replay is not None:
+                    on_message_error(message, states, None)
+                else:
+                    on_message_error(message, states, self.app.group_id, self._watch.note_fatal)
                 continue
             where = (message.topic(), message.partition())
             if where != last:

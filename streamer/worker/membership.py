@@ -1,0 +1,115 @@
+"""Group membership: joining the consumer group, and joining it again with a fresh consumer
+when the old one failed fatally.
+
+A mixin of :class:`streamer.worker.runner.Worker` (like ``rebalance`` and ``stopping``).
+
+librdkafka's only fatal consumer error is a *fenced static member*: another consumer joined
+with the same ``group.instance.id``. A worker causes it to itself when the broker goes away
+for longer than the session timeout: librdkafka rejoins under the same instance id, and an
+answer to a request sent by the previous incarnation fences the new one. The fenced consumer
+can do nothing more, yet the worker is healthy, so it gives up every partition without
+committing (exactly as if they were lost), closes the consumer and its checkpoint, and joins
+again with new ones. A worker fenced again and again is sharing its instance id with another
+process: after :data:`MAX_REJOINS` within :data:`REJOIN_WINDOW` seconds it stops with one
+line naming the id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from streamer.errors import KafkaOperationError
+from streamer.kafka.clients import ConnectionWatch, make_consumer
+from streamer.worker.committer import Committer
+from streamer.worker.guarantee import make_checkpoint
+from streamer.worker.ordering import ordered
+from streamer.worker.stopping import Stopping
+
+if TYPE_CHECKING:
+    from streamer.clock import Clock
+
+log = logging.getLogger("streamer.worker")
+
+MAX_REJOINS = 3  # fatal consumer errors survived within REJOIN_WINDOW before stopping
+REJOIN_WINDOW = 600.0  # seconds
+CLOSE_TIMEOUT = 5.0  # seconds the fenced consumer's checkpoint may take to abort and close
+
+
+class GroupMembership(Stopping):
+    """Join the group; replace a fatally failed consumer (a mixin of Worker)."""
+
+    clock: Clock
+    _watch: ConnectionWatch
+    _group_overrides: dict[str, Any]
+    _rejoins: list[float]
+
+    def _join_group(self, overrides: dict[str, Any]) -> None:
+        """Subscribe a new consumer to the sources, with its own checkpoint (and producer)."""
+        s = self.settings
+        self._group_overrides = overrides
+        self._watch = ConnectionWatch()  # logs losing/regaining Kafka; notes a fatal error
+        consumer = make_consumer(
+            self.backend, s.brokers, self.app.group_id, overrides, watch=self._watch
+        )
+        # Event-time order across partitions (streamer.worker.ordering): the pump reads
+        # through this wrapper; it is the consumer itself when the app needs no order.
+        self._consumer = ordered(consumer, self.app, self._states, self.clock)
+        self._committer = Committer(
+            partial(make_checkpoint, self.app.id, s, consumer, self.backend),
+            self.metrics.watch,
+        )
+        consumer.subscribe(
+            sorted(self._subscribers),
+            on_assign=self.metrics.rebalance_callback("assign", self._on_assign),
+            on_revoke=self.metrics.rebalance_callback("revoke", self._on_revoke),
+            on_lost=self.metrics.rebalance_callback("lost", self._on_lost),
+        )
+
+    def _rejoin_after_fatal(self, err: KafkaError) -> bool:
+        """The consumer failed fatally with ``err``: give up its partitions uncommitted and
+        join again with a new consumer. Returns False (the worker stops, with one line) when
+        this keeps happening."""
+        now = time.monotonic()
+        self._rejoins = [t for t in self._rejoins if now - t < REJOIN_WINDOW] + [now]
+        instance = self._group_overrides.get("group.instance.id")
+        if len(self._rejoins) > MAX_REJOINS:
+            shared = (
+                f"; another process probably uses group.instance.id {instance!r}: give each "
+                "worker its own instance_id"
+                if instance
+                else ""
+            )
+            self._fail(KafkaOperationError(
+                f"the consumer failed fatally {len(self._rejoins)} times within "
+                f"{REJOIN_WINDOW:g}s, last: {err.str()}{shared}"
+            ))  # fmt: skip
+            return False
+        log.warning(
+            "the consumer failed fatally (%s); giving up its partitions uncommitted and "
+            "joining the group %r again with a new consumer",
+            err.str(),
+            self.app.group_id,
+        )
+        old_consumer, old_committer = self._consumer, self._committer
+        owned = [TopicPartition(s.topic, s.partition) for s in self._states.values()]
+        self._release_partitions(owned, commit=False)
+        if old_committer is not None:
+            # Aborts the open transaction (its outputs were never visible) and closes the
+            # producer; a new checkpoint's producer fences it in any case.
+            old_committer.close(CLOSE_TIMEOUT)
+        if old_consumer is not None:
+            try:
+                old_consumer.close()  # any revoke it fires finds nothing owned to commit
+            except Exception as exc:
+                log.debug("closing the fenced consumer: %s", exc)
+        self._join_group(self._group_overrides)
+        self._rewind_pending = False  # nothing is owned: the new assignment starts fresh
+        return True
+
+
+__all__ = ["MAX_REJOINS", "GroupMembership"]

@@ -1,0 +1,123 @@
+"""The group consumer failing on cue (through the fault-injecting backend, on the real
+broker): a rewind whose committed offsets cannot be read while the group coordinator is
+away, and a consumer fenced as a static member (librdkafka's one fatal consumer error,
+which a broker restart can provoke). The worker rides out both without restarting; outputs
+read back with read_committed come out exactly once under exactly-once. A consumer fenced
+again and again stops the worker with one line naming the shared instance id."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import KafkaError
+
+from streamer import App, KafkaOperationError, Stream
+from streamer.kafka.backend import ConfluentBackend
+from streamer.testing.faults import (
+    CommittedFailure,
+    ConsumeFailure,
+    FaultyBackend,
+    TransactionFailure,
+)
+from streamer.worker import Worker
+from streamer.worker.membership import MAX_REJOINS
+from tests.kafkatools import all_committed, produce, read_all, run_worker_until
+
+RECORDS = 300
+
+
+def _echo_app(bootstrap: str, unique_name: Callable[[str], str], guarantee: str,
+              src: str, sink: str, **settings: object) -> App:  # fmt: skip
+    app = App(unique_name("consumer-faults"), brokers=bootstrap, processing_guarantee=guarantee,
+              commit_interval=0.1, shutdown_timeout=2, **settings)  # type: ignore[arg-type]  # fmt: skip
+    source = app.topic(src, key_type=str, value_type=str, partitions=2)
+    out = app.topic(sink, key_type=str, value_type=str, partitions=2)
+
+    @app.agent(source, sink=[out])
+    async def echo(stream: Stream):  # type: ignore[no-untyped-def]
+        async for event in stream:
+            await asyncio.sleep(0.001)  # keep work in flight when the fault fires
+            yield event.key, event.value
+
+    return app
+
+
+def _produce_inputs(bootstrap: str, src: str) -> None:
+    produce(bootstrap, src, [(f"k{i % 11}".encode(), f"v{i}".encode()) for i in range(RECORDS)])
+
+
+def _outputs(bootstrap: str, sink: str) -> Counter[str]:
+    return Counter(m.value().decode() for m in read_all(bootstrap, sink, expect=RECORDS))
+
+
+def test_a_rewind_waits_for_the_group_coordinator_and_then_redoes_the_work_once(
+    kafka_bootstrap: str, create_topic, unique_name
+) -> None:
+    """A checkpoint fails; the rewind's read of the committed offsets then fails five times
+    (NOT_COORDINATOR, as while a broker restarts). The worker must not crash nor process
+    anything from a guessed position: it retries until the coordinator answers, then
+    redoes the aborted work exactly once."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, "exactly_once", src, sink)
+    _produce_inputs(kafka_bootstrap, src)
+    abort = TransactionFailure("abortable", call="send_offsets", nth=3)
+    away = CommittedFailure(app.group_id, times=5)
+    backend = FaultyBackend(ConfluentBackend(), abort, away)
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
+                     all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
+    assert abort.count == 1 and away.count == 5
+    outputs = _outputs(kafka_bootstrap, sink)
+    assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_fenced_consumer_is_replaced_without_losing_or_doubling_anything(
+    kafka_bootstrap: str,
+    create_topic,
+    unique_name,
+    guarantee: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The consumer fails fatally (a static member fenced) with work in flight: the worker
+    gives up its partitions uncommitted, joins again with a new consumer, and finishes."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, guarantee, src, sink, instance_id="w-0")
+    _produce_inputs(kafka_bootstrap, src)
+    fenced = ConsumeFailure(app.group_id, code=KafkaError.FENCED_INSTANCE_ID, fatal=True, nth=40)
+    backend = FaultyBackend(ConfluentBackend(), fenced)
+    with caplog.at_level(logging.WARNING, logger="streamer.worker"):
+        asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
+                         all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
+    assert fenced.count == 1
+    assert any("joining the group" in r.getMessage() for r in caplog.records)
+    outputs = _outputs(kafka_bootstrap, sink)
+    assert set(outputs) == {f"v{i}" for i in range(RECORDS)}
+    if guarantee == "exactly_once":
+        assert set(outputs.values()) == {1}
+
+
+def test_a_consumer_fenced_again_and_again_stops_the_worker_naming_its_instance_id(
+    kafka_bootstrap: str, create_topic, unique_name, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every new consumer is fenced at once (another process shares the instance id): the
+    worker must not loop for ever; it stops with one line that says what to change."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, "exactly_once", src, sink, instance_id="w-7")
+    _produce_inputs(kafka_bootstrap, src)
+    fenced = ConsumeFailure(app.group_id, code=KafkaError.FENCED_INSTANCE_ID, fatal=True,
+                            times=None)  # fmt: skip
+    worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), fenced))
+    with (
+        caplog.at_level(logging.WARNING, logger="streamer.worker"),
+        pytest.raises(KafkaOperationError, match=re.escape("group.instance.id 'w-7'")) as failure,
+    ):
+        asyncio.run(run_worker_until(worker, lambda: False, timeout=120))
+    assert "\n" not in str(failure.value)
+    rejoins = [r for r in caplog.records if "joining the group" in r.getMessage()]
+    assert len(rejoins) == MAX_REJOINS  # then the next fatal error stopped it
+    assert not read_all(kafka_bootstrap, sink, idle=1, timeout=5)  # nothing half-committed

@@ -43,7 +43,9 @@ def on_message_error(
         if state is not None and state.stop_offset is not None:
             state.fetched_to = max(state.fetched_to, message.offset() or 0)
         return
-    if err.fatal():
+    # librdkafka hands a fenced static member's fatal error to the consumer as a message
+    # with code _FATAL whose fatal() is False (and not to error_cb): check both.
+    if err.fatal() or err.code() == KafkaError._FATAL:
         if on_fatal is not None:
             on_fatal(err)
             return

@@ -323,8 +323,10 @@ class Worker(GroupMembership):
                 # A transaction was aborted inside consume() (a rebalance callback). Seek
                 # only now, outside the callback: then everything this call returned
                 # predates the seek and is dropped, and everything after it is fresh.
-                # A stopping worker does not rewind: what is uncommitted stays so.
-                messages = []
+                # A stopping worker does not rewind: what is uncommitted stays so. Errors
+                # are kept: a fatal one (a fenced consumer) often comes with the lost
+                # partitions that made this rewind.
+                messages = [m for m in messages if m.error() is not None]
                 if not self._stopping:
                     self._rewind()
             if self._watch.fatal is not None:  # (a replay's consumer has no watch)

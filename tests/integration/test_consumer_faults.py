@@ -88,7 +88,7 @@ def test_a_fenced_consumer_is_replaced_without_losing_or_doubling_anything(
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
     app = _echo_app(kafka_bootstrap, unique_name, guarantee, src, sink, instance_id="w-0")
     _produce_inputs(kafka_bootstrap, src)
-    fenced = ConsumeFailure(app.group_id, code=KafkaError.FENCED_INSTANCE_ID, fatal=True, nth=40)
+    fenced = ConsumeFailure(app.group_id, code=KafkaError._FATAL, nth=40)
     backend = FaultyBackend(ConfluentBackend(), fenced)
     with caplog.at_level(logging.WARNING, logger="streamer.worker"):
         asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
@@ -109,7 +109,7 @@ def test_a_consumer_fenced_again_and_again_stops_the_worker_naming_its_instance_
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
     app = _echo_app(kafka_bootstrap, unique_name, "exactly_once", src, sink, instance_id="w-7")
     _produce_inputs(kafka_bootstrap, src)
-    fenced = ConsumeFailure(app.group_id, code=KafkaError.FENCED_INSTANCE_ID, fatal=True,
+    fenced = ConsumeFailure(app.group_id, code=KafkaError._FATAL,
                             times=None)  # fmt: skip
     worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), fenced))
     with (

@@ -127,6 +127,45 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
         consumer.close()
 
 
+def group_members(bootstrap: str, group: str) -> dict[str, set[tuple[str, int]]] | None:
+    """The members of a STABLE ``group`` (by instance id, else member id) and the partitions
+    each owns; None while the group is rebalancing, empty or unknown to the broker."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    except KafkaException:
+        return None  # the coordinator is loading or moving: not known yet
+    if description.state != ConsumerGroupState.STABLE:
+        return None
+    return {
+        member.group_instance_id or member.member_id: {
+            (tp.topic, tp.partition) for tp in member.assignment.topic_partitions
+        }
+        for member in description.members
+    }
+
+
+def group_settled(
+    bootstrap: str, group: str, members: int, *, without: str | None = None
+) -> Callable[[], bool]:
+    """A paced check: ``group`` is stable with exactly ``members`` members, each owning at
+    least one partition, and none of them is the instance ``without``."""
+
+    def check() -> bool:
+        current = group_members(bootstrap, group)
+        return (
+            current is not None
+            and len(current) == members
+            and all(current.values())
+            and without not in current
+        )
+
+    return paced(check, every=0.5)
+
+
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
     """Each partition's high watermark. Retries while a just-created topic's leaders are
     being elected (NOT_LEADER_FOR_PARTITION, UNKNOWN_TOPIC_OR_PART)."""
@@ -250,12 +289,16 @@ class WorkerProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
 
-    def terminate(self, timeout: float = 30.0) -> float:
-        """SIGTERM and wait; returns how long the exit took."""
-        start = time.monotonic()
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait for the exit; returns its code. ``timeout`` guards against a
+        hang (the test fails); it is not a claim about how fast a worker stops."""
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout)
-        return time.monotonic() - start
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM; the worker must exit cleanly (code 0) — see :meth:`terminate`."""
+        code = self.terminate(timeout)
+        assert code == 0, f"{self.log_path.name} exited {code}\n{self.log()[-3000:]}"
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -52,7 +52,10 @@ class GroupMembership(Stopping):
         """Subscribe a new consumer to the sources, with its own checkpoint (and producer)."""
         s = self.settings
         self._group_overrides = overrides
+        lost_at = self._watch.lost_at  # the Worker starts with a watch of its own
         self._watch = ConnectionWatch()  # logs losing/regaining Kafka; notes a fatal error
+        # A consumer replaced while Kafka was away: the new one reports the reconnection.
+        self._watch.lost_at = lost_at
         consumer = make_consumer(
             self.backend, s.brokers, self.app.group_id, overrides, watch=self._watch
         )

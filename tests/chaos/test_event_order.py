@@ -86,7 +86,7 @@ def test_catch_up_after_a_stop_longer_than_grace_keeps_every_window_exact(
             timeout=60,
             log_of=first,
         )
-        assert first.terminate() < 15
+        first.stop()
         # Stopped for longer than grace in event time: the backlog spans several windows.
         stopped_ms = int(time.time() * 1000)
         wait_until(
@@ -121,7 +121,7 @@ def test_catch_up_after_a_stop_longer_than_grace_keeps_every_window_exact(
         wait_committed(kafka_bootstrap, app_id, src, PARTITIONS, worker=second)
         messages = read_all(kafka_bootstrap, out, expect=len(expected), idle=3, timeout=60)
         log = second.log()
-        assert second.terminate() < 15
+        second.stop()
     finally:
         for producer in producers:
             producer.stop.set()

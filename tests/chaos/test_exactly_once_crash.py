@@ -19,7 +19,15 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from tests.kafkatools import WorkerProcess, committed, end_offsets, produce, read_all
+from tests.kafkatools import (
+    WorkerProcess,
+    committed,
+    end_offsets,
+    group_settled,
+    produce,
+    read_all,
+    wait_until,
+)
 
 PARTITIONS = 6
 RECORDS = 30_000
@@ -56,8 +64,11 @@ def test_kill_9_and_a_zombie_leave_exactly_once_results(
     workers = {name: start(name) for name in names}
     ended: list[WorkerProcess] = []
     try:
-        time.sleep(4)
-        for _ in range(6):  # kill -9 random workers at random moments, restart them
+        wait_until(group_settled(kafka_bootstrap, env["TEST_APP_ID"], 3), "3 workers joined",
+                   workers=workers.values())  # fmt: skip
+        # The fault schedule: kill -9 random workers at random moments (a seeded rng, so
+        # each run is the same chaos), restart them.
+        for _ in range(6):
             time.sleep(rng.uniform(1.0, 3.0))
             victim = rng.choice(names)
             workers[victim].kill()
@@ -66,7 +77,12 @@ def test_kill_9_and_a_zombie_leave_exactly_once_results(
             workers[victim] = start(victim)
         zombie = workers["w1"]  # frozen past its session timeout: its partitions move
         zombie.proc.send_signal(signal.SIGSTOP)
-        time.sleep(14)
+        # Frozen until the broker expelled it and the other two took its partitions.
+        wait_until(
+            group_settled(kafka_bootstrap, env["TEST_APP_ID"], 2, without="w1"),
+            "the frozen worker's partitions never moved",
+            timeout=180,
+        )
         zombie.proc.send_signal(signal.SIGCONT)
 
         ends = end_offsets(kafka_bootstrap, env["TEST_SRC"], PARTITIONS)
@@ -75,7 +91,7 @@ def test_kill_9_and_a_zombie_leave_exactly_once_results(
             assert time.monotonic() < deadline, "input not fully committed"
             time.sleep(1)
         for worker in workers.values():
-            assert worker.terminate(timeout=60) < 30
+            worker.stop()
     finally:
         for worker in [*workers.values(), *ended]:
             worker.close()

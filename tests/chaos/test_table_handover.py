@@ -7,7 +7,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.kafkatools import WorkerProcess, committed, end_offsets, produce, read_all
+from tests.kafkatools import (
+    WorkerProcess,
+    committed,
+    end_offsets,
+    group_settled,
+    paced,
+    produce,
+    read_all,
+    wait_until,
+)
 
 PARTITIONS = 4
 
@@ -40,15 +49,22 @@ def test_clean_stop_moves_partitions_and_counts_stay_exact(
     try:
         keys = [f"user-{i % 200}" for i in range(12_000)]
         produce(kafka_bootstrap, src, ((k.encode(), b"x") for k in keys[:6_000]))
-        time.sleep(4)  # both workers own partitions and have counted some
-        assert workers[0].terminate() < 15  # a clean stop: its partitions move
+        # Both workers own partitions and have committed some counts.
+        wait_until(group_settled(kafka_bootstrap, app_id, 2), "2 workers joined", workers=workers)
+        wait_until(
+            paced(lambda: sum(max(o, 0) for o in committed(
+                kafka_bootstrap, app_id, src, PARTITIONS).values()) > 0),
+            "nothing committed",
+            workers=workers,
+        )  # fmt: skip
+        workers[0].stop()  # a clean stop: its partitions move
         produce(kafka_bootstrap, src, ((k.encode(), b"x") for k in keys[6_000:]))
         ends = end_offsets(kafka_bootstrap, src, PARTITIONS)
         deadline = time.monotonic() + 90
         while committed(kafka_bootstrap, app_id, src, PARTITIONS) != ends:
             assert time.monotonic() < deadline, workers[1].log()[-3000:]
             time.sleep(0.5)
-        assert workers[1].terminate() < 15
+        workers[1].stop()
         survivor_log = workers[1].log()
         assert "restoring" in survivor_log  # it rebuilt the moved partitions from the changelog
         counts = _latest_counts(kafka_bootstrap, f"{app_id}-counts-changelog")

@@ -107,7 +107,7 @@ def test_each_final_window_exactly_once_across_hand_over_kill_and_restart(
         wait("first quarter", lambda: progress() >= total // 4, workers[0], 60)
         workers.append(start("second", "state-b", "b"))  # joins: partitions move to it
         wait("hand-over", lambda: "restor" in workers[1].log(), workers[1], 60)
-        assert workers[0].terminate() < 20  # the rest moves to the second worker
+        workers[0].stop()  # the rest moves to the second worker
         wait("three quarters", lambda: progress() >= total * 3 // 4, workers[1], 90)
         workers[1].kill()
         assert progress() < total, "killed too late to test anything"
@@ -126,7 +126,7 @@ def test_each_final_window_exactly_once_across_hand_over_kill_and_restart(
                 break
             assert time.monotonic() < deadline, "windows did not expire"
             time.sleep(1)
-        assert workers[2].terminate() < 15
+        workers[2].stop()
     finally:
         for worker in workers:
             worker.close()

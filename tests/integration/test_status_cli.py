@@ -16,7 +16,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.kafkatools import ROOT, WorkerProcess
+from tests.kafkatools import ROOT, WorkerProcess, wait_until
 
 APP = "tests.apps.status_app"
 RECORDS = {0: 30, 1: 20, 2: 10}  # per partition
@@ -130,26 +130,35 @@ def test_owners_and_live_rates_with_a_running_worker(
 
         # The live view: snapshots one after the other (not a terminal: no screen clearing),
         # with rates from the second one on; Ctrl-C ends it cleanly.
-        live = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "status", APP, "--interval", "0.5"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, **env},
+        screen = tmp_path / "live.out"
+        with screen.open("w") as into:
+            live = subprocess.Popen(
+                [sys.executable, "-m", "streamer", "status", APP, "--interval", "0.5"],
+                stdout=into,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                env={**os.environ, **env},
+            )
+        # Three views printed, the last with rates (known from the second view on).
+        wait_until(
+            lambda: screen.read_text().count("refreshing every 0.5s") >= 4,
+            "the live view printed fewer than 4 views",
+            timeout=60,
         )
-        time.sleep(3)
         live.send_signal(signal.SIGINT)
-        out, err = live.communicate(timeout=30)
+        _, err = live.communicate(timeout=30)
+        out = screen.read_text()
         assert live.returncode == 0, out + err
         views = [
             part for part in out.split("refreshing every 0.5s; Ctrl-C to quit") if part.strip()
         ]
-        assert len(views) >= 3, out
-        later = _rows(views[-1])
+        assert len(views) >= 4, out
+        # The last view may be cut by Ctrl-C; the one before it is whole.
+        later = _rows(views[-2])
         assert set(later) == set(RECORDS)
         assert all(row[2] == member["label"] for row in later.values())
-        assert all(row[6] != "-" for row in later.values()), views[-1]  # rates known
+        assert all(row[6] != "-" for row in later.values()), views[-2]  # rates known
 
         while time.monotonic() < deadline:
             snapshot = json.loads(_status(env, "--json"))

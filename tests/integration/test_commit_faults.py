@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import KafkaError
 
-from streamer import App, CommitFailed, Stream
+from streamer import App, CommitFailed
 from streamer.kafka.backend import ConfluentBackend
 from streamer.testing.faults import (
     DeliveryFailure,
@@ -28,6 +28,7 @@ from streamer.worker import Worker
 from tests.kafkatools import (
     all_committed,
     committed,
+    echo_app,
     paced,
     produce,
     read_all,
@@ -39,18 +40,7 @@ RECORDS = 400
 
 def _echo_app(bootstrap: str, unique_name: Callable[[str], str], guarantee: str,
               src: str, sink: str) -> App:  # fmt: skip
-    app = App(unique_name("faults"), brokers=bootstrap, processing_guarantee=guarantee,
-              commit_interval=0.1, shutdown_timeout=2)  # fmt: skip
-    source = app.topic(src, key_type=str, value_type=str, partitions=2)
-    out = app.topic(sink, key_type=str, value_type=str, partitions=2)
-
-    @app.agent(source, sink=[out])
-    async def echo(stream: Stream):  # type: ignore[no-untyped-def]
-        async for event in stream:
-            await asyncio.sleep(0.002)  # keep work in flight when the worker stops
-            yield event.key, event.value
-
-    return app
+    return echo_app(bootstrap, unique_name("faults"), guarantee, src, sink)
 
 
 def _inputs(bootstrap: str, src: str) -> dict[int, dict[int, str]]:

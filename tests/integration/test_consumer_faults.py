@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import KafkaError
 
-from streamer import App, KafkaOperationError, Stream
+from streamer import App, KafkaOperationError
 from streamer.kafka.backend import ConfluentBackend
 from streamer.testing.faults import (
     CommittedFailure,
@@ -26,25 +26,14 @@ from streamer.testing.faults import (
 )
 from streamer.worker import Worker
 from streamer.worker.membership import MAX_REJOINS
-from tests.kafkatools import all_committed, produce, read_all, run_worker_until
+from tests.kafkatools import all_committed, echo_app, produce, read_all, run_worker_until
 
 RECORDS = 300
 
 
 def _echo_app(bootstrap: str, unique_name: Callable[[str], str], guarantee: str,
               src: str, sink: str, **settings: object) -> App:  # fmt: skip
-    app = App(unique_name("consumer-faults"), brokers=bootstrap, processing_guarantee=guarantee,
-              commit_interval=0.1, shutdown_timeout=2, **settings)  # type: ignore[arg-type]  # fmt: skip
-    source = app.topic(src, key_type=str, value_type=str, partitions=2)
-    out = app.topic(sink, key_type=str, value_type=str, partitions=2)
-
-    @app.agent(source, sink=[out])
-    async def echo(stream: Stream):  # type: ignore[no-untyped-def]
-        async for event in stream:
-            await asyncio.sleep(0.001)  # keep work in flight when the fault fires
-            yield event.key, event.value
-
-    return app
+    return echo_app(bootstrap, unique_name("consumer-faults"), guarantee, src, sink, **settings)
 
 
 def _produce_inputs(bootstrap: str, src: str) -> None:

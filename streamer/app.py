@@ -55,7 +55,7 @@ class App:
         self.on_error = on_error or ErrorPolicy()
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
-        self.tables: dict[str, Table] = {}
+        self.tables: dict[str, Table[Any, Any]] = {}
         self.timers: list[Timer] = []
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
@@ -188,14 +188,15 @@ class App:
         key_type: object = str,
         value_type: object = None,
         partitions: int | None = None,
-    ) -> Table:
+    ) -> Table[Any, Any]:
         """Declare a table: dict-like state in RocksDB, backed by the compacted changelog
         topic ``<app id>-<name>-changelog``. Values are JSON unless ``value_type`` says
         otherwise; ``default`` (a callable such as ``int``) answers reads of absent keys.
+        Annotate it for your agents to type-check: ``counts: Table[str, int] = app.table(...)``.
         """
         if name in self.tables:
             raise ConfigError(f"table {name!r} is declared twice")
-        table = Table(
+        table: Table[Any, Any] = Table(
             name,
             changelog=f"{self.id}-{name}-changelog",
             default=default,

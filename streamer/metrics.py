@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from streamer.app import App
     from streamer.kafka.backend import Admin, Consumer
-    from streamer.state.table import TablePartition
+    from streamer.state.keyed import TablePartition
     from streamer.worker.checkpoint import Checkpoint
     from streamer.worker.partition import PartitionState
 
@@ -393,7 +393,7 @@ class WorkerMetrics:
                 self._tables_seen.add((part.table.name, part.partition))
                 self.table_keys.labels(*labels).set(part.store.approximate_keys())
                 self.table_pending.labels(*labels).set(len(part.overlay))
-                if part.table.windowed is not None:  # present at 0: rate() works from the start
+                if part.table.holds_windows:  # present at 0: rate() works from the start
                     self.late_events.labels(*labels)
 
     def flush(self) -> None:

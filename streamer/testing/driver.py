@@ -70,7 +70,7 @@ class TestDriver:
         self._task: asyncio.Task[None] | None = None
         self._prefill: dict[str, dict[Any, Any]] = {}
         self._late: dict[str, list[Event]] = {}
-        self._late_restore: list[tuple[WindowedTable, OnLate | None]] = []
+        self._late_restore: list[tuple[WindowedTable[Any, Any], OnLate | None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 

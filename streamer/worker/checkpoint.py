@@ -36,8 +36,8 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from streamer.errors import KafkaOperationError
 from streamer.kafka.backend import Consumer, Producer
 from streamer.metrics import IDLE_TIMER
+from streamer.state.keyed import TablePartition
 from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
-from streamer.state.table import TablePartition
 from streamer.worker.partition import Effects, PartitionState, Refusal
 
 __all__ = ["AtLeastOnceCheckpoint", "Checkpoint", "CheckpointFailed", "Due", "Refusal"]

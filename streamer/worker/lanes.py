@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamer._context import current_event
+from streamer._context import TableWrite, current_event
 from streamer.agents import Agent
 from streamer.clock import SYSTEM_CLOCK, Clock
 from streamer.delays import DELIVER_AT, due_of, split_headers
@@ -26,7 +26,6 @@ from streamer.metrics import IDLE_PROBE, LaneProbe
 from streamer.policy import ErrorPolicy
 from streamer.ratelimit import KeyBuckets, TokenBucket
 from streamer.replies import CORRELATION_ID, REPLY_CLIENT, Reply, reply_address
-from streamer.state.table import TableWrite
 from streamer.worker.dead_letters import dead_letter
 from streamer.worker.partition import SKIPPED_EVENT, Effects, PartitionState, Pending
 
@@ -327,7 +326,7 @@ class Lane:
         """Hold a table write with the event being processed (the Stager protocol)."""
         if not self.current:
             # Undo at once: a write outside any event has nothing to commit with.
-            write[0].undo(write[1], write[3], write[4])
+            write.undo()
             raise StreamerError(
                 f"agent {self.agent.name!r} wrote a table while no event was being processed"
             )

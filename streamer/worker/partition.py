@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
+from streamer._context import TableWrite
 from streamer.events import Event, Headers
 from streamer.kafka.backend import Message
-from streamer.state.table import TablePartition, TableWrite
+from streamer.state.keyed import TablePartition
 
 if TYPE_CHECKING:
     from streamer.worker.lanes import Lane
@@ -80,8 +81,8 @@ class Effects:
         """Drop the outputs and undo the table writes, newest first."""
         self.outputs = []
         if self.writes:
-            for part, key, _, had_entry, previous in reversed(self.writes):
-                part.undo(key, had_entry, previous)
+            for write in reversed(self.writes):
+                write.undo()
             self.writes = None
 
 
@@ -258,8 +259,8 @@ class PartitionState:
                         self.stats.outputs += len(effects.outputs)
                         self.release(effects)
                     if effects.writes:
-                        for part, key, value, _, _ in effects.writes:
-                            part.release(key, value)
+                        for write in effects.writes:
+                            write.release()
             self.next_commit = head.offset + 1
 
 

@@ -23,7 +23,7 @@ from streamer.errors import ConfigError, KafkaOperationError
 from streamer.kafka.backend import Backend, Consumer, Producer
 from streamer.kafka.offsets import GroupOffsets, ResetTarget, parse_datetime
 from streamer.progress import Advance, bar
-from streamer.state.table import TablePartition
+from streamer.state.keyed import TablePartition
 from streamer.worker.checkpoint import AtLeastOnceCheckpoint, CheckpointFailed, Due
 from streamer.worker.partition import Effects, Output, PartitionState
 

@@ -25,9 +25,9 @@ from streamer.kafka.admin import TopicSpec
 from streamer.kafka.backend import Backend
 from streamer.kafka.clients import describe, is_transient
 from streamer.metrics import WorkerMetrics
+from streamer.state.keyed import TablePartition
 from streamer.state.recovery import RecoveryResult, restore
 from streamer.state.store import PartitionStore
-from streamer.state.table import TablePartition
 from streamer.worker.partition import PartitionState
 from streamer.worker.standby import StandbyManager
 

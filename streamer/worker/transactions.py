@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from streamer.errors import StreamerError
 from streamer.kafka.access import access_denied
 from streamer.kafka.backend import Consumer, Producer
-from streamer.state.table import TablePartition
+from streamer.state.keyed import TablePartition
 from streamer.worker.checkpoint import Checkpoint, CheckpointFailed, Due, _error
 from streamer.worker.partition import Effects, PartitionState
 

@@ -145,7 +145,10 @@ class WorkerMetrics:
         states: Mapping[tuple[str, int], PartitionState],
         *,
         enabled: bool = True,
+        group: str = "",
+        guarantee: str = "",
     ) -> None:
+        # group, guarantee: the worker's (its settings may differ from the app's), as labels.
         self.enabled = enabled
         self.registry = CollectorRegistry(auto_describe=True)
         self._states = states
@@ -245,7 +248,7 @@ class WorkerMetrics:
             "streamer_worker_info", "The worker's app, group and guarantee.",
             ["app", "group", "guarantee"], registry=r,
         )  # fmt: skip
-        info.labels(app.id, app.group_id, app.settings.processing_guarantee.value).set(1)
+        info.labels(app.id, group, guarantee).set(1)
         for agent in app.agents:  # present from the start, even before the first sample
             self.processing.labels(agent.name)
         self.commit_timer = CommitTimer(self.commit_seconds, self.commit_failures)

@@ -8,7 +8,7 @@ import click
 
 from streamer.cli.client_config import client_options, load_cli_app
 from streamer.cli.render import echo_table
-from streamer.dlq import DeadLetters, DeadLetterSummary, ErrorGroup
+from streamer.ops.dlq import DeadLetters, DeadLetterSummary, ErrorGroup
 
 
 @click.group()

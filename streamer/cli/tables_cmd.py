@@ -21,7 +21,7 @@ from streamer.app import App
 from streamer.cli.client_config import client_options, load_cli_app
 from streamer.cli.render import render_table
 from streamer.errors import ConfigError, SerializationError
-from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
+from streamer.state.store import CHANGELOG_OFFSET, PartitionStore, table_path
 from streamer.state.table import Table
 from streamer.state.window_store import CLOSED_FLAG, META_KEY, split_key
 
@@ -71,7 +71,7 @@ def tables(app_path: str, rest: tuple[str, ...], as_json: bool) -> None:
 
 
 def _table_dir(app: App, table: str) -> Path:
-    return Path(app.settings.state_dir) / app.id / table
+    return table_path(app.settings.state_dir, app.id, table)
 
 
 def _partition_dirs(app: App, table: str) -> list[tuple[int, Path]]:

@@ -54,11 +54,11 @@ class GroupMembership(Stopping):
         self._group_overrides = overrides
         self._watch = ConnectionWatch()  # logs losing/regaining Kafka; notes a fatal error
         consumer = make_consumer(
-            self.backend, s.brokers, self.app.group_id, overrides, watch=self._watch
+            self.backend, s.brokers, self.group_id, overrides, watch=self._watch
         )
         # Event-time order across partitions (streamer.worker.ordering): the pump reads
         # through this wrapper; it is the consumer itself when the app needs no order.
-        self._consumer = ordered(consumer, self.app, self._states, self.clock)
+        self._consumer = ordered(consumer, self.app, self.settings, self._states, self.clock)
         self._committer = Committer(
             partial(make_checkpoint, self.app.id, s, consumer, self.backend),
             self.metrics.watch,
@@ -93,7 +93,7 @@ class GroupMembership(Stopping):
             "the consumer failed fatally (%s); giving up its partitions uncommitted and "
             "joining the group %r again with a new consumer",
             err.str(),
-            self.app.group_id,
+            self.group_id,
         )
         old_consumer, old_committer = self._consumer, self._committer
         owned = [TopicPartition(s.topic, s.partition) for s in self._states.values()]

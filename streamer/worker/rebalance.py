@@ -46,6 +46,7 @@ class PartitionOwnership:
     # The worker's state this mixin works on (set by Worker.__init__ and Worker.run).
     app: App
     settings: Settings
+    group_id: str
     metrics: WorkerMetrics
     stats: WorkerStats
     _states: dict[tuple[str, int], PartitionState]

@@ -27,7 +27,7 @@ from streamer.kafka.clients import describe, is_transient
 from streamer.metrics import WorkerMetrics
 from streamer.state.keyed import TablePartition
 from streamer.state.recovery import RecoveryResult, restore
-from streamer.state.store import PartitionStore
+from streamer.state.store import PartitionStore, partition_path
 from streamer.worker.partition import PartitionState
 from streamer.worker.standby import StandbyManager
 
@@ -109,7 +109,7 @@ class TableManager:
         return specs
 
     def path(self, table_name: str, partition: int) -> Path:
-        return self.state_dir / self.app.id / table_name / str(partition)
+        return partition_path(self.state_dir, self.app.id, table_name, partition)
 
     def start(self, state: PartitionState) -> None:
         """Restore ``state``'s table partitions in the background, then set ``state.ready``.

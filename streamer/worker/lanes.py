@@ -22,12 +22,12 @@ from streamer.delays import DELIVER_AT, due_of, split_headers
 from streamer.errors import OutputRefused, StreamerError
 from streamer.events import Event, Headers, Record
 from streamer.kafka.backend import Message
-from streamer.metrics import IDLE_PROBE, LaneProbe
 from streamer.policy import ErrorPolicy
 from streamer.ratelimit import KeyBuckets, TokenBucket
 from streamer.replies import CORRELATION_ID, REPLY_CLIENT, Reply, reply_address
 from streamer.worker.dead_letters import dead_letter
 from streamer.worker.partition import SKIPPED_EVENT, Effects, PartitionState, Pending
+from streamer.worker.probes import IDLE_PROBE, LaneProbe
 
 log = logging.getLogger("streamer.agent")
 
@@ -63,7 +63,14 @@ class Lane:
         "state",
     )
 
-    def __init__(self, state: PartitionState, agent: Agent, index: int, ctx: LaneContext) -> None:
+    def __init__(
+        self,
+        state: PartitionState,
+        agent: Agent,
+        index: int,
+        ctx: LaneContext,
+        probe: LaneProbe = IDLE_PROBE,
+    ) -> None:
         self.state = state
         self.agent = agent
         self.index = index
@@ -73,7 +80,7 @@ class Lane:
         self.closing = False
         self._wakeup = asyncio.Event()
         self._waiting = False
-        self.probe: LaneProbe = IDLE_PROBE  # WorkerMetrics.assigned() binds a live one
+        self.probe = probe  # its agent's metrics (WorkerMetrics.lane_probe), inert if off
         self.refused = ctx.refused  # this agent's records whose outputs the broker refused
         self.served = 0  # events handed out: an agent that restarts without progress fails
         # The effects of the event being processed, cached for the staging hot path.

@@ -60,9 +60,11 @@ class GroupMembership(Stopping):
         # through this wrapper; it is the consumer itself when the app needs no order.
         self._consumer = ordered(consumer, self.app, self.settings, self._states, self.clock)
         self._committer = Committer(
-            partial(make_checkpoint, self.app.id, s, consumer, self.backend),
-            self.metrics.watch,
-        )
+            partial(
+                make_checkpoint, self.app.id, s, consumer, self.backend,
+                timer=self.metrics.commit_timer, produced=self.metrics.produced_tally,
+            )
+        )  # fmt: skip
         consumer.subscribe(
             sorted(self._subscribers),
             on_assign=self.metrics.rebalance_callback("assign", self._on_assign),

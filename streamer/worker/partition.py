@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, TopicPartition
 
@@ -22,9 +22,6 @@ from streamer._context import TableWrite
 from streamer.events import Event, Headers
 from streamer.kafka.backend import Message
 from streamer.state.keyed import TablePartition
-
-if TYPE_CHECKING:
-    from streamer.worker.lanes import Lane
 
 log = logging.getLogger("streamer.worker")
 
@@ -146,6 +143,19 @@ class Pending:
         return count
 
 
+class Route(Protocol):
+    """One lane as the partition sees it (``streamer.worker.lanes.Lane`` is the one
+    implementation; a protocol so this module does not import the lanes back)."""
+
+    buffer: deque[Pending]  # records handed to it, not yet taken by its agent
+    current: list[Pending]  # the record(s) its agent is processing
+    due_at: float | None  # holding a delayed record until then
+    closing: bool
+
+    def push(self, pending: Pending) -> None: ...
+    def close(self) -> None: ...
+
+
 class PartitionState:
     """Everything the worker tracks for one assigned topic-partition.
 
@@ -191,7 +201,7 @@ class PartitionState:
         self.holding = 0  # lanes waiting for a delayed record to be due (not stalled)
         self.paused = False
         self.discarded = False
-        self.routes: list[list[Lane]] = []
+        self.routes: list[Sequence[Route]] = []
         # Table partitions co-partitioned with this source partition, and whether they are
         # restored: lanes start their agents only once ``ready`` is set.
         self.tables: list[TablePartition] = []
@@ -203,7 +213,7 @@ class PartitionState:
         return f"{self.topic}[{self.partition}]"
 
     @property
-    def lanes(self) -> list[Lane]:
+    def lanes(self) -> list[Route]:
         return [lane for lanes in self.routes for lane in lanes]
 
     def waiting_until_due(self) -> bool:

@@ -38,15 +38,14 @@ from streamer.events import Event
 from streamer.kafka.admin import TopicSpec, ensure_topics, topic_ids, wait_for_topics
 from streamer.kafka.backend import Backend, Consumer, Message
 from streamer.kafka.clients import ConnectionWatch, connect_admin, make_consumer, make_producer
-from streamer.metrics import WorkerMetrics
 from streamer.ratelimit import TokenBucket
 from streamer.settings import Settings, redact
 from streamer.topics import Topic
-from streamer.web import bind_web
 from streamer.worker.committer import Committer
 from streamer.worker.consumer_errors import on_message_error
 from streamer.worker.lanes import LaneContext, settle_undecodable
 from streamer.worker.membership import GroupMembership
+from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.partition import (
     Effects,
     Output,
@@ -56,10 +55,12 @@ from streamer.worker.partition import (
     format_partitions,
     report_stalls,
 )
+from streamer.worker.readiness import Readiness
 from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
 from streamer.worker.scheduler import WorkerStager, run_timer
 from streamer.worker.standby import StandbyManager
 from streamer.worker.tables import TableManager
+from streamer.worker.web import bind_web
 
 log = logging.getLogger("streamer.worker")
 
@@ -133,7 +134,6 @@ class Worker(GroupMembership):
         self._rewind_pending = False
         self._rewind_not_before = 0.0
         self._stop_error: StreamerError | None = None  # why the stop was not clean
-        self._tables = TableManager(app, {}, self.backend, state_dir=Path(self.settings.state_dir))
         self.stopped = asyncio.Event()
         self.metrics = WorkerMetrics(
             app,
@@ -141,6 +141,10 @@ class Worker(GroupMembership):
             enabled=self.settings.metrics,
             group=self.group_id,
             guarantee=self.settings.processing_guarantee.value,
+        )
+        self.readiness = Readiness(self._states, self.metrics.recovery)
+        self._tables = TableManager(
+            app, {}, self.backend, state_dir=Path(self.settings.state_dir), metrics=self.metrics
         )
         self._lane_contexts = {
             agent.name: LaneContext(
@@ -169,7 +173,8 @@ class Worker(GroupMembership):
     async def run(self) -> None:
         current_clock.set(self.clock)  # for tables and timers; inherited by every task below
         s = self.settings
-        web = bind_web(self.metrics, s.web_port, s.web_host)  # before any client: fails fast
+        # Before any client, so a taken port fails fast.
+        web = bind_web(self.metrics, self.readiness, s.web_port, s.web_host)
         client_config = {**s.kafka_config}
         admin = connect_admin(self.backend, s.brokers, client_config, s.connect_timeout)
         # Every declared topic, not only those agents read and yield to: `send` targets too.
@@ -187,8 +192,8 @@ class Worker(GroupMembership):
             self.backend,
             on_fatal=self._fail,
             state_dir=Path(s.state_dir),
+            metrics=self.metrics,
         )
-        self._tables.metrics = self.metrics
         changelogs = self._tables.changelog_specs({name: counts[name] for name in self._sources})
         if changelogs:
             ensure(changelogs)
@@ -226,7 +231,7 @@ class Worker(GroupMembership):
             verify_access(admin, self.app, self.group_id)
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
-            self.metrics.watch_group(admin, self.group_id, {t: counts[t] for t in self._sources})
+            self.readiness.watch_group(admin, self.group_id, {t: counts[t] for t in self._sources})
             log.debug("consumer overrides: %s", redact(consumer_overrides))
             self._join_group(consumer_overrides)
         log.info(

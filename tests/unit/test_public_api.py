@@ -6,9 +6,9 @@ import pytest
 
 import streamer
 from streamer import App, ConfigError
+from streamer.cli.loader import load_app
 from streamer.errors import AppLoadError
 from streamer.settings import redact
-from streamer.worker import load_app
 
 
 def test_all_is_explicit_sorted_and_importable() -> None:

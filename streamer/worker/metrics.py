@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from streamer.state.keyed import TablePartition
     from streamer.worker.partition import PartitionState
 
-log = logging.getLogger("streamer.metrics")
+log = logging.getLogger("streamer.metrics")  # its name at the top level: log filters keep
 
 REFRESH_INTERVAL = 1.0  # seconds between refreshes of lag, sizes and counters from the pump
 

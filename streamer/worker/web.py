@@ -4,8 +4,9 @@ The server runs its own asyncio loop in a daemon thread, not in the worker's loo
 blocks the worker's loop in ``consume()`` for up to 100 ms per idle turn, which would make
 every request wait several such turns. What the thread reads is safe without locks:
 Prometheus metrics are thread-safe, and readiness copies the worker's partition map in one
-C-level step (see :meth:`WorkerMetrics.readiness`). Liveness still reflects the worker's
-loop: ``/health`` fails when the pump has not turned for :data:`STALL_AFTER` seconds.
+C-level step (see :meth:`streamer.worker.readiness.Readiness.check`). Liveness still reflects
+the worker's loop: ``/health`` fails when the pump has not turned for :data:`STALL_AFTER`
+seconds.
 
 - ``GET /metrics``: Prometheus text format from the worker's own registry (404 when metrics
   are turned off);
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from streamer.worker.metrics import WorkerMetrics
     from streamer.worker.readiness import Readiness
 
-log = logging.getLogger("streamer.web")
+log = logging.getLogger("streamer.web")  # the name it had at the top level: log filters keep
 
 # Longer than anything the pump may legitimately block for (a checkpoint's flush waits up to
 # 30 s), so only a wedged loop (say, an agent doing blocking work) fails the probe.

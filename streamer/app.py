@@ -52,14 +52,14 @@ class App:
         if brokers is not None:
             settings["brokers"] = brokers
         self.id = id
-        self.settings: Settings = load_settings(**settings)
+        self._settings: Settings = load_settings(**settings)
         self.on_error = on_error or ErrorPolicy()
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
         self.tables: dict[str, Table[Any, Any]] = {}
         self.timers: list[Timer] = []
         # The clients topic.send()/agent.ask() use outside a worker (built on first use).
-        self._outside = Outside(id, self.settings)
+        self._outside = Outside(id, self._settings)
         if self.settings.delayed_delivery:
             self._declare_delays()
 
@@ -288,6 +288,19 @@ class App:
         run_worker(self)
 
     @property
+    def settings(self) -> Settings:
+        """The app's settings: what its workers and tools run with unless given others
+        (``Worker(app, settings=...)``)."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        # Replaced as a whole (they are frozen), e.g. by the CLI's --config: sends outside a
+        # worker follow, through clients built anew.
+        self._settings = settings
+        self._outside.reconfigure(settings, self._outside.backend)
+
+    @property
     def backend(self) -> Backend:
         """Where this app's Kafka clients come from unless a worker or tool is given
         another (``Worker(app, backend=...)``): confluent-kafka unless set here, as a
@@ -298,8 +311,7 @@ class App:
     @backend.setter
     def backend(self, backend: Backend) -> None:
         if backend is not self._outside.backend:
-            self._outside.close()
-            self._outside.backend = backend
+            self._outside.reconfigure(self._settings, backend)
 
     @property
     def replies(self) -> ReplyClient:

@@ -53,6 +53,13 @@ class Outside:
                 self._replies = ReplyClient(self.app_id, self.settings, sender)
             return self._replies
 
+    def reconfigure(self, settings: Settings, backend: Backend) -> None:
+        """Use ``settings`` and ``backend`` from now on: the clients built with the previous
+        ones are closed, new ones are built on next use."""
+        self.close()
+        self.settings = settings
+        self.backend = backend
+
     def close(self) -> None:
         """Stop the reply reader and finish what the sender holds; both are built again on
         next use."""

@@ -8,6 +8,7 @@ import streamer
 from streamer import App, ConfigError
 from streamer.cli.loader import load_app
 from streamer.errors import AppLoadError
+from streamer.kafka.backend import ConfluentBackend
 from streamer.settings import redact
 
 # The public surface, pinned: adding or removing a name is an API change to make on purpose
@@ -119,3 +120,14 @@ def test_load_app_errors_are_one_readable_line() -> None:
         load_app("apps.wordcount:lines")
     assert load_app("apps.wordcount").id.endswith("-wordcount")
     assert load_app("apps.orders:app").id.endswith("-orders")
+
+
+def test_sends_outside_a_worker_follow_the_apps_settings_and_backend() -> None:
+    app = App("shop", brokers="first:9092")
+    topic = app.topic("orders")
+    assert topic.outside.sender.brokers == "first:9092"
+    app.settings = app.settings.model_copy(update={"brokers": "second:9092"})  # as --config does
+    assert topic.outside.sender.brokers == "second:9092"
+    backend = ConfluentBackend()
+    app.backend = backend
+    assert topic.outside.sender.backend is backend and app.settings.brokers == "second:9092"

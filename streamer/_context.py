@@ -10,12 +10,39 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Protocol
+from typing import NamedTuple, Protocol
 
 from streamer.events import Event, Headers
 
-if TYPE_CHECKING:
-    from streamer.state.table import TableWrite
+
+class WriteTarget(Protocol):
+    """Where a staged table write lands: a table partition on this worker."""
+
+    def release(self, key: bytes, value: bytes | None) -> None:
+        """The write's event completed: ``value`` joins the next checkpoint."""
+        ...
+
+    def undo(self, key: bytes, had_entry: bool, previous: bytes | None) -> None:
+        """The write's event failed: restore what reads saw before it."""
+        ...
+
+
+class TableWrite(NamedTuple):
+    """One table write staged with the event in progress: released when the event
+    completes, undone (newest first) when it fails. A tuple underneath on purpose: one is
+    built per write on the hot path."""
+
+    target: WriteTarget
+    key: bytes
+    value: bytes | None
+    had_entry: bool  # did the overlay hold the key before this write
+    previous: bytes | None  # the overlay's value before it (meaningful when had_entry)
+
+    def release(self) -> None:
+        self.target.release(self.key, self.value)
+
+    def undo(self) -> None:
+        self.target.undo(self.key, self.had_entry, self.previous)
 
 
 class Stager(Protocol):

@@ -89,9 +89,9 @@ def required_acls(app: App) -> list[Acl]:
     return sorted(Acl(*parts) for parts in wanted)
 
 
-def verify_access(admin: Any, app: App, timeout: float = 30.0) -> None:
-    """Raise KafkaAccessError naming every operation on a topic or the group that no ACL
-    allows ``app``'s workers (one line), before they consume anything.
+def verify_access(admin: Any, app: App, group_id: str, timeout: float = 30.0) -> None:
+    """Raise KafkaAccessError naming every operation on a topic or group ``group_id`` that
+    no ACL allows ``app``'s workers (one line), before they consume anything.
 
     It asks the broker what this principal may do (``authorized_operations`` of
     DescribeTopics and DescribeGroups), so a missing ACL is a clear error at start rather
@@ -108,8 +108,8 @@ def verify_access(admin: Any, app: App, timeout: float = 30.0) -> None:
         if allowed is not None:
             missing += [f"{op} on Topic:{name}" for op in sorted(wanted[name] - allowed)]
     group = admin.describe_consumer_groups(
-        [app.group_id], include_authorized_operations=True, request_timeout=timeout
-    )[app.group_id]
+        [group_id], include_authorized_operations=True, request_timeout=timeout
+    )[group_id]
     try:
         group_allowed = _names(group.result(timeout))
     except KafkaException as exc:
@@ -119,7 +119,7 @@ def verify_access(admin: Any, app: App, timeout: float = 30.0) -> None:
         # missing Read on the group itself (as an access error) when it joins.
         group_allowed = set() if denied else None
     if group_allowed is not None and "Read" not in group_allowed:
-        missing.append(f"Read on Group:{app.group_id}")
+        missing.append(f"Read on Group:{group_id}")
     if missing:
         raise KafkaAccessError(
             f"not authorised: no ACL allows {', '.join(missing)} for this app's principal; "

@@ -118,8 +118,11 @@ class Agent:
         value of the agent's ``Reply``. Raises :class:`~streamer.errors.RequestTimeout`
         after ``timeout`` seconds without one. Call it from code outside the agents' events
         (a web handler, a script, a timer): see ``docs/task-patterns.md``."""
-        app = self.topics[0].app
-        return await app.replies.ask(self, key, value, timeout)
+        topic = self.topics[0]
+        data = await topic.outside.replies.ask(
+            self.name, topic.name, topic.encode_key(key), topic.encode_value(value), timeout
+        )
+        return self.reply_serde.deserialize(data)
 
     @property
     def yields(self) -> bool:

@@ -1,32 +1,33 @@
-"""App: what a streamer application declares (topics, agents) and its settings. No loop here:
-the worker (``streamer.worker``) runs an App."""
+"""App: what a streamer application declares (topics, agents, tables, timers) and its
+settings. Declarations only: a worker runs an App (``Worker(app, settings=..., backend=...)``),
+a replay replays one (``streamer.worker.replay.run_replay``), and this module imports nothing
+of either."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streamer.agents import Agent, AgentFn, Stream, make_agent
-from streamer.errors import ConfigError, KafkaOperationError
-from streamer.events import Event, Headers, Record
-from streamer.kafka.backend import Backend, ConfluentBackend, Producer
-from streamer.kafka.clients import make_producer
+from streamer.delays import (
+    DELAY_PARTITIONS,
+    RELEASE_AGENT,
+    RELEASE_CONCURRENCY,
+    delay_topic,
+    release,
+)
+from streamer.errors import ConfigError
+from streamer.events import Event, Record
+from streamer.kafka.backend import Backend
+from streamer.outside import Outside, active
 from streamer.policy import ErrorPolicy
+from streamer.replies import ReplyClient
 from streamer.serde import Serde, serde_for
 from streamer.settings import Settings, load_settings
 from streamer.state.table import Table
 from streamer.timers import Timer, TimerFn, make_timer
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
-    from streamer.replies import ReplyClient
-    from streamer.worker.partition import Output
-    from streamer.worker.replay import ReplayRange, ReplaySummary
 from streamer.topics import Topic
 
 
@@ -51,20 +52,16 @@ class App:
         if brokers is not None:
             settings["brokers"] = brokers
         self.id = id
-        self.settings: Settings = load_settings(**settings)
+        self._settings: Settings = load_settings(**settings)
         self.on_error = on_error or ErrorPolicy()
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
-        self.tables: dict[str, Table] = {}
+        self.tables: dict[str, Table[Any, Any]] = {}
         self.timers: list[Timer] = []
-        self._producer: Producer | None = None
-        self._producer_lock = threading.Lock()
-        self._backend: Backend = ConfluentBackend()
-        self._replies: ReplyClient | None = None
+        # The clients topic.send()/agent.ask() use outside a worker (built on first use).
+        self._outside = Outside(id, self._settings)
         if self.settings.delayed_delivery:
-            from streamer.delays import declare
-
-            declare(self)
+            self._declare_delays()
 
     def __repr__(self) -> str:
         return f"App({self.id!r}, brokers={self.settings.brokers!r})"
@@ -102,13 +99,15 @@ class App:
                 )
             return existing
         topic = Topic(
-            self,
             name,
             key_serde=key_serde,
             value_serde=value_serde,
             partitions=partitions,
             replication=replication,
             config=dict(config or {}),
+            outside=self._outside,
+            delay_topic=delay_topic(self.id) if self.settings.delayed_delivery else None,
+            regrouper=self,
         )
         self.topics[name] = topic
         return topic
@@ -188,14 +187,15 @@ class App:
         key_type: object = str,
         value_type: object = None,
         partitions: int | None = None,
-    ) -> Table:
+    ) -> Table[Any, Any]:
         """Declare a table: dict-like state in RocksDB, backed by the compacted changelog
         topic ``<app id>-<name>-changelog``. Values are JSON unless ``value_type`` says
         otherwise; ``default`` (a callable such as ``int``) answers reads of absent keys.
+        Annotate it for your agents to type-check: ``counts: Table[str, int] = app.table(...)``.
         """
         if name in self.tables:
             raise ConfigError(f"table {name!r} is declared twice")
-        table = Table(
+        table: Table[Any, Any] = Table(
             name,
             changelog=f"{self.id}-{name}-changelog",
             default=default,
@@ -205,40 +205,6 @@ class App:
         )
         self.tables[name] = table
         return table
-
-    def replay(
-        self, topic: str, *, dry_run: bool = False, **selection: Unpack[ReplayRange]
-    ) -> ReplaySummary:
-        """Run the agents reading ``topic`` over a range of it, outside the consumer group
-        (its committed offsets never move), and return a summary. ``selection`` picks the
-        range (see :class:`~streamer.worker.replay.ReplayRange`): ``to_offset`` is inclusive;
-        without an end, the replay runs to the log end as of its start. With ``dry_run``
-        outputs are not sent: they are returned in ``summary.printed``.
-        Blocking; from a running event loop use :meth:`replay_async`."""
-        return asyncio.run(self.replay_async(topic, dry_run=dry_run, **selection))
-
-    async def replay_async(
-        self,
-        topic: str,
-        *,
-        dry_run: bool = False,
-        on_output: Callable[[Output], None] | None = None,
-        **selection: Unpack[ReplayRange],
-    ) -> ReplaySummary:
-        """The coroutine behind :meth:`replay`; ``on_output`` also sees dry-run outputs."""
-        from streamer.worker.replay import plan_replay, run_replay
-
-        plan = plan_replay(self, topic, self.backend, **selection)
-        printed: list[Output] = []
-
-        def collect(output: Output) -> None:
-            printed.append(output)
-            if on_output is not None:
-                on_output(output)
-
-        summary = await run_replay(self, plan, self.backend, dry_run=collect if dry_run else None)
-        summary.printed = printed
-        return summary
 
     def group_by(
         self,
@@ -314,64 +280,51 @@ class App:
         return self.policy_for(agent).dead_letter_topic_for(self.id, agent.name)
 
     def run(self) -> None:
-        """Run a worker for this app until SIGINT/SIGTERM (what `streamer worker` does)."""
+        """Run a worker for this app until SIGINT/SIGTERM (what `streamer worker` does).
+        A convenience for scripts: ``streamer.worker.Worker`` is the runtime, imported here
+        only when called so that declaring an app never loads it."""
         from streamer.worker import run_worker
 
         run_worker(self)
 
     @property
-    def replies(self) -> ReplyClient:
-        """This process's side of request-reply (built on first use): see
-        :mod:`streamer.replies`."""
-        from streamer.replies import ReplyClient
+    def settings(self) -> Settings:
+        """The app's settings: what its workers and tools run with unless given others
+        (``Worker(app, settings=...)``)."""
+        return self._settings
 
-        with self._producer_lock:
-            if self._replies is None:
-                self._replies = ReplyClient(self)
-            return self._replies
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        # Replaced as a whole (they are frozen), e.g. by the CLI's --config: sends outside a
+        # worker follow, through clients built anew.
+        self._settings = settings
+        self._outside.reconfigure(settings, self._outside.backend)
 
     @property
     def backend(self) -> Backend:
-        """Where clients used outside a worker's agents come from (:meth:`send_now`,
-        :meth:`replay`): confluent-kafka unless a worker was given another backend, or
-        one is set here (``streamer.testing.TestDriver`` sets its in-memory one)."""
-        return self._backend
+        """Where this app's Kafka clients come from unless a worker or tool is given
+        another (``Worker(app, backend=...)``): confluent-kafka unless set here, as a
+        declaration (``streamer worker`` and the CLI tools use it). Setting it drops the
+        clients :attr:`replies` and ``topic.send()`` built through the previous one."""
+        return self._outside.backend
 
     @backend.setter
     def backend(self, backend: Backend) -> None:
-        with self._producer_lock:
-            if backend is self._backend:
-                return
-            self._backend = backend
-            producer, self._producer = self._producer, None
-            replies, self._replies = self._replies, None
-        if replies is not None:  # reads through the previous backend
-            replies.close()
-        if producer is not None:  # built by the previous backend: finish its work, drop it
-            producer.flush(5)
+        if backend is not self._outside.backend:
+            self._outside.reconfigure(self._settings, backend)
 
-    def send_now(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
-    ) -> None:
-        """Produce one encoded record outside any agent and wait for its ack (blocking)."""
-        with self._producer_lock:
-            if self._producer is None:
-                self._producer = make_producer(
-                    self._backend,
-                    self.settings.brokers,
-                    {**self.settings.kafka_config, **self.settings.producer_config},
-                )
-            producer = self._producer
-        failures: list[str] = []
+    @property
+    def replies(self) -> ReplyClient:
+        """This process's side of request-reply in the current context (built on first
+        use; see :mod:`streamer.replies` and :mod:`streamer.outside`)."""
+        return active(self._outside).replies
 
-        def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-        remaining = producer.flush(30)
-        if remaining or failures:
-            reason = failures[0] if failures else "no ack within 30s"
-            raise KafkaOperationError(
-                f"could not send to {topic!r} via {self.settings.brokers}: {reason}"
-            )
+    def _declare_delays(self) -> None:
+        """Declare the delay topic and its release agent (``App(delayed_delivery=True)``;
+        see :mod:`streamer.delays`)."""
+        topic = self.topic(delay_topic(self.id), partitions=DELAY_PARTITIONS)
+        agent = make_agent(
+            release, [topic], sinks=[], concurrency=RELEASE_CONCURRENCY, name=RELEASE_AGENT,
+            internal=True, held=frozenset({topic.name}),
+        )  # fmt: skip
+        self.agents.append(agent)

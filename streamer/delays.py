@@ -21,16 +21,12 @@ later that was sent before it into the same lane (head-of-line). Retry topics
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from streamer._context import current_lane
 from streamer.errors import ConfigError
-from streamer.events import Headers
-
-if TYPE_CHECKING:
-    from streamer.agents import Stream
-    from streamer.app import App
+from streamer.events import Event, Headers
 
 DELIVER_AT = "streamer.deliver-at"
 DELIVER_TO = "streamer.deliver-to"
@@ -106,7 +102,7 @@ def split_headers(headers: Headers) -> tuple[str | None, Headers]:
     return destination, kept
 
 
-async def release(stream: Stream) -> None:
+async def release(stream: AsyncIterable[Event]) -> None:
     """The internal agent over the delay topic: its lanes hand a record out only once it
     is due; it forwards the record to its destination, staged with it."""
     lane = current_lane.get()
@@ -116,15 +112,3 @@ async def release(stream: Stream) -> None:
         if destination is None:
             continue  # not a delayed record (written by hand): nothing to deliver
         lane.stage(destination, event.key, event.value, headers or None)
-
-
-def declare(app: App) -> None:
-    """Declare the delay topic and its release agent (``App(delayed_delivery=True)``)."""
-    from streamer.agents import make_agent
-
-    topic = app.topic(delay_topic(app.id), partitions=DELAY_PARTITIONS)
-    agent = make_agent(
-        release, [topic], sinks=[], concurrency=RELEASE_CONCURRENCY, name=RELEASE_AGENT,
-        internal=True, held=frozenset({topic.name}),
-    )  # fmt: skip
-    app.agents.append(agent)

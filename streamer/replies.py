@@ -1,6 +1,7 @@
 """Request-reply: ``await agent.ask(key=..., value=..., timeout=5)`` and ``yield Reply(value)``.
 
-The asker's side (:class:`ReplyClient`, one per App per process, built on first use):
+The asker's side (:class:`ReplyClient`, one per app and broker per process, built on first
+use by :class:`streamer.outside.Outside`):
 
 1. the request is sent to the agent's (first) topic like any record, with two headers: the
    reply address ``streamer.reply-to`` (the app's reply topic ``<app id>-replies``) and a
@@ -36,14 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_END, TopicPartition
 
+from streamer._context import current_lane
 from streamer.errors import RequestTimeout, StreamerError
 from streamer.events import Headers
 from streamer.kafka.admin import TopicSpec, ensure_topics
 from streamer.kafka.clients import connect_admin, make_consumer
+from streamer.kafka.sender import Sender
+from streamer.settings import Settings
 
 if TYPE_CHECKING:
-    from streamer.agents import Agent
-    from streamer.app import App
     from streamer.kafka.backend import Consumer
 
 log = logging.getLogger("streamer.replies")
@@ -89,13 +91,17 @@ def reply_address(headers: Headers) -> tuple[str, bytes, bytes] | None:
 
 
 class ReplyClient:
-    """The asker's side of request-reply for one App in one process. Thread-safe; the
-    reader thread starts on the first :meth:`ask` and stops on :meth:`close`."""
+    """The asker's side of request-reply for app ``app_id`` in one process: requests go
+    out through ``sender``, replies are read with ``settings`` through the sender's backend.
+    Thread-safe; the reader thread starts on the first :meth:`ask` and stops on
+    :meth:`close`."""
 
-    def __init__(self, app: App) -> None:
-        self._app = app
+    def __init__(self, app_id: str, settings: Settings, sender: Sender) -> None:
+        self._app_id = app_id
+        self._settings = settings
+        self._sender = sender
         self.client_id = uuid.uuid4().hex
-        self.topic = reply_topic(app.id)
+        self.topic = reply_topic(app_id)
         # correlation id -> (the asker's future, its loop)
         self._waiting: dict[bytes, tuple[asyncio.Future[bytes | None], asyncio.AbstractEventLoop]]
         self._waiting = {}
@@ -106,17 +112,18 @@ class ReplyClient:
         self._start_error: BaseException | None = None
         self.dropped = 0  # replies to this client whose asker had gone (timed out)
 
-    async def ask(self, agent: Agent, key: Any, value: Any, timeout: float) -> Any:
-        """Send a request to ``agent`` and return its reply's value, decoded; raise
-        :class:`~streamer.errors.RequestTimeout` when none came within ``timeout`` s."""
-        from streamer._context import current_lane
-
+    async def ask(
+        self, agent: str, topic: str, key: bytes | None, value: bytes | None, timeout: float
+    ) -> bytes | None:
+        """Send an encoded request to agent ``agent`` over ``topic`` and return its reply's
+        encoded value; raise :class:`~streamer.errors.RequestTimeout` when none came within
+        ``timeout`` s."""
         lane = current_lane.get()
         if lane is not None and lane.partition >= 0:
             # The request would be staged with the event in progress and sent only when
             # that event completes: awaiting its reply inside the event could never end.
             raise StreamerError(
-                f"ask() to agent {agent.name!r} from inside an agent's event would wait "
+                f"ask() to agent {agent!r} from inside an agent's event would wait "
                 "forever (its request is sent only when the event completes); send the "
                 "request with topic.send() and handle the reply in another agent"
             )
@@ -129,28 +136,24 @@ class ReplyClient:
         with self._lock:
             self._waiting[cid] = (future, loop)
         try:
-            topic = agent.topics[0]
             headers: Headers = [
                 (REPLY_TO, self.topic.encode()),
                 (CORRELATION_ID, cid),
                 (REPLY_CLIENT, self.client_id.encode()),
             ]
-            key_bytes, value_bytes = topic.encode_key(key), topic.encode_value(value)
-            await loop.run_in_executor(
-                None, self._app.send_now, topic.name, key_bytes, value_bytes, headers
-            )
+            await loop.run_in_executor(None, self._sender.send, topic, key, value, headers)
             try:
                 data = await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 raise RequestTimeout(
-                    f"no reply from agent {agent.name!r} within {timeout:g}s (request to "
-                    f"{topic.name!r}, correlation id {cid.decode()}); the agent may be "
+                    f"no reply from agent {agent!r} within {timeout:g}s (request to "
+                    f"{topic!r}, correlation id {cid.decode()}); the agent may be "
                     "down, busy, or have failed on it (see its dead-letter topic)"
                 ) from None
         finally:
             with self._lock:
                 self._waiting.pop(cid, None)
-        return agent.reply_serde.deserialize(data)
+        return data
 
     def _start(self) -> None:
         """Create the reply topic if needed and start the reader at its current end
@@ -158,7 +161,7 @@ class ReplyClient:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name=f"streamer-replies-{self._app.id}", daemon=True
+                    target=self._run, name=f"streamer-replies-{self._app_id}", daemon=True
                 )
                 self._thread.start()
         self._started.wait()
@@ -166,8 +169,8 @@ class ReplyClient:
             raise self._start_error
 
     def _open(self) -> Consumer:
-        app, s = self._app, self._app.settings
-        admin = connect_admin(app.backend, s.brokers, s.kafka_config)
+        s, backend = self._settings, self._sender.backend
+        admin = connect_admin(backend, s.brokers, s.kafka_config)
         counts = ensure_topics(
             admin,
             [TopicSpec(self.topic, REPLY_PARTITIONS, None, {}, internal=True)],
@@ -176,8 +179,9 @@ class ReplyClient:
         )
         overrides = {**s.kafka_config, **s.consumer_config}
         # No group: the reader is assigned every partition and never commits.
-        consumer = make_consumer(app.backend, s.brokers, f"{app.id}-replies-{self.client_id}",
-                                 overrides)  # fmt: skip
+        consumer = make_consumer(
+            backend, s.brokers, f"{self._app_id}-replies-{self.client_id}", overrides
+        )
         start = []
         for partition in range(counts[self.topic]):
             tp = TopicPartition(self.topic, partition)

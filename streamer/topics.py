@@ -2,35 +2,55 @@
 
 Sends from agent code are *staged* with the event being processed and released only when
 that event and every earlier offset of its partition are complete (DESIGN §2 rule 2).
-Sends from outside a worker (scripts, the CLI) go straight to Kafka and are awaited.
+Sends from outside a worker (scripts, the CLI) go straight to Kafka through the app's
+:class:`~streamer.outside.Outside` and are awaited. A Topic does not know its App: what it
+needs of it (its outside clients, whether it has a delay topic, how to declare a re-keyed
+topic) is handed to it when declared.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from streamer._context import current_lane
 from streamer.clock import current_clock
-from streamer.delays import delay_headers, delay_topic, due_millis
+from streamer.delays import delay_headers, due_millis
 from streamer.errors import ConfigError, SerializationError
 from streamer.events import Headers
 from streamer.kafka.admin import TopicSpec
+from streamer.outside import Outside, active
 from streamer.serde import Serde
 
-if TYPE_CHECKING:
-    from streamer.app import App
+
+class Regrouper(Protocol):
+    """Declares the repartition topic of :meth:`Topic.group_by` (the App that declared the
+    topic is one)."""
+
+    def group_by(
+        self, topic: Topic, key: Callable[[Any], Any], *, name: str, key_type: object = str
+    ) -> Topic: ...
 
 
 class Topic:
     """A declared Kafka topic. Create with :meth:`App.topic`, not directly."""
 
-    __slots__ = ("_app", "config", "key_serde", "name", "partitions", "replication", "value_serde")
+    __slots__ = (
+        "_delay_topic",
+        "_outside",
+        "_regrouper",
+        "config",
+        "key_serde",
+        "name",
+        "partitions",
+        "replication",
+        "value_serde",
+    )
 
     def __init__(
         self,
-        app: App,
         name: str,
         *,
         key_serde: Serde,
@@ -38,8 +58,13 @@ class Topic:
         partitions: int | None,
         replication: int | None,
         config: dict[str, str],
+        outside: Outside,
+        delay_topic: str | None = None,
+        regrouper: Regrouper | None = None,
     ) -> None:
-        self._app = app
+        self._outside = outside  # sends outside a worker
+        self._delay_topic = delay_topic  # where send(delay=...) goes; None: no delays
+        self._regrouper = regrouper  # declares group_by's topic
         self.name = name
         self.key_serde = key_serde
         self.value_serde = value_serde
@@ -51,9 +76,10 @@ class Topic:
         return f"Topic({self.name!r}, key={self.key_serde.name}, value={self.value_serde.name})"
 
     @property
-    def app(self) -> App:
-        """The app that declared this topic."""
-        return self._app
+    def outside(self) -> Outside:
+        """The clients sends outside a worker go through, in this context (see
+        :func:`streamer.outside.redirect`)."""
+        return active(self._outside)
 
     @property
     def spec(self) -> TopicSpec:
@@ -85,7 +111,9 @@ class Topic:
 
     def group_by(self, key: Any, *, name: str, key_type: object = str) -> Topic:
         """Re-key this topic by ``key(event)``: see :meth:`App.group_by`."""
-        return self._app.group_by(self, key, name=name, key_type=key_type)
+        if self._regrouper is None:
+            raise ConfigError(f"topic {self.name!r} was not declared by an App: use app.group_by")
+        return self._regrouper.group_by(self, key, name=name, key_type=key_type)
 
     async def send(
         self,
@@ -111,18 +139,20 @@ class Topic:
         value_bytes = self.encode_value(value)
         target = self.name
         if deliver_at is not None or delay is not None:
-            if not self._app.settings.delayed_delivery:
+            if self._delay_topic is None:
                 raise ConfigError(
-                    f"send(delay=/deliver_at=) to {self.name!r}: app {self._app.id!r} has no "
-                    "delay topic; create the app with App(..., delayed_delivery=True)"
+                    f"send(delay=/deliver_at=) to {self.name!r}: app "
+                    f"{self._outside.app_id!r} has no delay topic; create the app with "
+                    "App(..., delayed_delivery=True)"
                 )
             due = due_millis(deliver_at, delay, current_clock.get().time())
             headers = delay_headers(headers, due, self.name)
-            target = delay_topic(self._app.id)
+            target = self._delay_topic
         lane = current_lane.get()
         if lane is not None:
             lane.stage(target, key_bytes, value_bytes, headers)
             return
+        sender = self.outside.sender
         await asyncio.get_running_loop().run_in_executor(
-            None, self._app.send_now, target, key_bytes, value_bytes, headers
+            None, sender.send, target, key_bytes, value_bytes, headers
         )

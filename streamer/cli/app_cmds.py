@@ -8,6 +8,7 @@ import os
 import click
 
 from streamer.cli.client_config import client_options, load_cli_app
+from streamer.ops.replay import replay as run_replay_of
 from streamer.worker import run_worker
 
 
@@ -75,7 +76,8 @@ def replay(
         click.echo(f"{topic_name}\tkey={_text(key)}\tvalue={_text(value)}")
 
     summary = asyncio.run(
-        app.replay_async(
+        run_replay_of(
+            app,
             topic,
             partitions=list(partitions) or None,
             from_offset=from_offset,

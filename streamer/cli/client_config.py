@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import click
 
 from streamer.app import App
+from streamer.cli.loader import load_app
 from streamer.errors import ConfigError
-from streamer.worker import load_app
 
 _KEY = "streamer.kafka_config"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -109,7 +109,7 @@ def with_client_config(app: App) -> App:
 
 
 def load_cli_app(app_path: str) -> App:
-    """:func:`streamer.worker.load_app`, then :func:`with_client_config`."""
+    """:func:`streamer.cli.loader.load_app`, then :func:`with_client_config`."""
     return with_client_config(load_app(app_path))
 
 

@@ -8,7 +8,8 @@ import click
 
 from streamer.cli.client_config import client_options, load_cli_app
 from streamer.cli.render import echo_table
-from streamer.dlq import DeadLetters, DeadLetterSummary, ErrorGroup
+from streamer.delays import parse_duration
+from streamer.ops.dlq import DeadLetters, DeadLetterSummary, ErrorGroup
 
 
 @click.group()
@@ -81,8 +82,6 @@ def show(app_path: str, agent: str | None, as_json: bool) -> None:
 @client_options
 def replay(app_path: str, agent: str, delay: str | None) -> None:
     """Send an agent's pending dead letters back to their source topics."""
-    from streamer.delays import parse_duration
-
     wait = parse_duration(delay) if delay is not None else None
     app = load_cli_app(app_path)
     sent = DeadLetters(app, app.backend).replay(agent, delay=wait)

@@ -1,6 +1,7 @@
 """`streamer offsets show|reset`: inspect and move an app's consumer-group offsets.
 
-The logic lives in :mod:`streamer.kafka.offsets`; this module parses options and prints.
+The logic lives in :mod:`streamer.ops.offsets` and :mod:`streamer.ops.state`; this module
+parses options and prints.
 Tables are rendered by :mod:`streamer.cli.render` (rich).
 """
 
@@ -11,19 +12,19 @@ from datetime import UTC, datetime
 import click
 import orjson
 
+from streamer.app import App
 from streamer.cli.client_config import client_options, load_cli_app
 from streamer.cli.render import render_table
 from streamer.errors import ConfigError
-from streamer.kafka.offsets import (
+from streamer.ops.offsets import (
     GroupOffsets,
     OffsetChange,
     ResetTarget,
-    delete_local_state,
-    local_state_dirs,
     parse_datetime,
     parse_duration,
     source_topics,
 )
+from streamer.ops.state import delete_local_state, local_state_dirs
 from streamer.progress import bar
 
 
@@ -42,7 +43,7 @@ def show(app_path: str, as_json: bool) -> None:
     topics = source_topics(app)
     if not topics:
         raise ConfigError(f"app {app.id!r} has no agents, so it reads no topics")
-    with GroupOffsets(app, app.backend) as group:
+    with GroupOffsets(app.group_id, app.settings, app.backend) as group:
         rows = group.show(topics)
     found = {row.topic for row in rows}
     for topic in topics:
@@ -118,7 +119,7 @@ def reset(
         raise ConfigError(
             "--reset-state rebuilds whole tables, so it resets every partition: drop --partition"
         )
-    with GroupOffsets(app, app.backend) as group:
+    with GroupOffsets(app.group_id, app.settings, app.backend) as group:
         changes = group.plan(topic, list(partitions) or None, target)
         mode = "" if execute else " (dry run)"
         click.echo(f"reset group {app.group_id!r} on {topic!r} to {target.describe()}{mode}")
@@ -135,7 +136,7 @@ def reset(
                     f"{state}); --execute is refused until they stop",
                     err=True,
                 )
-        _state(group, execute, reset_state)
+        _state(app, group, execute, reset_state)
     if not execute:
         click.echo("dry run: nothing changed; add --execute to apply")
 
@@ -189,9 +190,10 @@ def _changes_table(changes: list[OffsetChange]) -> str:
     return render_table(["topic", "partition", "old", "", "new", "change"], rows)
 
 
-def _state(group: GroupOffsets, execute: bool, reset_state: bool) -> None:
+def _state(app: App, group: GroupOffsets, execute: bool, reset_state: bool) -> None:
     """Delete (or, in a dry run, list) the app's table state, or warn that it stays."""
-    app = group.app
+    changelogs = [table.changelog for table in app.tables.values()]
+    where = (app.settings.state_dir, app.id, list(app.tables))
     if not app.tables:
         if reset_state:
             click.echo(f"app {app.id!r} has no tables: no state to delete")
@@ -205,15 +207,15 @@ def _state(group: GroupOffsets, execute: bool, reset_state: bool) -> None:
         return
     if execute:
         with bar("deleting changelog topics", None, unit="topics") as advance:
-            topics = group.delete_changelogs()
+            topics = group.delete_topics(changelogs)
             if advance is not None:
                 advance(len(topics), len(topics))
         with bar("deleting local state", None, unit="files") as advance:
-            paths = delete_local_state(app, advance)
+            paths = delete_local_state(*where, advance)
         verb = "deleted"
     else:
-        topics = group.changelogs()
-        paths = local_state_dirs(app)
+        topics = group.existing(changelogs)
+        paths = local_state_dirs(*where)
         verb = "would delete"
     for name in topics:
         click.echo(f"{verb} changelog topic {name}")

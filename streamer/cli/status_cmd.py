@@ -24,7 +24,7 @@ from streamer.app import App
 from streamer.cli.client_config import client_options, load_cli_app
 from streamer.cli.render import render_table
 from streamer.errors import ConfigError
-from streamer.kafka.offsets import GroupMember, GroupOffsets, PartitionOffsets, source_topics
+from streamer.ops.offsets import GroupMember, GroupOffsets, PartitionOffsets, source_topics
 
 TopicPartitionKey = tuple[str, int]
 
@@ -211,7 +211,7 @@ def status(app_path: str, once: bool, as_json: bool, interval: float) -> None:
     topics = source_topics(app)
     if not topics:
         raise ConfigError(f"app {app.id!r} has no agents, so it reads no topics")
-    with GroupOffsets(app, app.backend) as group:
+    with GroupOffsets(app.group_id, app.settings, app.backend) as group:
         snapshot = take_snapshot(app, group, topics)
         found = {p.topic for p in snapshot.partitions}
         for topic in topics:

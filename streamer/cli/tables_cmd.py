@@ -21,7 +21,7 @@ from streamer.app import App
 from streamer.cli.client_config import client_options, load_cli_app
 from streamer.cli.render import render_table
 from streamer.errors import ConfigError, SerializationError
-from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
+from streamer.state.store import CHANGELOG_OFFSET, PartitionStore, table_path
 from streamer.state.table import Table
 from streamer.state.window_store import CLOSED_FLAG, META_KEY, split_key
 
@@ -71,7 +71,7 @@ def tables(app_path: str, rest: tuple[str, ...], as_json: bool) -> None:
 
 
 def _table_dir(app: App, table: str) -> Path:
-    return Path(app.settings.state_dir) / app.id / table
+    return table_path(app.settings.state_dir, app.id, table)
 
 
 def _partition_dirs(app: App, table: str) -> list[tuple[int, Path]]:
@@ -179,7 +179,7 @@ def _list(app: App, as_json: bool) -> None:
     click.echo(render_table(headers, rows))
 
 
-def _encode_key(table: Table, text: str) -> bytes:
+def _encode_key(table: Table[Any, Any], text: str) -> bytes:
     """KEY as the table stores it: text for str keys, int/float for numeric serdes, else JSON
     (falling back to the text itself when it is not JSON)."""
     serde = table.key_serde
@@ -268,7 +268,7 @@ def _iso(seconds: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _get_windows(app: App, table: Table, key: str, data: bytes, as_json: bool) -> None:
+def _get_windows(app: App, table: Table[Any, Any], key: str, data: bytes, as_json: bool) -> None:
     """Every stored window of one key of a windowed table: start, end, value, open/closed.
     Windows are stored by start, then key (time order for closing), so this scans the local
     partitions' stores: fine for an inspection command, never used by the worker."""

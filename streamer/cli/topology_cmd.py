@@ -7,7 +7,7 @@ import sys
 import click
 from rich.console import Console
 
-from streamer import topology as topo
+from streamer.cli import topology as topo
 from streamer.cli.client_config import client_options, load_cli_app
 
 

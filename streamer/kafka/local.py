@@ -43,7 +43,14 @@ from confluent_kafka.admin import AdminClient
 from streamer.errors import LocalKafkaError, ToolMissingError
 from streamer.kafka import jars
 from streamer.kafka.jars import Progress
-from streamer.kafka.local_secure import ADMIN_USER, APP_USER, SecureFiles
+from streamer.kafka.local_secure import (
+    ADMIN_USER,
+    APP_USER,
+    SecureFiles,
+    format_args,
+    make_certificates,
+    server_config,
+)
 
 SECURITY_MODES = ("plaintext", "sasl_ssl")
 """``plaintext`` (the default) or ``sasl_ssl`` (see :mod:`streamer.kafka.local_secure`)."""
@@ -361,8 +368,6 @@ class LocalKafka:
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "10000",
         }
         if self.secure is not None:
-            from streamer.kafka.local_secure import server_config
-
             config.update(server_config(self.secure, HOST, self.port, self.controller_port))
         return config
 
@@ -371,8 +376,6 @@ class LocalKafka:
         header = f"# written by streamer.kafka.local for Kafka {KAFKA_VERSION}; do not edit\n"
         self.server_properties.write_text(header + body, encoding="utf-8")
         if self.secure is not None:
-            from streamer.kafka.local_secure import make_certificates
-
             self.server_properties.chmod(0o600)  # it holds the broker's passwords
             make_certificates(self.secure, HOST)  # a fresh throw-away CA on every start
             self.secure.write_client_files()
@@ -396,8 +399,6 @@ class LocalKafka:
         cmd = [*self._jvm(java, libs, "256m"), "kafka.tools.StorageTool", "format",
                "-t", cluster_id, "-c", str(self.server_properties)]  # fmt: skip
         if self.secure is not None:
-            from streamer.kafka.local_secure import format_args
-
             cmd += format_args(self.secure)  # the SCRAM users exist from the first start
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:

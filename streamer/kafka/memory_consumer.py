@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, TopicPartition
 
-from streamer.kafka.memory import NO_OFFSET, MemoryBroker, Message, Record
+from streamer.kafka.memory_broker import NO_OFFSET, MemoryBroker, Message, Record
 
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
 

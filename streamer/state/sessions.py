@@ -31,7 +31,7 @@ from collections.abc import Callable
 from functools import reduce
 from typing import Any
 
-from streamer.state.table import TablePartition
+from streamer.state.keyed import TablePartition
 from streamer.state.window_store import (
     CLOSED_FLAG,
     NEVER,

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streamer.errors import ConfigError, StreamerError
-from streamer.state.table import TablePartition
+from streamer.state.keyed import TablePartition
 from streamer.state.window_store import OPEN_FLAG, WindowPartition, WindowSpec, window_key
 
 HEADER = 9  # flag byte + the window's latest record time (8 bytes, big-endian ms)

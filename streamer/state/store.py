@@ -29,6 +29,18 @@ CHANGELOG_ID = b"changelog_id"
 SOURCE_OFFSET = b"source_offset"
 
 
+def table_path(state_dir: str | Path, app_id: str, table: str) -> Path:
+    """Where table ``table`` of app ``app_id`` keeps its partitions on this machine."""
+    return Path(state_dir) / app_id / table
+
+
+def partition_path(state_dir: str | Path, app_id: str, table: str, partition: int) -> Path:
+    """The one layout of local state: ``state_dir/<app id>/<table>/<partition>``, a RocksDB
+    database per table partition (the worker, the ops tools and the CLI all go through
+    here)."""
+    return table_path(state_dir, app_id, table) / str(partition)
+
+
 def _options() -> Options:
     options = Options(raw_mode=True)
     options.create_if_missing(True)

@@ -1,269 +1,43 @@
 """Table: dict-like state, partitioned like the agent's source topic, backed by RocksDB and a
-compacted changelog topic.
+compacted changelog topic; what :meth:`App.table` returns.
 
-The mutation rule: a read returns a fresh value decoded from bytes, never a shared object.
-Changing it in place changes nothing until it is written back: ``t[k] += 1``,
-``v = t[k]; v.append(x); t[k] = v`` and ``model.field = 1; t[k] = model`` are all correct;
-``t[k].append(x)`` alone is not (the change is never stored).
-
-Writes made while processing an event are staged with that event (DESIGN §2 rule 2): they
-are visible at once to reads on this worker (read-your-writes), join the checkpoint when the
-event and every earlier offset of the partition are complete, and are undone when the agent
-fails on that event.
+The keyed surface and its contracts (the mutation rule, staged writes) are those of
+:class:`streamer.state.keyed.KeyedTable`; this class adds the methods that make a table hold
+windows (:mod:`streamer.state.windows`), kept here so the window modules build on the keyed
+core without the core knowing them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
-from streamer._context import current_lane
-from streamer.errors import ConfigError, SerializationError, StreamerError
-from streamer.serde import Serde
+from streamer.errors import ConfigError
+from streamer.events import Event
+from streamer.state.keyed import K, KeyedTable, TablePartition, V
+from streamer.state.sessions import session_spec
+from streamer.state.sliding import sliding_spec
+from streamer.state.window_store import WindowSpec
+from streamer.state.windows import DAY, OnClose, OnLate, WindowedTable
 
-if TYPE_CHECKING:
-    from streamer.events import Event
-    from streamer.state.store import PartitionStore
-    from streamer.state.window_store import WindowSpec
-    from streamer.state.windows import OnClose, OnLate, WindowedTable
-
-# (partition, key, value written, was there an overlay entry before, its previous value)
-TableWrite = tuple["TablePartition", bytes, "bytes | None", bool, "bytes | None"]
+__all__ = ["Table", "TablePartition"]
 
 
-class TablePartition:
-    """One partition of a table on this worker: its store, and writes not yet in it.
-
-    ``overlay`` maps key -> [latest value (None = deleted), writes not yet released]; it
-    serves read-your-writes. ``dirty`` holds released writes awaiting the next checkpoint.
-    ``changelog_end`` is the changelog offset after our last write: recovery resumes there.
-    """
-
-    __slots__ = ("changelog_end", "dirty", "overlay", "partition", "store", "table")
-
-    def __init__(self, table: Table, partition: int, store: PartitionStore) -> None:
-        self.table = table
-        self.partition = partition
-        self.store = store
-        self.overlay: dict[bytes, list[Any]] = {}
-        self.dirty: dict[bytes, bytes | None] = {}
-        self.changelog_end = 0
-
-    @property
-    def label(self) -> str:
-        return f"{self.table.name}[{self.partition}]"
-
-    def read(self, key: bytes) -> bytes | None:
-        """The value of ``key`` (None when absent or deleted)."""
-        entry = self.overlay.get(key)
-        if entry is not None:
-            value: bytes | None = entry[0]
-            return value
-        return self.store.get(key)
-
-    def stage(self, key: bytes, value: bytes | None) -> TableWrite:
-        entry = self.overlay.get(key)
-        if entry is None:
-            self.overlay[key] = [value, 1]
-            return (self, key, value, False, None)
-        previous = entry[0]
-        entry[0] = value
-        entry[1] += 1
-        return (self, key, value, True, previous)
-
-    def release(self, key: bytes, value: bytes | None) -> None:
-        self.dirty[key] = value
-        self.overlay[key][1] -= 1
-
-    def undo(self, key: bytes, had_entry: bool, previous: bytes | None) -> None:
-        entry = self.overlay[key]
-        entry[1] -= 1
-        if had_entry:
-            entry[0] = previous
-        elif entry[1] == 0:
-            del self.overlay[key]
-
-    def pending(self, key: bytes) -> int:
-        """How many writes to ``key`` events in flight hold (staged, not yet released)."""
-        entry = self.overlay.get(key)
-        return 0 if entry is None else int(entry[1])
-
-    def write_now(self, key: bytes, value: bytes | None) -> bool:
-        """Write ``key`` outside any event (windowed tables' ticks): released at once into
-        ``dirty``, so the next checkpoint persists it (in its transaction under exactly-once).
-
-        Refused (returns False) while an event in flight holds a write to ``key``: that
-        event's release would overwrite this value with an older one.
-        """
-        if self.pending(key):
-            return False
-        self.stage(key, value)
-        self.release(key, value)
-        return True
-
-    def checkpointed(self, written: dict[bytes, bytes | None]) -> None:
-        """``written`` reached RocksDB: overlay entries with nothing pending can go."""
-        overlay = self.overlay
-        for key in written:
-            entry = overlay.get(key)
-            if entry is not None and entry[1] == 0:
-                del overlay[key]
-
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every live (key, value), the overlay's view over the store's."""
-        overlay = self.overlay
-        for key, value in self.store.items():
-            if key not in overlay:
-                yield key, value
-        for key, entry in list(overlay.items()):
-            if entry[0] is not None:
-                yield key, entry[0]
-
-
-class Table:
-    """A dict-like table. Create with :meth:`App.table`.
+class Table(KeyedTable[K, V]):
+    """A dict-like table. Create with :meth:`App.table`; annotate it ``Table[str, int]``.
 
     Inside an agent, a key is looked up in the partition of the event being processed: keep
     table keys co-partitioned with the stream (the event's key, or a re-keyed stream).
     Outside agents (tests, tools) reads search this worker's partitions; writes are refused.
+    The mutation rule and staging: see :mod:`streamer.state.keyed`.
     """
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        changelog: str,
-        default: Callable[[], Any] | None,
-        key_serde: Serde,
-        value_serde: Serde,
-        partitions: int | None,
-    ) -> None:
-        self.name = name
-        self.changelog = changelog
-        self.default = default
-        self.key_serde = key_serde
-        self.value_serde = value_serde
-        self.partitions = partitions
-        self._owned: dict[int, TablePartition] = {}
-        # Set by tumbling()/hopping(): the table's keys are then windows (see windows.py).
-        self.windowed: WindowedTable | None = None
-
-    def __repr__(self) -> str:
-        return f"Table({self.name!r}, changelog={self.changelog!r})"
-
-    # -- worker side -------------------------------------------------------------------------
-
-    def attach(self, part: TablePartition) -> None:
-        self._owned[part.partition] = part
-
-    def detach(self, partition: int) -> TablePartition | None:
-        return self._owned.pop(partition, None)
-
-    @property
-    def owned(self) -> dict[int, TablePartition]:
-        return self._owned
-
-    # -- encoding ----------------------------------------------------------------------------
-
-    def _key(self, key: Any) -> bytes:
-        try:
-            data = self.key_serde.serialize(key)
-        except SerializationError as exc:
-            raise SerializationError(f"table {self.name!r}: key {exc}") from exc
-        if data is None:
-            raise SerializationError(f"table {self.name!r}: key must not be None")
-        return data
-
-    def _decode(self, data: bytes) -> Any:
-        return self.value_serde.deserialize(data)
-
-    # -- lookup ------------------------------------------------------------------------------
-
-    def _here(self) -> tuple[TablePartition | None, Any]:
-        lane = current_lane.get()
-        if lane is None or lane.partition < 0:  # outside any event
-            return None, None
-        part = self._owned.get(lane.partition)
-        if part is None:
-            raise StreamerError(
-                f"table {self.name!r} has no partition {lane.partition} on this worker"
-            )
-        return part, lane
-
-    def _read(self, key: Any) -> bytes | None:
-        data = self._key(key)
-        part, _ = self._here()
-        if part is not None:
-            return part.read(data)
-        for candidate in self._owned.values():
-            value = candidate.read(data)
-            if value is not None:
-                return value
-        return None
-
-    def __getitem__(self, key: Any) -> Any:
-        data = self._read(key)
-        if data is None:
-            if self.default is None:
-                raise KeyError(key)
-            return self.default()
-        return self._decode(data)
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        data = self._read(key)
-        return default if data is None else self._decode(data)
-
-    def __contains__(self, key: Any) -> bool:
-        return self._read(key) is not None
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        if value is None:
-            raise SerializationError(f"table {self.name!r}: use `del table[key]`, not None")
-        try:
-            encoded = self.value_serde.serialize(value)
-        except SerializationError as exc:
-            raise SerializationError(f"table {self.name!r}: value {exc}") from exc
-        self._write(key, encoded)
-
-    def __delitem__(self, key: Any) -> None:
-        if self._read(key) is None:
-            raise KeyError(key)
-        self._write(key, None)
-
-    def _write(self, key: Any, value: bytes | None) -> None:
-        if self.windowed is not None:  # a plain key in a windowed store would pass for a window
-            raise StreamerError(
-                f"table {self.name!r} holds windows: write through the table that "
-                "tumbling()/hopping()/sliding()/session() returned"
-            )
-        data = self._key(key)
-        part, lane = self._here()
-        if part is None:
-            raise StreamerError(
-                f"table {self.name!r} is written outside an agent; tables change only while "
-                "an agent processes an event (so the change commits with that event)"
-            )
-        lane.stage_write(part.stage(data, value))
-
-    def items(self) -> Iterator[tuple[Any, Any]]:
-        """All (key, value) of the partitions this worker owns."""
-        for part in list(self._owned.values()):
-            for key, value in part.items():
-                yield self.key_serde.deserialize(key), self._decode(value)
-
-    def keys(self) -> Iterator[Any]:
-        return (key for key, _ in self.items())
-
-    def values(self) -> Iterator[Any]:
-        return (value for _, value in self.items())
-
-    def as_dict(self) -> dict[Any, Any]:
-        return dict(self.items())
+    # The windowed view, once tumbling()/hopping()/sliding()/session() made one.
+    windowed: WindowedTable[K, V] | None = None
 
     def tick(self, now: float) -> None:
         """Called by the worker about once a second with the wall-clock time (epoch
-        seconds), outside any event; plain tables have nothing to do. Windowed tables close
-        windows of idle partitions here (never raising: errors are logged)."""
+        seconds), outside any event. Windowed tables close windows of idle partitions here
+        (never raising: errors are logged)."""
         if self.windowed is not None:
             self.windowed.tick(now)
 
@@ -279,7 +53,7 @@ class Table:
         on_late: OnLate | None = None,
         idle_close: float | None = 30.0,
         event_time: Callable[[Event], float] | None = None,
-    ) -> WindowedTable:
+    ) -> WindowedTable[K, V]:
         """Make this table hold tumbling windows of ``size`` seconds; use the returned
         :class:`~streamer.state.windows.WindowedTable` (see there for every parameter)."""
         return self.hopping(
@@ -304,12 +78,9 @@ class Table:
         on_late: OnLate | None = None,
         idle_close: float | None = 30.0,
         event_time: Callable[[Event], float] | None = None,
-    ) -> WindowedTable:
+    ) -> WindowedTable[K, V]:
         """Make this table hold hopping windows of ``size`` seconds starting every
         ``step`` seconds; use the returned :class:`~streamer.state.windows.WindowedTable`."""
-        from streamer.state.window_store import WindowSpec
-        from streamer.state.windows import DAY
-
         spec = WindowSpec.of(size, step, grace, max(DAY, grace) if retention is None else retention)
         return self._windowed(spec, on_close, on_late, idle_close, event_time, None)
 
@@ -323,14 +94,11 @@ class Table:
         on_late: OnLate | None = None,
         idle_close: float | None = 30.0,
         event_time: Callable[[Event], float] | None = None,
-    ) -> WindowedTable:
+    ) -> WindowedTable[K, V]:
         """Make this table hold sliding windows of ``size`` seconds, as Kafka Streams'
         ``SlidingWindows``: the windows ``[t - size, t]`` ending on each event and every
         other distinct set of events within ``size`` (see :mod:`streamer.state.sliding`).
         ``retention`` (default one day) must be at least ``size + grace``."""
-        from streamer.state.sliding import sliding_spec
-        from streamer.state.windows import DAY
-
         if retention is None:
             retention = max(DAY, size + grace)
         spec = sliding_spec(size, grace, retention)
@@ -342,20 +110,17 @@ class Table:
         *,
         grace: float = 0.0,
         retention: float | None = None,
-        merge: Callable[[Any, Any], Any] | None = None,
+        merge: Callable[[V, V], V] | None = None,
         on_close: OnClose | None = None,
         on_late: OnLate | None = None,
         idle_close: float | None = 30.0,
         event_time: Callable[[Event], float] | None = None,
-    ) -> WindowedTable:
+    ) -> WindowedTable[K, V]:
         """Make this table hold session windows: per key, events at most ``gap`` seconds
         apart form one session ``[first, last]``; an event that bridges two sessions merges
         them, combining their values with ``merge(earlier, later)`` (default ``a + b``:
         counts, sums, lists). A session closes when stream time reaches its last event +
         ``gap`` + ``grace`` (see :mod:`streamer.state.sessions`)."""
-        from streamer.state.sessions import session_spec
-        from streamer.state.windows import DAY
-
         spec = session_spec(gap, grace, max(DAY, grace) if retention is None else retention)
         return self._windowed(spec, on_close, on_late, idle_close, event_time, merge)
 
@@ -366,12 +131,11 @@ class Table:
         on_late: OnLate | None,
         idle_close: float | None,
         event_time: Callable[[Event], float] | None,
-        merge: Callable[[Any, Any], Any] | None,
-    ) -> WindowedTable:
-        from streamer.state.windows import WindowedTable
-
+        merge: Callable[[V, V], V] | None,
+    ) -> WindowedTable[K, V]:
         if self.windowed is not None:
             raise ConfigError(f"table {self.name!r} is already windowed")
+        self.holds_windows = True
         self.windowed = WindowedTable(
             self,
             spec=spec,

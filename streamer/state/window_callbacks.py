@@ -33,10 +33,9 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from streamer._context import Stager, current_lane, hold
+from streamer._context import Stager, TableWrite, current_lane, hold
 from streamer.errors import StreamerError
 from streamer.events import Headers
-from streamer.state.table import TableWrite
 
 log = logging.getLogger("streamer.windows")
 

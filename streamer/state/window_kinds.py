@@ -10,18 +10,42 @@ tumbling and hopping windows do in :mod:`streamer.state.windows`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from streamer._context import Stager
 from streamer.errors import SerializationError, StreamerError
+from streamer.state.keyed import KeyedTable, TablePartition
 from streamer.state.sessions import SessionPartition
 from streamer.state.sessions import pack as pack_session
 from streamer.state.sliding import SlidingPartition
 from streamer.state.sliding import pack as pack_sliding
-from streamer.state.window_store import OPEN_FLAG, WindowPartition, window_key
+from streamer.state.window_store import OPEN_FLAG, WindowPartition, WindowSpec, window_key
 
-if TYPE_CHECKING:
-    from streamer.state.windows import WindowedTable
+
+class WindowView(Protocol):
+    """What the functions here and :class:`~streamer.state.window_set.WindowSet` use of a
+    :class:`~streamer.state.windows.WindowedTable` (which is the one implementation). A
+    protocol so these modules sit below ``windows`` instead of importing it back."""
+
+    kind: str
+    spec: WindowSpec
+    table: KeyedTable[Any, Any]
+    merge: Callable[[Any, Any], Any]
+    _updates: list[Any]  # the topics stream_to() sends every update to
+
+    @property
+    def name(self) -> str: ...
+    def window_end(self, start: int, stored: bytes) -> int: ...
+    def _decode(self, stored: bytes) -> Any: ...
+    def _value(self, stored: bytes | None) -> Any: ...
+    def _now_ms(self) -> int: ...
+    def _read_window(self, key: Any, start: int) -> bytes | None: ...
+    def _state(self, part: TablePartition) -> WindowPartition: ...
+    def _update(self, key: Any, fn: Callable[[Any], Any], *, read: bool = True) -> None: ...
+    def _emit(
+        self, stager: Stager, topics: list[Any], key: Any, start: float, end: float, value: Any
+    ) -> None: ...
+
 
 PARTITION_KINDS: dict[str, type[WindowPartition]] = {
     "sliding": SlidingPartition,
@@ -29,7 +53,7 @@ PARTITION_KINDS: dict[str, type[WindowPartition]] = {
 }
 
 
-def _initial(table: WindowedTable, key: Any, read: bool) -> Callable[[], Any]:
+def _initial(table: WindowView, key: Any, read: bool) -> Callable[[], Any]:
     def initial() -> Any:
         default = table.table.default
         if read and default is None:
@@ -39,7 +63,7 @@ def _initial(table: WindowedTable, key: Any, read: bool) -> Callable[[], Any]:
     return initial
 
 
-def _encode(table: WindowedTable, value: Any) -> bytes:
+def _encode(table: WindowView, value: Any) -> bytes:
     encoded = table.table.value_serde.serialize(value)
     if encoded is None:
         raise SerializationError(f"windowed table {table.name!r}: a value cannot be None")
@@ -47,7 +71,7 @@ def _encode(table: WindowedTable, value: Any) -> bytes:
 
 
 def apply_grid(
-    table: WindowedTable,
+    table: WindowView,
     state: WindowPartition,
     lane: Stager,
     key: Any,
@@ -82,7 +106,7 @@ def apply_grid(
 
 
 def apply_sliding(
-    table: WindowedTable,
+    table: WindowView,
     state: SlidingPartition,
     lane: Stager,
     key: Any,
@@ -112,7 +136,7 @@ def apply_sliding(
 
 
 def apply_session(
-    table: WindowedTable,
+    table: WindowView,
     state: SessionPartition,
     lane: Stager,
     key: Any,
@@ -158,7 +182,7 @@ def apply_session(
     return True
 
 
-def stored_windows(table: WindowedTable, data: bytes) -> list[tuple[int, int, bytes]]:
+def stored_windows(table: WindowView, data: bytes) -> list[tuple[int, int, bytes]]:
     """``(start ms, end ms, stored value)`` of one key's sliding windows or sessions, in
     start order, from the partition of the event in progress (outside events: every
     partition this worker owns)."""

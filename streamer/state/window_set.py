@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streamer.clock import to_millis
-from streamer.state.window_kinds import stored_windows
+from streamer.state.window_kinds import WindowView, stored_windows
 from streamer.state.window_store import CLOSED_FLAG
-
-if TYPE_CHECKING:
-    from streamer.state.windows import WindowedTable
 
 
 class WindowSet:
@@ -21,7 +18,7 @@ class WindowSet:
 
     __slots__ = ("key", "table")
 
-    def __init__(self, table: WindowedTable, key: Any) -> None:
+    def __init__(self, table: WindowView, key: Any) -> None:
         self.table = table
         self.key = key
 

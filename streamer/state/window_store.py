@@ -1,7 +1,7 @@
 """How windowed tables lay out their state, and the in-memory index of one partition's windows.
 
 Storage (in the table's own partition stores and compacted changelog, through the same
-:class:`~streamer.state.table.TablePartition` machinery as any table):
+:class:`~streamer.state.keyed.TablePartition` machinery as any table):
 
 - a window's key is its start (milliseconds since the epoch, 8 bytes big-endian) followed by
   the serialized user key, so a partition's windows iterate in time order (closing, expiry);
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import orjson
 
 from streamer.errors import ConfigError
-from streamer.state.table import TablePartition
+from streamer.state.keyed import TablePartition
 
 META_KEY = b"\xff" * 8 + b"__meta__"
 OPEN = 0

@@ -45,17 +45,24 @@ import logging
 import math
 import operator
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 from streamer._context import Stager, current_event, current_lane
 from streamer.clock import current_clock, to_millis
 from streamer.errors import ConfigError, StreamerError
 from streamer.events import Event
+from streamer.state.keyed import K, KeyedTable, TablePartition, V
 from streamer.state.lateness import LateEvents
 from streamer.state.sessions import HEADER, SessionPartition, end_of
 from streamer.state.sliding import SlidingPartition
 from streamer.state.window_callbacks import CallbackRunner, OutputBuffer
-from streamer.state.window_kinds import PARTITION_KINDS, apply_grid, apply_session, apply_sliding
+from streamer.state.window_kinds import (
+    PARTITION_KINDS,
+    WindowView,
+    apply_grid,
+    apply_session,
+    apply_sliding,
+)
 from streamer.state.window_set import WindowSet
 from streamer.state.window_store import (
     META_KEY,
@@ -66,7 +73,6 @@ from streamer.state.window_store import (
 )
 
 if TYPE_CHECKING:
-    from streamer.state.table import Table, TablePartition
     from streamer.topics import Topic
 
 log = logging.getLogger("streamer.windows")
@@ -76,7 +82,7 @@ OnLate = Callable[[Event], Awaitable[None] | None]
 DAY = 86_400.0
 
 
-class WindowedTable:
+class WindowedTable(Generic[K, V]):
     """A table whose values live per (key, window). Create with ``Table.tumbling``,
     ``Table.hopping``, ``Table.sliding`` or ``Table.session``; see the module docstring for
     the contracts.
@@ -90,14 +96,14 @@ class WindowedTable:
 
     def __init__(
         self,
-        table: Table,
+        table: KeyedTable[K, V],
         *,
         spec: WindowSpec,
         on_close: OnClose | None,
         on_late: OnLate | None,
         idle_close: float | None,
         event_time: Callable[[Event], float] | None,
-        merge: Callable[[Any, Any], Any] | None = None,
+        merge: Callable[[V, V], V] | None = None,
     ) -> None:
         if idle_close is not None and not idle_close > 0:
             raise ConfigError(f"idle_close must be > 0 seconds or None, got {idle_close}")
@@ -151,19 +157,19 @@ class WindowedTable:
 
     # -- the dict-like surface ---------------------------------------------------------------
 
-    def __getitem__(self, key: Any) -> WindowSet:
+    def __getitem__(self, key: K) -> WindowSet:
         return WindowSet(self, key)
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def __setitem__(self, key: K, value: V | WindowSet) -> None:
         """``t[k] = v`` sets every open window containing the event time to ``v``.
         (``t[k] += 1`` lands here too, with the WindowSet it already updated: nothing to do.)"""
         if isinstance(value, WindowSet):
-            if value.table is self and value.key == key:
+            if value.table is cast(WindowView, self) and value.key == key:
                 return
             raise TypeError("assign a value to a window set, not the windows of another key")
         self._update(key, lambda _: value, read=False)
 
-    def items(self) -> Iterator[tuple[tuple[Any, float], Any]]:
+    def items(self) -> Iterator[tuple[tuple[K, float], V]]:
         """``((key, window start), value)`` of every window (open or closed, not expired)
         of the partitions this worker owns, in time order per partition."""
         serde = self.table.key_serde
@@ -173,7 +179,7 @@ class WindowedTable:
                     start, key = split_key(window)
                     yield (serde.deserialize(key), start / 1000), self._decode(value)
 
-    def as_dict(self) -> dict[tuple[Any, float], Any]:
+    def as_dict(self) -> dict[tuple[K, float], V]:
         return dict(self.items())
 
     def stream_time(self, partition: int) -> float | None:

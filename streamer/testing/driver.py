@@ -7,13 +7,12 @@ on an in-memory broker, ``streamer.kafka.memory``) and a
 policies and dead letters are therefore those of production; only the broker and time are
 simulated.
 
-The backend is handed to the worker explicitly (``Worker(app, backend=...)``), which also
-makes it the app's :attr:`~streamer.App.backend` for sends outside agents. ``App.settings``
-is a frozen pydantic model, so the driver replaces it for the driver's lifetime with
-``app.settings.model_copy(update={"brokers": "memory://<name>", "state_dir": <temp dir>,
-"web_port": None})`` (the brokers value is only a label in log lines) and puts the original
-settings and backend back on exit. Agents, topics and tables are those the app declared;
-nothing else about the app changes.
+The driver passes its own settings and backend to the worker
+(``Worker(app, settings=..., backend=...)``): the app's settings with
+``{"brokers": "memory://<name>", "state_dir": <temp dir>, "web_port": None}`` (the brokers
+value is only a label in log lines). Sends and asks from the test's own code, outside agents,
+go to the memory broker through :func:`streamer.outside.redirect`, for the code running in
+the driver's context. The app itself (its settings, topics, agents, tables) is not changed.
 """
 
 from __future__ import annotations
@@ -31,9 +30,9 @@ from streamer.app import App
 from streamer.clock import to_millis
 from streamer.errors import ConfigError, StreamerError
 from streamer.events import Event, Headers
-from streamer.kafka.backend import Backend
 from streamer.kafka.memory import MemoryBackend, MemoryBroker, Record, partition_for
 from streamer.kafka.memory_consumer import MemoryConsumer
+from streamer.outside import Outside, Redirection, redirect, restore
 from streamer.settings import Settings
 from streamer.state.windows import OnLate, WindowedTable
 from streamer.testing.clock import SimulatedClock
@@ -64,13 +63,21 @@ class TestDriver:
         self.broker = MemoryBroker(f"driver-{uuid.uuid4().hex[:12]}", clock=self.clock.time)
         self.backend = MemoryBackend(self.broker)
         self._state_dir = tempfile.TemporaryDirectory(prefix="streamer-driver-")
-        self._original: Settings | None = None
-        self._original_backend: Backend | None = None
+        # What the worker runs with; the app's own settings are left as they are.
+        self.settings: Settings = app.settings.model_copy(
+            update={
+                "brokers": self.broker.address,
+                "state_dir": Path(self._state_dir.name),
+                "web_port": None,
+            }
+        )
+        self._outside: Outside | None = None
+        self._redirection: Redirection | None = None
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
         self._prefill: dict[str, dict[Any, Any]] = {}
         self._late: dict[str, list[Event]] = {}
-        self._late_restore: list[tuple[WindowedTable, OnLate | None]] = []
+        self._late_restore: list[tuple[WindowedTable[Any, Any], OnLate | None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -100,27 +107,25 @@ class TestDriver:
         await self.stop(raise_errors=exc is None)
 
     async def start(self) -> None:
-        """Point the app at a fresh memory broker and start its worker in the background."""
+        """Start the app's worker on a fresh memory broker, in the background. The app is
+        not changed: the worker gets the driver's settings and backend, and sends and asks
+        from the test's own code (outside agents) are redirected to the memory broker for
+        the code running in this context (:func:`streamer.outside.redirect`)."""
         if self._task is not None:
             raise StreamerError("this TestDriver is already started")
-        self._original = self.app.settings
-        self._original_backend = self.app.backend
-        # Sends and asks from the test's own code (outside agents) reach the memory broker.
-        self.app.backend = self.backend
-        self.app.settings = self._original.model_copy(
-            update={
-                "brokers": self.broker.address,
-                "state_dir": Path(self._state_dir.name),
-                "web_port": None,
-            }
-        )
+        self._outside = Outside(self.app.id, self.settings, self.backend)
+        self._redirection = redirect(self._outside)
         try:
             self._create_topics()
             self._watch_late()
             for name, content in self._prefill.items():
                 self._write_changelog(name, content)
             self._worker = Worker(
-                self.app, backend=self.backend, handle_signals=False, clock=self.clock
+                self.app,
+                settings=self.settings,
+                backend=self.backend,
+                handle_signals=False,
+                clock=self.clock,
             )
             self._task = asyncio.create_task(self._worker.run())
             await self._wait_joined()
@@ -129,8 +134,8 @@ class TestDriver:
             raise
 
     async def stop(self, *, raise_errors: bool = True) -> None:
-        """Stop the worker (in-flight events finish, offsets commit), restore the app's
-        settings, drop the broker and state. Re-raises what stopped the worker, if anything."""
+        """Stop the worker (in-flight events finish, offsets commit), end the redirection of
+        sends, drop the broker and state. Re-raises what stopped the worker, if anything."""
         error: BaseException | None = None
         try:
             if self._worker is not None and self._task is not None:
@@ -143,12 +148,9 @@ class TestDriver:
             for windowed, on_late in self._late_restore:
                 windowed.on_late = on_late
             self._late_restore.clear()
-            if self._original is not None:
-                self.app.settings = self._original
-                self._original = None
-            if self._original_backend is not None:
-                self.app.backend = self._original_backend
-                self._original_backend = None
+            if self._redirection is not None and self._outside is not None:
+                restore(self._redirection, self._outside)
+                self._redirection = self._outside = None
             self._state_dir.cleanup()
         if error is not None and raise_errors:
             raise error
@@ -158,7 +160,7 @@ class TestDriver:
         with their source (the worker finds them in place and checks them)."""
         for topic in self.app.topics.values():
             self.broker.create_topic(topic.name, topic.partitions or 1)
-        manager = TableManager(self.app, {}, self.backend)
+        manager = TableManager(self.app, {}, self.backend, state_dir=Path(self.settings.state_dir))
         sources = {t.name: t.partitions or 1 for a in self.app.agents for t in a.topics}
         for spec in manager.changelog_specs(sources):
             self.broker.create_topic(spec.name, spec.partitions or 1)
@@ -317,7 +319,7 @@ class TestDriver:
                 worker._commit()
 
     def _behind(self) -> list[str]:
-        group = self.app.group_id
+        group = self.settings.group_id or self.app.id
         out = []
         with self.broker.lock:
             for topic in sorted({t.name for a in self.app.agents for t in a.topics}):

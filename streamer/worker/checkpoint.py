@@ -35,10 +35,10 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.errors import KafkaOperationError
 from streamer.kafka.backend import Consumer, Producer
-from streamer.metrics import IDLE_TIMER
+from streamer.state.keyed import TablePartition
 from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
-from streamer.state.table import TablePartition
 from streamer.worker.partition import Effects, PartitionState, Refusal
+from streamer.worker.probes import IDLE_TIMER, CommitTimer
 
 __all__ = ["AtLeastOnceCheckpoint", "Checkpoint", "CheckpointFailed", "Due", "Refusal"]
 
@@ -76,12 +76,22 @@ class CheckpointFailed(Exception):
 class Checkpoint:
     """What both guarantees share: releasing outputs, changelog records, RocksDB batches."""
 
-    def __init__(self, consumer: Consumer, producer: Producer, brokers: str) -> None:
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        brokers: str,
+        *,
+        timer: CommitTimer = IDLE_TIMER,
+        produced: dict[str, int] | None = None,
+    ) -> None:
+        """``timer`` times the commits; ``produced`` is the per-topic tally of released
+        records to add to (the worker's metrics give both; a tally of its own otherwise)."""
         self._consumer = consumer
         self._producer = producer
         self._brokers = brokers
-        self.timer = IDLE_TIMER  # WorkerMetrics.watch() sets both: commit timing, and
-        self.produced: dict[str, int] = defaultdict(int)  # records released per topic
+        self.timer = timer
+        self.produced: dict[str, int] = defaultdict(int) if produced is None else produced
         # Outputs the producer reported as failed since the last checkpoint.
         self.refusals: list[Refusal] = []
         self._changelog_failures: list[tuple[KafkaError, str]] = []

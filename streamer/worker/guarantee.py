@@ -10,6 +10,7 @@ from streamer.kafka.backend import Backend, Consumer
 from streamer.kafka.clients import make_producer
 from streamer.settings import Settings
 from streamer.worker.checkpoint import AtLeastOnceCheckpoint, Checkpoint
+from streamer.worker.probes import IDLE_TIMER, CommitTimer
 from streamer.worker.transactions import ExactlyOnceCheckpoint, init_transactions
 
 log = logging.getLogger("streamer.worker")
@@ -35,16 +36,26 @@ def transactional_id(app_id: str, settings: Settings) -> str:
 
 
 def make_checkpoint(
-    app_id: str, settings: Settings, consumer: Consumer, backend: Backend
+    app_id: str,
+    settings: Settings,
+    consumer: Consumer,
+    backend: Backend,
+    *,
+    timer: CommitTimer = IDLE_TIMER,
+    produced: dict[str, int] | None = None,
 ) -> Checkpoint:
     """A fresh producer from ``backend`` and the checkpoint for
-    ``settings.processing_guarantee``."""
+    ``settings.processing_guarantee``, timed by ``timer``, tallying into ``produced``."""
     overrides: dict[str, Any] = {**settings.kafka_config, **settings.producer_config}
     if not settings.exactly_once:
         producer = make_producer(backend, settings.brokers, overrides)
-        return AtLeastOnceCheckpoint(consumer, producer, settings.brokers)
+        return AtLeastOnceCheckpoint(
+            consumer, producer, settings.brokers, timer=timer, produced=produced
+        )
     txn_id = overrides.setdefault("transactional.id", transactional_id(app_id, settings))
     overrides.setdefault("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
     producer = make_producer(backend, settings.brokers, overrides)
     init_transactions(producer, txn_id, settings.brokers)
-    return ExactlyOnceCheckpoint(consumer, producer, settings.brokers)
+    return ExactlyOnceCheckpoint(
+        consumer, producer, settings.brokers, timer=timer, produced=produced
+    )

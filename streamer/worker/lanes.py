@@ -15,20 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamer._context import current_event
+from streamer._context import TableWrite, current_event
 from streamer.agents import Agent
 from streamer.clock import SYSTEM_CLOCK, Clock
 from streamer.delays import DELIVER_AT, due_of, split_headers
 from streamer.errors import OutputRefused, StreamerError
 from streamer.events import Event, Headers, Record
 from streamer.kafka.backend import Message
-from streamer.metrics import IDLE_PROBE, LaneProbe
 from streamer.policy import ErrorPolicy
 from streamer.ratelimit import KeyBuckets, TokenBucket
 from streamer.replies import CORRELATION_ID, REPLY_CLIENT, Reply, reply_address
-from streamer.state.table import TableWrite
 from streamer.worker.dead_letters import dead_letter
 from streamer.worker.partition import SKIPPED_EVENT, Effects, PartitionState, Pending
+from streamer.worker.probes import IDLE_PROBE, LaneProbe
 
 log = logging.getLogger("streamer.agent")
 
@@ -64,7 +63,14 @@ class Lane:
         "state",
     )
 
-    def __init__(self, state: PartitionState, agent: Agent, index: int, ctx: LaneContext) -> None:
+    def __init__(
+        self,
+        state: PartitionState,
+        agent: Agent,
+        index: int,
+        ctx: LaneContext,
+        probe: LaneProbe = IDLE_PROBE,
+    ) -> None:
         self.state = state
         self.agent = agent
         self.index = index
@@ -74,7 +80,7 @@ class Lane:
         self.closing = False
         self._wakeup = asyncio.Event()
         self._waiting = False
-        self.probe: LaneProbe = IDLE_PROBE  # WorkerMetrics.assigned() binds a live one
+        self.probe = probe  # its agent's metrics (WorkerMetrics.lane_probe), inert if off
         self.refused = ctx.refused  # this agent's records whose outputs the broker refused
         self.served = 0  # events handed out: an agent that restarts without progress fails
         # The effects of the event being processed, cached for the staging hot path.
@@ -327,7 +333,7 @@ class Lane:
         """Hold a table write with the event being processed (the Stager protocol)."""
         if not self.current:
             # Undo at once: a write outside any event has nothing to commit with.
-            write[0].undo(write[1], write[3], write[4])
+            write.undo()
             raise StreamerError(
                 f"agent {self.agent.name!r} wrote a table while no event was being processed"
             )

@@ -57,15 +57,17 @@ class GroupMembership(Stopping):
         # A consumer replaced while Kafka was away: the new one reports the reconnection.
         self._watch.lost_at = lost_at
         consumer = make_consumer(
-            self.backend, s.brokers, self.app.group_id, overrides, watch=self._watch
+            self.backend, s.brokers, self.group_id, overrides, watch=self._watch
         )
         # Event-time order across partitions (streamer.worker.ordering): the pump reads
         # through this wrapper; it is the consumer itself when the app needs no order.
-        self._consumer = ordered(consumer, self.app, self._states, self.clock)
+        self._consumer = ordered(consumer, self.app, self.settings, self._states, self.clock)
         self._committer = Committer(
-            partial(make_checkpoint, self.app.id, s, consumer, self.backend),
-            self.metrics.watch,
-        )
+            partial(
+                make_checkpoint, self.app.id, s, consumer, self.backend,
+                timer=self.metrics.commit_timer, produced=self.metrics.produced_tally,
+            )
+        )  # fmt: skip
         consumer.subscribe(
             sorted(self._subscribers),
             on_assign=self.metrics.rebalance_callback("assign", self._on_assign),
@@ -97,7 +99,7 @@ class GroupMembership(Stopping):
             "the consumer failed fatally (%s); giving up its partitions uncommitted and "
             "joining the group %r again with a new consumer",
             reason,
-            self.app.group_id,
+            self.group_id,
         )
         old_consumer, old_committer = self._consumer, self._committer
         owned = [TopicPartition(s.topic, s.partition) for s in self._states.values()]

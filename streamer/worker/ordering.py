@@ -50,6 +50,7 @@ from streamer.kafka.backend import Consumer, Message
 if TYPE_CHECKING:
     from streamer.app import App
     from streamer.clock import Clock
+    from streamer.settings import Settings
 
 log = logging.getLogger("streamer.worker")
 
@@ -92,10 +93,16 @@ def topic_groups(app: App) -> dict[str, int]:
     return {name: roots.index(find(name)) for name in parent}
 
 
-def ordered(consumer: Consumer, app: App, states: Mapping[Where, Any], clock: Clock) -> Consumer:
+def ordered(
+    consumer: Consumer,
+    app: App,
+    settings: Settings,
+    states: Mapping[Where, Any],
+    clock: Clock,
+) -> Consumer:
     """``consumer`` wrapped in an :class:`OrderedConsumer` when the app needs event-time
-    order (it declares a windowed table, and ``event_order`` is on); else ``consumer``."""
-    settings = app.settings
+    order (it declares a windowed table, and the worker's ``settings`` turn ``event_order``
+    on); else ``consumer``."""
     if not settings.event_order or not any(t.windowed for t in app.tables.values()):
         return consumer
     wrapped = OrderedConsumer(

@@ -13,17 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, TopicPartition
 
+from streamer._context import TableWrite
 from streamer.events import Event, Headers
 from streamer.kafka.backend import Message
-from streamer.state.table import TablePartition, TableWrite
-
-if TYPE_CHECKING:
-    from streamer.worker.lanes import Lane
+from streamer.state.keyed import TablePartition
 
 log = logging.getLogger("streamer.worker")
 
@@ -80,8 +78,8 @@ class Effects:
         """Drop the outputs and undo the table writes, newest first."""
         self.outputs = []
         if self.writes:
-            for part, key, _, had_entry, previous in reversed(self.writes):
-                part.undo(key, had_entry, previous)
+            for write in reversed(self.writes):
+                write.undo()
             self.writes = None
 
 
@@ -145,6 +143,19 @@ class Pending:
         return count
 
 
+class Route(Protocol):
+    """One lane as the partition sees it (``streamer.worker.lanes.Lane`` is the one
+    implementation; a protocol so this module does not import the lanes back)."""
+
+    buffer: deque[Pending]  # records handed to it, not yet taken by its agent
+    current: list[Pending]  # the record(s) its agent is processing
+    due_at: float | None  # holding a delayed record until then
+    closing: bool
+
+    def push(self, pending: Pending) -> None: ...
+    def close(self) -> None: ...
+
+
 class PartitionState:
     """Everything the worker tracks for one assigned topic-partition.
 
@@ -190,7 +201,7 @@ class PartitionState:
         self.holding = 0  # lanes waiting for a delayed record to be due (not stalled)
         self.paused = False
         self.discarded = False
-        self.routes: list[list[Lane]] = []
+        self.routes: list[Sequence[Route]] = []
         # Table partitions co-partitioned with this source partition, and whether they are
         # restored: lanes start their agents only once ``ready`` is set.
         self.tables: list[TablePartition] = []
@@ -202,7 +213,7 @@ class PartitionState:
         return f"{self.topic}[{self.partition}]"
 
     @property
-    def lanes(self) -> list[Lane]:
+    def lanes(self) -> list[Route]:
         return [lane for lanes in self.routes for lane in lanes]
 
     def waiting_until_due(self) -> bool:
@@ -258,8 +269,8 @@ class PartitionState:
                         self.stats.outputs += len(effects.outputs)
                         self.release(effects)
                     if effects.writes:
-                        for part, key, value, _, _ in effects.writes:
-                            part.release(key, value)
+                        for write in effects.writes:
+                            write.release()
             self.next_commit = head.offset + 1
 
 

@@ -23,14 +23,19 @@ from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
 from streamer.worker.committer import Committer
 from streamer.worker.lane_task import run_lane
 from streamer.worker.lanes import Lane, LaneContext
-from streamer.worker.partition import Effects, PartitionState, WorkerStats, format_partitions
+from streamer.worker.partition import (
+    Effects,
+    PartitionState,
+    WorkerStats,
+    format_partitions,
+)
 
 if TYPE_CHECKING:
     from streamer.agents import Agent
     from streamer.app import App
     from streamer.kafka.backend import Backend, Consumer
-    from streamer.metrics import WorkerMetrics
     from streamer.settings import Settings
+    from streamer.worker.metrics import WorkerMetrics
     from streamer.worker.standby import StandbyManager
     from streamer.worker.tables import TableManager
 
@@ -46,6 +51,7 @@ class PartitionOwnership:
     # The worker's state this mixin works on (set by Worker.__init__ and Worker.run).
     app: App
     settings: Settings
+    group_id: str
     metrics: WorkerMetrics
     stats: WorkerStats
     _states: dict[tuple[str, int], PartitionState]
@@ -93,12 +99,21 @@ class PartitionOwnership:
             state = PartitionState(tp.topic, tp.partition, self._released.append, self.stats)
             for agent in self._subscribers.get(tp.topic, []):
                 ctx = self._lane_contexts[agent.name]
-                lanes = [Lane(state, agent, i, ctx) for i in range(agent.concurrency)]
+                lanes = [
+                    Lane(
+                        state,
+                        agent,
+                        i,
+                        ctx,
+                        self.metrics.lane_probe(tp.topic, tp.partition, agent.name),
+                    )
+                    for i in range(agent.concurrency)
+                ]
                 state.routes.append(lanes)
                 state.tasks.extend(asyncio.ensure_future(run_lane(lane)) for lane in lanes)
             self._states[(tp.topic, tp.partition)] = state
             self._tables.start(state)
-        self.metrics.assigned(partitions)  # binds the lanes' probes before they run
+        self.metrics.assigned(partitions)
         if self._standby is not None and not self._standby_following:
             # After this first assignment (whose restores claim their partitions first):
             # follow every table partition not assigned here.

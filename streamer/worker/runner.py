@@ -38,15 +38,14 @@ from streamer.events import Event
 from streamer.kafka.admin import TopicSpec, ensure_topics, topic_ids, wait_for_topics
 from streamer.kafka.backend import Backend, Consumer, Message
 from streamer.kafka.clients import ConnectionWatch, connect_admin, make_consumer, make_producer
-from streamer.metrics import WorkerMetrics
 from streamer.ratelimit import TokenBucket
-from streamer.settings import redact
+from streamer.settings import Settings, redact
 from streamer.topics import Topic
-from streamer.web import bind_web
 from streamer.worker.committer import Committer
 from streamer.worker.consumer_errors import on_message_error
 from streamer.worker.lanes import LaneContext, settle_undecodable
 from streamer.worker.membership import GroupMembership
+from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.partition import (
     Effects,
     Output,
@@ -56,10 +55,12 @@ from streamer.worker.partition import (
     format_partitions,
     report_stalls,
 )
+from streamer.worker.readiness import Readiness
 from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
 from streamer.worker.scheduler import WorkerStager, run_timer
 from streamer.worker.standby import StandbyManager
 from streamer.worker.tables import TableManager
+from streamer.worker.web import bind_web
 
 log = logging.getLogger("streamer.worker")
 
@@ -72,12 +73,19 @@ STALL_AFTER = 60.0  # seconds an offset may stay in progress before the worker s
 class Worker(GroupMembership):
     """Runs ``app``'s agents until :meth:`stop` (or SIGINT/SIGTERM) and shuts down cleanly:
     in-flight events finish (bounded by ``shutdown_timeout``), offsets are committed, the
-    consumer leaves the group."""
+    consumer leaves the group.
+
+    ``settings`` and ``backend`` (default: the app's; its backend is confluent-kafka unless
+    declared otherwise) are this worker's: every Kafka client of it, its tables, standbys,
+    recoveries and checkpoints comes from ``backend`` with ``settings``. The app is only
+    read, never changed.
+    """
 
     def __init__(
         self,
         app: App,
         *,
+        settings: Settings | None = None,
         backend: Backend | None = None,
         handle_signals: bool = True,
         replay: ReplayPlan | None = None,
@@ -87,10 +95,8 @@ class Worker(GroupMembership):
         if not app.agents:
             raise ConfigError(f"app {app.id!r} declares no agents; there is nothing to run")
         self.app = app
-        self.settings = app.settings
-        # Every Kafka client of this worker (and of its tables, standbys, recoveries and
-        # checkpoints) comes from here: the app's (confluent-kafka unless set), or the one
-        # given. The app is not changed: a later worker of the same app gets the app's.
+        self.settings: Settings = app.settings if settings is None else settings
+        self.group_id = self.settings.group_id or app.id
         self.backend: Backend = app.backend if backend is None else backend
         self._handle_signals = handle_signals
         # Commit interval, table ticks and timers read time here (simulated in streamer.testing).
@@ -128,9 +134,18 @@ class Worker(GroupMembership):
         self._rewind_pending = False
         self._rewind_not_before = 0.0
         self._stop_error: StreamerError | None = None  # why the stop was not clean
-        self._tables = TableManager(app, {}, self.backend)
         self.stopped = asyncio.Event()
-        self.metrics = WorkerMetrics(app, self._states, enabled=self.settings.metrics)
+        self.metrics = WorkerMetrics(
+            app,
+            self._states,
+            enabled=self.settings.metrics,
+            group=self.group_id,
+            guarantee=self.settings.processing_guarantee.value,
+        )
+        self.readiness = Readiness(self._states, self.metrics.recovery)
+        self._tables = TableManager(
+            app, {}, self.backend, state_dir=Path(self.settings.state_dir), metrics=self.metrics
+        )
         self._lane_contexts = {
             agent.name: LaneContext(
                 app.policy_for(agent),
@@ -158,7 +173,8 @@ class Worker(GroupMembership):
     async def run(self) -> None:
         current_clock.set(self.clock)  # for tables and timers; inherited by every task below
         s = self.settings
-        web = bind_web(self.metrics, s.web_port, s.web_host)  # before any client: fails fast
+        # Before any client, so a taken port fails fast.
+        web = bind_web(self.metrics, self.readiness, s.web_port, s.web_host)
         client_config = {**s.kafka_config}
         admin = connect_admin(self.backend, s.brokers, client_config, s.connect_timeout)
         # Every declared topic, not only those agents read and yield to: `send` targets too.
@@ -175,8 +191,9 @@ class Worker(GroupMembership):
             {"bootstrap.servers": s.brokers, **client_config},
             self.backend,
             on_fatal=self._fail,
+            state_dir=Path(s.state_dir),
+            metrics=self.metrics,
         )
-        self._tables.metrics = self.metrics
         changelogs = self._tables.changelog_specs({name: counts[name] for name in self._sources})
         if changelogs:
             ensure(changelogs)
@@ -210,18 +227,17 @@ class Worker(GroupMembership):
         if self._replay is not None:
             await self._start_replay(consumer_overrides)
         else:
-            verify_access(admin, self.app)  # a missing ACL: one line now, not a stuck consumer
+            # A missing ACL: one line now, not a stuck consumer.
+            verify_access(admin, self.app, self.group_id)
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
-            self.metrics.watch_group(
-                admin, self.app.group_id, {t: counts[t] for t in self._sources}
-            )
+            self.readiness.watch_group(admin, self.group_id, {t: counts[t] for t in self._sources})
             log.debug("consumer overrides: %s", redact(consumer_overrides))
             self._join_group(consumer_overrides)
         log.info(
             "worker started: app %r, group %r, brokers %s, agents %s, reading %s",
             self.app.id,
-            self.app.group_id,
+            self.group_id,
             s.brokers,
             ", ".join(a.name for a in self.app.agents),
             ", ".join(sorted(self._subscribers)),
@@ -267,7 +283,7 @@ class Worker(GroupMembership):
         plan = self._replay
         assert plan is not None
         s = self.settings
-        group = f"{self.app.group_id}-replay-{uuid.uuid4().hex[:8]}"
+        group = f"{self.group_id}-replay-{uuid.uuid4().hex[:8]}"
         overrides = {**overrides, "enable.partition.eof": True}
         consumer = make_consumer(self.backend, s.brokers, group, overrides)
         self._consumer = consumer
@@ -397,7 +413,7 @@ class Worker(GroupMembership):
                 if self._replay is not None:
                     on_message_error(message, states, None)
                 else:
-                    on_message_error(message, states, self.app.group_id, self._watch.note_fatal)
+                    on_message_error(message, states, self.group_id, self._watch.note_fatal)
                 continue
             where = (message.topic(), message.partition())
             if where != last:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from streamer._context import TableWrite
 from streamer.clock import SYSTEM_CLOCK, Clock
 from streamer.errors import StreamerError
 from streamer.events import Headers
-from streamer.state.table import TableWrite
 from streamer.timers import Timer
 from streamer.worker.partition import Output
 

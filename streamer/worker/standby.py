@@ -16,18 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.errors import RestoreFailed
 from streamer.kafka.backend import Backend, Consumer
 from streamer.kafka.clients import describe, is_transient
+from streamer.state.keyed import KeyedTable
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 
-if TYPE_CHECKING:
-    from streamer.worker.tables import TableManager
+
+class StandbyTables(Protocol):
+    """What the standby needs of the worker's tables (its TableManager is one): whose they
+    are, which, and where each partition is stored."""
+
+    @property
+    def app_id(self) -> str: ...
+    @property
+    def tables(self) -> Sequence[KeyedTable[Any, Any]]: ...
+    def path(self, table_name: str, partition: int) -> Path: ...
+
 
 _GROUP_DENIED = KafkaError.GROUP_AUTHORIZATION_FAILED
 log = logging.getLogger("streamer.standby")
@@ -43,7 +54,7 @@ class StandbyManager:
 
     def __init__(
         self,
-        tables: TableManager,
+        tables: StandbyTables,
         consumer_config: dict[str, Any],
         backend: Backend,
         *,
@@ -65,7 +76,7 @@ class StandbyManager:
         self._consumer = self._backend.consumer(
             {
                 **self._consumer_config,
-                "group.id": f"streamer-standby-{self._tables.app.id}",
+                "group.id": f"streamer-standby-{self._tables.app_id}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",

@@ -24,10 +24,10 @@ from streamer.errors import ConfigError, RestoreFailed
 from streamer.kafka.admin import TopicSpec
 from streamer.kafka.backend import Backend
 from streamer.kafka.clients import describe, is_transient
-from streamer.metrics import WorkerMetrics
+from streamer.state.keyed import TablePartition
 from streamer.state.recovery import RecoveryResult, restore
-from streamer.state.store import PartitionStore
-from streamer.state.table import TablePartition
+from streamer.state.store import PartitionStore, partition_path
+from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.partition import PartitionState
 from streamer.worker.standby import StandbyManager
 
@@ -52,6 +52,7 @@ class TableManager:
         *,
         on_fatal: Callable[[BaseException], None] | None = None,
         state_dir: Path | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.app = app
         self.backend = backend  # restore consumers (and the standby's) come from it
@@ -66,7 +67,7 @@ class TableManager:
         self.restored_records = 0
         self.standby: StandbyManager | None = None
         self.source_topic: str | None = None  # the topic whose partitions own the tables
-        self.metrics: WorkerMetrics | None = None  # the worker's, for recovery progress
+        self.metrics = metrics  # the worker's, for recovery progress
         # Kafka's id of each changelog topic (set by the worker at start; empty: unknown).
         self.changelog_ids: dict[str, str] = {}
 
@@ -108,8 +109,12 @@ class TableManager:
             specs.append(TopicSpec(table.changelog, count, None, dict(CHANGELOG_CONFIG)))
         return specs
 
+    @property
+    def app_id(self) -> str:
+        return self.app.id
+
     def path(self, table_name: str, partition: int) -> Path:
-        return self.state_dir / self.app.id / table_name / str(partition)
+        return partition_path(self.state_dir, self.app.id, table_name, partition)
 
     def start(self, state: PartitionState) -> None:
         """Restore ``state``'s table partitions in the background, then set ``state.ready``.

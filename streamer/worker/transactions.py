@@ -33,9 +33,10 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from streamer.errors import StreamerError
 from streamer.kafka.access import access_denied
 from streamer.kafka.backend import Consumer, Producer
-from streamer.state.table import TablePartition
+from streamer.state.keyed import TablePartition
 from streamer.worker.checkpoint import Checkpoint, CheckpointFailed, Due, _error
 from streamer.worker.partition import Effects, PartitionState
+from streamer.worker.probes import IDLE_TIMER, CommitTimer
 
 log = logging.getLogger("streamer.transactions")
 
@@ -52,8 +53,16 @@ class ProducerFenced(StreamerError):
 class ExactlyOnceCheckpoint(Checkpoint):
     """Owns the transactional producer's transaction boundaries."""
 
-    def __init__(self, consumer: Consumer, producer: Producer, brokers: str) -> None:
-        super().__init__(consumer, producer, brokers)
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        brokers: str,
+        *,
+        timer: CommitTimer = IDLE_TIMER,
+        produced: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__(consumer, producer, brokers, timer=timer, produced=produced)
         self._in_transaction = False
         # A failure seen while releasing (the transaction cannot commit any more).
         self._doomed: KafkaError | None = None

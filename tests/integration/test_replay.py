@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from streamer import App, ConfigError, Event, Stream
+from streamer.ops.replay import replay
 from tests.kafkatools import (
     WorkerProcess,
     committed,
@@ -47,25 +48,25 @@ def test_replay_processes_exactly_the_range_and_leaves_offsets(
     assert before == end_offsets(kafka_bootstrap, src, PARTITIONS)
     seen.clear()
 
-    summary = app.replay(src, partitions=[2], from_offset=100, to_offset=199)
+    summary = asyncio.run(replay(app, src, partitions=[2], from_offset=100, to_offset=199))
     assert sorted((e.partition, e.offset) for e in seen) == [(2, o) for o in range(100, 200)]
     assert (summary.records, summary.outputs, summary.errors) == (100, 100, 0)
     assert committed(kafka_bootstrap, app.group_id, src, PARTITIONS) == before
     assert len(read_all(kafka_bootstrap, out, expect=10_100)) == 10_100
 
     seen.clear()
-    dry = app.replay(src, partitions=[1], from_offset=0, to_offset=9, dry_run=True)
+    dry = asyncio.run(replay(app, src, partitions=[1], from_offset=0, to_offset=9, dry_run=True))
     assert len(seen) == 10 and dry.outputs == 10 and len(dry.printed) == 10
     assert len(read_all(kafka_bootstrap, out, expect=10_110, timeout=5)) == 10_100  # none sent
 
     with pytest.raises(ConfigError, match="outside the retained range"):
-        app.replay(src, partitions=[0], from_offset=1_000_000)
+        asyncio.run(replay(app, src, partitions=[0], from_offset=1_000_000))
     with pytest.raises(ConfigError, match="no partition 9"):
-        app.replay(src, partitions=[9], from_offset=0)
+        asyncio.run(replay(app, src, partitions=[9], from_offset=0))
     with pytest.raises(ConfigError, match="no agent"):
-        app.replay("not-a-topic", from_offset=0)
+        asyncio.run(replay(app, "not-a-topic", from_offset=0))
     with pytest.raises(ConfigError, match="no record at or after"):
-        app.replay(src, from_datetime="2999-01-01T00:00:00Z")
+        asyncio.run(replay(app, src, from_datetime="2999-01-01T00:00:00Z"))
 
 
 def test_cli_replay_dry_run_prints_outputs(kafka_bootstrap: str, create_topic, unique_name) -> None:

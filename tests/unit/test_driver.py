@@ -299,3 +299,27 @@ def test_stop_policy_stops_the_worker_and_the_driver_says_why() -> None:
 
     with pytest.raises(AgentFailed, match="unlucky"):
         TestDriver.run(app, scenario)
+
+
+def test_the_app_is_not_changed_and_outside_sends_reach_the_driver() -> None:
+    app = App("untouched", brokers="real-broker:9092")
+    source = app.topic("in", key_type=str, value_type=str)
+    out = app.topic("out", key_type=str, value_type=str)
+
+    @app.agent(source, sink=[out])
+    async def echo(stream: Stream) -> AsyncIterator[str]:
+        async for event in stream:
+            yield event.value
+
+    settings, backend = app.settings, app.backend
+
+    async def scenario(driver: TestDriver) -> list[tuple[Any, Any]]:
+        assert app.settings is settings and app.backend is backend  # while it runs, too
+        assert driver.settings.brokers != settings.brokers
+        await source.send(key="k", value="from the test's own code")  # outside any agent
+        await driver.settle()
+        return driver.records(out.name)
+
+    assert TestDriver.run(app, scenario) == [("k", "from the test's own code")]
+    assert app.settings is settings and app.backend is backend
+    assert source.outside.backend is backend  # the redirection ended with the driver

@@ -15,9 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamer import App, Stream
 from streamer.logs import JsonFormatter
-from streamer.metrics import SAMPLE_EVERY, CommitTimer, LaneProbe, WorkerMetrics
-from streamer.web import STALL_AFTER, WebServer, respond
+from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.partition import PartitionState, WorkerStats
+from streamer.worker.probes import SAMPLE_EVERY, CommitTimer, LaneProbe
+from streamer.worker.readiness import Readiness
+from streamer.worker.web import STALL_AFTER, WebServer, respond
 
 
 @pytest.fixture
@@ -96,46 +98,49 @@ def test_rebalance_callbacks_are_counted_when_they_carry_partitions(app: App) ->
 def test_readiness_needs_assigned_and_restored_partitions(app: App) -> None:
     states: dict[tuple[str, int], PartitionState] = {}
     metrics = WorkerMetrics(app, states)
-    assert metrics.readiness() == (
+    assert Readiness(states, metrics.recovery).check() == (
         False,
         {"ready": False, "assigned": 0, "reason": "no partitions assigned"},
     )
     states[("in", 0)], states[("in", 1)] = _state(0), _state(1)
     states[("in", 0)].ready.set()
-    ready, detail = metrics.readiness()
+    ready, detail = Readiness(states, metrics.recovery).check()
     assert not ready
     assert detail["not_ready"] == {"in[1]": "restoring"}
     states[("in", 1)].ready.set()
-    assert metrics.readiness() == (True, {"ready": True, "assigned": 2})
+    assert Readiness(states, metrics.recovery).check() == (True, {"ready": True, "assigned": 2})
 
 
 def test_responses(app: App) -> None:
     states = {("in", 0): _state(0)}
     metrics = WorkerMetrics(app, states)
-    assert respond(metrics, "/health")[0] == 200
-    status, content_type, body = respond(metrics, "/ready?verbose=1")
+    assert respond(metrics, Readiness(states, {}), "/health")[0] == 200
+    status, content_type, body = respond(metrics, Readiness(states, {}), "/ready?verbose=1")
     assert (status, content_type) == (503, "application/json")
     assert json.loads(body)["not_ready"] == {"in[0]": "restoring"}
     states[("in", 0)].ready.set()
-    assert respond(metrics, "/ready")[0] == 200
-    status, content_type, body = respond(metrics, "/metrics")
+    assert respond(metrics, Readiness(states, {}), "/ready")[0] == 200
+    status, content_type, body = respond(metrics, Readiness(states, {}), "/metrics")
     assert status == 200 and content_type.startswith("text/plain")
     names = {family.name for family in text_string_to_metric_families(body.decode())}
     assert {"streamer_events_in", "streamer_consumer_lag", "streamer_worker_info"} <= names
-    assert respond(metrics, "/nope")[0] == 404
+    assert respond(metrics, Readiness(states, {}), "/nope")[0] == 404
 
     metrics._beat -= STALL_AFTER + 1  # the pump has not turned for too long
-    status, _, body = respond(metrics, "/health")
+    status, _, body = respond(metrics, Readiness(states, {}), "/health")
     assert status == 503 and json.loads(body)["status"] == "stalled"
 
-    assert respond(WorkerMetrics(app, states, enabled=False), "/metrics")[0] == 404
+    assert (
+        respond(WorkerMetrics(app, states, enabled=False), Readiness(states, {}), "/metrics")[0]
+        == 404
+    )
 
 
 def test_web_server_serves_over_http_and_stops(app: App) -> None:
     metrics = WorkerMetrics(app, {})
 
     async def scenario() -> tuple[int, bytes]:
-        server = WebServer(metrics, 0, host="127.0.0.1")
+        server = WebServer(metrics, Readiness({}, {}), 0, host="127.0.0.1")
         server.start()
         try:
             url = f"http://127.0.0.1:{server.port}/health"

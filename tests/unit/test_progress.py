@@ -17,7 +17,7 @@ import pytest
 from streamer.errors import ConfigError
 from streamer.kafka import jars, local
 from streamer.kafka.memory import MemoryBackend, MemoryBroker, Record
-from streamer.kafka.offsets import parse_duration
+from streamer.ops.offsets import parse_duration
 from streamer.state.recovery import restore
 from streamer.state.store import PartitionStore
 

@@ -12,14 +12,15 @@ import pytest
 
 from streamer import App
 from streamer.errors import ConfigError
-from streamer.metrics import WorkerMetrics
-from streamer.web import MAX_REQUEST_BYTES, WebServer, bind_web
+from streamer.worker.metrics import WorkerMetrics
+from streamer.worker.readiness import Readiness
+from streamer.worker.web import MAX_REQUEST_BYTES, WebServer, bind_web
 
 
 @pytest.fixture
 def server() -> Iterator[WebServer]:
     app = App("web-test", brokers="memory://web-test")
-    web = WebServer(WorkerMetrics(app, {}), 0)
+    web = WebServer(WorkerMetrics(app, {}), Readiness({}, {}), 0)
     web.start()
     yield web
     asyncio.run(web.close())
@@ -98,7 +99,7 @@ def test_a_taken_port_is_one_line_naming_it() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError) as info:
-            bind_web(WorkerMetrics(app, {}), port, "127.0.0.1")
+            bind_web(WorkerMetrics(app, {}), Readiness({}, {}), port, "127.0.0.1")
     message = str(info.value)
     assert "\n" not in message
     assert f"127.0.0.1:{port}" in message and "already in use" in message

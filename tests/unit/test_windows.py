@@ -15,8 +15,8 @@ import pytest
 from streamer import App, ConfigError, ErrorPolicy, Stream
 from streamer._context import current_lane, settle
 from streamer.events import Event
+from streamer.state.keyed import TablePartition
 from streamer.state.store import PartitionStore
-from streamer.state.table import TablePartition
 from streamer.state.window_store import (
     CLOSED_FLAG,
     META_KEY,

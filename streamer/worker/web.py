@@ -4,8 +4,9 @@ The server runs its own asyncio loop in a daemon thread, not in the worker's loo
 blocks the worker's loop in ``consume()`` for up to 100 ms per idle turn, which would make
 every request wait several such turns. What the thread reads is safe without locks:
 Prometheus metrics are thread-safe, and readiness copies the worker's partition map in one
-C-level step (see :meth:`WorkerMetrics.readiness`). Liveness still reflects the worker's
-loop: ``/health`` fails when the pump has not turned for :data:`STALL_AFTER` seconds.
+C-level step (see :meth:`streamer.worker.readiness.Readiness.check`). Liveness still reflects
+the worker's loop: ``/health`` fails when the pump has not turned for :data:`STALL_AFTER`
+seconds.
 
 - ``GET /metrics``: Prometheus text format from the worker's own registry (404 when metrics
   are turned off);
@@ -37,9 +38,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streamer.errors import ConfigError
 
 if TYPE_CHECKING:
-    from streamer.metrics import WorkerMetrics
+    from streamer.worker.metrics import WorkerMetrics
+    from streamer.worker.readiness import Readiness
 
-log = logging.getLogger("streamer.web")
+log = logging.getLogger("streamer.web")  # the name it had at the top level: log filters keep
 
 # Longer than anything the pump may legitimately block for (a checkpoint's flush waits up to
 # 30 s), so only a wedged loop (say, an agent doing blocking work) fails the probe.
@@ -59,7 +61,7 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 Response = tuple[int, str, bytes]
 
 
-def respond(metrics: WorkerMetrics, path: str) -> Response:
+def respond(metrics: WorkerMetrics, readiness: Readiness, path: str) -> Response:
     """Status, content type and body of ``GET path`` (query strings ignored)."""
     path = path.split("?", 1)[0]
     if path == "/metrics":
@@ -73,7 +75,7 @@ def respond(metrics: WorkerMetrics, path: str) -> Response:
             return 503, _JSON, orjson.dumps(body) + b"\n"
         return 200, _JSON, b'{"status":"alive"}\n'
     if path == "/ready":
-        ready, detail = metrics.readiness()
+        ready, detail = readiness.check()
         return (200 if ready else 503), _JSON, orjson.dumps(detail) + b"\n"
     return 404, _TEXT, b"try /metrics, /health or /ready\n"
 
@@ -111,8 +113,15 @@ class WebServer:
     outlives :meth:`close`.
     """
 
-    def __init__(self, metrics: WorkerMetrics, port: int | None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        metrics: WorkerMetrics,
+        readiness: Readiness,
+        port: int | None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.metrics = metrics
+        self.readiness = readiness
         self._enabled = port is not None  # None: no endpoints (every method does nothing)
         self._address = (host, port or 0)
         self._sock: socket.socket | None = None
@@ -215,7 +224,7 @@ class WebServer:
         if method not in (b"GET", b"HEAD"):
             return _error(405, "only GET and HEAD"), False
         path = target.decode("ascii", errors="replace")
-        return respond(self.metrics, path), method == b"HEAD"
+        return respond(self.metrics, self.readiness, path), method == b"HEAD"
 
     @staticmethod
     async def _write(writer: asyncio.StreamWriter, response: Response, head_only: bool) -> None:
@@ -240,12 +249,14 @@ class WebServer:
             sock.close()
 
 
-def bind_web(metrics: WorkerMetrics, port: int | None, host: str) -> WebServer:
+def bind_web(
+    metrics: WorkerMetrics, readiness: Readiness, port: int | None, host: str
+) -> WebServer:
     """The endpoints' server with ``host:port`` already bound (call :meth:`WebServer.start` to
     serve); with ``port`` None, one whose start and close do nothing. Called before any Kafka
     client exists, so a taken port ends the worker at once with one line (ConfigError) and
     nothing to shut down."""
-    server = WebServer(metrics, port, host)
+    server = WebServer(metrics, readiness, port, host)
     server.bind()
     return server
 

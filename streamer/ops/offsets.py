@@ -1,9 +1,10 @@
-"""Consumer-group offset tools: what an app's group has committed, and moving it (issue 6).
+"""Consumer-group offset tools: what a group has committed, and moving it (issue 6).
 
-:class:`GroupOffsets` reads the committed offset, the watermarks and the lag of every partition
-of an app's source topics, plans a reset (to an offset, a time, a shift, the earliest or the
-latest record) and applies it. A plan is validated completely before anything is written, so a
-bad partition or an out-of-range offset changes nothing. Applying refuses while the group has
+:class:`GroupOffsets` works on a group id and the topics it is given, never on an App: it reads
+the committed offset, the watermarks and the lag of every partition, plans a reset (to an
+offset, a time, a shift, the earliest or the latest record) and applies it. A plan is
+validated completely before anything is written, so a bad partition or an out-of-range offset
+changes nothing. Applying refuses while the group has
 active members: the broker would overwrite (or reject) offsets a running worker still commits.
 
 Every user mistake is a :class:`~streamer.errors.ConfigError` with a one-line message.
@@ -12,12 +13,10 @@ Every user mistake is a :class:`~streamer.errors.ConfigError` with a one-line me
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import (
@@ -33,6 +32,7 @@ from pytimeparse.timeparse import timeparse
 from streamer.errors import ConfigError, KafkaOperationError
 from streamer.kafka.backend import Backend, Consumer
 from streamer.kafka.clients import connect_admin, make_consumer
+from streamer.settings import Settings
 
 if TYPE_CHECKING:
     from streamer.app import App
@@ -148,17 +148,15 @@ def _one_line(exc: KafkaException) -> str:
 
 
 class GroupOffsets:
-    """Offsets of ``app``'s consumer group, with clients from ``backend``. Use as a context
-    manager (it holds clients).
+    """Offsets of consumer group ``group``, with clients from ``backend`` configured by
+    ``settings`` (brokers, Kafka properties). Use as a context manager (it holds clients).
 
     The consumer shares the group id but never subscribes, so it never joins the group: it
     only reads committed offsets and watermarks and looks offsets up by time.
     """
 
-    def __init__(self, app: App, backend: Backend) -> None:
-        self.app = app
-        self.group = app.group_id
-        settings = app.settings
+    def __init__(self, group: str, settings: Settings, backend: Backend) -> None:
+        self.group = group
         self._admin = connect_admin(
             backend, settings.brokers, dict(settings.kafka_config), settings.connect_timeout
         )
@@ -378,50 +376,25 @@ class GroupOffsets:
                 f"{tp.error.str()}"
             )
 
-    def changelogs(self) -> list[str]:
-        """The changelog topics of the app's tables that exist in the cluster."""
-        existing = self.partition_counts()
-        return [t.changelog for t in self.app.tables.values() if t.changelog in existing]
+    def existing(self, topics: Iterable[str]) -> list[str]:
+        """Those of ``topics`` that exist in the cluster, in the given order."""
+        counts = self.partition_counts()
+        return [name for name in topics if name in counts]
 
-    def delete_changelogs(self) -> list[str]:
-        """Delete the changelog topics of the app's tables that exist; returns their names.
+    def delete_topics(self, topics: Iterable[str]) -> list[str]:
+        """Delete those of ``topics`` that exist (a group's changelogs); returns their names.
 
         Waits until they leave the metadata, so a worker started next recreates them empty.
         """
-        names = self.changelogs()
+        names = self.existing(topics)
         if not names:
             return []
         try:
             for future in self._admin.delete_topics(names, operation_timeout=30).values():
                 future.result(30)
         except KafkaException as exc:
-            raise KafkaOperationError(
-                f"could not delete changelog topics: {_one_line(exc)}"
-            ) from exc
+            raise KafkaOperationError(f"could not delete topics {names}: {_one_line(exc)}") from exc
         deadline = time.monotonic() + 30
         while set(names) & set(self.partition_counts()) and time.monotonic() < deadline:
             time.sleep(0.2)
         return names
-
-
-def local_state_dirs(app: App) -> list[Path]:
-    """The local state directories of the app's tables that exist on this machine."""
-    root = Path(app.settings.state_dir) / app.id
-    return [root / name for name in app.tables if (root / name).exists()]
-
-
-def delete_local_state(
-    app: App, advance: Callable[[int, int | None], None] | None = None
-) -> list[Path]:
-    """Delete the app's local table state (``state_dir/<app id>/<table>``); returns the paths.
-    ``advance(files_deleted, total_files)`` follows the deletion (RocksDB stores can hold
-    many large files)."""
-    deleted = local_state_dirs(app)
-    files = [f for path in deleted for f in path.rglob("*") if not f.is_dir()]
-    for done, file in enumerate(files, start=1):
-        file.unlink(missing_ok=True)
-        if advance is not None:
-            advance(done, len(files))
-    for path in deleted:
-        shutil.rmtree(path)
-    return deleted

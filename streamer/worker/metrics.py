@@ -8,12 +8,16 @@ workers in one process (tests, benchmarks) keep separate numbers. The worker cre
   assigned and released (:meth:`assigned`, :meth:`released`);
 - the pump, once per iteration (:meth:`refresh`; it does real work at most once per
   :data:`REFRESH_INTERVAL`: consumer lag, paused partitions, table sizes, counter flushes);
-- the checkpoint (:meth:`watch` gives it a :class:`CommitTimer` and the per-topic output
-  tally its release loop increments);
+- what it hands out to be built in: each new lane's :class:`LaneProbe`
+  (:meth:`lane_probe`), and each checkpoint's :class:`CommitTimer` (``commit_timer``) and
+  per-topic output tally (:attr:`produced_tally`), passed to their constructors;
 - recovery threads (:meth:`recovery_progress`), and the error path (:meth:`dead_lettered`).
 
-The hot path pays almost nothing: no label lookups per event, no locks. A lane holds a
-:class:`LaneProbe` pre-bound to its agent's children when its partition is assigned; per
+Readiness (``/ready``) is :mod:`streamer.worker.readiness`'s; the probes themselves live in
+:mod:`streamer.worker.probes`, so lanes and checkpoints need not import this module.
+
+The hot path pays almost nothing: no label lookups per event, no locks. A lane is built with
+a :class:`LaneProbe` pre-bound to its agent's children; per
 hand-out the lane adds to ``probe.taken`` and compares it with ``probe.due``; per completion
 it tests ``probe.started``. Counts reach the Prometheus counters in batches (each refresh and
 each scrape), and processing latency is *sampled*: one hand-out in :data:`SAMPLE_EVERY` per
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -34,21 +37,19 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from streamer.kafka.group import GroupAssignment
+from streamer.worker.probes import IDLE_PROBE, IDLE_TIMER, SAMPLE_EVERY, CommitTimer, LaneProbe
 
 if TYPE_CHECKING:
     from confluent_kafka import TopicPartition
 
     from streamer.app import App
-    from streamer.kafka.backend import Admin, Consumer
-    from streamer.state.table import TablePartition
-    from streamer.worker.checkpoint import Checkpoint
+    from streamer.kafka.backend import Consumer
+    from streamer.state.keyed import TablePartition
     from streamer.worker.partition import PartitionState
 
-log = logging.getLogger("streamer.metrics")
+log = logging.getLogger("streamer.metrics")  # its name at the top level: log filters keep
 
 REFRESH_INTERVAL = 1.0  # seconds between refreshes of lag, sizes and counters from the pump
-SAMPLE_EVERY = 16  # one hand-out in this many per lane is timed for the latency histogram
 
 # Agents range from microseconds (pure transforms) to seconds (remote calls).
 LATENCY_BUCKETS = (
@@ -61,75 +62,6 @@ COMMIT_BUCKETS = (
 
 RebalanceCallback = Callable[[Any, list[Any]], None]
 Progress = Callable[[int, int], None]
-
-
-class LaneProbe:
-    """One lane's part of its agent's metrics; the lane updates it inline (see the module
-    docstring): ``taken`` counts events handed to the agent, ``due`` is the ``taken`` at
-    which the next hand-out is timed, ``started`` is non-zero while a timed one runs."""
-
-    __slots__ = ("_counter", "_latency", "due", "reported", "started", "taken")
-
-    def __init__(self, counter: Counter | None, latency: Histogram | None) -> None:
-        self.taken = 0
-        self.reported = 0  # the part of ``taken`` already added to the counter
-        self.started = 0.0
-        self.due = 1 if latency is not None else sys.maxsize  # the first hand-out is timed
-        self._counter = counter
-        self._latency = latency
-
-    def start(self) -> None:
-        """A hand-out is timed: note when, and when the next one will be."""
-        self.started = time.perf_counter()
-        self.due = self.taken + SAMPLE_EVERY
-
-    def stop(self) -> None:
-        """The timed event (or batch) completed: observe how long the agent took."""
-        elapsed = time.perf_counter() - self.started
-        self.started = 0.0
-        if self._latency is not None:
-            self._latency.observe(elapsed)
-
-    def flush(self) -> None:
-        """Add the events handed out since the last flush to the counter."""
-        taken = self.taken
-        if taken != self.reported and self._counter is not None:
-            self._counter.inc(taken - self.reported)
-        self.reported = taken
-
-
-IDLE_PROBE = LaneProbe(None, None)  # lanes start with it; metrics off leaves it there
-
-
-class CommitTimer:
-    """Wraps one checkpoint commit (``with timer:``): observes its duration when it succeeds,
-    counts a failure named after the exception when it raises (and never swallows it).
-    :meth:`failed` counts failures the checkpoint handles itself."""
-
-    __slots__ = ("_failures", "_histogram", "_started")
-
-    def __init__(self, histogram: Histogram | None, failures: Counter | None) -> None:
-        self._histogram = histogram
-        self._failures = failures
-        self._started = 0.0
-
-    def __enter__(self) -> None:
-        self._started = time.perf_counter()
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if self._histogram is None:
-            return
-        if exc_type is None:
-            self._histogram.observe(time.perf_counter() - self._started)
-        else:
-            self.failed(exc_type.__name__)
-
-    def failed(self, reason: str) -> None:
-        if self._failures is not None:
-            self._failures.labels(reason).inc()
-
-
-IDLE_TIMER = CommitTimer(None, None)
 
 
 class WorkerMetrics:
@@ -145,7 +77,10 @@ class WorkerMetrics:
         states: Mapping[tuple[str, int], PartitionState],
         *,
         enabled: bool = True,
+        group: str = "",
+        guarantee: str = "",
     ) -> None:
+        # group, guarantee: the worker's (its settings may differ from the app's), as labels.
         self.enabled = enabled
         self.registry = CollectorRegistry(auto_describe=True)
         self._states = states
@@ -245,7 +180,7 @@ class WorkerMetrics:
             "streamer_worker_info", "The worker's app, group and guarantee.",
             ["app", "group", "guarantee"], registry=r,
         )  # fmt: skip
-        info.labels(app.id, app.group_id, app.settings.processing_guarantee.value).set(1)
+        info.labels(app.id, group, guarantee).set(1)
         for agent in app.agents:  # present from the start, even before the first sample
             self.processing.labels(agent.name)
         self.commit_timer = CommitTimer(self.commit_seconds, self.commit_failures)
@@ -263,7 +198,6 @@ class WorkerMetrics:
         self._recovery: dict[tuple[str, int], tuple[int, int]] = {}
         self._next_refresh = 0.0
         self._beat = time.monotonic()  # when the pump last turned (see stalled_for)
-        self._group: GroupAssignment | None = None  # set by watch_group
         # Counts are flushed by the loop (refresh, release) and by scrapes (the web thread).
         self._flush_lock = threading.Lock()
 
@@ -280,38 +214,32 @@ class WorkerMetrics:
 
         return counted
 
-    def watch(self, checkpoint: Checkpoint) -> None:
-        """Time ``checkpoint``'s commits and tally what it releases (a fresh checkpoint after
-        a fenced producer is watched again and keeps adding to the same tallies)."""
-        checkpoint.timer = self.commit_timer
-        if self.enabled:
-            checkpoint.produced = self.produced
+    @property
+    def produced_tally(self) -> dict[str, int] | None:
+        """The per-topic tally of released records a checkpoint is built with (it adds to
+        it; a fresh checkpoint after a fenced producer keeps adding to the same one); None
+        with metrics off (the checkpoint then counts into a tally of its own)."""
+        return self.produced if self.enabled else None
 
-    def watch_group(self, admin: Admin, group: str, partitions: Mapping[str, int]) -> None:
-        """From now on readiness also requires every partition of ``partitions`` (the app's
-        source topics, repartition topics included) to be owned by some member of ``group``
-        (see :class:`GroupAssignment`)."""
-        self._group = GroupAssignment(admin, group, partitions)
+    def lane_probe(self, topic: str, partition: int, agent: str) -> LaneProbe:
+        """The probe a new lane of ``agent`` on ``topic[partition]`` is built with, bound to
+        the agent's children (the inert probe with metrics off)."""
+        if not self.enabled:
+            return IDLE_PROBE
+        probe = LaneProbe(self.events_in.labels(topic, agent), self.processing.labels(agent))
+        self._probes.setdefault((topic, partition), []).append(probe)
+        return probe
 
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
-        """Partitions were assigned (or restarted after a rewind): give their lanes probes
-        bound to their agent's children."""
+        """Partitions were assigned (or restarted after a rewind); their lanes already
+        carry their probes (:meth:`lane_probe`)."""
         self.assigned_partitions.set(len(self._states))
-        if not self.enabled:
-            return
-        for tp in partitions:
-            state = self._states.get((tp.topic, tp.partition))
-            if state is None:
-                continue
-            probes = []
-            for lane in state.lanes:
-                agent = lane.agent.name
-                probe = LaneProbe(
-                    self.events_in.labels(state.topic, agent), self.processing.labels(agent)
-                )
-                lane.probe = probe
-                probes.append(probe)
-            self._probes[(state.topic, state.partition)] = probes
+
+    @property
+    def recovery(self) -> Mapping[tuple[str, int], tuple[int, int]]:
+        """(table, partition) -> (restored, remaining) of recoveries seen (what
+        :meth:`recovery_progress` callables reported), for readiness."""
+        return self._recovery
 
     def released(self, states: Iterable[PartitionState]) -> None:
         """``states`` are no longer owned: count what their lanes handed out and drop their
@@ -393,7 +321,7 @@ class WorkerMetrics:
                 self._tables_seen.add((part.table.name, part.partition))
                 self.table_keys.labels(*labels).set(part.store.approximate_keys())
                 self.table_pending.labels(*labels).set(len(part.overlay))
-                if part.table.windowed is not None:  # present at 0: rate() works from the start
+                if part.table.holds_windows:  # present at 0: rate() works from the start
                     self.late_events.labels(*labels)
 
     def flush(self) -> None:
@@ -432,39 +360,6 @@ class WorkerMetrics:
     def stalled_for(self) -> float:
         """Seconds since the pump last turned (it calls :meth:`refresh` every turn)."""
         return time.monotonic() - self._beat
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when partitions are assigned and every one is restored and processing (its
-        ``ready`` event set, its lanes open), and (once :meth:`watch_group` was called) every
-        source partition of the app is owned by some member of the group. The detail says
-        which are not, and why. Call it from the web server's thread: it reads from a copy of
-        the partition map, and may ask the broker about the group (at most once a second)."""
-        states = list(self._states.values())  # one C-level copy: atomic under the GIL
-        waiting: dict[str, str] = {}
-        for state in states:
-            if not state.ready.is_set():
-                waiting[state.label] = "restoring"
-            elif any(lane.closing for lane in state.lanes):
-                waiting[state.label] = "stopping"
-        unassigned = self._group.unassigned() if self._group is not None else []
-        ready = bool(states) and not waiting and not unassigned
-        detail: dict[str, Any] = {"ready": ready, "assigned": len(states)}
-        if not states:
-            detail["reason"] = "no partitions assigned"
-        if unassigned:
-            # In the group, not here: a partition no member owns is processed by nobody.
-            detail["unassigned_in_group"] = unassigned
-            if self._group is not None and self._group.error is not None:
-                detail["group_error"] = self._group.error
-        if waiting:
-            detail["not_ready"] = waiting
-            owned = {(p.table.name, p.partition) for s in states for p in s.tables}
-            detail["recovery"] = {
-                f"{table}[{partition}]": {"restored": done, "remaining": left}
-                for (table, partition), (done, left) in sorted(list(self._recovery.items()))
-                if (table, partition) in owned and left > 0
-            }
-        return ready, detail
 
     # -- helpers ------------------------------------------------------------------------------
 

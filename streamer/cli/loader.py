@@ -24,12 +24,11 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streamer.app import App
 from streamer.errors import AppLoadError, StreamerError
 
 if TYPE_CHECKING:
     from types import ModuleType
-
-    from streamer.app import App
 
 _STREAMER_DIR = str(Path(__file__).resolve().parent.parent)
 # Frames in these directories are not the user's code (the interpreter's, installed packages').
@@ -46,8 +45,6 @@ def load_app(path: str) -> App:
     module path the current directory is put on ``sys.path`` first, as ``python -m`` would.
     Raises AppLoadError (one line) for every mistake in the path or inside the module.
     """
-    from streamer.app import App
-
     target, _, attribute = _split(path)
     if not target:
         raise AppLoadError(

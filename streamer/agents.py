@@ -109,6 +109,9 @@ class Agent:
     rate_limit_per_key: Rate | None = None  # events per second of one key
     # Topics whose records carry a due time (streamer.delays): lanes hold each until due.
     held: frozenset[str] = frozenset()
+    # The table (streamer.state.versioned.VersionedTable) whose topic this internal agent
+    # reads for app.table_from: its records are applied on dispatch (streamer.worker.inline).
+    table: Any = None
 
     def __call__(self, stream: Stream) -> Any:
         return self.fn(stream)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from streamer.replies import ReplyClient
+    from streamer.state.versioned import VersionedTable
     from streamer.worker.partition import Output
     from streamer.worker.replay import ReplayRange, ReplaySummary
 from streamer.topics import Topic
@@ -203,6 +204,42 @@ class App:
             value_serde=self._serde(dict if value_type is None else value_type),
             partitions=partitions,
         )
+        self.tables[name] = table
+        return table
+
+    def table_from(
+        self, topic: Topic, *, name: str | None = None, history: float = 86400.0
+    ) -> VersionedTable:
+        """Declare a table whose content is ``topic`` (its key, its latest value; a
+        tombstone deletes), for stream-table joins: partitioned like ``topic``, which must
+        then be co-partitioned with the topics the app's agents read (same partition
+        count). Inside an agent, ``table[event.key]`` is the value in effect at the event's
+        timestamp (see :mod:`streamer.state.versioned`); versions are kept ``history``
+        seconds behind each key's newest. The table is read-only: it changes with its topic.
+        """
+        from streamer.state.versioned import VersionedTable
+
+        name = name or f"{topic.name}-table"
+        if name in self.tables:
+            raise ConfigError(f"table {name!r} is declared twice")
+        if history <= 0:
+            raise ConfigError(f"table {name!r}: history must be > 0 seconds, got {history}")
+        table = VersionedTable(
+            name,
+            changelog=f"{self.id}-{name}-changelog",
+            source_topic=topic.name,
+            key_serde=topic.key_serde,
+            value_serde=topic.value_serde,
+            history=history,
+        )
+
+        async def load(stream: Stream) -> None:
+            async for _ in stream:  # never handed anything: applied on dispatch
+                pass
+
+        loader = make_agent(load, [topic], sinks=[], concurrency=1, name=f"{name}-loader",
+                            internal=True)  # fmt: skip
+        self.agents.append(replace(loader, table=table))
         self.tables[name] = table
         return table
 

@@ -145,6 +145,9 @@ class Table:
         self.value_serde = value_serde
         self.partitions = partitions
         self._owned: dict[int, TablePartition] = {}
+        # The topic it is built from (app.table_from; see versioned.py), None for a table
+        # agents write.
+        self.source_topic: str | None = None
         # Set by tumbling()/hopping(): the table's keys are then windows (see windows.py).
         self.windowed: WindowedTable | None = None
 

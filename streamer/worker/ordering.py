@@ -88,15 +88,23 @@ def topic_groups(app: App) -> dict[str, int]:
         names = [topic.name for topic in agent.topics]
         for name in names:
             parent[find(name)] = find(names[0])
+    # A table built from a topic is read by the app's other agents as of their events'
+    # time: the table's topic and theirs feed one stream time.
+    if any(table.source_topic for table in app.tables.values()):
+        joined = [t.name for a in app.agents if not a.internal or a.table for t in a.topics]
+        for name in joined:
+            parent[find(name)] = find(joined[0])
     roots = sorted({find(name) for name in parent})
     return {name: roots.index(find(name)) for name in parent}
 
 
 def ordered(consumer: Consumer, app: App, states: Mapping[Where, Any], clock: Clock) -> Consumer:
     """``consumer`` wrapped in an :class:`OrderedConsumer` when the app needs event-time
-    order (it declares a windowed table, and ``event_order`` is on); else ``consumer``."""
+    order (it declares a windowed table or a table built from a topic, and ``event_order`` is
+    on); else ``consumer``."""
     settings = app.settings
-    if not settings.event_order or not any(t.windowed for t in app.tables.values()):
+    needs = any(t.windowed or t.source_topic for t in app.tables.values())
+    if not settings.event_order or not needs:
         return consumer
     wrapped = OrderedConsumer(
         consumer, topic_groups(app), states, settings.event_order_wait,

@@ -21,8 +21,9 @@ from streamer.errors import KafkaOperationError, OutputRefused
 from streamer.kafka.clients import describe, is_transient
 from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
 from streamer.worker.committer import Committer
+from streamer.worker.inline import lane_class
 from streamer.worker.lane_task import run_lane
-from streamer.worker.lanes import Lane, LaneContext
+from streamer.worker.lanes import LaneContext
 from streamer.worker.partition import Effects, PartitionState, WorkerStats, format_partitions
 
 if TYPE_CHECKING:
@@ -93,7 +94,8 @@ class PartitionOwnership:
             state = PartitionState(tp.topic, tp.partition, self._released.append, self.stats)
             for agent in self._subscribers.get(tp.topic, []):
                 ctx = self._lane_contexts[agent.name]
-                lanes = [Lane(state, agent, i, ctx) for i in range(agent.concurrency)]
+                make = lane_class(agent.table)  # a table_from's loader applies on dispatch
+                lanes = [make(state, agent, i, ctx) for i in range(agent.concurrency)]
                 state.routes.append(lanes)
                 state.tasks.extend(asyncio.ensure_future(run_lane(lane)) for lane in lanes)
             self._states[(tp.topic, tp.partition)] = state

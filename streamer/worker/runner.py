@@ -45,6 +45,7 @@ from streamer.topics import Topic
 from streamer.web import bind_web
 from streamer.worker.committer import Committer
 from streamer.worker.consumer_errors import on_message_error
+from streamer.worker.copartition import check_declared, group_overrides
 from streamer.worker.lanes import LaneContext, settle_undecodable
 from streamer.worker.membership import GroupMembership
 from streamer.worker.partition import (
@@ -169,6 +170,7 @@ class Worker(GroupMembership):
             auto_create=s.topic_auto_create,
             default_replication=s.topic_replication,
         )
+        check_declared(self.app)  # co-partitioned counts, before anything is created
         counts = ensure(list(specs.values()))
         self._tables = TableManager(
             self.app,
@@ -213,6 +215,8 @@ class Worker(GroupMembership):
             verify_access(admin, self.app)  # a missing ACL: one line now, not a stuck consumer
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
+            # Several topics own tables: keep partition p of each on one worker.
+            consumer_overrides.update(group_overrides(self.app, sorted(self._tables.source_topics)))
             self.metrics.watch_group(
                 admin, self.app.group_id, {t: counts[t] for t in self._sources}
             )

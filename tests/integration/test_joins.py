@@ -1,0 +1,167 @@
+"""Stream-table joins and co-partitioned assignment on the real broker.
+
+Orders are enriched with the customer version in effect at each order's timestamp; the
+customers topic is updated mid-stream (in event time). The expected output is computed
+independently below in plain Python; outputs are read back read_committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from streamer import App, Stream
+from streamer.worker import Worker
+from tests.kafkatools import all_committed, read_all, run_worker_until
+
+PARTITIONS = 4
+CUSTOMERS = 40
+ROUNDS = 5
+BASE_MS = 1_700_000_000_000
+
+
+def produce_timed(bootstrap: str, topic: str, records: list[tuple[str, str | None, int]]) -> None:
+    """Produce (key, value, timestamp ms) records, murmur2-partitioned like streamer."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"}
+    )
+    for key, value, ts in records:
+        producer.produce(topic, None if value is None else value.encode(), key.encode(),
+                         timestamp=ts)  # fmt: skip
+    assert producer.flush(60) == 0
+
+
+def scenario() -> tuple[list[tuple[str, str | None, int]], list[tuple[str, str, int]]]:
+    """Customer versions and orders interleaved in event time: each round updates every
+    customer (one is deleted in round 2), and orders fall between the updates."""
+    rng = random.Random(16)
+    customers: list[tuple[str, str | None, int]] = []
+    orders: list[tuple[str, str, int]] = []
+    ts = BASE_MS
+    for round_ in range(ROUNDS):
+        for c in range(CUSTOMERS):
+            ts += 10
+            name = f"c{c}"
+            deleted = round_ == 2 and c % 7 == 0
+            customers.append((name, None if deleted else f"{name}-v{round_}", ts))
+        for _ in range(CUSTOMERS * 3):
+            ts += 1
+            name = f"c{rng.randrange(CUSTOMERS)}"
+            orders.append((name, f"o{len(orders)}", ts))
+    return customers, orders
+
+
+def expected(
+    customers: list[tuple[str, str | None, int]], orders: list[tuple[str, str, int]]
+) -> dict[str, str | None]:
+    """Order id -> the newest customer value stamped at or before the order (plain Python)."""
+    out: dict[str, str | None] = {}
+    for name, order_id, ts in orders:
+        versions = [(t, v) for k, v, t in customers if k == name and t <= ts]
+        out[order_id] = max(versions)[1] if versions else None
+    return out
+
+
+def join_app(bootstrap: str, app_id: str, names: dict[str, str], state_dir: Path) -> App:
+    app = App(app_id, brokers=bootstrap, state_dir=state_dir, commit_interval=0.5,
+              processing_guarantee="exactly_once")  # fmt: skip
+    customers_t = app.topic(names["customers"], key_type=str, value_type=str,
+                            partitions=PARTITIONS)  # fmt: skip
+    orders_t = app.topic(names["orders"], key_type=str, value_type=str, partitions=PARTITIONS)
+    out = app.topic(names["out"], key_type=str, value_type=dict, partitions=PARTITIONS)
+    customers = app.table_from(customers_t)
+
+    @app.agent(orders_t, sink=[out], concurrency=2)
+    async def enrich(stream: Stream) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async for event in stream:
+            yield event.key, {"order": event.value, "customer": customers.get(event.key)}
+
+    return app
+
+
+def test_enrichment_sees_the_version_in_effect_at_each_order(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
+) -> None:
+    names = {
+        "customers": create_topic("customers", partitions=PARTITIONS),
+        "orders": create_topic("orders", partitions=PARTITIONS),
+        "out": create_topic("enriched", partitions=PARTITIONS),
+    }
+    customers, orders = scenario()
+    # The table's topic is written after the orders: the worker orders them by time.
+    produce_timed(kafka_bootstrap, names["orders"], orders)
+    produce_timed(kafka_bootstrap, names["customers"], customers)
+    app_id = unique_name("enrich")
+    app = join_app(kafka_bootstrap, app_id, names, tmp_path)
+    orders_done = all_committed(kafka_bootstrap, app_id, names["orders"], PARTITIONS)
+    customers_done = all_committed(kafka_bootstrap, app_id, names["customers"], PARTITIONS)
+    table = app.tables[f"{names['customers']}-table"]
+    snapshot: dict[str, str] = {}
+
+    def done() -> bool:
+        if not (orders_done() and customers_done()):
+            return False
+        snapshot.update(table.as_dict())  # read while the worker still owns the partitions
+        return True
+
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False), done))
+
+    records = read_all(kafka_bootstrap, names["out"], expect=len(orders))
+    got = [json.loads(m.value()) for m in records]
+    assert len(got) == len(orders)  # each order once (read_committed)
+    assert {g["order"]: g["customer"] for g in got} == expected(customers, orders)
+    # The table holds every customer's newest version.
+    assert snapshot == {f"c{c}": f"c{c}-v{ROUNDS - 1}" for c in range(CUSTOMERS)}
+
+
+def test_two_workers_own_partition_p_of_both_topics(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
+) -> None:
+    """Co-partitioned assignment: with two workers in the group, each owns the same
+    partition numbers of the orders and the customers topic; together they enrich every
+    order exactly once with the right version."""
+    names = {
+        "customers": create_topic("customers", partitions=PARTITIONS),
+        "orders": create_topic("orders", partitions=PARTITIONS),
+        "out": create_topic("enriched", partitions=PARTITIONS),
+    }
+    customers, orders = scenario()
+    produce_timed(kafka_bootstrap, names["customers"], customers)
+    produce_timed(kafka_bootstrap, names["orders"], orders)
+    app_id = unique_name("enrich2")
+    apps = [join_app(kafka_bootstrap, app_id, names, tmp_path / f"w{i}") for i in range(2)]
+    workers = [Worker(app, handle_signals=False) for app in apps]
+    orders_done = all_committed(kafka_bootstrap, app_id, names["orders"], PARTITIONS)
+    customers_done = all_committed(kafka_bootstrap, app_id, names["customers"], PARTITIONS)
+    owned: list[dict[str, set[int]]] = []
+
+    def split_and_done() -> bool:
+        mine = [
+            {t: {p for (topic, p) in w._states if topic == t} for t in names.values()}
+            for w in workers
+        ]
+        # Both workers hold partitions (the group spread them) and all input is committed.
+        if not all(m[names["orders"]] for m in mine) or not (orders_done() and customers_done()):
+            return False
+        owned.extend(mine)
+        return True
+
+    async def both() -> None:
+        second = asyncio.create_task(run_worker_until(workers[1], lambda: bool(owned)))
+        await run_worker_until(workers[0], split_and_done, timeout=180)
+        await second
+
+    asyncio.run(both())
+    for mine in owned:
+        assert mine[names["orders"]] == mine[names["customers"]]
+    assert owned[0][names["orders"]].isdisjoint(owned[1][names["orders"]])
+    records = read_all(kafka_bootstrap, names["out"], expect=len(orders))
+    got = [json.loads(m.value()) for m in records]
+    assert len(got) == len(orders)
+    assert {g["order"]: g["customer"] for g in got} == expected(customers, orders)

@@ -1,0 +1,122 @@
+"""Stream-table joins (``app.table_from``) over the in-memory broker: each order sees the
+customer version in effect at its timestamp, computed independently below."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from streamer import App, Stream
+from streamer.errors import ConfigError, StreamerError
+from streamer.testing import TestDriver
+
+
+def expected_enrichment(
+    customers: list[tuple[str, str | None, float]], orders: list[tuple[str, str, float]]
+) -> list[tuple[str, str | None]]:
+    """Plain Python: for each order (id, customer, ts), the newest customer value with a
+    timestamp not after the order's (None when absent or deleted)."""
+    out = []
+    for order_id, customer, ts in orders:
+        seen = [(t, v) for k, v, t in customers if k == customer and t <= ts]
+        out.append((order_id, max(seen)[1] if seen else None))
+    return out
+
+
+def make_app(guarantee: str = "exactly_once") -> tuple[App, Any]:
+    app = App("drv-join", processing_guarantee=guarantee)
+    customers_t = app.topic("drv-customers", key_type=str, value_type=str, partitions=3)
+    orders_t = app.topic("drv-orders", key_type=str, value_type=dict, partitions=3)
+    enriched = app.topic("drv-enriched", key_type=str, value_type=dict, partitions=3)
+    customers = app.table_from(customers_t)
+
+    @app.agent(orders_t, sink=[enriched], concurrency=2)
+    async def enrich(stream: Stream) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async for event in stream:
+            yield event.key, {"order": event.value["id"], "customer": customers.get(event.key)}
+
+    return app, customers
+
+
+def test_orders_see_the_customer_version_in_effect_at_their_time() -> None:
+    app, _ = make_app()
+    customer_log: list[tuple[str, str | None, float]] = []
+    order_log: list[tuple[str, str, float]] = []
+    base = 1_700_000_000.0
+
+    async def scenario() -> tuple[list[Any], dict[Any, Any]]:
+        async with TestDriver(app) as driver:
+            step = 0
+            for round_ in range(4):
+                for name in ("ann", "bob", "cid", "dan"):
+                    step += 1
+                    version = f"{name}-v{round_}"
+                    value = None if (name == "dan" and round_ == 2) else version
+                    customer_log.append((name, value, base + step))
+                    await driver.send("drv-customers", key=name, value=value,
+                                      timestamp=base + step)  # fmt: skip
+                    step += 1
+                    order_id = f"o{step}"
+                    order_log.append((order_id, name, base + step))
+                    await driver.send("drv-orders", key=name, value={"id": order_id},
+                                      timestamp=base + step)  # fmt: skip
+            # An order stamped before the last update of its customer, sent after it: it
+            # sees the version in effect at its own time, not the newest.
+            order_log.append(("late", "ann", base + 20.5))
+            await driver.send("drv-orders", key="ann", value={"id": "late"},
+                              timestamp=base + 20.5)  # fmt: skip
+            await driver.settle()
+            return driver.records("drv-enriched"), driver.table("drv-customers-table")
+
+    outputs, table = asyncio.run(scenario())
+    got = sorted((v["order"], v["customer"]) for _, v in outputs)
+    assert got == sorted(expected_enrichment(customer_log, order_log))
+    assert ("late", "ann-v2") in got  # not ann-v3 (stamped after the order)
+    assert len(outputs) == len(order_log)  # each order enriched once
+    assert table == {"ann": "ann-v3", "bob": "bob-v3", "cid": "cid-v3", "dan": "dan-v3"}
+
+
+def test_a_table_from_a_topic_is_read_only() -> None:
+    app = App("drv-join-ro")
+    src = app.topic("drv-ro-src", key_type=str, value_type=str, partitions=2)
+    orders = app.topic("drv-ro-orders", key_type=str, value_type=str, partitions=2)
+    table = app.table_from(src)
+    failures: list[BaseException] = []
+
+    @app.agent(orders)
+    async def write(stream: Stream) -> None:
+        async for event in stream:
+            try:
+                table[event.key] = "x"
+            except StreamerError as exc:
+                failures.append(exc)
+
+    async def scenario() -> None:
+        async with TestDriver(app) as driver:
+            await driver.send(orders.name, key="k", value="v")
+            await driver.settle()
+
+    asyncio.run(scenario())
+    assert failures and "changes only with that topic" in str(failures[0])
+
+
+def test_copartitioning_mismatch_names_both_counts() -> None:
+    app = App("drv-join-bad")
+    customers = app.topic("drv-bad-customers", key_type=str, value_type=str, partitions=4)
+    orders = app.topic("drv-bad-orders", key_type=str, value_type=str, partitions=6)
+    app.table_from(customers)
+
+    @app.agent(orders)
+    async def use(stream: Stream) -> None:
+        async for _ in stream:
+            pass
+
+    async def scenario() -> None:
+        async with TestDriver(app):
+            pass
+
+    with pytest.raises(ConfigError, match=r"\(4 partitions\).*\(6 partitions\)"):
+        asyncio.run(scenario())

@@ -18,6 +18,7 @@ from streamer.kafka.clients import make_producer
 from streamer.policy import ErrorPolicy
 from streamer.serde import Serde, serde_for
 from streamer.settings import Settings, load_settings
+from streamer.state.global_table import GlobalTable
 from streamer.state.table import Table
 from streamer.timers import Timer, TimerFn, make_timer
 
@@ -57,6 +58,7 @@ class App:
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
         self.tables: dict[str, Table] = {}
+        self.global_tables: dict[str, GlobalTable] = {}
         self.timers: list[Timer] = []
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
@@ -205,6 +207,32 @@ class App:
             partitions=partitions,
         )
         self.tables[name] = table
+        return table
+
+    def global_table(
+        self,
+        topic: Topic | str,
+        *,
+        name: str | None = None,
+        key_type: object = str,
+        value_type: object = None,
+        default: Callable[[], Any] | None = None,
+    ) -> GlobalTable:
+        """Declare a global table: every worker holds the whole content of ``topic`` (a
+        declared Topic, whose serdes it uses, or a topic name, declared here with
+        ``key_type``/``value_type``, JSON values by default), restored at start before any
+        partition is processed and kept up to date while running. Read-only; lookups by
+        any key (see :mod:`streamer.state.global_table`)."""
+        if isinstance(topic, str):
+            topic = self.topic(
+                topic, key_type=key_type, value_type=dict if value_type is None else value_type
+            )
+        name = name or topic.name
+        if name in self.global_tables or name in self.tables:
+            raise ConfigError(f"table {name!r} is declared twice")
+        table = GlobalTable(name, topic=topic.name, key_serde=topic.key_serde,
+                            value_serde=topic.value_serde, default=default)  # fmt: skip
+        self.global_tables[name] = table
         return table
 
     def table_from(

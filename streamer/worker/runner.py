@@ -46,6 +46,7 @@ from streamer.web import bind_web
 from streamer.worker.committer import Committer
 from streamer.worker.consumer_errors import on_message_error
 from streamer.worker.copartition import check_declared, group_overrides
+from streamer.worker.global_tables import GlobalTables, start_global_tables
 from streamer.worker.lanes import LaneContext, settle_undecodable
 from streamer.worker.membership import GroupMembership
 from streamer.worker.partition import (
@@ -130,6 +131,7 @@ class Worker(GroupMembership):
         self._rewind_not_before = 0.0
         self._stop_error: StreamerError | None = None  # why the stop was not clean
         self._tables = TableManager(app, {}, self.backend)
+        self._globals: GlobalTables | None = None
         self.stopped = asyncio.Event()
         self.metrics = WorkerMetrics(app, self._states, enabled=self.settings.metrics)
         self._lane_contexts = {
@@ -209,6 +211,8 @@ class Worker(GroupMembership):
         }
         await asyncio.get_running_loop().run_in_executor(None, wait_for_topics, admin, visible)
         consumer_overrides = {**client_config, **s.consumer_config}
+        # Global tables restore before any partition starts (the table manager's gate).
+        self._globals = start_global_tables(self, admin, counts, client_config)
         if self._replay is not None:
             await self._start_replay(consumer_overrides)
         else:
@@ -249,6 +253,8 @@ class Worker(GroupMembership):
             try:
                 await self._shutdown()
             finally:
+                if self._globals is not None:
+                    await self._globals.stop()
                 await web.close()
                 if self._handle_signals:
                     for sig in (signal.SIGINT, signal.SIGTERM):

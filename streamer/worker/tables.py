@@ -72,6 +72,9 @@ class TableManager:
         # Partition number -> the table partitions of it, shared by every owned partition
         # of that number (one restore, one set of stores).
         self._holdings: dict[int, _Holding] = {}
+        # Set by the worker when the app has global tables: no partition starts before it.
+        self.gate: asyncio.Event | None = None
+        self._gated: set[PartitionState] = set()  # waiting for the gate
         self.metrics: WorkerMetrics | None = None  # the worker's, for recovery progress
         # Kafka's id of each changelog topic (set by the worker at start; empty: unknown).
         self.changelog_ids: dict[str, str] = {}
@@ -112,6 +115,25 @@ class TableManager:
         return self.state_dir / self.app.id / table_name / str(partition)
 
     def start(self, state: PartitionState) -> None:
+        """Start ``state``'s tables (below), once the ``gate`` is open: the worker's global
+        tables are restored (streamer.worker.global_tables)."""
+        gate = self.gate
+        if gate is None or gate.is_set():
+            self._start(state)
+            return
+        self._gated.add(state)
+
+        async def when_open() -> None:
+            await gate.wait()
+            if state in self._gated:  # not released meanwhile
+                self._gated.discard(state)
+                self._start(state)
+
+        task = asyncio.ensure_future(when_open())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start(self, state: PartitionState) -> None:
         """Give ``state`` its table partitions, restored in the background (once per
         partition number, whichever co-partitioned topic's partition came first), then set
         ``state.ready``. Partitions of other topics own no table partition: ready at once."""
@@ -239,6 +261,7 @@ class TableManager:
     def release(self, state: PartitionState) -> None:
         """``state`` is no longer ours. When it was the last owned partition of its number,
         close the table partitions, or stop their recovery first (which closes them)."""
+        self._gated.discard(state)
         holding = self._holdings.get(state.partition)
         if holding is None or state not in holding.states:
             return

@@ -165,3 +165,59 @@ def test_two_workers_own_partition_p_of_both_topics(
     got = [json.loads(m.value()) for m in records]
     assert len(got) == len(orders)
     assert {g["order"]: g["customer"] for g in got} == expected(customers, orders)
+
+
+def test_global_table_restored_at_start_then_followed(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
+) -> None:
+    """Orders look their customer up by a foreign key in a global table: every worker holds
+    the whole table, restored before the first order is processed, then kept up to date."""
+    customers_topic = create_topic("g-customers", partitions=3)
+    orders_topic = create_topic("g-orders", partitions=PARTITIONS)
+    out_topic = create_topic("g-enriched", partitions=PARTITIONS)
+    rng = random.Random(2)
+    names = [f"c{c}" for c in range(CUSTOMERS)]
+    produce_timed(kafka_bootstrap, customers_topic, [(n, f"{n}-v0", BASE_MS) for n in names])
+    first = [(f"a{i}", rng.choice(names), BASE_MS) for i in range(200)]
+    second = [(f"b{i}", rng.choice(names), BASE_MS) for i in range(200)]
+    produce_timed(kafka_bootstrap, orders_topic, [(o, c, ts) for o, c, ts in first])
+
+    app_id = unique_name("global")
+    app = App(app_id, brokers=kafka_bootstrap, state_dir=tmp_path, commit_interval=0.5,
+              processing_guarantee="exactly_once")  # fmt: skip
+    orders_t = app.topic(orders_topic, key_type=str, value_type=str)
+    out = app.topic(out_topic, key_type=str, value_type=dict)
+    customers = app.global_table(customers_topic, value_type=str)
+    at_first_event: list[int] = []
+
+    @app.agent(orders_t, sink=[out], concurrency=2)
+    async def enrich(stream: Stream) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async for event in stream:
+            if not at_first_event:
+                at_first_event.append(len(customers.as_dict()))
+            yield event.key, {"customer": customers.get(event.value)}
+
+    phase = {"n": 1}
+    committed = [all_committed(kafka_bootstrap, app_id, orders_topic, PARTITIONS)]
+
+    def progress() -> bool:
+        if phase["n"] == 1 and committed[0]():
+            # Update every customer while the worker runs, wait until the worker's table
+            # applied the updates, then send the second orders.
+            produce_timed(
+                kafka_bootstrap, customers_topic, [(n, f"{n}-v1", BASE_MS) for n in names]
+            )
+            phase["n"] = 2
+        elif phase["n"] == 2 and customers.applied >= CUSTOMERS:
+            produce_timed(kafka_bootstrap, orders_topic, [(o, c, ts) for o, c, ts in second])
+            committed[0] = all_committed(kafka_bootstrap, app_id, orders_topic, PARTITIONS)
+            phase["n"] = 3
+        return phase["n"] == 3 and committed[0]()
+
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False), progress))
+    assert at_first_event == [CUSTOMERS]  # restored before the first order
+    records = read_all(kafka_bootstrap, out_topic, expect=len(first) + len(second))
+    got = {m.key().decode(): json.loads(m.value())["customer"] for m in records}
+    assert len(records) == len(first) + len(second)
+    want = {o: f"{c}-v0" for o, c, _ in first} | {o: f"{c}-v1" for o, c, _ in second}
+    assert got == want

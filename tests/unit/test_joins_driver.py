@@ -120,3 +120,44 @@ def test_copartitioning_mismatch_names_both_counts() -> None:
 
     with pytest.raises(ConfigError, match=r"\(4 partitions\).*\(6 partitions\)"):
         asyncio.run(scenario())
+
+
+def test_global_table_lookup_by_foreign_key() -> None:
+    """Orders keyed by order id look their customer up by a field (a foreign key) in a
+    global table: restored before any order is processed, then kept up to date."""
+    app = App("drv-global", processing_guarantee="exactly_once")
+    orders = app.topic("drv-g-orders", key_type=str, value_type=dict, partitions=3)
+    out = app.topic("drv-g-out", key_type=str, value_type=dict, partitions=3)
+    customers = app.global_table("drv-g-customers", value_type=str)
+    seen_at_first: list[int] = []
+
+    @app.agent(orders, sink=[out])
+    async def enrich(stream: Stream) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async for event in stream:
+            if not seen_at_first:
+                seen_at_first.append(len(customers.as_dict()))
+            yield event.key, {"customer": customers.get(event.value["customer"])}
+
+    async def scenario() -> tuple[list[Any], dict[Any, Any]]:
+        driver = TestDriver(app)
+        driver.broker.create_topic("drv-g-customers", 2)
+        for c in range(5):  # before the worker starts: restored, not followed
+            await driver.send("drv-g-customers", key=f"c{c}", value=f"c{c}-v0")
+        async with driver:
+            await driver.send(orders.name, key="o1", value={"customer": "c1"})
+            await driver.settle()
+            await driver.send("drv-g-customers", key="c1", value="c1-v1")
+            await driver.settle()
+            await driver.send(orders.name, key="o2", value={"customer": "c1"})
+            await driver.send(orders.name, key="o3", value={"customer": "zz"})
+            await driver.settle()
+            return driver.records(out.name), customers.as_dict()
+
+    outputs, table = asyncio.run(scenario())
+    assert sorted(outputs) == [
+        ("o1", {"customer": "c1-v0"}),
+        ("o2", {"customer": "c1-v1"}),
+        ("o3", {"customer": None}),
+    ]
+    assert seen_at_first == [5]
+    assert table["c1"] == "c1-v1"

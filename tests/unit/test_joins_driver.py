@@ -161,3 +161,34 @@ def test_global_table_lookup_by_foreign_key() -> None:
     ]
     assert seen_at_first == [5]
     assert table["c1"] == "c1-v1"
+
+
+def test_enrich_example_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """apps/enrich.py over the in-memory broker: a customer changed between two orders."""
+    import importlib
+
+    monkeypatch.setenv("STREAMER_DEMO_PREFIX", "drv-enrich")
+    enrich = importlib.reload(importlib.import_module("apps.enrich"))
+    t0 = 1_700_000_000.0
+
+    async def scenario() -> list[Any]:
+        driver = TestDriver(enrich.app)
+        driver.broker.create_topic("drv-enrich-products", 1)
+        await driver.send("drv-enrich-products", key="p1", value={"title": "Mug", "price": 9.5})
+        async with driver:
+            for topic, key, value, ts in [
+                ("drv-enrich-customers", "ann", {"tier": "silver"}, t0),
+                ("drv-enrich-shop-orders", "ann", {"id": "o1", "product": "p1", "qty": 2}, t0 + 1),
+                ("drv-enrich-customers", "ann", {"tier": "gold"}, t0 + 2),
+                ("drv-enrich-shop-orders", "ann", {"id": "o2", "product": "p1"}, t0 + 3),
+            ]:
+                await driver.send(topic, key=key, value=value, timestamp=ts)
+            await driver.settle()
+            return driver.records("drv-enrich-enriched-orders")
+
+    outputs = asyncio.run(scenario())
+    by_id = {value["id"]: value for _, value in outputs}
+    assert by_id["o1"]["customer"] == {"tier": "silver"}
+    assert by_id["o1"]["total"] == 19.0
+    assert by_id["o2"]["customer"] == {"tier": "gold"}
+    assert by_id["o2"]["title"] == "Mug"

@@ -8,17 +8,28 @@ independently below in plain Python; outputs are read back read_committed.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Producer
 
 from streamer import App, Stream
 from streamer.worker import Worker
-from tests.kafkatools import all_committed, read_all, run_worker_until
+from tests.kafkatools import (
+    all_committed,
+    committed,
+    create_app_topics,
+    end_offsets,
+    paced,
+    read_all,
+    run_cli,
+    run_worker_until,
+)
 
 PARTITIONS = 4
 CUSTOMERS = 40
@@ -221,3 +232,65 @@ def test_global_table_restored_at_start_then_followed(
     assert len(records) == len(first) + len(second)
     want = {o: f"{c}-v0" for o, c, _ in first} | {o: f"{c}-v1" for o, c, _ in second}
     assert got == want
+
+
+def test_enrich_app_tables_cli_and_replay(
+    kafka_bootstrap: str, unique_name, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apps/enrich.py on the real broker, then `streamer tables` (the co-partitioned table and
+    the global one) and `streamer replay` of the orders topic (a multi-topic app)."""
+    prefix = unique_name("enr")
+    env = {
+        "STREAMER_BROKERS": kafka_bootstrap,
+        "STREAMER_DEMO_PREFIX": prefix,
+        "STREAMER_STATE_DIR": str(tmp_path),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    enrich = importlib.reload(importlib.import_module("apps.enrich"))
+    create_app_topics(enrich.app)
+    products_topic = f"{prefix}-products"
+    produce_timed(
+        kafka_bootstrap, products_topic, [("p1", '{"title": "Mug", "price": 9.5}', BASE_MS)]
+    )
+    produce_timed(
+        kafka_bootstrap,
+        f"{prefix}-customers",
+        [("ann", '{"tier": "silver"}', BASE_MS), ("ann", '{"tier": "gold"}', BASE_MS + 20)],
+    )
+    produce_timed(
+        kafka_bootstrap,
+        f"{prefix}-shop-orders",
+        [
+            ("ann", '{"id": "o1", "product": "p1", "qty": 2}', BASE_MS + 10),
+            ("ann", '{"id": "o2", "product": "p1"}', BASE_MS + 30),
+        ],
+    )
+    orders_topic = f"{prefix}-shop-orders"
+    ends = {p: e for p, e in end_offsets(kafka_bootstrap, orders_topic, 4).items() if e}
+    done = paced(
+        lambda: all(
+            committed(kafka_bootstrap, enrich.app.group_id, orders_topic, 4)[p] == e
+            for p, e in ends.items()
+        )
+    )
+    asyncio.run(run_worker_until(Worker(enrich.app, handle_signals=False), done))
+    records = read_all(kafka_bootstrap, f"{prefix}-enriched-orders", expect=2)
+    by_id = {v["id"]: v for v in (json.loads(m.value()) for m in records)}
+    assert by_id["o1"]["customer"] == {"tier": "silver"} and by_id["o1"]["total"] == 19.0
+    assert by_id["o2"]["customer"] == {"tier": "gold"}
+
+    listing = run_cli("tables", "apps.enrich", env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert f"{prefix}-customers-table" in listing.stdout and products_topic in listing.stdout
+    got = run_cli("tables", "apps.enrich", "get", products_topic, "p1", env=env)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == {"title": "Mug", "price": 9.5}
+    got = run_cli("tables", "apps.enrich", "get", f"{prefix}-customers-table", "ann", env=env)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == {"tier": "gold"}  # the newest version
+
+    replay = run_cli("replay", "apps.enrich", "--topic", orders_topic,
+                     "--from-offset", "0", "--dry-run", env=env)  # fmt: skip
+    assert replay.returncode == 0, replay.stderr
+    assert '"silver"' in replay.stdout and '"gold"' in replay.stdout

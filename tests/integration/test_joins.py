@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,9 @@ from tests.kafkatools import (
 PARTITIONS = 4
 CUSTOMERS = 40
 ROUNDS = 5
-BASE_MS = 1_700_000_000_000
+# Recent timestamps: records stamped older than the topic's retention (7 days) are deleted
+# by the broker's retention check, whatever their offsets.
+BASE_MS = (int(time.time()) - 3600) * 1000
 
 
 def produce_timed(bootstrap: str, topic: str, records: list[tuple[str, str | None, int]]) -> None:
@@ -48,14 +51,16 @@ def produce_timed(bootstrap: str, topic: str, records: list[tuple[str, str | Non
     assert producer.flush(60) == 0
 
 
-def scenario() -> tuple[list[tuple[str, str | None, int]], list[tuple[str, str, int]]]:
+def scenario(
+    rounds: int = ROUNDS,
+) -> tuple[list[tuple[str, str | None, int]], list[tuple[str, str, int]]]:
     """Customer versions and orders interleaved in event time: each round updates every
-    customer (one is deleted in round 2), and orders fall between the updates."""
+    customer (some are deleted in round 2), and orders fall between the updates."""
     rng = random.Random(16)
     customers: list[tuple[str, str | None, int]] = []
     orders: list[tuple[str, str, int]] = []
     ts = BASE_MS
-    for round_ in range(ROUNDS):
+    for round_ in range(rounds):
         for c in range(CUSTOMERS):
             ts += 10
             name = f"c{c}"

@@ -18,7 +18,6 @@ from streamer.kafka.clients import make_producer
 from streamer.policy import ErrorPolicy
 from streamer.serde import Serde, serde_for
 from streamer.settings import Settings, load_settings
-from streamer.state.global_table import GlobalTable
 from streamer.state.table import Table
 from streamer.timers import Timer, TimerFn, make_timer
 
@@ -26,6 +25,8 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from streamer.replies import ReplyClient
+    from streamer.state.global_table import GlobalTable
+    from streamer.state.stream_join import Joiner, StreamJoin
     from streamer.state.versioned import VersionedTable
     from streamer.worker.partition import Output
     from streamer.worker.replay import ReplayRange, ReplaySummary
@@ -59,6 +60,7 @@ class App:
         self.agents: list[Agent] = []
         self.tables: dict[str, Table] = {}
         self.global_tables: dict[str, GlobalTable] = {}
+        self.joins: dict[str, StreamJoin] = {}
         self.timers: list[Timer] = []
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
@@ -223,17 +225,9 @@ class App:
         ``key_type``/``value_type``, JSON values by default), restored at start before any
         partition is processed and kept up to date while running. Read-only; lookups by
         any key (see :mod:`streamer.state.global_table`)."""
-        if isinstance(topic, str):
-            topic = self.topic(
-                topic, key_type=key_type, value_type=dict if value_type is None else value_type
-            )
-        name = name or topic.name
-        if name in self.global_tables or name in self.tables:
-            raise ConfigError(f"table {name!r} is declared twice")
-        table = GlobalTable(name, topic=topic.name, key_serde=topic.key_serde,
-                            value_serde=topic.value_serde, default=default)  # fmt: skip
-        self.global_tables[name] = table
-        return table
+        from streamer.joins import declare_global_table
+
+        return declare_global_table(self, topic, name, key_type, value_type, default)
 
     def table_from(
         self, topic: Topic, *, name: str | None = None, history: float = 86400.0
@@ -245,31 +239,31 @@ class App:
         timestamp (see :mod:`streamer.state.versioned`); versions are kept ``history``
         seconds behind each key's newest. The table is read-only: it changes with its topic.
         """
-        from streamer.state.versioned import VersionedTable
+        from streamer.joins import declare_table_from
 
-        name = name or f"{topic.name}-table"
-        if name in self.tables:
-            raise ConfigError(f"table {name!r} is declared twice")
-        if history <= 0:
-            raise ConfigError(f"table {name!r}: history must be > 0 seconds, got {history}")
-        table = VersionedTable(
-            name,
-            changelog=f"{self.id}-{name}-changelog",
-            source_topic=topic.name,
-            key_serde=topic.key_serde,
-            value_serde=topic.value_serde,
-            history=history,
-        )
+        return declare_table_from(self, topic, name, history)
 
-        async def load(stream: Stream) -> None:
-            async for _ in stream:  # never handed anything: applied on dispatch
-                pass
+    def join(
+        self,
+        left: Topic,
+        right: Topic,
+        *,
+        within: float,
+        sink: Topic,
+        joiner: Joiner | None = None,
+        grace: float = 0.0,
+        name: str | None = None,
+    ) -> StreamJoin:
+        """Declare a windowed stream-stream (inner) join: records of ``left`` and ``right``
+        with the same key and timestamps at most ``within`` seconds apart are paired, and
+        ``joiner(left_value, right_value)`` (default: ``{"left": .., "right": ..}``) is sent
+        to ``sink`` under that key, each pair once (exactly once under exactly-once).
+        Records up to ``grace`` seconds later than the window are still joined. The two
+        topics must be co-partitioned and read by the join only (see
+        :mod:`streamer.state.stream_join`); read ``sink`` with an agent to go on."""
+        from streamer.joins import declare_join
 
-        loader = make_agent(load, [topic], sinks=[], concurrency=1, name=f"{name}-loader",
-                            internal=True)  # fmt: skip
-        self.agents.append(replace(loader, table=table))
-        self.tables[name] = table
-        return table
+        return declare_join(self, left, right, within, sink, joiner, grace, name)
 
     def replay(
         self, topic: str, *, dry_run: bool = False, **selection: Unpack[ReplayRange]

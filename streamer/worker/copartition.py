@@ -40,7 +40,10 @@ def table_sources(app: App) -> list[str]:
     if not app.tables:
         return []
     streams = {t for table in app.tables.values() if table.windowed for t in table.windowed.streams}
-    read = {t.name for a in app.agents if not a.internal for t in a.topics} - streams
+    # The app's own agents, and the internal ones that work on tables (table_from, join).
+    read = {
+        t.name for a in app.agents if not a.internal or a.table is not None for t in a.topics
+    } - streams
     built = {table.source_topic for table in app.tables.values() if table.source_topic}
     return sorted(read | built)
 
@@ -63,8 +66,19 @@ def check_counts(counts: dict[str, int | None]) -> int | None:
 
 def check_declared(app: App) -> None:
     """Before any topic is created: the declared partition counts of co-partitioned topics
-    agree (topics declared without a count are checked once they exist)."""
+    agree (topics declared without a count are checked once they exist), and the topics of
+    a windowed join are read by the join only (its exactly-once argument needs every record
+    completed at dispatch; see streamer.state.stream_join)."""
     check_counts({name: app.topics[name].partitions for name in table_sources(app)})
+    for join in app.joins.values():
+        for topic in (join.left, join.right):
+            others = [a.name for a in app.agents if a.table is not join and topic in a.topics]
+            if others:
+                raise ConfigError(
+                    f"topic {topic.name!r} is joined by {join.name!r} and also read by "
+                    f"{', '.join(others)}: a joined topic is read by its join only; read the "
+                    "join's sink instead"
+                )
 
 
 def group_overrides(app: App, sources: list[str]) -> dict[str, Any]:

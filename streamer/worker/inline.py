@@ -1,4 +1,5 @@
-"""The lane of a table built from a topic (``app.table_from``): records applied on dispatch.
+"""The lane of a table built from a topic (``app.table_from``) or of a windowed join
+(``app.join``): records applied on dispatch.
 
 Why not an agent instance like any other: lanes of different agents run one after the
 other in whatever order the loop wakes them, so a lane applying table records could fall
@@ -18,16 +19,19 @@ from __future__ import annotations
 
 import logging
 
+from streamer.errors import StreamerError
+from streamer.state.stream_join import StreamJoin
 from streamer.state.versioned import VersionedTable
 from streamer.worker.lanes import Lane
-from streamer.worker.partition import PartitionState, Pending
+from streamer.worker.partition import Output, PartitionState, Pending
 
 log = logging.getLogger("streamer.tables")
 
 
 class InlineLane(Lane):
-    """Applies each record of its partition to ``agent.table`` when pushed (see the module
-    docstring); its agent instance only waits for the lane to close."""
+    """Applies each record of its partition to ``agent.table`` (a VersionedTable or a
+    StreamJoin) when pushed (see the module docstring); its agent instance only waits for
+    the lane to close."""
 
     __slots__ = ()
 
@@ -41,16 +45,16 @@ class InlineLane(Lane):
         while True:  # nothing is ever handed out: _wait raises once the lane closes
             await self._wait()
 
-    def drain(self) -> None:
-        """Apply the records that arrived while the table partition was restoring."""
-        buffer = self.buffer
-        while buffer and not self.closing:
-            self._apply(buffer.popleft())
-
     def _apply(self, pending: Pending) -> None:
-        table = self.agent.table
-        assert isinstance(table, VersionedTable)
         self._taken(1)
+        target = self.agent.table
+        if isinstance(target, VersionedTable):
+            self._apply_version(target, pending)
+        else:
+            assert isinstance(target, StreamJoin)
+            self._apply_join(target, pending)
+
+    def _apply_version(self, table: VersionedTable, pending: Pending) -> None:
         part = next((p for p in self.state.tables if p.table is table), None)
         raw = pending.event.key
         if part is None or raw is None:
@@ -76,13 +80,62 @@ class InlineLane(Lane):
             )
         self.state.complete(pending)
 
+    def _apply_join(self, join: StreamJoin, pending: Pending) -> None:
+        """Buffer the record and emit its pairs, staged with it (see state/stream_join.py).
+        A joiner that raises, or a pair the sink cannot encode, stops the worker with the
+        record uncommitted: a join has no agent code to retry or skip."""
+        message, event = pending.message, pending.event
+        key, value = message.key(), message.value()
+        if key is None or value is None:  # as Kafka Streams: such records do not join
+            self.state.complete(pending)
+            return
+        parts = {p.table: p for p in self.state.tables}
+        try:
+            result = join.on_record(event.topic, parts, key, value, event.value, event.timestamp)
+            if result is None:
+                log.warning("%s: record at offset %d is too late for join %r (stream time %d "
+                            "ms); dropped", self.state.label, pending.offset, join.name,
+                            join.stream_time.get(self.state.partition, 0))  # fmt: skip
+                self.state.complete(pending)
+                return
+            writes, pairs = result
+            sink = join.sink
+            out_key = sink.encode_key(event.key)
+            outputs: list[Output] = [
+                (sink.name, out_key, sink.encode_value(join.joiner(left, right)), None)
+                for left, right in pairs
+            ]
+        except Exception as exc:
+            self.ctx.on_fatal(StreamerError(
+                f"join {join.name!r} failed on {self.state.label} offset {pending.offset}: "
+                f"{type(exc).__name__}: {exc} (the record stays uncommitted; fix and restart)"
+            ))  # fmt: skip
+            return
+        effects = pending.effects_of(self.agent.name)
+        effects.writes = writes
+        effects.outputs = outputs
+        self.state.complete(pending)
 
-def drain_inline(state: PartitionState) -> None:
-    """Apply what ``state``'s inline lanes hold (its tables were just restored)."""
-    for lanes in state.routes:
-        for lane in lanes:
-            if isinstance(lane, InlineLane):
-                lane.drain()
+
+def drain_inline(states: list[PartitionState]) -> None:
+    """Apply what the inline lanes of ``states`` (one partition number's, whose tables were
+    just restored) hold: lowest event time first across them, each lane in its own order,
+    as the worker dispatched them (a windowed join's stream time depends on it)."""
+    lanes = [
+        lane
+        for state in states
+        for lanes in state.routes
+        for lane in lanes
+        if isinstance(lane, InlineLane) and lane.buffer
+    ]
+    while lanes:
+        lane = min(lanes, key=lambda candidate: candidate.buffer[0].event.timestamp)
+        if lane.closing:
+            lanes.remove(lane)
+            continue
+        lane._apply(lane.buffer.popleft())
+        if not lane.buffer:
+            lanes.remove(lane)
 
 
 def lane_class(agent_table: object) -> type[Lane]:

@@ -90,7 +90,7 @@ def topic_groups(app: App) -> dict[str, int]:
             parent[find(name)] = find(names[0])
     # A table built from a topic is read by the app's other agents as of their events'
     # time: the table's topic and theirs feed one stream time.
-    if any(table.source_topic for table in app.tables.values()):
+    if app.joins or any(table.source_topic for table in app.tables.values()):
         joined = [t.name for a in app.agents if not a.internal or a.table for t in a.topics]
         for name in joined:
             parent[find(name)] = find(joined[0])
@@ -103,7 +103,7 @@ def ordered(consumer: Consumer, app: App, states: Mapping[Where, Any], clock: Cl
     order (it declares a windowed table or a table built from a topic, and ``event_order`` is
     on); else ``consumer``."""
     settings = app.settings
-    needs = any(t.windowed or t.source_topic for t in app.tables.values())
+    needs = any(t.windowed or t.source_topic for t in app.tables.values()) or bool(app.joins)
     if not settings.event_order or not needs:
         return consumer
     wrapped = OrderedConsumer(

@@ -315,7 +315,6 @@ class _Holding:
 def _set_ready(states: list[PartitionState]) -> None:
     """The tables of ``states`` are restored: tables built from a topic first apply the
     records fetched meanwhile (see streamer.worker.inline), then every lane may start."""
-    for state in states:
-        drain_inline(state)
+    drain_inline(states)
     for state in states:
         state.ready.set()

@@ -12,7 +12,7 @@ import importlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,14 @@ ROUNDS = 5
 # Recent timestamps: records stamped older than the topic's retention (7 days) are deleted
 # by the broker's retention check, whatever their offsets.
 BASE_MS = (int(time.time()) - 3600) * 1000
+
+
+def written_committed(bootstrap: str, group: str, topic: str) -> Callable[[], bool]:
+    """A paced check: ``group`` committed ``topic`` to its current end on every partition
+    that holds records (an empty partition has nothing to commit)."""
+    ends = {p: e for p, e in end_offsets(bootstrap, topic, PARTITIONS).items() if e}
+    return paced(lambda: all(committed(bootstrap, group, topic, PARTITIONS)[p] == e
+                             for p, e in ends.items()))  # fmt: skip
 
 
 def produce_timed(bootstrap: str, topic: str, records: list[tuple[str, str | None, int]]) -> None:
@@ -272,13 +280,7 @@ def test_enrich_app_tables_cli_and_replay(
         ],
     )
     orders_topic = f"{prefix}-shop-orders"
-    ends = {p: e for p, e in end_offsets(kafka_bootstrap, orders_topic, 4).items() if e}
-    done = paced(
-        lambda: all(
-            committed(kafka_bootstrap, enrich.app.group_id, orders_topic, 4)[p] == e
-            for p, e in ends.items()
-        )
-    )
+    done = written_committed(kafka_bootstrap, enrich.app.group_id, orders_topic)
     asyncio.run(run_worker_until(Worker(enrich.app, handle_signals=False), done))
     records = read_all(kafka_bootstrap, f"{prefix}-enriched-orders", expect=2)
     by_id = {v["id"]: v for v in (json.loads(m.value()) for m in records)}
@@ -299,3 +301,74 @@ def test_enrich_app_tables_cli_and_replay(
                      "--from-offset", "0", "--dry-run", env=env)  # fmt: skip
     assert replay.returncode == 0, replay.stderr
     assert '"silver"' in replay.stdout and '"gold"' in replay.stdout
+
+
+def payments_and_refunds(
+    count: int, seed: int = 5
+) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
+    """Payments every 10 s over 8 keys; most have a refund stamped up to 90 s before or
+    after (inside or outside a 60 s window); each topic's records out of order by up to 20 s."""
+    rng = random.Random(seed)
+    payments: list[tuple[str, str, int]] = []
+    refunds: list[tuple[str, str, int]] = []
+    for i in range(count):
+        key = f"acct{rng.randrange(8)}"
+        ts = BASE_MS + i * 10_000
+        payments.append((key, f"p{i}", ts))
+        if rng.random() < 0.7:
+            refunds.append((key, f"r{i}", ts + rng.randrange(-90_000, 90_000)))
+    for side in (payments, refunds):
+        side.sort(key=lambda r: r[2] + rng.randrange(20_000))
+    return payments, refunds
+
+
+def expected_pairs(
+    payments: list[tuple[str, str, int]], refunds: list[tuple[str, str, int]], within_ms: int
+) -> list[tuple[str, str]]:
+    """Plain Python: every (payment, refund) of one key stamped at most ``within_ms`` apart."""
+    return sorted(
+        (p, r)
+        for pk, p, pt in payments
+        for rk, r, rt in refunds
+        if pk == rk and abs(pt - rt) <= within_ms
+    )
+
+
+def test_windowed_join_pairs_each_match_once(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
+) -> None:
+    left = create_topic("payments", partitions=PARTITIONS)
+    right = create_topic("refunds", partitions=PARTITIONS)
+    out_topic = create_topic("matched", partitions=PARTITIONS)
+    payments, refunds = payments_and_refunds(300)
+    produce_timed(kafka_bootstrap, left, payments)
+    produce_timed(kafka_bootstrap, right, refunds)
+    app_id = unique_name("ssjoin")
+    app = App(app_id, brokers=kafka_bootstrap, state_dir=tmp_path, commit_interval=0.5,
+              processing_guarantee="exactly_once")  # fmt: skip
+    payments_t = app.topic(left, key_type=str, value_type=str, partitions=PARTITIONS)
+    refunds_t = app.topic(right, key_type=str, value_type=str, partitions=PARTITIONS)
+    out = app.topic(out_topic, key_type=str, value_type=dict, partitions=PARTITIONS)
+    join = app.join(payments_t, refunds_t, within=60, grace=120, sink=out,
+                    joiner=lambda p, r: {"payment": p, "refund": r})  # fmt: skip
+    want = expected_pairs(payments, refunds, 60_000)
+    left_done = written_committed(kafka_bootstrap, app_id, left)
+    right_done = written_committed(kafka_bootstrap, app_id, right)
+    phase = {"late_sent": False}
+
+    def progress() -> bool:
+        nonlocal right_done
+        if not phase["late_sent"]:
+            if not (left_done() and right_done()):
+                return False
+            # Far behind every partition's stream time: dropped, never paired.
+            produce_timed(kafka_bootstrap, right, [(f"acct{k}", "late", BASE_MS) for k in range(8)])
+            right_done = written_committed(kafka_bootstrap, app_id, right)
+            phase["late_sent"] = True
+        return right_done()
+
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False), progress))
+    records = read_all(kafka_bootstrap, out_topic, expect=len(want))
+    got = sorted((v["payment"], v["refund"]) for v in (json.loads(m.value()) for m in records))
+    assert got == want  # each pair once, none missing, none extra (read_committed)
+    assert join.late == 8

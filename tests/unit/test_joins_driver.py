@@ -192,3 +192,80 @@ def test_enrich_example_app(monkeypatch: pytest.MonkeyPatch) -> None:
     assert by_id["o1"]["total"] == 19.0
     assert by_id["o2"]["customer"] == {"tier": "gold"}
     assert by_id["o2"]["title"] == "Mug"
+
+
+def expected_pairs(
+    payments: list[tuple[str, str, float]], refunds: list[tuple[str, str, float]], within: float
+) -> list[tuple[str, str]]:
+    """Plain Python: every (payment, refund) of one key stamped at most ``within`` apart."""
+    return sorted(
+        (p, r)
+        for pk, p, pt in payments
+        for rk, r, rt in refunds
+        if pk == rk and abs(pt - rt) <= within
+    )
+
+
+def test_windowed_stream_stream_join_pairs_each_match_once() -> None:
+    import random
+
+    app = App("drv-ssjoin", processing_guarantee="exactly_once")
+    payments = app.topic("drv-payments", key_type=str, value_type=str, partitions=3)
+    refunds = app.topic("drv-refunds", key_type=str, value_type=str, partitions=3)
+    matched = app.topic("drv-matched", key_type=str, value_type=dict, partitions=3)
+    join = app.join(payments, refunds, within=60, grace=300, sink=matched,
+                    joiner=lambda p, r: {"payment": p, "refund": r})  # fmt: skip
+    rng = random.Random(7)
+    base = 1_700_000_000.0
+    sent_payments: list[tuple[str, str, float]] = []
+    sent_refunds: list[tuple[str, str, float]] = []
+    records: list[tuple[str, str, str, float]] = []
+    for i in range(120):
+        key = f"k{rng.randrange(6)}"
+        t = base + i * 10
+        sent_payments.append((key, f"p{i}", t))
+        records.append((payments.name, key, f"p{i}", t))
+        if rng.random() < 0.7:  # a refund inside or outside the window, early or late
+            rt = t + rng.uniform(-90, 90)
+            sent_refunds.append((key, f"r{i}", rt))
+            records.append((refunds.name, key, f"r{i}", rt))
+    # Out of order by up to 30 s of event time (within the grace): still joined.
+    records.sort(key=lambda r: r[3] + rng.uniform(0, 30))
+
+    async def scenario() -> list[Any]:
+        async with TestDriver(app) as driver:
+            for topic, key, value, ts in records:
+                await driver.send(topic, key=key, value=value, timestamp=ts)
+            await driver.settle()
+            # Far behind stream time (more than within + grace): dropped, never paired.
+            await driver.send(refunds.name, key="k0", value="too-late", timestamp=base)
+            await driver.settle()
+            return driver.records(matched.name)
+
+    outputs = asyncio.run(scenario())
+    got = sorted((v["payment"], v["refund"]) for _, v in outputs)
+    assert got == expected_pairs(sent_payments, sent_refunds, 60)
+    assert len(got) == len(set(got))  # each pair once
+    assert join.late == 1
+    assert all(key == next(k for k, p, _ in sent_payments if p == v["payment"])
+               for key, v in outputs)  # fmt: skip
+
+
+def test_a_joined_topic_read_by_another_agent_is_refused() -> None:
+    app = App("drv-ssjoin-bad")
+    left = app.topic("drv-bad-left", key_type=str, value_type=str, partitions=2)
+    right = app.topic("drv-bad-right", key_type=str, value_type=str, partitions=2)
+    out = app.topic("drv-bad-out", key_type=str, value_type=dict, partitions=2)
+    app.join(left, right, within=10, sink=out)
+
+    @app.agent(left)
+    async def also(stream: Stream) -> None:
+        async for _ in stream:
+            pass
+
+    async def scenario() -> None:
+        async with TestDriver(app):
+            pass
+
+    with pytest.raises(ConfigError, match="read by its join only"):
+        asyncio.run(scenario())

@@ -269,3 +269,35 @@ def test_a_joined_topic_read_by_another_agent_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="read by its join only"):
         asyncio.run(scenario())
+
+
+def test_refunds_example_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """apps/refunds.py over the in-memory broker: pairs within the hour, flags full refunds."""
+    import importlib
+
+    monkeypatch.setenv("STREAMER_DEMO_PREFIX", "drv-refunds")
+    refunds = importlib.reload(importlib.import_module("apps.refunds"))
+    t0 = 1_700_000_000.0
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        async with TestDriver(refunds.app) as driver:
+            for topic, key, value, ts in [
+                ("drv-refunds-payments", "a1", {"id": "p1", "amount": 40}, t0),
+                ("drv-refunds-payments", "a2", {"id": "p2", "amount": 10}, t0 + 5),
+                ("drv-refunds-refunds", "a1", {"id": "r1", "amount": 40}, t0 + 600),
+                ("drv-refunds-refunds", "a2", {"id": "r2", "amount": 5}, t0 + 60),
+                ("drv-refunds-refunds", "a2", {"id": "r3", "amount": 10}, t0 + 7200),
+            ]:
+                await driver.send(topic, key=key, value=value, timestamp=ts)
+            await driver.settle()
+            return (
+                driver.records("drv-refunds-paid-and-refunded"),
+                driver.records("drv-refunds-refund-flags"),
+            )
+
+    paired, flagged = asyncio.run(scenario())
+    assert sorted((v["payment"]["id"], v["refund"]["id"]) for _, v in paired) == [
+        ("p1", "r1"),
+        ("p2", "r2"),  # r3 is two hours later: outside the window
+    ]
+    assert flagged == [("a1", {"payment": "p1", "refund": "r1"})]

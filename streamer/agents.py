@@ -109,8 +109,9 @@ class Agent:
     rate_limit_per_key: Rate | None = None  # events per second of one key
     # Topics whose records carry a due time (streamer.delays): lanes hold each until due.
     held: frozenset[str] = frozenset()
-    # The table (streamer.state.versioned.VersionedTable) whose topic this internal agent
-    # reads for app.table_from: its records are applied on dispatch (streamer.worker.inline).
+    # What this internal agent's records are applied to on dispatch (streamer.worker.inline):
+    # the VersionedTable of app.table_from, the StreamJoin of app.join, the TableJoin of
+    # app.table_join. None for every other agent.
     table: Any = None
 
     def __call__(self, stream: Stream) -> Any:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from streamer.replies import ReplyClient
     from streamer.state.global_table import GlobalTable
     from streamer.state.stream_join import Joiner, StreamJoin
+    from streamer.state.table_join import JoinedTable, TableJoin
     from streamer.state.versioned import VersionedTable
     from streamer.worker.partition import Output
     from streamer.worker.replay import ReplayRange, ReplaySummary
@@ -60,7 +61,7 @@ class App:
         self.agents: list[Agent] = []
         self.tables: dict[str, Table] = {}
         self.global_tables: dict[str, GlobalTable] = {}
-        self.joins: dict[str, StreamJoin] = {}
+        self.joins: dict[str, StreamJoin | TableJoin] = {}
         self.timers: list[Timer] = []
         self._producer: Producer | None = None
         self._producer_lock = threading.Lock()
@@ -264,6 +265,26 @@ class App:
         from streamer.joins import declare_join
 
         return declare_join(self, left, right, within, sink, joiner, grace, name)
+
+    def table_join(
+        self,
+        left: Topic,
+        right: Topic,
+        *,
+        joiner: Joiner | None = None,
+        sink: Topic | None = None,
+        name: str | None = None,
+        value_type: object = None,
+    ) -> JoinedTable:
+        """Declare a table-table (inner) join of two co-partitioned topics read as tables:
+        the returned read-only table holds ``joiner(left, right)`` (default: both values)
+        for every key both sides have, maintained as either side changes; each change of
+        a row (the new row, or a tombstone when a side is deleted) goes to ``sink`` if
+        given. Rows are JSON unless ``value_type`` says otherwise. The topics are read by
+        the join only (see :mod:`streamer.state.table_join`)."""
+        from streamer.joins import declare_table_join
+
+        return declare_table_join(self, left, right, joiner, sink, name, value_type)
 
     def replay(
         self, topic: str, *, dry_run: bool = False, **selection: Unpack[ReplayRange]

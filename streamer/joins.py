@@ -17,6 +17,7 @@ from streamer.agents import Stream, make_agent
 from streamer.errors import ConfigError
 from streamer.state.global_table import GlobalTable
 from streamer.state.stream_join import Joiner, StreamJoin
+from streamer.state.table_join import JoinedTable, TableJoin
 from streamer.state.versioned import VersionedTable
 
 if TYPE_CHECKING:
@@ -100,6 +101,45 @@ def declare_join(
     app.agents.append(replace(agent, table=join))
     app.joins[name] = join
     return join
+
+
+def declare_table_join(
+    app: App,
+    left: Topic,
+    right: Topic,
+    joiner: Joiner | None,
+    sink: Topic | None,
+    name: str | None,
+    value_type: object,
+) -> JoinedTable:
+    name = name or f"{left.name}-{right.name}-joined"
+    if name in app.joins or name in app.tables:
+        raise ConfigError(f"join {name!r} is declared twice")
+    if left.name == right.name:
+        raise ConfigError(f"join {name!r}: joins two different topics (a self-join is not built)")
+    buffers = (
+        app.table(f"{name}-left", key_type=bytes, value_type=bytes),
+        app.table(f"{name}-right", key_type=bytes, value_type=bytes),
+    )
+    value_serde = app._serde(dict if value_type is None else value_type)
+    result = JoinedTable(name, changelog=f"{app.id}-{name}-changelog", default=None,
+                         key_serde=left.key_serde, value_serde=value_serde,
+                         partitions=None)  # fmt: skip
+    app.tables[name] = result
+    join = TableJoin(name, left=left, right=right, sink=sink, joiner=joiner or _pair,
+                     buffers=buffers, result=result)  # fmt: skip
+
+    async def maintain(stream: Stream) -> AsyncIterator[Any]:
+        async for _ in stream:  # never handed anything: joined on dispatch
+            pass
+        if False:  # an async generator: its changes go to the sink (for topology, ACLs)
+            yield
+
+    agent = make_agent(maintain, [left, right], sinks=[sink] if sink is not None else [],
+                       concurrency=1, name=f"{name}-maintainer", internal=True)  # fmt: skip
+    app.agents.append(replace(agent, table=join))
+    app.joins[name] = join
+    return result
 
 
 def _pair(left: Any, right: Any) -> dict[str, Any]:

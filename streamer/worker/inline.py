@@ -1,5 +1,5 @@
 """The lane of a table built from a topic (``app.table_from``) or of a windowed join
-(``app.join``): records applied on dispatch.
+(``app.join``, ``app.table_join``): records applied on dispatch.
 
 Why not an agent instance like any other: lanes of different agents run one after the
 other in whatever order the loop wakes them, so a lane applying table records could fall
@@ -21,6 +21,7 @@ import logging
 
 from streamer.errors import StreamerError
 from streamer.state.stream_join import StreamJoin
+from streamer.state.table_join import TableJoin
 from streamer.state.versioned import VersionedTable
 from streamer.worker.lanes import Lane
 from streamer.worker.partition import Output, PartitionState, Pending
@@ -50,6 +51,8 @@ class InlineLane(Lane):
         target = self.agent.table
         if isinstance(target, VersionedTable):
             self._apply_version(target, pending)
+        elif isinstance(target, TableJoin):
+            self._apply_table_join(target, pending)
         else:
             assert isinstance(target, StreamJoin)
             self._apply_join(target, pending)
@@ -106,15 +109,47 @@ class InlineLane(Lane):
                 for left, right in pairs
             ]
         except Exception as exc:
-            self.ctx.on_fatal(StreamerError(
-                f"join {join.name!r} failed on {self.state.label} offset {pending.offset}: "
-                f"{type(exc).__name__}: {exc} (the record stays uncommitted; fix and restart)"
-            ))  # fmt: skip
+            self._join_failed(join.name, pending, exc)
             return
         effects = pending.effects_of(self.agent.name)
         effects.writes = writes
         effects.outputs = outputs
         self.state.complete(pending)
+
+    def _apply_table_join(self, join: TableJoin, pending: Pending) -> None:
+        """Apply the record to its side and the joined row, staged with it, the change sent
+        to the join's sink (see state/table_join.py). Failures stop the worker, as for
+        windowed joins."""
+        message, event = pending.message, pending.event
+        key = message.key()
+        if key is None:
+            self.state.complete(pending)
+            return
+        parts = {p.table: p for p in self.state.tables}
+        try:
+            row_key = join.result._key(event.key)
+            writes, change = join.on_record(
+                event.topic, parts, key, row_key, message.value(), event.value
+            )
+            outputs: list[Output] = []
+            sink = join.sink
+            if change is not None and sink is not None:
+                kind, row = change
+                value = sink.encode_value(row) if kind == "row" else None
+                outputs.append((sink.name, sink.encode_key(event.key), value, None))
+        except Exception as exc:
+            self._join_failed(join.name, pending, exc)
+            return
+        effects = pending.effects_of(self.agent.name)
+        effects.writes = writes
+        effects.outputs = outputs
+        self.state.complete(pending)
+
+    def _join_failed(self, name: str, pending: Pending, exc: Exception) -> None:
+        self.ctx.on_fatal(StreamerError(
+            f"join {name!r} failed on {self.state.label} offset {pending.offset}: "
+            f"{type(exc).__name__}: {exc} (the record stays uncommitted; fix and restart)"
+        ))  # fmt: skip
 
 
 def drain_inline(states: list[PartitionState]) -> None:

@@ -89,7 +89,7 @@ def topic_groups(app: App) -> dict[str, int]:
         for name in names:
             parent[find(name)] = find(names[0])
     # A table built from a topic is read by the app's other agents as of their events'
-    # time: the table's topic and theirs feed one stream time.
+    # time, and joins pair by time: their topics and the agents' feed one stream time.
     if app.joins or any(table.source_topic for table in app.tables.values()):
         joined = [t.name for a in app.agents if not a.internal or a.table for t in a.topics]
         for name in joined:
@@ -100,8 +100,8 @@ def topic_groups(app: App) -> dict[str, int]:
 
 def ordered(consumer: Consumer, app: App, states: Mapping[Where, Any], clock: Clock) -> Consumer:
     """``consumer`` wrapped in an :class:`OrderedConsumer` when the app needs event-time
-    order (it declares a windowed table or a table built from a topic, and ``event_order`` is
-    on); else ``consumer``."""
+    order (it declares a windowed table, a table built from a topic or a join, and
+    ``event_order`` is on); else ``consumer``."""
     settings = app.settings
     needs = any(t.windowed or t.source_topic for t in app.tables.values()) or bool(app.joins)
     if not settings.event_order or not needs:

@@ -94,7 +94,7 @@ class PartitionOwnership:
             state = PartitionState(tp.topic, tp.partition, self._released.append, self.stats)
             for agent in self._subscribers.get(tp.topic, []):
                 ctx = self._lane_contexts[agent.name]
-                make = lane_class(agent.table)  # a table_from's loader applies on dispatch
+                make = lane_class(agent.table)  # tables from topics, joins: on dispatch
                 lanes = [make(state, agent, i, ctx) for i in range(agent.concurrency)]
                 state.routes.append(lanes)
                 state.tasks.extend(asyncio.ensure_future(run_lane(lane)) for lane in lanes)

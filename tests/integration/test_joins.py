@@ -372,3 +372,64 @@ def test_windowed_join_pairs_each_match_once(
     got = sorted((v["payment"], v["refund"]) for v in (json.loads(m.value()) for m in records))
     assert got == want  # each pair once, none missing, none extra (read_committed)
     assert join.late == 8
+
+
+def test_table_table_join_rows_and_changes(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
+) -> None:
+    """Profiles joined with settings (both read as tables, deletes included): the changes
+    sent and the joined rows match what plain Python computes from the same updates."""
+    left = create_topic("profiles", partitions=PARTITIONS)
+    right = create_topic("settings", partitions=PARTITIONS)
+    changes_topic = create_topic("user-changes", partitions=PARTITIONS)
+    rng = random.Random(21)
+    updates: list[tuple[str, str, str | None, int]] = []
+    for i in range(400):
+        topic = rng.choice([left, right])
+        value = None if rng.random() < 0.15 else f"{topic[:3]}{i}"
+        updates.append((topic, f"u{rng.randrange(20)}", value, BASE_MS + i))
+    for topic in (left, right):
+        produce_timed(kafka_bootstrap, topic, [(k, v, ts) for t, k, v, ts in updates if t == topic])
+    sides: dict[str, dict[str, str]] = {left: {}, right: {}}
+    rows: dict[str, dict[str, str]] = {}
+    want: dict[str, list[Any]] = {}
+    for topic, key, value, _ in updates:
+        if value is None:
+            sides[topic].pop(key, None)
+        else:
+            sides[topic][key] = value
+        p, s = sides[left].get(key), sides[right].get(key)
+        if p is not None and s is not None:
+            rows[key] = {"profile": p, "settings": s}
+            want.setdefault(key, []).append(rows[key])
+        elif key in rows:
+            del rows[key]
+            want.setdefault(key, []).append(None)
+
+    app_id = unique_name("ttjoin")
+    app = App(app_id, brokers=kafka_bootstrap, state_dir=tmp_path, commit_interval=0.5,
+              processing_guarantee="exactly_once")  # fmt: skip
+    profiles = app.topic(left, key_type=str, value_type=str, partitions=PARTITIONS)
+    settings = app.topic(right, key_type=str, value_type=str, partitions=PARTITIONS)
+    changes = app.topic(changes_topic, key_type=str, value_type=dict, partitions=PARTITIONS)
+    users = app.table_join(profiles, settings, sink=changes,
+                           joiner=lambda p, s: {"profile": p, "settings": s})  # fmt: skip
+    left_done = written_committed(kafka_bootstrap, app_id, left)
+    right_done = written_committed(kafka_bootstrap, app_id, right)
+    snapshot: dict[str, Any] = {}
+
+    def done() -> bool:
+        if not (left_done() and right_done()):
+            return False
+        snapshot.update(users.as_dict())
+        return True
+
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False), done))
+    records = read_all(kafka_bootstrap, changes_topic, expect=sum(map(len, want.values())))
+    got: dict[str, list[Any]] = {}
+    for m in records:
+        got.setdefault(m.key().decode(), []).append(
+            None if m.value() is None else json.loads(m.value())
+        )
+    assert got == want
+    assert snapshot == rows

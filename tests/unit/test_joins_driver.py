@@ -301,3 +301,89 @@ def test_refunds_example_app(monkeypatch: pytest.MonkeyPatch) -> None:
         ("p2", "r2"),  # r3 is two hours later: outside the window
     ]
     assert flagged == [("a1", {"payment": "p1", "refund": "r1"})]
+
+
+def test_table_table_join_maintains_rows_and_sends_changes() -> None:
+    """A table of (user, profile) joined with (user, settings): rows and changes computed
+    independently in plain Python from the same updates, deletes included."""
+    import random
+
+    app = App("drv-ttjoin", processing_guarantee="exactly_once")
+    profiles = app.topic("drv-profiles", key_type=str, value_type=str, partitions=3)
+    settings = app.topic("drv-settings", key_type=str, value_type=str, partitions=3)
+    changes = app.topic("drv-user-changes", key_type=str, value_type=dict, partitions=3)
+    users = app.table_join(profiles, settings, sink=changes,
+                           joiner=lambda p, s: {"profile": p, "settings": s})  # fmt: skip
+    rng = random.Random(11)
+    updates = []
+    for i in range(200):
+        topic = rng.choice([profiles.name, settings.name])
+        key = f"u{rng.randrange(10)}"
+        value = None if rng.random() < 0.15 else f"{topic[4:7]}{i}"
+        updates.append((topic, key, value))
+
+    # Plain Python: each side a dict; a change per update when both present, or a tombstone
+    # when a side goes away and a row existed.
+    sides: dict[str, dict[str, str]] = {profiles.name: {}, settings.name: {}}
+    rows: dict[str, dict[str, str]] = {}
+    want_changes: dict[str, list[Any]] = {}
+    for topic, key, value in updates:
+        if value is None:
+            sides[topic].pop(key, None)
+        else:
+            sides[topic][key] = value
+        p, s = sides[profiles.name].get(key), sides[settings.name].get(key)
+        if p is not None and s is not None:
+            rows[key] = {"profile": p, "settings": s}
+            want_changes.setdefault(key, []).append(rows[key])
+        elif key in rows:
+            del rows[key]
+            want_changes.setdefault(key, []).append(None)
+
+    async def scenario() -> tuple[list[Any], dict[Any, Any]]:
+        async with TestDriver(app) as driver:
+            # Each update stamped after the previous: the order the worker applies them in
+            # across the two topics (lowest timestamp first), as Kafka Streams would.
+            for i, (topic, key, value) in enumerate(updates):
+                await driver.send(topic, key=key, value=value, timestamp=1_700_000_000.0 + i)
+            await driver.settle()
+            return driver.records(changes.name), users.as_dict()
+
+    outputs, table = asyncio.run(scenario())
+    got_changes: dict[str, list[Any]] = {}
+    for key, value in outputs:
+        got_changes.setdefault(key, []).append(value)
+    assert got_changes == want_changes  # per key, in order
+    assert table == rows
+
+
+def test_users_example_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """apps/users.py over the in-memory broker: a row appears, changes, and goes away."""
+    import importlib
+
+    monkeypatch.setenv("STREAMER_DEMO_PREFIX", "drv-users")
+    users = importlib.reload(importlib.import_module("apps.users"))
+    t0 = 1_700_000_000.0
+
+    async def scenario() -> tuple[list[Any], dict[Any, Any]]:
+        async with TestDriver(users.app) as driver:
+            for i, (topic, key, value) in enumerate([
+                ("drv-users-profiles", "u1", {"name": "Ann"}),
+                ("drv-users-settings", "u1", {"theme": "dark"}),
+                ("drv-users-settings", "u1", {"theme": "light"}),
+                ("drv-users-profiles", "u2", {"name": "Bob"}),
+                ("drv-users-settings", "u2", {"theme": "dark"}),
+                ("drv-users-profiles", "u2", None),
+            ]):  # fmt: skip
+                await driver.send(topic, key=key, value=value, timestamp=t0 + i)
+            await driver.settle()
+            return driver.records("drv-users-user-changes"), driver.table("drv-users-users")
+
+    changes, table = asyncio.run(scenario())
+    assert sorted(changes, key=lambda change: change[0]) == [  # each key's in order
+        ("u1", {"name": "Ann", "theme": "dark"}),
+        ("u1", {"name": "Ann", "theme": "light"}),
+        ("u2", {"name": "Bob", "theme": "dark"}),
+        ("u2", None),
+    ]
+    assert table == {"u1": {"name": "Ann", "theme": "light"}}

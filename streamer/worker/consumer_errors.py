@@ -43,7 +43,9 @@ def on_message_error(
         if state is not None and state.stop_offset is not None:
             state.fetched_to = max(state.fetched_to, message.offset() or 0)
         return
-    if err.fatal():
+    # A consumed error can carry librdkafka's _FATAL code without the fatal flag set (a
+    # KIP-848 heartbeat's fatal error does): the consumer is dead all the same.
+    if err.fatal() or err.code() == KafkaError._FATAL:
         if on_fatal is not None:
             on_fatal(err)
             return

@@ -13,19 +13,23 @@ How the group keeps them together (measured on Kafka 4.1 with librdkafka 2.16, s
 with the broker's ``range`` assignor gives partition *p* of every subscribed topic with the
 same partition count to the same member, and moves them in the same heartbeat, so
 incremental rebalances never split them. It works with transactional offset commits
-(KIP-447) and static membership. The classic protocol's client-side assignors cannot
-(``cooperative-sticky`` spreads each topic on its own), so an app with several co-partitioned
-topics joins its group with that protocol, unless the user chose ``group.protocol``.
+(KIP-447); static membership does not mix well with it (see :func:`with_copartitioning`).
+The classic protocol's client-side assignors cannot (``cooperative-sticky`` spreads each
+topic on its own), so an app with several co-partitioned topics joins its group with that
+protocol, unless the user chose ``group.protocol``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from streamer.errors import ConfigError
 
 if TYPE_CHECKING:
     from streamer.app import App
+
+log = logging.getLogger("streamer.worker")
 
 # Consumer options of the KIP-848 protocol with the broker-side range assignor.
 KIP848_OVERRIDES: dict[str, Any] = {
@@ -81,13 +85,38 @@ def check_declared(app: App) -> None:
                 )
 
 
-def group_overrides(app: App, sources: list[str]) -> dict[str, Any]:
-    """Consumer options that keep co-partitioned partitions together: the KIP-848 protocol
-    when several topics own tables and the user set no ``group.protocol``; else none."""
+def with_copartitioning(app: App, sources: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The consumer options ``overrides`` with what keeps co-partitioned partitions
+    together: the KIP-848 protocol when several topics own tables and the user set no
+    ``group.protocol``; else ``overrides`` unchanged.
+
+    Under that protocol the worker's ``instance_id`` is not used as ``group.instance.id``
+    (it still names the transactional id, which is what fences a predecessor under
+    exactly-once): a static member killed with ``kill -9`` cannot join again under the same
+    id until the broker's session timeout expires (UNRELEASED_INSTANCE_ID, a fatal error in
+    librdkafka), which a restarted worker would otherwise meet every time; and the protocol's
+    incremental assignment already avoids the stop-the-world rebalances static membership
+    works around. A ``group.instance.id`` set in ``consumer_config`` is kept.
+    """
     configured = {**app.settings.kafka_config, **app.settings.consumer_config}
     if len(sources) < 2 or "group.protocol" in configured:
-        return {}
-    return dict(KIP848_OVERRIDES)
+        return overrides
+    result = {**overrides, **KIP848_OVERRIDES}
+    if "group.instance.id" in result and "group.instance.id" not in configured:
+        del result["group.instance.id"]
+        log.info(
+            "topics %s are co-partitioned: the group uses the KIP-848 protocol, without "
+            "static membership (instance_id %r still names the transactional id)",
+            ", ".join(sources),
+            app.settings.instance_id,
+        )
+    return result
 
 
-__all__ = ["KIP848_OVERRIDES", "check_counts", "check_declared", "group_overrides", "table_sources"]
+__all__ = [
+    "KIP848_OVERRIDES",
+    "check_counts",
+    "check_declared",
+    "table_sources",
+    "with_copartitioning",
+]

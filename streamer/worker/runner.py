@@ -45,7 +45,7 @@ from streamer.topics import Topic
 from streamer.web import bind_web
 from streamer.worker.committer import Committer
 from streamer.worker.consumer_errors import on_message_error
-from streamer.worker.copartition import check_declared, group_overrides
+from streamer.worker.copartition import check_declared, with_copartitioning
 from streamer.worker.global_tables import GlobalTables, start_global_tables
 from streamer.worker.lanes import LaneContext, settle_undecodable
 from streamer.worker.membership import GroupMembership
@@ -220,7 +220,9 @@ class Worker(GroupMembership):
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
             # Several topics own tables: keep partition p of each on one worker.
-            consumer_overrides.update(group_overrides(self.app, sorted(self._tables.source_topics)))
+            consumer_overrides = with_copartitioning(
+                self.app, sorted(self._tables.source_topics), consumer_overrides
+            )
             self.metrics.watch_group(
                 admin, self.app.group_id, {t: counts[t] for t in self._sources}
             )

@@ -176,3 +176,48 @@ def test_windowed_join_is_exactly_once_through_scale_out_kill_9_and_scale_in(
     got = sorted((v["payment"], v["refund"]) for v in (json.loads(m.value()) for m in records))
     assert len(got) == len(set(got)), "a pair emitted twice"
     assert got == want, f"{len(got)} pairs, {len(want)} expected"
+
+
+def test_a_killed_worker_restarted_under_its_instance_id_finishes_the_join(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
+) -> None:
+    """`streamer worker --instance w0`, killed with SIGKILL and started again at once under
+    the same instance id: it joins the group (the KIP-848 protocol without static
+    membership; a static member would be refused until the broker's session timeout) and
+    finishes the enrichment exactly once."""
+    env = {
+        "STREAMER_BROKERS": kafka_bootstrap,
+        "TEST_APP_ID": unique_name("join-restart"),
+        "TEST_CUSTOMERS": create_topic("customers", partitions=PARTITIONS),
+        "TEST_ORDERS": create_topic("orders", partitions=PARTITIONS),
+        "TEST_OUT": create_topic("enriched", partitions=PARTITIONS),
+        "TEST_PARTITIONS": str(PARTITIONS),
+        "TEST_DELAY": "0.05",
+        "STREAMER_STATE_DIR": str(tmp_path / "state"),
+    }
+    customers, orders = scenario(rounds=6)
+    produce_timed(kafka_bootstrap, env["TEST_CUSTOMERS"], customers)
+    produce_timed(kafka_bootstrap, env["TEST_ORDERS"], orders)
+    group, topic = env["TEST_APP_ID"], env["TEST_ORDERS"]
+    total = sum(end_offsets(kafka_bootstrap, topic, PARTITIONS).values())
+
+    def done_orders() -> int:
+        return sum(max(o, 0) for o in committed(kafka_bootstrap, group, topic, PARTITIONS).values())
+
+    first = WorkerProcess("tests.apps.join_app", env, tmp_path, "first", instance="w0")
+    second = None
+    try:
+        wait_until(lambda: done_orders() > 0, "no progress", workers=[first])
+        first.kill()
+        assert done_orders() < total, "all processed before the crash: make TEST_DELAY larger"
+        second = WorkerProcess("tests.apps.join_app", env, tmp_path, "second", instance="w0")
+        wait_until(lambda: done_orders() == total, "orders not all committed after the restart",
+                   timeout=120, workers=[second])  # fmt: skip
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+    records = read_all(kafka_bootstrap, env["TEST_OUT"], expect=len(orders))
+    got = [json.loads(m.value()) for m in records]
+    assert len(got) == len({g["order"] for g in got}) == len(orders)
+    assert {g["order"]: g["customer"] for g in got} == expected(customers, orders)

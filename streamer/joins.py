@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamer.agents import Stream, make_agent
 from streamer.errors import ConfigError
+from streamer.policy import ErrorPolicy
 from streamer.state.global_table import GlobalTable
 from streamer.state.stream_join import Joiner, StreamJoin
 from streamer.state.table_join import JoinedTable, TableJoin
@@ -23,6 +24,10 @@ from streamer.state.versioned import VersionedTable
 if TYPE_CHECKING:
     from streamer.app import App
     from streamer.topics import Topic
+
+# The internal agents below run no user code that a policy could retry or dead-letter (a
+# failing joiner stops the worker): no dead-letter topic is created for them.
+_INLINE_POLICY = ErrorPolicy(on_exhausted="stop")
 
 
 def declare_global_table(
@@ -60,7 +65,7 @@ def declare_table_from(app: App, topic: Topic, name: str | None, history: float)
             pass
 
     loader = make_agent(load, [topic], sinks=[], concurrency=1, name=f"{name}-loader",
-                        internal=True)  # fmt: skip
+                        internal=True, on_error=_INLINE_POLICY)  # fmt: skip
     app.agents.append(replace(loader, table=table))
     app.tables[name] = table
     return table
@@ -97,7 +102,7 @@ def declare_join(
             yield
 
     agent = make_agent(pair, [left, right], sinks=[sink], concurrency=1, name=f"{name}-joiner",
-                       internal=True)  # fmt: skip
+                       internal=True, on_error=_INLINE_POLICY)  # fmt: skip
     app.agents.append(replace(agent, table=join))
     app.joins[name] = join
     return join
@@ -136,7 +141,8 @@ def declare_table_join(
             yield
 
     agent = make_agent(maintain, [left, right], sinks=[sink] if sink is not None else [],
-                       concurrency=1, name=f"{name}-maintainer", internal=True)  # fmt: skip
+                       concurrency=1, name=f"{name}-maintainer", internal=True,
+                       on_error=_INLINE_POLICY)  # fmt: skip
     app.agents.append(replace(agent, table=join))
     app.joins[name] = join
     return result

@@ -74,7 +74,7 @@ class TableManager:
         self._holdings: dict[int, _Holding] = {}
         # Set by the worker when the app has global tables: no partition starts before it.
         self.gate: asyncio.Event | None = None
-        self._gated: set[PartitionState] = set()  # waiting for the gate
+        self._gated: dict[PartitionState, asyncio.Task[None]] = {}  # waiting for the gate
         self.metrics: WorkerMetrics | None = None  # the worker's, for recovery progress
         # Kafka's id of each changelog topic (set by the worker at start; empty: unknown).
         self.changelog_ids: dict[str, str] = {}
@@ -121,15 +121,15 @@ class TableManager:
         if gate is None or gate.is_set():
             self._start(state)
             return
-        self._gated.add(state)
 
         async def when_open() -> None:
             await gate.wait()
-            if state in self._gated:  # not released meanwhile
-                self._gated.discard(state)
-                self._start(state)
+            del self._gated[state]
+            self._start(state)
 
-        task = asyncio.ensure_future(when_open())
+        # Cancelled when the partition is released first (the gate may never open: global
+        # tables that fail to restore stop the worker).
+        task = self._gated[state] = asyncio.ensure_future(when_open())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -261,7 +261,10 @@ class TableManager:
     def release(self, state: PartitionState) -> None:
         """``state`` is no longer ours. When it was the last owned partition of its number,
         close the table partitions, or stop their recovery first (which closes them)."""
-        self._gated.discard(state)
+        gated = self._gated.pop(state, None)
+        if gated is not None:
+            gated.cancel()
+            return
         holding = self._holdings.get(state.partition)
         if holding is None or state not in holding.states:
             return

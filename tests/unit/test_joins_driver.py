@@ -387,3 +387,36 @@ def test_users_example_app(monkeypatch: pytest.MonkeyPatch) -> None:
         ("u2", None),
     ]
     assert table == {"u1": {"name": "Ann", "theme": "light"}}
+
+
+def test_a_global_table_that_cannot_be_restored_stops_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Restoring fails for good (not a transient Kafka error): the worker stops with one
+    line naming the global tables, instead of waiting forever with its partitions gated."""
+    import streamer.worker.global_tables as global_tables
+    from streamer.errors import RestoreFailed
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(global_tables, "restore", broken)
+    app = App("drv-global-broken")
+    orders = app.topic("drv-gb-orders", key_type=str, value_type=str, partitions=2)
+    app.global_table("drv-gb-customers", value_type=str)
+
+    @app.agent(orders)
+    async def use(stream: Stream) -> None:
+        async for _ in stream:
+            pass
+
+    async def scenario() -> None:
+        driver = TestDriver(app)
+        driver.broker.create_topic("drv-gb-customers", 1)
+        await driver.send("drv-gb-customers", key="c1", value="v")
+        async with driver:
+            await driver.send(orders.name, key="o1", value="x")
+            await driver.settle()
+
+    with pytest.raises(RestoreFailed, match=r"global tables: .*disk on fire"):
+        asyncio.run(asyncio.wait_for(scenario(), 30))

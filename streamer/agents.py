@@ -109,6 +109,10 @@ class Agent:
     rate_limit_per_key: Rate | None = None  # events per second of one key
     # Topics whose records carry a due time (streamer.delays): lanes hold each until due.
     held: frozenset[str] = frozenset()
+    # What this internal agent's records are applied to on dispatch (streamer.worker.inline):
+    # the VersionedTable of app.table_from, the StreamJoin of app.join, the TableJoin of
+    # app.table_join. None for every other agent.
+    table: Any = None
 
     def __call__(self, stream: Stream) -> Any:
         return self.fn(stream)

@@ -20,18 +20,22 @@ from streamer.delays import (
 )
 from streamer.errors import ConfigError
 from streamer.events import Event, Record
+from streamer.joins import JoinDeclarations
 from streamer.kafka.backend import Backend
 from streamer.outside import Outside, active
 from streamer.policy import ErrorPolicy
 from streamer.replies import ReplyClient
 from streamer.serde import Serde, serde_for
 from streamer.settings import Settings, load_settings
+from streamer.state.global_table import GlobalTable
+from streamer.state.stream_join import StreamJoin
 from streamer.state.table import Table
+from streamer.state.table_join import TableJoin
 from streamer.timers import Timer, TimerFn, make_timer
 from streamer.topics import Topic
 
 
-class App:
+class App(JoinDeclarations):
     """A streamer application.
 
     ``App(id, brokers=..., **settings)``: ``id`` names the consumer group (unless
@@ -57,6 +61,8 @@ class App:
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
         self.tables: dict[str, Table[Any, Any]] = {}
+        self.global_tables: dict[str, GlobalTable] = {}
+        self.joins: dict[str, StreamJoin | TableJoin] = {}
         self.timers: list[Timer] = []
         # The clients topic.send()/agent.ask() use outside a worker (built on first use).
         self._outside = Outside(id, self._settings)

@@ -21,8 +21,10 @@ from streamer.app import App
 from streamer.cli.client_config import client_options, load_cli_app
 from streamer.cli.render import render_table
 from streamer.errors import ConfigError, SerializationError
-from streamer.state.store import CHANGELOG_OFFSET, PartitionStore, table_path
+from streamer.state.global_table import GlobalTable
+from streamer.state.store import CHANGELOG_OFFSET, PartitionStore, global_table_path, table_path
 from streamer.state.table import Table
+from streamer.state.versioned import VersionedTable, as_of, unpack
 from streamer.state.window_store import CLOSED_FLAG, META_KEY, split_key
 
 
@@ -62,7 +64,7 @@ def tables(app_path: str, rest: tuple[str, ...], as_json: bool) -> None:
             "`streamer tables APP get TABLE KEY`"
         )
     app = load_cli_app(app_path)
-    if not app.tables:
+    if not app.tables and not app.global_tables:
         raise ConfigError(f"app {app.id!r} declares no tables")
     if rest:
         _get(app, rest[1], rest[2], as_json)
@@ -71,7 +73,20 @@ def tables(app_path: str, rest: tuple[str, ...], as_json: bool) -> None:
 
 
 def _table_dir(app: App, table: str) -> Path:
+    if table in app.global_tables:
+        return global_table_path(app.settings.state_dir, app.id, table)
     return table_path(app.settings.state_dir, app.id, table)
+
+
+def _windowed(app: App, name: str) -> bool:
+    table = app.tables.get(name)
+    return table is not None and table.windowed is not None
+
+
+def _changelog(app: App, name: str) -> str:
+    """Where the table's content lives in Kafka: its changelog, or a global table's topic."""
+    table = app.tables.get(name)
+    return table.changelog if table is not None else f"{app.global_tables[name].topic} (global)"
 
 
 def _partition_dirs(app: App, table: str) -> list[tuple[int, Path]]:
@@ -135,16 +150,15 @@ def _human(size: int) -> str:
 def _list(app: App, as_json: bool) -> None:
     infos = {
         name: [
-            _inspect(name, p, path, app.tables[name].windowed is not None)
-            for p, path in _partition_dirs(app, name)
+            _inspect(name, p, path, _windowed(app, name)) for p, path in _partition_dirs(app, name)
         ]
-        for name in sorted(app.tables)
+        for name in sorted({*app.tables, *app.global_tables})
     }
     if as_json:
         records = [
             {
                 "table": name,
-                "changelog": app.tables[name].changelog,
+                "changelog": _changelog(app, name),
                 "partitions": [
                     {
                         "partition": i.partition,
@@ -155,7 +169,7 @@ def _list(app: App, as_json: bool) -> None:
                         "error": i.error,
                         **(
                             {"late_events": i.late_events, "stream_time": _seconds(i.stream_time)}
-                            if app.tables[name].windowed is not None
+                            if _windowed(app, name)
                             else {}
                         ),
                     }
@@ -179,7 +193,7 @@ def _list(app: App, as_json: bool) -> None:
     click.echo(render_table(headers, rows))
 
 
-def _encode_key(table: Table[Any, Any], text: str) -> bytes:
+def _encode_key(table: Table[Any, Any] | GlobalTable, text: str) -> bytes:
     """KEY as the table stores it: text for str keys, int/float for numeric serdes, else JSON
     (falling back to the text itself when it is not JSON)."""
     serde = table.key_serde
@@ -228,13 +242,14 @@ def _seconds(millis: int | None) -> float | None:
 
 
 def _get(app: App, name: str, key: str, as_json: bool) -> None:
-    table = app.tables.get(name)
+    table: Table[Any, Any] | GlobalTable | None = app.tables.get(name) or app.global_tables.get(
+        name
+    )
     if table is None:
-        raise ConfigError(
-            f"app {app.id!r} has no table {name!r}; its tables: {', '.join(sorted(app.tables))}"
-        )
+        known = ", ".join(sorted({*app.tables, *app.global_tables}))
+        raise ConfigError(f"app {app.id!r} has no table {name!r}; its tables: {known}")
     data = _encode_key(table, key)
-    if table.windowed is not None:
+    if isinstance(table, Table) and table.windowed is not None:
         _get_windows(app, table, key, data, as_json)
         return
     searched: list[int] = []
@@ -245,6 +260,8 @@ def _get(app: App, name: str, key: str, as_json: bool) -> None:
         finally:
             store.close()
         searched.append(partition)
+        if isinstance(table, VersionedTable):  # its newest version (see state/versioned.py)
+            raw = as_of(unpack(raw), None)
         if raw is None:
             continue
         try:

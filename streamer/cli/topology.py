@@ -108,7 +108,9 @@ def describe(app: App) -> Topology:
         topology.topics[topic.name] = _topic(topic)
     for agent in app.agents:
         policy = app.policy_for(agent)
-        group_by = agent.name.removesuffix("-repartitioner") if agent.internal else None
+        # Internal agents are group_by repartitioners, or joins' (agent.table: see joins.py).
+        regroups = agent.internal and agent.table is None
+        group_by = agent.name.removesuffix("-repartitioner") if regroups else None
         topology.agents.append(
             AgentInfo(
                 agent.name,

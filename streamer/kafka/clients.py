@@ -32,6 +32,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "session.timeout.ms": 10000,
     "heartbeat.interval.ms": 1000,
 }
+# Options of the classic group protocol that the KIP-848 one (group.protocol=consumer) sets
+# on the broker instead.
+CLASSIC_ONLY = ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms")
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 5,
@@ -144,6 +147,11 @@ def consumer_config(
     config["error_cb"] = watch if watch is not None else _log_client_error
     config["logger"] = _client_log
     config.update(overrides)
+    if config.get("group.protocol") == "consumer":
+        # KIP-848: the broker owns these (librdkafka refuses them); see worker/copartition.
+        for name in CLASSIC_ONLY:
+            if name not in overrides:
+                config.pop(name, None)
     return config
 
 

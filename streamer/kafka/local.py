@@ -361,6 +361,13 @@ class LocalKafka:
             # Test groups should join at once rather than wait 3 s for more members.
             "group.initial.rebalance.delay.ms": "0",
             "group.min.session.timeout.ms": "1000",
+            # The KIP-848 group protocol (apps whose tables several topics feed, see
+            # streamer.worker.copartition) keeps its timeouts on the broker: the same as the
+            # classic ones streamer's consumers set (10 s session, 1 s heartbeat).
+            "group.consumer.session.timeout.ms": "10000",
+            "group.consumer.min.session.timeout.ms": "1000",
+            "group.consumer.heartbeat.interval.ms": "1000",
+            "group.consumer.min.heartbeat.interval.ms": "1000",
             # Topics exist because someone declared them, never by a typo in a consumer.
             "num.partitions": "1",
             "auto.create.topics.enable": "false",

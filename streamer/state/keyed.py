@@ -143,6 +143,9 @@ class KeyedTable(Generic[K, V]):
         self.value_serde = value_serde
         self.partitions = partitions
         self._owned: dict[int, TablePartition] = {}
+        # The topic it is built from (app.table_from; see versioned.py), None for a table
+        # agents write.
+        self.source_topic: str | None = None
         # Set when the table is made windowed: its keys are then windows (see windows.py),
         # which plain writes must not forge.
         self.holds_windows = False

@@ -34,6 +34,12 @@ def table_path(state_dir: str | Path, app_id: str, table: str) -> Path:
     return Path(state_dir) / app_id / table
 
 
+def global_table_path(state_dir: str | Path, app_id: str, table: str) -> Path:
+    """Where global table ``table`` keeps its (every) partition on this machine: apart from
+    the partitioned tables, under ``global/``."""
+    return Path(state_dir) / app_id / "global" / table
+
+
 def partition_path(state_dir: str | Path, app_id: str, table: str, partition: int) -> Path:
     """The one layout of local state: ``state_dir/<app id>/<table>/<partition>``, a RocksDB
     database per table partition (the worker, the ops tools and the CLI all go through

@@ -34,6 +34,7 @@ from streamer.kafka.memory import MemoryBackend, MemoryBroker, Record, partition
 from streamer.kafka.memory_consumer import MemoryConsumer
 from streamer.outside import Outside, Redirection, redirect, restore
 from streamer.settings import Settings
+from streamer.state.store import CHANGELOG_OFFSET
 from streamer.state.windows import OnLate, WindowedTable
 from streamer.testing.clock import SimulatedClock
 from streamer.worker import Worker
@@ -288,7 +289,8 @@ class TestDriver:
 
     async def settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
         """Return when every record of every topic the worker reads is processed and its
-        offset committed (outputs that feed the app's own agents included).
+        offset committed (outputs that feed the app's own agents included), and every
+        global table holds its topic to the end.
 
         Commits are asked for here rather than by moving simulated time (which would also
         fire timers and close windows): the pump's own checkpoint, called between its turns.
@@ -329,6 +331,12 @@ class TestDriver:
                         state = self._worker._states.get((topic, p)) if self._worker else None
                         if state is None or not _waiting_until_due(state, self.clock.time()):
                             out.append(f"{topic}[{p}]")
+            for table in self.app.global_tables.values():  # restored, then followed
+                for p in range(len(self.broker.topics.get(table.topic, []))):
+                    store = table.stores.get(p) if table.restored else None
+                    at = store.meta_offset(CHANGELOG_OFFSET) if store is not None else None
+                    if at is None or at < self.broker.data_end(table.topic, p):
+                        out.append(f"global table {table.name}[{p}]")
         return out
 
     async def advance(self, seconds: float) -> None:

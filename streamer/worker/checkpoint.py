@@ -138,7 +138,8 @@ class Checkpoint:
             for state in states
             if state.next_commit is not None and state.next_commit != state.committed
         ]
-        parts = [part for state in states for part in state.tables if part.dirty]
+        # Co-partitioned partitions of one number share their table partitions: once each.
+        parts = list(dict.fromkeys(part for state in states for part in state.tables if part.dirty))
         if due or parts or self._pending_work():
             with self.timer:  # observes the duration, or counts the failure it raises
                 self._commit(due, parts, states, time.monotonic() + timeout)

@@ -43,8 +43,9 @@ def on_message_error(
         if state is not None and state.stop_offset is not None:
             state.fetched_to = max(state.fetched_to, message.offset() or 0)
         return
-    # librdkafka hands a fenced static member's fatal error to the consumer as a message
-    # with code _FATAL whose fatal() is False (and not to error_cb): check both.
+    # librdkafka hands some fatal errors to the consumer as a message with code _FATAL whose
+    # fatal() is False, not to error_cb (a fenced static member, a KIP-848 heartbeat's
+    # fatal error): check both.
     if err.fatal() or err.code() == KafkaError._FATAL:
         if on_fatal is not None:
             on_fatal(err)

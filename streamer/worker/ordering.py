@@ -89,6 +89,12 @@ def topic_groups(app: App) -> dict[str, int]:
         names = [topic.name for topic in agent.topics]
         for name in names:
             parent[find(name)] = find(names[0])
+    # A table built from a topic is read by the app's other agents as of their events'
+    # time, and joins pair by time: their topics and the agents' feed one stream time.
+    if app.joins or any(table.source_topic for table in app.tables.values()):
+        joined = [t.name for a in app.agents if not a.internal or a.table for t in a.topics]
+        for name in joined:
+            parent[find(name)] = find(joined[0])
     roots = sorted({find(name) for name in parent})
     return {name: roots.index(find(name)) for name in parent}
 
@@ -101,9 +107,10 @@ def ordered(
     clock: Clock,
 ) -> Consumer:
     """``consumer`` wrapped in an :class:`OrderedConsumer` when the app needs event-time
-    order (it declares a windowed table, and the worker's ``settings`` turn ``event_order``
-    on); else ``consumer``."""
-    if not settings.event_order or not any(t.windowed for t in app.tables.values()):
+    order (it declares a windowed table, a table built from a topic or a join, and the
+    worker's ``settings`` turn ``event_order`` on); else ``consumer``."""
+    needs = any(t.windowed or t.source_topic for t in app.tables.values()) or bool(app.joins)
+    if not settings.event_order or not needs:
         return consumer
     wrapped = OrderedConsumer(
         consumer, topic_groups(app), states, settings.event_order_wait,

@@ -21,14 +21,10 @@ from streamer.errors import KafkaOperationError, OutputRefused
 from streamer.kafka.clients import describe, is_transient
 from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
 from streamer.worker.committer import Committer
+from streamer.worker.inline import lane_class
 from streamer.worker.lane_task import run_lane
-from streamer.worker.lanes import Lane, LaneContext
-from streamer.worker.partition import (
-    Effects,
-    PartitionState,
-    WorkerStats,
-    format_partitions,
-)
+from streamer.worker.lanes import LaneContext
+from streamer.worker.partition import Effects, PartitionState, WorkerStats, format_partitions
 
 if TYPE_CHECKING:
     from streamer.agents import Agent
@@ -99,8 +95,9 @@ class PartitionOwnership:
             state = PartitionState(tp.topic, tp.partition, self._released.append, self.stats)
             for agent in self._subscribers.get(tp.topic, []):
                 ctx = self._lane_contexts[agent.name]
+                make = lane_class(agent.table)  # tables from topics, joins: on dispatch
                 lanes = [
-                    Lane(
+                    make(
                         state,
                         agent,
                         i,

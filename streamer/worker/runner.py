@@ -43,6 +43,8 @@ from streamer.settings import Settings, redact
 from streamer.topics import Topic
 from streamer.worker.committer import Committer
 from streamer.worker.consumer_errors import on_message_error
+from streamer.worker.copartition import check_declared, with_copartitioning
+from streamer.worker.global_tables import GlobalTables, start_global_tables
 from streamer.worker.lanes import LaneContext, settle_undecodable
 from streamer.worker.membership import GroupMembership
 from streamer.worker.metrics import WorkerMetrics
@@ -134,6 +136,7 @@ class Worker(GroupMembership):
         self._rewind_pending = False
         self._rewind_not_before = 0.0
         self._stop_error: StreamerError | None = None  # why the stop was not clean
+        self._globals: GlobalTables | None = None
         self.stopped = asyncio.Event()
         self.metrics = WorkerMetrics(
             app,
@@ -185,6 +188,7 @@ class Worker(GroupMembership):
             auto_create=s.topic_auto_create,
             default_replication=s.topic_replication,
         )
+        check_declared(self.app)  # co-partitioned counts, before anything is created
         counts = ensure(list(specs.values()))
         self._tables = TableManager(
             self.app,
@@ -224,6 +228,11 @@ class Worker(GroupMembership):
         }
         await asyncio.get_running_loop().run_in_executor(None, wait_for_topics, admin, visible)
         consumer_overrides = {**client_config, **s.consumer_config}
+        # Global tables restore before any partition starts (the table manager's gate).
+        self._globals = start_global_tables(
+            self.app, s.brokers, self.backend, self._tables, self._fail, admin, counts,
+            client_config,
+        )  # fmt: skip
         if self._replay is not None:
             await self._start_replay(consumer_overrides)
         else:
@@ -231,6 +240,10 @@ class Worker(GroupMembership):
             verify_access(admin, self.app, self.group_id)
             if s.instance_id:
                 consumer_overrides.setdefault("group.instance.id", s.instance_id)
+            # Several topics own tables: keep partition p of each on one worker.
+            consumer_overrides = with_copartitioning(
+                self.app, sorted(self._tables.source_topics), consumer_overrides
+            )
             self.readiness.watch_group(admin, self.group_id, {t: counts[t] for t in self._sources})
             log.debug("consumer overrides: %s", redact(consumer_overrides))
             self._join_group(consumer_overrides)
@@ -261,6 +274,8 @@ class Worker(GroupMembership):
             try:
                 await self._shutdown()
             finally:
+                if self._globals is not None:
+                    await self._globals.stop()
                 await web.close()
                 if self._handle_signals:
                     for sig in (signal.SIGINT, signal.SIGTERM):

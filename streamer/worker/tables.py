@@ -27,6 +27,8 @@ from streamer.kafka.clients import describe, is_transient
 from streamer.state.keyed import TablePartition
 from streamer.state.recovery import RecoveryResult, restore
 from streamer.state.store import PartitionStore, partition_path
+from streamer.worker.copartition import check_counts, table_sources
+from streamer.worker.inline import drain_inline
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.partition import PartitionState
 from streamer.worker.standby import StandbyManager
@@ -62,48 +64,49 @@ class TableManager:
         self.tables = list(app.tables.values())
         self._consumer_config = consumer_config
         self._open: dict[Path, asyncio.Event] = {}
-        self._cancel: dict[PartitionState, threading.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.restored_records = 0
         self.standby: StandbyManager | None = None
-        self.source_topic: str | None = None  # the topic whose partitions own the tables
+        self.source_topic: str | None = None  # the first of source_topics (for messages)
+        # The co-partitioned topics whose partitions own the tables (by partition number).
+        self.source_topics: set[str] = set()
+        # Partition number -> the table partitions of it, shared by every owned partition
+        # of that number (one restore, one set of stores).
+        self._holdings: dict[int, _Holding] = {}
+        # Set by the worker when the app has global tables: no partition starts before it.
+        self.gate: asyncio.Event | None = None
+        self._gated: dict[PartitionState, asyncio.Task[None]] = {}  # waiting for the gate
         self.metrics = metrics  # the worker's, for recovery progress
         # Kafka's id of each changelog topic (set by the worker at start; empty: unknown).
         self.changelog_ids: dict[str, str] = {}
 
     def changelog_specs(self, source_partitions: dict[str, int]) -> list[TopicSpec]:
-        """Changelog topics, co-partitioned with the source topic (DESIGN §2 rule 6): the
-        one topic the app's own agents read (a group_by's repartitioner reads the topic it
-        re-keys, but owns no table; agents reading a windowed table's change stream own
-        none either)."""
+        """Changelog topics, co-partitioned with the topics that own the tables (DESIGN §2
+        rule 6; see :mod:`streamer.worker.copartition`): those all have the same partition
+        count (ConfigError naming both counts otherwise), and table partition *p* belongs
+        to partition number *p* of any of them."""
         if not self.tables:
             return []
-        # Windowed tables' change streams (stream_to) are outputs of the tables, not sources.
-        streams = {t for table in self.tables if table.windowed for t in table.windowed.streams}
-        user_topics = {
-            t.name for a in self.app.agents if not a.internal for t in a.topics
-        } - streams
-        source_partitions = {n: c for n, c in source_partitions.items() if n in user_topics}
-        if len(source_partitions) != 1 and any(a.held for a in self.app.agents if not a.internal):
+        sources = table_sources(self.app)
+        source_partitions = {n: c for n, c in source_partitions.items() if n in sources}
+        if any(a.held for a in self.app.agents if not a.internal):
             raise ConfigError(
                 f"app {self.app.id!r} has tables and an agent with retry_topics (non-blocking "
                 "retries read retry topics too, and would apply a key's events out of order "
                 "to its tables): use blocking retries (the default) for agents with tables"
             )
-        if len(source_partitions) != 1:
-            raise ConfigError(
-                f"app {self.app.id!r} has tables and reads {len(source_partitions)} topics "
-                f"({', '.join(sorted(source_partitions))}); a table is co-partitioned with one "
-                "source topic: put the agents that use tables in an app of their own"
-            )
-        ((source, count),) = source_partitions.items()
-        self.source_topic = source
+        count = check_counts(dict(source_partitions))
+        if count is None:  # a replay of a topic that owns no table (a group_by's source)
+            self.source_topics = set()
+            return []
+        self.source_topics = set(source_partitions)
+        self.source_topic = min(source_partitions)
         specs = []
         for table in self.tables:
             if table.partitions is not None and table.partitions != count:
                 raise ConfigError(
                     f"table {table.name!r} is declared with {table.partitions} partitions but "
-                    f"its source topic {source!r} has {count}; they must match"
+                    f"its source topic {self.source_topic!r} has {count}; they must match"
                 )
             table.partitions = count
             specs.append(TopicSpec(table.changelog, count, None, dict(CHANGELOG_CONFIG)))
@@ -117,41 +120,66 @@ class TableManager:
         return partition_path(self.state_dir, self.app.id, table_name, partition)
 
     def start(self, state: PartitionState) -> None:
-        """Restore ``state``'s table partitions in the background, then set ``state.ready``.
-        Only partitions of the tables' source topic own table partitions."""
-        if not self.tables or state.topic != self.source_topic:
-            state.ready.set()
+        """Start ``state``'s tables (below), once the ``gate`` is open: the worker's global
+        tables are restored (streamer.worker.global_tables)."""
+        gate = self.gate
+        if gate is None or gate.is_set():
+            self._start(state)
             return
-        cancel = threading.Event()
-        self._cancel[state] = cancel
-        task = asyncio.ensure_future(self._restore(state, cancel))
+
+        async def when_open() -> None:
+            await gate.wait()
+            del self._gated[state]
+            self._start(state)
+
+        # Cancelled when the partition is released first (the gate may never open: global
+        # tables that fail to restore stop the worker).
+        task = self._gated[state] = asyncio.ensure_future(when_open())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _restore(self, state: PartitionState, cancel: threading.Event) -> None:
+    def _start(self, state: PartitionState) -> None:
+        """Give ``state`` its table partitions, restored in the background (once per
+        partition number, whichever co-partitioned topic's partition came first), then set
+        ``state.ready``. Partitions of other topics own no table partition: ready at once."""
+        if not self.tables or state.topic not in self.source_topics:
+            state.ready.set()
+            return
+        holding = self._holdings.get(state.partition)
+        if holding is None:
+            holding = self._holdings[state.partition] = _Holding(state.partition)
+            task = asyncio.ensure_future(self._restore(holding))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        holding.states.add(state)
+        state.tables = holding.parts  # shared: the checkpoint writes each part once
+        if holding.restored:
+            _set_ready([state])
+
+    async def _restore(self, holding: _Holding) -> None:
         """Supervised: a failure that survives its retries closes the partition's stores and
         reports a RestoreFailed to ``on_fatal`` (the worker stops); nothing is left raised
         in the task for nobody to see."""
         try:
-            await self._restore_tables(state, cancel)
+            await self._restore_tables(holding)
         except Exception as exc:
-            self._cancel.pop(state, None)
-            self._failed(state, exc)
+            self._failed(holding, exc)
             return
-        self._cancel.pop(state, None)
-        if cancel.is_set():  # revoked meanwhile: the stores are ours to close
-            self._close(state)
+        if holding.cancel.is_set():  # released meanwhile: the stores are ours to close
+            self._close(holding)
             return
-        for part in state.tables:
+        for part in holding.parts:
             part.table.attach(part)
-        state.ready.set()
+        holding.restored = True
+        _set_ready(list(holding.states))
 
-    async def _restore_tables(self, state: PartitionState, cancel: threading.Event) -> None:
+    async def _restore_tables(self, holding: _Holding) -> None:
         loop = asyncio.get_running_loop()
+        partition, cancel = holding.partition, holding.cancel
         if self.standby is not None:  # a warm copy: the standby hands its stores over
-            await self.standby.take(state.partition)
+            await self.standby.take(partition)
         for table in self.tables:
-            path = self.path(table.name, state.partition)
+            path = self.path(table.name, partition)
             while path in self._open:  # a previous owner of this path is still closing
                 await self._open[path].wait()
             self._open[path] = asyncio.Event()
@@ -160,8 +188,8 @@ class TableManager:
             except BaseException:
                 self._release_path(path)
                 raise
-            part = TablePartition(table, state.partition, store)
-            state.tables.append(part)
+            part = TablePartition(table, partition, store)
+            holding.parts.append(part)
             if cancel.is_set():
                 return
             result = await self._restore_part(part, cancel)
@@ -217,38 +245,52 @@ class TableManager:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    def _failed(self, state: PartitionState, exc: Exception) -> None:
-        """Stop restoring ``state`` for good: close and release its stores, tell the worker."""
+    def _failed(self, holding: _Holding, exc: Exception) -> None:
+        """Stop restoring ``holding`` for good: close and release its stores, tell the
+        worker."""
         error = (
             exc
             if isinstance(exc, RestoreFailed)
             else RestoreFailed(
-                f"restoring the tables of {state.label} failed: {describe(exc)}; the worker stops"
+                f"restoring the tables of partition {holding.partition} failed: "
+                f"{describe(exc)}; the worker stops"
             )
         )
         log.error("%s", error, exc_info=not isinstance(exc, RestoreFailed))
-        self._close(state, give_back=False)
+        if self._holdings.get(holding.partition) is holding:
+            del self._holdings[holding.partition]
+        self._close(holding, give_back=False)
         if self.on_fatal is not None:
             self.on_fatal(error)
 
     def release(self, state: PartitionState) -> None:
-        """``state`` is no longer ours: close its stores, or stop its recovery first."""
-        if state.topic != self.source_topic:
+        """``state`` is no longer ours. When it was the last owned partition of its number,
+        close the table partitions, or stop their recovery first (which closes them)."""
+        gated = self._gated.pop(state, None)
+        if gated is not None:
+            gated.cancel()
             return
-        cancel = self._cancel.get(state)
-        if cancel is not None:
-            cancel.set()  # the recovery task closes the stores when its thread returns
+        holding = self._holdings.get(state.partition)
+        if holding is None or state not in holding.states:
             return
-        self._close(state)
+        holding.states.discard(state)
+        state.tables = []
+        if holding.states:  # a co-partitioned partition of the same number stays here
+            return
+        del self._holdings[state.partition]
+        if not holding.restored:
+            holding.cancel.set()  # the recovery task closes the stores when it returns
+            return
+        self._close(holding)
 
-    def _close(self, state: PartitionState, *, give_back: bool = True) -> None:
-        for part in state.tables:
+    def _close(self, holding: _Holding, *, give_back: bool = True) -> None:
+        for part in holding.parts:
             part.table.detach(part.partition)
             part.store.close()
             self._release_path(part.store.path)
-        state.tables.clear()
+        holding.parts.clear()
         if give_back and self.standby is not None:  # keep following it, warm, from there
-            task = asyncio.ensure_future(self.standby.give_back(state.partition))
+            task = asyncio.ensure_future(self.standby.give_back(holding.partition))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -262,3 +304,25 @@ class TableManager:
         """Wait for recoveries still running (after their partitions were released)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _Holding:
+    """The table partitions of one partition number on this worker, and the owned
+    partitions (of the co-partitioned topics) that share them."""
+
+    __slots__ = ("cancel", "partition", "parts", "restored", "states")
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.parts: list[TablePartition] = []
+        self.states: set[PartitionState] = set()
+        self.cancel = threading.Event()  # set when released before its restore finished
+        self.restored = False
+
+
+def _set_ready(states: list[PartitionState]) -> None:
+    """The tables of ``states`` are restored: tables built from a topic first apply the
+    records fetched meanwhile (see streamer.worker.inline), then every lane may start."""
+    drain_inline(states)
+    for state in states:
+        state.ready.set()

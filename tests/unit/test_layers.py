@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "declarations",
         (
             "streamer.state",
+            "streamer.joins",
             "streamer.agents",
             "streamer.topics",
             "streamer.timers",

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -99,7 +100,13 @@ def test_process_checks() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         assert local._reap_and_check_alive(child.pid)
-        assert local._cmdline(child.pid)[1:] == ["-c", "import time; time.sleep(30)"]
+        # Right after Popen the child may not have exec'd yet (its command line is then the
+        # parent's, or empty): look until it has, as a busy machine can take a moment.
+        expected = ["-c", "import time; time.sleep(30)"]
+        deadline = time.monotonic() + 30
+        while local._cmdline(child.pid)[1:] != expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert local._cmdline(child.pid)[1:] == expected
     finally:
         child.kill()
         child.wait()

@@ -161,7 +161,8 @@ def stateless(job: Job, ctx: Ctx) -> dict[str, Any]:
 
 def count(job: Job, ctx: Ctx) -> dict[str, Any]:
     """Count events per key in a table (``counts[event.key] += 1``), with the processing
-    guarantee ``params["guarantee"]``; checks that the counts add up to the events."""
+    guarantee ``params["guarantee"]``; checks that the counts add up to the events. With
+    ``params["dst"]`` each new count is also yielded to that topic (count_emit)."""
     params = job.params
     n, partitions = int(params["n"]), int(params["partitions"])
     app = _app(job, processing_guarantee=params["guarantee"])
@@ -170,11 +171,24 @@ def count(job: Job, ctx: Ctx) -> dict[str, Any]:
     progress = Progress(n)
     total: list[int] = []
 
-    @app.agent(src)
-    async def count_keys(stream: Stream) -> None:
-        async for event in stream:
-            counts[event.key] += 1
-            progress.hit()
+    if params.get("dst"):
+        # count_emit: the common shape, each new count also goes to a sink topic.
+        dst = app.topic(params["dst"], key_type=str, value_type=int, partitions=partitions)
+
+        @app.agent(src, sink=[dst])
+        async def count_emit(stream: Stream) -> AsyncIterator[tuple[str, int]]:
+            async for event in stream:
+                counts[event.key] += 1
+                yield event.key, counts[event.key]
+                progress.hit()
+
+    else:
+
+        @app.agent(src)
+        async def count_keys(stream: Stream) -> None:
+            async for event in stream:
+                counts[event.key] += 1
+                progress.hit()
 
     def done(_w: Worker) -> bool:
         if not progress.done:

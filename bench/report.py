@@ -66,8 +66,8 @@ def notes(result: Result) -> str:
     said = []
     if result.scenario == "io_conc8" and "speedup_vs_conc1" in extra:
         said.append(f"{extra['speedup_vs_conc1']:.2f}x io_conc1")
-    if result.scenario == "count_eos" and "vs_count_alo" in extra:
-        said.append(f"{extra['vs_count_alo']:.0%} of count_alo")
+    if result.scenario in ("count_eos", "count_emit_eos") and "vs_count_alo" in extra:
+        said.append(f"{extra['vs_count_alo']:.0%} of its at-least-once run")
     if "main_thread_busy" in extra and result.scenario not in ("latency", "backlog_rss"):
         said.append(f"main thread {extra['main_thread_busy']:.0%} busy")
     if said:

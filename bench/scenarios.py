@@ -47,6 +47,13 @@ class Env:
     consumer_config: dict[str, str] = field(default_factory=dict)
     """librdkafka consumer overrides for the baseline *and* every streamer app alike."""
 
+    def profile_path(self, scenario: str) -> str | None:
+        """Where ``scenario``'s child writes its profile (``--profile PATH``): PATH itself
+        for stateless_json (as before), ``PATH-<scenario>`` for the others."""
+        if self.profile is None or scenario == "stateless_json":
+            return self.profile
+        return f"{self.profile}-{scenario}"
+
     def timeout(self, n: int, floor_rate: float = 1_000.0) -> float:
         """Child timeout: generous, so only a hung run hits it."""
         return 120.0 + n / floor_rate
@@ -98,7 +105,7 @@ def _passthrough(
                 "timeout": env.timeout(n),
                 **params,
             },
-            profile=env.profile if name == "stateless_json" else None,
+            profile=env.profile_path(name),
         )
         out = run_job(job, timeout=env.timeout(n) + 60)
         return out, end_offsets(env.brokers, dst)
@@ -158,11 +165,14 @@ def io_conc8(env: Env) -> Result:
     return _checked("io_conc8", io_conc8, out, outputs)
 
 
-def _count(env: Env, name: str, fn: Callable[..., Any], guarantee: str) -> Result:
+def _count(
+    env: Env, name: str, fn: Callable[..., Any], guarantee: str, *, emit: bool = False
+) -> Result:
     n = env.messages
     topics = Topics(env.brokers)
     try:
         src = topics.create(unique(f"{name}-in"), PARTITIONS)
+        dst = topics.create(unique(f"{name}-out"), PARTITIONS) if emit else ""
         produce(env.brokers, src, json_records(n))
         app_id = unique(name)
         topics.groups.append(app_id)
@@ -178,16 +188,22 @@ def _count(env: Env, name: str, fn: Callable[..., Any], guarantee: str) -> Resul
                 "state_dir": str(env.state_dir),
                 "consumer_config": env.consumer_config,
                 "guarantee": guarantee,
+                "dst": dst,
                 "timeout": env.timeout(n),
             },
+            profile=env.profile_path(name),
         )
         out = run_job(job, timeout=env.timeout(n) + 60)
+        outputs = end_offsets(env.brokers, dst) if emit else None
     finally:
         topics.cleanup()
-    result = _ok(name, fn, out)
+    result = _ok(name, fn, out) if outputs is None else _ok(name, fn, out, outputs=outputs)
     if out["counted"] < n:
         result.status = "failed"
         result.reason = f"the table counts {out['counted']} events of {n}"
+    elif outputs is not None and outputs < n:
+        result.status = "failed"
+        result.reason = f"only {outputs} counts emitted for {n} events"
     return result
 
 
@@ -218,6 +234,19 @@ def count_eos(env: Env) -> Result:
             extra={"rate_without_transactions": result.rate},
         )
     return result
+
+
+def count_emit_alo(env: Env) -> Result:
+    """Count and emit, at-least-once: ``counts[event.key] += 1`` then
+    ``yield event.key, counts[event.key]`` to a sink topic (4 partitions); the outputs are
+    counted (end offsets; under exactly-once this includes one marker per transaction)."""
+    return _count(env, "count_emit_alo", count_emit_alo, "at_least_once", emit=True)
+
+
+def count_emit_eos(env: Env) -> Result:
+    """The same count-and-emit with ``processing_guarantee="exactly_once"``: outputs,
+    changelog and offsets in one transaction per checkpoint."""
+    return _count(env, "count_emit_eos", count_emit_eos, "exactly_once", emit=True)
 
 
 def recovery(env: Env) -> Result:
@@ -371,6 +400,8 @@ SCENARIOS: dict[str, Scenario] = {
     "io_conc8": io_conc8,
     "count_alo": count_alo,
     "count_eos": count_eos,
+    "count_emit_alo": count_emit_alo,
+    "count_emit_eos": count_emit_eos,
     "recovery": recovery,
     "latency": latency,
     "backlog_rss": backlog_rss,

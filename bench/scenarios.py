@@ -18,6 +18,7 @@ from typing import Any
 from bench.child import ChildError, Job, run_job
 from bench.common import PARTITIONS, Result, percentile
 from bench.kafka_io import (
+    CommittedReader,
     Say,
     Topics,
     end_offsets,
@@ -27,6 +28,7 @@ from bench.kafka_io import (
     read_latencies,
     unique,
 )
+from bench.scale import processes_result, run_processes
 
 IO_DELAY = 0.005  # seconds the I/O-bound agent awaits per event
 LATENCY_RATE = 2_000.0  # records per second offered in the latency scenario
@@ -49,9 +51,12 @@ class Env:
 
     def profile_path(self, scenario: str) -> str | None:
         """Where ``scenario``'s child writes its profile (``--profile PATH``): PATH itself
-        for stateless_json (as before), ``PATH-<scenario>`` for the others."""
+        for stateless_json (as before), ``PATH-<scenario>`` for the others; never the raw
+        loop (profiling it would move the figure everything is compared with)."""
         if self.profile is None or scenario == "stateless_json":
             return self.profile
+        if scenario == "baseline":
+            return None
         return f"{self.profile}-{scenario}"
 
     def timeout(self, n: int, floor_rate: float = 1_000.0) -> float:
@@ -249,6 +254,17 @@ def count_emit_eos(env: Env) -> Result:
     return _count(env, "count_emit_eos", count_emit_eos, "exactly_once", emit=True)
 
 
+def processes(env: Env) -> Result:
+    """Every core: the stateless JSON pass-through app run with ``streamer worker APP
+    --processes 1`` and then ``--processes 2`` (4 partitions; a supervisor and two worker
+    children in the group); records/s from outside (output end offsets, 10% to 90%), the
+    scale factor of two processes over one, and the CPU seconds the broker and the workers
+    took in each run (the broker shares the machine's cores)."""
+    one = run_processes(env.brokers, 1, env.messages, env.state_dir, env.consumer_config)
+    two = run_processes(env.brokers, 2, env.messages, env.state_dir, env.consumer_config)
+    return processes_result("processes", _description(processes), one, two)
+
+
 def recovery(env: Env) -> Result:
     """Table recovery rate: ``messages`` records (distinct keys, JSON int values) produced
     straight to ``<app>-counts-changelog``, then a fresh worker with an empty state directory
@@ -291,9 +307,14 @@ def latency_messages(env: Env) -> int:
     return min(max(env.messages // 20, 400), 30_000)
 
 
-def _latency_run(env: Env, work: str, n: int) -> tuple[dict[str, Any], list[float], float]:
+def _latency_run(
+    env: Env, work: str, n: int, **params: Any
+) -> tuple[dict[str, Any], list[float], float]:
+    """One latency run; with ``guarantee="exactly_once"`` the latencies are those of a
+    read_committed reader (see :class:`bench.kafka_io.CommittedReader`)."""
     topics = Topics(env.brokers)
     offered: list[float] = []
+    reader: CommittedReader | None = None
     try:
         src = topics.create(unique(f"latency-{work}-in"), PARTITIONS)
         dst = topics.create(unique(f"latency-{work}-out"), PARTITIONS)
@@ -312,16 +333,21 @@ def _latency_run(env: Env, work: str, n: int) -> tuple[dict[str, Any], list[floa
                 "state_dir": str(env.state_dir),
                 "consumer_config": env.consumer_config,
                 "timeout": env.timeout(n, floor_rate=200.0),
+                **params,
             },
         )
+        if params.get("guarantee") == "exactly_once":
+            reader = CommittedReader(env.brokers, dst, PARTITIONS, n)
 
         def start_load() -> None:
             time.sleep(LATENCY_WARMUP)  # let the first fetch start: measure steady state
             offered.append(produce_at_rate(env.brokers, src, n, LATENCY_RATE))
 
         out = run_job(job, timeout=env.timeout(n, floor_rate=200.0) + 60, on_ready=start_load)
-        latencies = read_latencies(env.brokers, dst, n)
+        latencies = reader.close() if reader is not None else read_latencies(env.brokers, dst, n)
     finally:
+        if reader is not None:
+            reader.close(0)
         topics.cleanup()
     return out, latencies, offered[0] if offered else 0.0
 
@@ -331,10 +357,13 @@ def latency(env: Env) -> Result:
     produce time in the value (load starts 1 s after the worker owns its partitions); latency
     = the output record's timestamp (set when the worker produced it) minus that time, p50/p99
     in ms. messages/20 records (400 to 30,000). The raw loop is measured the same way
-    (``raw_p50_ms``/``raw_p99_ms``)."""
+    (``raw_p50_ms``/``raw_p99_ms``). Then once more with ``exactly_once`` at its default
+    commit interval, read by a read_committed consumer: ``eos_p50_ms``/``eos_p99_ms`` run
+    from the produce time to when the output became readable (its transaction committed)."""
     n = latency_messages(env)
     out, latencies, offered = _latency_run(env, "stateless", n)
     raw_out, raw_latencies, _ = _latency_run(env, "raw", n)
+    _, eos_latencies, _ = _latency_run(env, "stateless", n, guarantee="exactly_once")
     result = _ok(
         "latency",
         latency,
@@ -343,14 +372,20 @@ def latency(env: Env) -> Result:
         raw_p50_ms=round(percentile(raw_latencies, 0.50), 2),
         raw_p99_ms=round(percentile(raw_latencies, 0.99), 2),
         raw_peak_rss_mb=raw_out.get("peak_rss_mb"),
+        eos_p50_ms=round(percentile(eos_latencies, 0.50), 2),
+        eos_p99_ms=round(percentile(eos_latencies, 0.99), 2),
+        eos_outputs=len(eos_latencies),
     )
     result.rate = round(offered, 1)  # the load latency was measured at
     result.extra["processing_rate"] = round(float(out["rate"]), 1)
     result.p50_ms = round(percentile(latencies, 0.50), 2)
     result.p99_ms = round(percentile(latencies, 0.99), 2)
-    if len(latencies) < n:
+    if len(latencies) < n or len(eos_latencies) < n:
         result.status = "failed"
-        result.reason = f"only {len(latencies)} of {n} outputs read back"
+        result.reason = (
+            f"only {len(latencies)} (at-least-once) and {len(eos_latencies)} (exactly-once, "
+            f"read_committed) of {n} outputs read back"
+        )
     return result
 
 
@@ -402,6 +437,7 @@ SCENARIOS: dict[str, Scenario] = {
     "count_eos": count_eos,
     "count_emit_alo": count_emit_alo,
     "count_emit_eos": count_emit_eos,
+    "processes": processes,
     "recovery": recovery,
     "latency": latency,
     "backlog_rss": backlog_rss,

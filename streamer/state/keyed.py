@@ -29,6 +29,10 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+_NO_KEY = object()
+_IMMUTABLE = frozenset({str, int, bytes})
+
+
 class TablePartition:
     """One partition of a table on this worker: its store, and writes not yet in it.
 
@@ -143,6 +147,10 @@ class KeyedTable(Generic[K, V]):
         self.value_serde = value_serde
         self.partitions = partitions
         self._owned: dict[int, TablePartition] = {}
+        # The last key encoded, and its bytes: ``t[k] += 1; yield k, t[k]`` encodes the
+        # same key three times. Only immutable keys are kept, so identity means equality.
+        self._last_key: object = _NO_KEY
+        self._last_data = b""
         # Set when the table is made windowed: its keys are then windows (see windows.py),
         # which plain writes must not forge.
         self.holds_windows = False
@@ -165,12 +173,16 @@ class KeyedTable(Generic[K, V]):
     # -- encoding ----------------------------------------------------------------------------
 
     def _key(self, key: K) -> bytes:
+        if key is self._last_key:
+            return self._last_data
         try:
             data = self.key_serde.serialize(key)
         except SerializationError as exc:
             raise SerializationError(f"table {self.name!r}: key {exc}") from exc
         if data is None:
             raise SerializationError(f"table {self.name!r}: key must not be None")
+        if type(key) in _IMMUTABLE:
+            self._last_key, self._last_data = key, data
         return data
 
     def _decode(self, data: bytes) -> V:

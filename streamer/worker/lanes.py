@@ -19,7 +19,7 @@ from streamer._context import TableWrite, current_event
 from streamer.agents import Agent
 from streamer.clock import SYSTEM_CLOCK, Clock
 from streamer.delays import DELIVER_AT, due_of, split_headers
-from streamer.errors import OutputRefused, StreamerError
+from streamer.errors import OutputRefused, SerializationError, StreamerError
 from streamer.events import Event, Headers, Record
 from streamer.kafka.backend import Message
 from streamer.policy import ErrorPolicy
@@ -57,6 +57,7 @@ class Lane:
         "current",
         "due_at",
         "index",
+        "partition",
         "probe",
         "refused",
         "served",
@@ -72,6 +73,8 @@ class Lane:
         probe: LaneProbe = IDLE_PROBE,
     ) -> None:
         self.state = state
+        # An attribute, not a property: tables read it on every access (the Stager protocol).
+        self.partition = state.partition
         self.agent = agent
         self.index = index
         self.ctx = ctx
@@ -96,16 +99,18 @@ class Lane:
         self.due_at: float | None = None  # holding a delayed record until then
 
     @property
-    def partition(self) -> int:
-        return self.state.partition
-
-    @property
     def label(self) -> str:
         return f"{self.agent.name}@{self.state.label}#{self.index}"
 
     def push(self, pending: Pending) -> None:
         self.buffer.append(pending)
         if self._waiting:
+            self._wakeup.set()
+
+    def wake(self) -> None:
+        """Records were appended to ``buffer`` directly (the pump's fast path): wake the
+        agent if it waits for them."""
+        if self._waiting and self.buffer:
             self._wakeup.set()
 
     def close(self) -> None:
@@ -121,14 +126,34 @@ class Lane:
     # -- the EventSource protocol (see streamer.agents) ---------------------------------
 
     async def next_event(self) -> Event:
-        if self.current:
-            self.complete_current()
+        current = self.current
+        if current:
+            if len(current) == 1 and not self.probe.started:
+                # complete_current() and PartitionState.complete() inlined: once per event.
+                done = current.pop()
+                self._holder = None
+                done.remaining -= 1
+                if done.remaining <= 0:
+                    done.done = True
+                    state = self.state
+                    if state.inflight and state.inflight[0] is done:
+                        state.advance()
+            else:
+                self.complete_current()
         buffer = self.buffer
         while True:
             while not buffer:
                 await self._wait()
             pending = buffer.popleft()
-            self._taken(1)
+            probe = self.probe  # _taken(1) inlined
+            probe.taken += 1
+            if probe.taken >= probe.due:
+                probe.start()
+            self.served += 1
+            state = self.state
+            state.buffered -= 1
+            if state.paused:
+                self.ctx.on_taken(state)
             if not self.refused or await self._screen(pending):
                 break
         if self._held is not None and pending.event.topic in self._held:
@@ -351,25 +376,39 @@ class Lane:
                 f"agent {self.agent.name!r} sent to {topic!r} while no event was being "
                 "processed; send from inside `async for event in stream`"
             )
-        self._effects().outputs.append((topic, key, value, headers))
+        self._effects().add_output((topic, key, value, headers))
 
     def stage_yield(self, item: Any) -> None:
         """Route a value the agent yielded to its sinks (see streamer.events.Record)."""
         if not self.current:
             raise StreamerError(f"agent {self.agent.name!r} yielded before taking an event")
         headers: Headers | None = None
-        if isinstance(item, Reply):
+        if type(item) is tuple and len(item) == 2:  # the common shapes first: no isinstance
+            key, value = item
+        elif isinstance(item, Reply):
             self._stage_reply(item)
             return
-        if isinstance(item, Record):
+        elif isinstance(item, Record):
             key, value, headers = item.key, item.value, item.headers
         elif isinstance(item, tuple) and len(item) == 2:
             key, value = item
         else:
             key, value = self.current[-1].event.key, item
-        outputs = self._effects().outputs
+        holder = self.current[-1]  # _effects() inlined: once per output
+        effects = self._holder_effects
+        if holder is not self._holder or effects is None:
+            effects = self._effects()
         for sink in self.agent.sinks:
-            outputs.append((sink.name, sink.encode_key(key), sink.encode_value(value), headers))
+            try:  # the serdes directly; the topic's wrappers only to word a failure
+                output = (
+                    sink.name,
+                    sink.key_serde.serialize(key),
+                    sink.value_serde.serialize(value),
+                    headers,
+                )
+            except SerializationError:
+                output = (sink.name, sink.encode_key(key), sink.encode_value(value), headers)
+            effects.add_output(output)
 
     def _stage_reply(self, reply: Reply) -> None:
         """Stage the reply to the request being processed, like any output: it reaches the
@@ -389,7 +428,7 @@ class Lane:
         headers: Headers = [*(reply.headers or []), (CORRELATION_ID, cid), (REPLY_CLIENT, client)]
         value = self.agent.reply_serde.serialize(reply.value)
         # Keyed by the asking client: its replies stay in order.
-        self._effects().outputs.append((topic, client, value, headers))
+        self._effects().add_output((topic, client, value, headers))
 
     # -- outputs the broker refused (DESIGN §2 rule 11) ---------------------------------------
 
@@ -469,6 +508,7 @@ def settle_undecodable(
     without retries, and go on with the next offset; a reader whose policy says stop stops
     the worker with the offset held uncommitted."""
     letters: list[Effects] = []
+    sent_to: list[str] = []
     for name, ctx in readers:
         if ctx.policy.on_exhausted == "stop":
             # Track it as never completing, so no commit can pass this offset.
@@ -478,13 +518,14 @@ def settle_undecodable(
         if ctx.policy.on_exhausted == "dead_letter":
             effects = Effects(name, None)
             effects.dead_letter = True
-            effects.outputs.append(
+            effects.add_output(
                 dead_letter(ctx.dead_letter_topic, message, error, agent=name, attempts=1)
             )
             letters.append(effects)
+            sent_to.append(ctx.dead_letter_topic)
             ctx.dead_lettered(name, type(error).__name__)
     where = f"{state.label}@{message.offset()}"
-    sent = f"; sent to {', '.join(e.outputs[0][0] for e in letters)}" if letters else ""
+    sent = f"; sent to {', '.join(sent_to)}" if sent_to else ""
     log.error("%s cannot be decoded: %s%s", where, error, sent or "; skipped")
     state.stats.errors += 1
     state.skip(message, letters)

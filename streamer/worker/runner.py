@@ -51,6 +51,7 @@ from streamer.worker.partition import (
     Output,
     PartitionState,
     Pending,
+    Route,
     WorkerStats,
     format_partitions,
     report_stalls,
@@ -406,6 +407,10 @@ class Worker(GroupMembership):
         last: tuple[object, object] | None = None
         state: PartitionState | None = None
         decode_key = decode_value = None
+        # The partition's only lane, when one agent with concurrency 1 reads it (the common
+        # case): records are appended to its buffer directly and it is woken once, below.
+        single: Route | None = None
+        fed: list[Route] = []
         dispatched = 0
         for message in messages:
             if message.error() is not None:
@@ -425,6 +430,10 @@ class Worker(GroupMembership):
                     decode_key = source.key_serde.deserialize
                     decode_value = source.value_serde.deserialize
                     touched.add(state)
+                    routes = state.routes
+                    single = routes[0][0] if len(routes) == 1 and len(routes[0]) == 1 else None
+                    if single is not None and single not in fed:
+                        fed.append(single)
             if state is None:  # revoked after the fetch
                 continue
             raw_key: bytes | None = message.key()
@@ -451,6 +460,13 @@ class Worker(GroupMembership):
                 except SerializationError as exc:
                     self._undecodable(state, message, exc)
                 continue
+            if single is not None:
+                pending = Pending(event, 1, offset, message)
+                state.inflight.append(pending)  # tracked in offset order
+                single.buffer.append(pending)
+                state.buffered += 1
+                dispatched += 1
+                continue
             routes = state.routes
             pending = Pending(event, len(routes), offset, message)
             state.inflight.append(pending)  # tracked in offset order
@@ -463,6 +479,8 @@ class Worker(GroupMembership):
                     lanes[zlib.crc32(raw_key) % len(lanes)].push(pending)
             state.buffered += len(routes)
             dispatched += 1
+        for lane in fed:
+            lane.wake()
         self.stats.records += dispatched
         limit = self.settings.lane_buffer
         to_pause = [s for s in touched if not s.paused and s.buffered >= limit]
@@ -486,7 +504,7 @@ class Worker(GroupMembership):
         """A send outside any event (a timer): released with the next pump turn's outputs,
         into the open checkpoint (the transaction under exactly-once)."""
         effects = Effects(None, None)
-        effects.outputs.append(output)
+        effects.add_output(output)
         self._released.append(effects)
 
 

@@ -102,12 +102,13 @@ def _measured(progress: Progress, **extra: Any) -> dict[str, Any]:
 def stateless(job: Job, ctx: Ctx) -> dict[str, Any]:
     """JSON (``value_type=dict``) or pydantic (``params["model"]``) pass-through with the
     transform; ``params["delay"]`` seconds awaited per event (the I/O-bound scenario) at
-    ``params["concurrency"]`` lanes per partition."""
+    ``params["concurrency"]`` lanes per partition; ``params["guarantee"]`` (default
+    at-least-once)."""
     params = job.params
     n, partitions = int(params["n"]), int(params["partitions"])
     use_model = bool(params.get("model"))
     delay = float(params.get("delay", 0.0))
-    app = _app(job)
+    app = _app(job, processing_guarantee=params.get("guarantee", "at_least_once"))
     src = app.topic(
         params["src"], key_type=str, value_type=Order if use_model else dict, partitions=partitions
     )

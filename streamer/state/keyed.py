@@ -30,6 +30,7 @@ V = TypeVar("V")
 
 
 _NO_KEY = object()
+_new_write: Callable[[type[TableWrite], tuple[Any, ...]], TableWrite] = tuple.__new__
 _IMMUTABLE = frozenset({str, int, bytes})
 
 
@@ -64,14 +65,16 @@ class TablePartition:
         return self.store.get(key)
 
     def stage(self, key: bytes, value: bytes | None) -> TableWrite:
+        # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, and this
+        # runs once per table write.
         entry = self.overlay.get(key)
         if entry is None:
             self.overlay[key] = [value, 1]
-            return TableWrite(self, key, value, False, None)
+            return _new_write(TableWrite, (self, key, value, False, None))
         previous = entry[0]
         entry[0] = value
         entry[1] += 1
-        return TableWrite(self, key, value, True, previous)
+        return _new_write(TableWrite, (self, key, value, True, previous))
 
     def release(self, key: bytes, value: bytes | None) -> None:
         self.dirty[key] = value

@@ -106,7 +106,10 @@ class Checkpoint:
             for topic, key, value, headers in effects.outputs:
                 produced[topic] += 1
                 try:  # the hot path: one direct call per record
-                    produce(topic, value, key, headers=headers, on_delivery=effects)
+                    if headers is None:
+                        produce(topic, value, key, on_delivery=effects)
+                    else:
+                        produce(topic, value, key, headers=headers, on_delivery=effects)
                 except BufferError:
                     self._produce(topic, value, key, headers=headers, on_delivery=effects)
                 except KafkaException as exc:

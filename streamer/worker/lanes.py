@@ -362,10 +362,13 @@ class Lane:
             raise StreamerError(
                 f"agent {self.agent.name!r} wrote a table while no event was being processed"
             )
-        effects = self._effects()
+        effects = self._holder_effects  # _effects() inlined: once per table write
+        if self.current[-1] is not self._holder or effects is None:
+            effects = self._effects()
         if effects.writes is None:
-            effects.writes = []
-        effects.writes.append(write)
+            effects.writes = [write]
+        else:
+            effects.writes.append(write)
 
     def stage(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
@@ -408,7 +411,11 @@ class Lane:
                 )
             except SerializationError:
                 output = (sink.name, sink.encode_key(key), sink.encode_value(value), headers)
-            effects.add_output(output)
+            outputs = effects.outputs  # add_output() inlined: once per output
+            if outputs:
+                outputs.append(output)
+            else:
+                effects.outputs = [output]
 
     def _stage_reply(self, reply: Reply) -> None:
         """Stage the reply to the request being processed, like any output: it reaches the

@@ -305,8 +305,8 @@ class PartitionState:
                 self.stats.outputs += len(head.outputs)
                 release(head)
             if head.writes:
-                for write in head.writes:
-                    write.release()
+                for write in head.writes:  # TableWrite.release() inlined: once per write
+                    write.target.release(write.key, write.value)
             if head.effects:
                 for effects in head.effects:
                     if effects.outputs:

@@ -404,7 +404,8 @@ class Worker(GroupMembership):
         """
         states = self._states
         touched: set[PartitionState] = set()
-        last: tuple[object, object] | None = None
+        last_topic: object = None
+        last_partition: object = None
         state: PartitionState | None = None
         decode_key = decode_value = None
         # The partition's only lane, when one agent with concurrency 1 reads it (the common
@@ -420,11 +421,12 @@ class Worker(GroupMembership):
                 else:
                     on_message_error(message, states, self.group_id, self._watch.note_fatal)
                 continue
-            where = (message.topic(), message.partition())
-            if where != last:
-                last = where
+            partition = message.partition()
+            topic = message.topic()
+            if partition != last_partition or topic != last_topic:
+                last_topic, last_partition = topic, partition
                 # A message without an error always has topic, partition and offset.
-                state = states.get(where)  # type: ignore[arg-type]
+                state = states.get((topic, partition))  # type: ignore[arg-type]
                 if state is not None:
                     source = self._sources[state.topic]
                     decode_key = source.key_serde.deserialize

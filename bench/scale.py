@@ -1,11 +1,13 @@
 """The ``processes`` scenario: one app run by ``streamer worker APP --processes 1`` and then
 ``--processes 2``, as a user runs it (the CLI, a supervisor, worker children).
 
-The rate of each run is read from outside: the output topic's end offsets are polled every
-50 ms while the workers process a pre-produced input, and the rate is taken between 10% and
-90% of the outputs (so the start, and the group settling on two members, is left out). The
-CPU the broker took over the same runs is read from its process (found by its listening
-port; only for a broker on this machine), and the workers' from the supervisor's children.
+The workers start on an empty topic; a warm-up batch is processed and the group must be
+stable with every process a member owning partitions before the measured input is
+produced (from a thread of this process, faster than the workers process it). The rate
+is read from outside: the output topic's end offsets are polled every 50 ms and the rate
+is taken between 10% and 90% of the measured outputs. The CPU the broker took over the
+same window is read from its process (found by its listening port; only for a broker on
+this machine), and the workers' from the command's process tree.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from bench.common import MB, PARTITIONS, Result
 from bench.kafka_io import Topics, json_records, produce, unique
@@ -93,7 +97,6 @@ def run_processes(
     try:
         src = topics.create(unique(f"scale{count}-in"), PARTITIONS)
         dst = topics.create(unique(f"scale{count}-out"), PARTITIONS)
-        produce(brokers, src, json_records(n))
         app_id = unique(f"scale{count}")
         topics.groups.append(app_id)
         app_file = state_dir / f"{app_id}.py"
@@ -108,39 +111,62 @@ def run_processes(
             "BENCH_SRC": src,
             "BENCH_DST": dst,
         }
-        return _measure(brokers, count, n, app_file, env, _Outputs(brokers, dst))
+        return _measure(brokers, count, n, app_file, env, src, _Outputs(brokers, dst))
     finally:
         topics.cleanup()
 
 
 def _measure(
-    brokers: str, count: int, n: int, app_file: Path, env: dict[str, str], outputs: _Outputs
+    brokers: str,
+    count: int,
+    n: int,
+    app_file: Path,
+    env: dict[str, str],
+    src: str,
+    outputs: _Outputs,
 ) -> dict[str, Any]:
     broker = broker_process(brokers)
-    broker_before = _cpu(broker)
     command = [sys.executable, "-m", "streamer", "worker", str(app_file), "--processes", str(count)]
     supervisor = subprocess.Popen(command, env=env, cwd=app_file.parent)
+    warmup = max(min(1_000, n // 10), 1)
     samples: list[tuple[float, int]] = []
     workers_cpu: dict[int, float] = {}
     peak_rss = 0
     deadline = time.monotonic() + 120.0 + n / 1_000
+    feeder: threading.Thread | None = None
+    broker_before: float | None = None
+
+    def sample() -> int:
+        nonlocal peak_rss
+        done = outputs.count()
+        for process in _tree(supervisor.pid):
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                workers_cpu[process.pid] = times.user + times.system
+                peak_rss = max(peak_rss, process.memory_info().rss)
+        if supervisor.poll() is not None:
+            raise RuntimeError(f"the workers stopped (status {supervisor.returncode})")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {done} of {n + warmup} outputs in time")
+        return done
+
     try:
+        produce(brokers, src, json_records(warmup))
+        while sample() < warmup or not _settled(brokers, env["BENCH_APP_ID"], count):
+            time.sleep(0.2)
+        cpu_before = sum(workers_cpu.values())
+        broker_before = _cpu(broker)
+        feeder = threading.Thread(target=produce, args=(brokers, src, json_records(n)))
+        feeder.start()
         while True:
-            done = outputs.count()
+            done = sample() - warmup
             samples.append((time.monotonic(), done))
-            for child in _tree(supervisor.pid):
-                with contextlib.suppress(psutil.Error):
-                    times = child.cpu_times()
-                    workers_cpu[child.pid] = times.user + times.system
-                    peak_rss = max(peak_rss, child.memory_info().rss)
             if done >= n:
                 break
-            if supervisor.poll() is not None:
-                raise RuntimeError(f"the workers stopped (status {supervisor.returncode})")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {done} of {n} outputs in time")
             time.sleep(POLL)
     finally:
+        if feeder is not None:
+            feeder.join(120)
         if supervisor.poll() is None:
             supervisor.send_signal(signal.SIGTERM)
         status = supervisor.wait(120)
@@ -154,11 +180,25 @@ def _measure(
         "rate": rate,
         "exit_status": status,
         "peak_rss_mb": round(peak_rss / MB, 1),
-        "workers_cpu_s": round(sum(workers_cpu.values()), 2),
+        "workers_cpu_s": round(sum(workers_cpu.values()) - cpu_before, 2),
         "broker_cpu_s": None
         if broker_before is None or broker_after is None
         else round(broker_after - broker_before, 2),
     }
+
+
+def _settled(brokers: str, group: str, members: int) -> bool:
+    """``group`` is stable with ``members`` members, each owning a partition."""
+    admin = AdminClient({"bootstrap.servers": brokers})
+    try:
+        found = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    except KafkaException:
+        return False
+    return (
+        found.state == ConsumerGroupState.STABLE
+        and len(found.members) == members
+        and all(m.assignment.topic_partitions for m in found.members)
+    )
 
 
 def _tree(pid: int) -> list[psutil.Process]:

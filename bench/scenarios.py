@@ -257,9 +257,10 @@ def count_emit_eos(env: Env) -> Result:
 def processes(env: Env) -> Result:
     """Every core: the stateless JSON pass-through app run with ``streamer worker APP
     --processes 1`` and then ``--processes 2`` (4 partitions; a supervisor and two worker
-    children in the group); records/s from outside (output end offsets, 10% to 90%), the
-    scale factor of two processes over one, and the CPU seconds the broker and the workers
-    took in each run (the broker shares the machine's cores)."""
+    children in the group). Once the group is stable, ``messages`` records are produced
+    and the rate read from outside (output end offsets, 10% to 90%); the scale factor of
+    two processes over one, and the CPU seconds the broker and the workers took while
+    processing (the broker and the producing thread share the machine's cores)."""
     one = run_processes(env.brokers, 1, env.messages, env.state_dir, env.consumer_config)
     two = run_processes(env.brokers, 2, env.messages, env.state_dir, env.consumer_config)
     return processes_result("processes", _description(processes), one, two)

@@ -103,7 +103,8 @@ def stateless(job: Job, ctx: Ctx) -> dict[str, Any]:
     """JSON (``value_type=dict``) or pydantic (``params["model"]``) pass-through with the
     transform; ``params["delay"]`` seconds awaited per event (the I/O-bound scenario) at
     ``params["concurrency"]`` lanes per partition; ``params["guarantee"]`` (default
-    at-least-once)."""
+    at-least-once); ``params["batch"]``: the agent takes batches (``stream.take(batch,
+    within)``)."""
     params = job.params
     n, partitions = int(params["n"]), int(params["partitions"])
     use_model = bool(params.get("model"))
@@ -137,6 +138,16 @@ def stateless(job: Job, ctx: Ctx) -> dict[str, Any]:
                     large=order.amount >= 1_000,
                 )
                 progress.hit()
+
+    elif params.get("batch"):
+        size, within = int(params["batch"]), float(params.get("within", 0.01))
+
+        @app.agent(src, sink=[dst])
+        async def batches(stream: Stream) -> AsyncIterator[dict[str, Any]]:
+            async for batch in stream.take(size, within):
+                for event in batch:
+                    yield transform(event.value)
+                progress.hit(len(batch))
 
     else:
 

@@ -141,6 +141,16 @@ def stateless_json(env: Env) -> Result:
     return _checked("stateless_json", stateless_json, out, outputs)
 
 
+def stateless_batch(env: Env) -> Result:
+    """The stateless JSON pass-through through batches: ``async for batch in
+    stream.take(500, 0.01)``, yielding the transformed dict of each event (concurrency 1,
+    4 partitions)."""
+    out, outputs = _passthrough(
+        env, "stateless_batch", "stateless", env.messages, batch=500, within=0.01
+    )
+    return _checked("stateless_batch", stateless_batch, out, outputs)
+
+
 def stateless_pydantic(env: Env) -> Result:
     """Stateless with pydantic models: the input validated into an Order model, the agent
     yields an Enriched model (the same transform), encoded by its JSON serde."""
@@ -431,6 +441,7 @@ def backlog_rss(env: Env) -> Result:
 SCENARIOS: dict[str, Scenario] = {
     "baseline": baseline,
     "stateless_json": stateless_json,
+    "stateless_batch": stateless_batch,
     "stateless_pydantic": stateless_pydantic,
     "io_conc1": io_conc1,
     "io_conc8": io_conc8,

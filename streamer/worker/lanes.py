@@ -189,13 +189,16 @@ class Lane:
         count = min(max_events, len(self.buffer))
         if self.refused:  # the batch ends before the next refused record
             count = next((i for i in range(1, count) if self._was_refused(self.buffer[i])), count)
-        batch = [self.buffer.popleft() for _ in range(count)]
+        popleft = self.buffer.popleft
+        batch = [popleft() for _ in range(count)]
         self._taken(count)
-        for pending in batch:
-            if self._held is not None and pending.event.topic in self._held:
-                await self._hold(pending)
-            if self.ctx.bucket is not None or self._keys is not None:
-                await self._throttle(pending)
+        held, throttled = self._held, self.ctx.bucket is not None or self._keys is not None
+        if held is not None or throttled:  # per-record waits only where they can apply
+            for pending in batch:
+                if held is not None and pending.event.topic in held:
+                    await self._hold(pending)
+                if throttled:
+                    await self._throttle(pending)
         self.current.extend(batch)
         return [pending.event for pending in batch]
 
@@ -278,10 +281,17 @@ class Lane:
     def complete_current(self) -> None:
         if self.probe.started:  # a sampled hand-out completes: observe its latency
             self.probe.stop()
-        state = self.state
-        for pending in self.current:
-            state.complete(pending)
-        self.current.clear()
+        # PartitionState.complete() inlined, and the prefix advanced once for the whole
+        # batch of a take(): per-record work here is two attribute updates.
+        current = self.current
+        for pending in current:
+            pending.remaining -= 1
+            if pending.remaining <= 0:
+                pending.done = True
+        inflight = self.state.inflight
+        if inflight and inflight[0].done:
+            self.state.advance()
+        current.clear()
         self._holder = None
 
     def _undo_current(self) -> None:

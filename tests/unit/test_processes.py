@@ -95,6 +95,9 @@ def test_a_dead_child_is_restarted_and_sigterm_stops_all(tmp_path: Path) -> None
     os.kill(first.pid, signal.SIGKILL)
     _wait(lambda: supervisor.children[0] is not first and supervisor.children[0].poll() is None)
     assert len(supervisor.restarts[0]) == 1 and not supervisor.restarts[1]
+    # The new child is ready for SIGTERM once it wrote its pid (its handler is set).
+    pid_file = tmp_path / "pid-0"
+    _wait(lambda: pid_file.read_text() == str(supervisor.children[0].pid))
     supervisor.signalled(signal.SIGTERM)
     thread.join(20)
     assert outcome == [0]

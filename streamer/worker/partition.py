@@ -207,6 +207,7 @@ class PartitionState:
         "inflight",
         "next_commit",
         "partition",
+        "pause_at",
         "paused",
         "ready",
         "release",
@@ -232,6 +233,9 @@ class PartitionState:
         self.next_commit: int | None = None
         self.committed: int | None = None
         self.buffered = 0
+        # Records buffered in its lanes at which it pauses at the least (the worker's
+        # lane_buffer is the other bound): raised by agents that take() big batches.
+        self.pause_at = 0
         self.holding = 0  # lanes waiting for a delayed record to be due (not stalled)
         self.paused = False
         self.discarded = False

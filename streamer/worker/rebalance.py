@@ -73,10 +73,11 @@ class PartitionOwnership:
 
     backend: Backend
 
-    # -- flow control: a paused partition resumes once its lanes drained to half -----------
+    # -- flow control: a paused partition resumes once its lanes drained to half of its
+    # bound (lane_buffer, or more for agents that take() big batches) -------------------
 
     def _on_taken(self, state: PartitionState) -> None:
-        if state.buffered <= self.settings.lane_buffer // 2:
+        if state.buffered <= max(self.settings.lane_buffer, state.pause_at) // 2:
             self._to_resume.add(state)
 
     def _resume_drained(self) -> None:

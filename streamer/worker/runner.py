@@ -485,7 +485,7 @@ class Worker(GroupMembership):
             lane.wake()
         self.stats.records += dispatched
         limit = self.settings.lane_buffer
-        to_pause = [s for s in touched if not s.paused and s.buffered >= limit]
+        to_pause = [s for s in touched if not s.paused and s.buffered >= max(limit, s.pause_at)]
         if to_pause and self._consumer is not None:
             self._consumer.pause([TopicPartition(s.topic, s.partition) for s in to_pause])
             for state in to_pause:

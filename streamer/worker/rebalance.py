@@ -21,8 +21,9 @@ from streamer.errors import KafkaOperationError, OutputRefused
 from streamer.kafka.clients import describe, is_transient
 from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
 from streamer.worker.committer import Committer
+from streamer.worker.lane_context import LaneContext
 from streamer.worker.lane_task import run_lane
-from streamer.worker.lanes import Lane, LaneContext
+from streamer.worker.lanes import Lane
 from streamer.worker.partition import (
     Effects,
     PartitionState,

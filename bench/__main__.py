@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         default=None,
         metavar="PATH",
-        help="profile the stateless_json child with pyinstrument (PATH.html, .txt, .top.txt)",
+        help="profile the children with pyinstrument: stateless_json to PATH (.txt, .top.txt), "
+        "the throughput scenarios to PATH-<scenario>",
     )
     parser.add_argument(
         "--consumer-config",

@@ -102,12 +102,14 @@ def _measured(progress: Progress, **extra: Any) -> dict[str, Any]:
 def stateless(job: Job, ctx: Ctx) -> dict[str, Any]:
     """JSON (``value_type=dict``) or pydantic (``params["model"]``) pass-through with the
     transform; ``params["delay"]`` seconds awaited per event (the I/O-bound scenario) at
-    ``params["concurrency"]`` lanes per partition."""
+    ``params["concurrency"]`` lanes per partition; ``params["guarantee"]`` (default
+    at-least-once); ``params["batch"]``: the agent takes batches (``stream.take(batch,
+    within)``)."""
     params = job.params
     n, partitions = int(params["n"]), int(params["partitions"])
     use_model = bool(params.get("model"))
     delay = float(params.get("delay", 0.0))
-    app = _app(job)
+    app = _app(job, processing_guarantee=params.get("guarantee", "at_least_once"))
     src = app.topic(
         params["src"], key_type=str, value_type=Order if use_model else dict, partitions=partitions
     )
@@ -137,6 +139,16 @@ def stateless(job: Job, ctx: Ctx) -> dict[str, Any]:
                 )
                 progress.hit()
 
+    elif params.get("batch"):
+        size, within = int(params["batch"]), float(params.get("within", 0.01))
+
+        @app.agent(src, sink=[dst])
+        async def batches(stream: Stream) -> AsyncIterator[dict[str, Any]]:
+            async for batch in stream.take(size, within):
+                for event in batch:
+                    yield transform(event.value)
+                progress.hit(len(batch))
+
     else:
 
         @app.agent(src, sink=[dst], concurrency=int(params.get("concurrency", 1)))
@@ -161,7 +173,8 @@ def stateless(job: Job, ctx: Ctx) -> dict[str, Any]:
 
 def count(job: Job, ctx: Ctx) -> dict[str, Any]:
     """Count events per key in a table (``counts[event.key] += 1``), with the processing
-    guarantee ``params["guarantee"]``; checks that the counts add up to the events."""
+    guarantee ``params["guarantee"]``; checks that the counts add up to the events. With
+    ``params["dst"]`` each new count is also yielded to that topic (count_emit)."""
     params = job.params
     n, partitions = int(params["n"]), int(params["partitions"])
     app = _app(job, processing_guarantee=params["guarantee"])
@@ -170,11 +183,24 @@ def count(job: Job, ctx: Ctx) -> dict[str, Any]:
     progress = Progress(n)
     total: list[int] = []
 
-    @app.agent(src)
-    async def count_keys(stream: Stream) -> None:
-        async for event in stream:
-            counts[event.key] += 1
-            progress.hit()
+    if params.get("dst"):
+        # count_emit: the common shape, each new count also goes to a sink topic.
+        dst = app.topic(params["dst"], key_type=str, value_type=int, partitions=partitions)
+
+        @app.agent(src, sink=[dst])
+        async def count_emit(stream: Stream) -> AsyncIterator[tuple[str, int]]:
+            async for event in stream:
+                counts[event.key] += 1
+                yield event.key, counts[event.key]
+                progress.hit()
+
+    else:
+
+        @app.agent(src)
+        async def count_keys(stream: Stream) -> None:
+            async for event in stream:
+                counts[event.key] += 1
+                progress.hit()
 
     def done(_w: Worker) -> bool:
         if not progress.done:

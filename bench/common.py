@@ -65,12 +65,14 @@ class Progress:
         self.t_first = self.t_last = 0.0
         self.cpu_first = self.cpu_last = 0.0
 
-    def hit(self) -> None:
-        self.count += 1
-        if self.count == 1:
+    def hit(self, count: int = 1) -> None:
+        """``count`` more records processed (a batch counts at once)."""
+        first = self.count == 0
+        self.count += count
+        if first:
             self.t_first = time.perf_counter()
             self.cpu_first = time.thread_time()
-        if self.count == self.target:
+        if self.count >= self.target and not self.t_last:
             self.t_last = time.perf_counter()
             self.cpu_last = time.thread_time()
 

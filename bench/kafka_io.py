@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -204,3 +205,46 @@ def read_latencies(brokers: str, topic: str, expect: int, timeout: float = 60.0)
     finally:
         consumer.close()
     return latencies
+
+
+class CommittedReader:
+    """Reads ``topic`` as a ``read_committed`` consumer does, in a thread, while a scenario
+    runs: for each record, the time it became readable (when this reader got it) minus the
+    ``ts`` its input carried, in ms. Under exactly-once an output is only readable once its
+    transaction committed, so this is the latency a downstream consumer sees."""
+
+    def __init__(self, brokers: str, topic: str, partitions: int, expect: int) -> None:
+        self.expect = expect
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": brokers,
+                "group.id": unique("committed-reader"),
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,  # do not add fetch waits to what is measured
+            }
+        )
+        # Assigned, not subscribed: no group join delays the first reads.
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        self._thread = threading.Thread(target=self._run, name="committed-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.latencies) < self.expect:
+            for message in self._consumer.consume(1000, 0.05):
+                if message.error() is not None:
+                    continue
+                now_ms = time.time() * 1000.0
+                self.latencies.append(now_ms - orjson.loads(message.value() or b"{}")["ts"])
+
+    def close(self, timeout: float = 60.0) -> list[float]:
+        """Wait (up to ``timeout``) for every expected record, then stop; the latencies."""
+        self._thread.join(timeout)
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+        return self.latencies

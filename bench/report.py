@@ -66,8 +66,13 @@ def notes(result: Result) -> str:
     said = []
     if result.scenario == "io_conc8" and "speedup_vs_conc1" in extra:
         said.append(f"{extra['speedup_vs_conc1']:.2f}x io_conc1")
-    if result.scenario == "count_eos" and "vs_count_alo" in extra:
-        said.append(f"{extra['vs_count_alo']:.0%} of count_alo")
+    if result.scenario == "processes" and extra.get("scale_factor") is not None:
+        said.append(
+            f"{extra['scale_factor']:.2f}x one process ({extra['rate_1_process']:,.0f}/s); "
+            f"broker CPU {extra['broker_cpu_s_1_process']}/{extra['broker_cpu_s_2_processes']} s"
+        )
+    if result.scenario in ("count_eos", "count_emit_eos") and "vs_count_alo" in extra:
+        said.append(f"{extra['vs_count_alo']:.0%} of its at-least-once run")
     if "main_thread_busy" in extra and result.scenario not in ("latency", "backlog_rss"):
         said.append(f"main thread {extra['main_thread_busy']:.0%} busy")
     if said:
@@ -77,7 +82,9 @@ def notes(result: Result) -> str:
     if result.scenario == "latency":
         return (
             f"msg/s = the offered load; raw loop p50/p99 "
-            f"{_num(extra.get('raw_p50_ms'), 1)}/{_num(extra.get('raw_p99_ms'), 1)} ms"
+            f"{_num(extra.get('raw_p50_ms'), 1)}/{_num(extra.get('raw_p99_ms'), 1)} ms; "
+            f"exactly-once (read_committed) "
+            f"{_num(extra.get('eos_p50_ms'), 1)}/{_num(extra.get('eos_p99_ms'), 1)} ms"
         )
     if result.scenario == "backlog_rss":
         return (

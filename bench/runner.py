@@ -59,12 +59,16 @@ def add_ratios(results: Sequence[Result]) -> None:
             continue
         if result.scenario != "latency":  # its rate is the offered load, not a capacity
             result.ratio = float(f"{result.rate / base.rate:.4g}")
+            cpu, base_cpu = result.extra.get("cpu_us_per_msg"), base.extra.get("cpu_us_per_msg")
+            if cpu and base_cpu:  # the goal: CPU per record vs the raw loop's
+                result.extra["cpu_vs_raw"] = round(float(cpu) / float(base_cpu), 2)
     conc1, conc8 = by_name.get("io_conc1"), by_name.get("io_conc8")
     if conc1 and conc8 and conc1.rate:
         conc8.extra["speedup_vs_conc1"] = round(conc8.rate / conc1.rate, 2)
-    alo, eos = by_name.get("count_alo"), by_name.get("count_eos")
-    if alo and eos and alo.rate:
-        eos.extra["vs_count_alo"] = round(eos.rate / alo.rate, 3)
+    for alo_name, eos_name in (("count_alo", "count_eos"), ("count_emit_alo", "count_emit_eos")):
+        alo, eos = by_name.get(alo_name), by_name.get(eos_name)
+        if alo and eos and alo.rate:
+            eos.extra["vs_count_alo"] = round(eos.rate / alo.rate, 3)
 
 
 def run_bench(

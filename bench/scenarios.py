@@ -18,6 +18,7 @@ from typing import Any
 from bench.child import ChildError, Job, run_job
 from bench.common import PARTITIONS, Result, percentile
 from bench.kafka_io import (
+    CommittedReader,
     Say,
     Topics,
     end_offsets,
@@ -27,6 +28,7 @@ from bench.kafka_io import (
     read_latencies,
     unique,
 )
+from bench.scale import processes_result, run_processes
 
 IO_DELAY = 0.005  # seconds the I/O-bound agent awaits per event
 LATENCY_RATE = 2_000.0  # records per second offered in the latency scenario
@@ -46,6 +48,16 @@ class Env:
     profile: str | None = None
     consumer_config: dict[str, str] = field(default_factory=dict)
     """librdkafka consumer overrides for the baseline *and* every streamer app alike."""
+
+    def profile_path(self, scenario: str) -> str | None:
+        """Where ``scenario``'s child writes its profile (``--profile PATH``): PATH itself
+        for stateless_json (as before), ``PATH-<scenario>`` for the others; never the raw
+        loop (profiling it would move the figure everything is compared with)."""
+        if self.profile is None or scenario == "stateless_json":
+            return self.profile
+        if scenario == "baseline":
+            return None
+        return f"{self.profile}-{scenario}"
 
     def timeout(self, n: int, floor_rate: float = 1_000.0) -> float:
         """Child timeout: generous, so only a hung run hits it."""
@@ -98,7 +110,7 @@ def _passthrough(
                 "timeout": env.timeout(n),
                 **params,
             },
-            profile=env.profile if name == "stateless_json" else None,
+            profile=env.profile_path(name),
         )
         out = run_job(job, timeout=env.timeout(n) + 60)
         return out, end_offsets(env.brokers, dst)
@@ -127,6 +139,16 @@ def stateless_json(env: Env) -> Result:
     transformed dict (concurrency 1, 4 partitions, default consume_batch/commit_interval)."""
     out, outputs = _passthrough(env, "stateless_json", "stateless", env.messages)
     return _checked("stateless_json", stateless_json, out, outputs)
+
+
+def stateless_batch(env: Env) -> Result:
+    """The stateless JSON pass-through through batches: ``async for batch in
+    stream.take(500, 0.01)``, yielding the transformed dict of each event (concurrency 1,
+    4 partitions)."""
+    out, outputs = _passthrough(
+        env, "stateless_batch", "stateless", env.messages, batch=500, within=0.01
+    )
+    return _checked("stateless_batch", stateless_batch, out, outputs)
 
 
 def stateless_pydantic(env: Env) -> Result:
@@ -158,11 +180,14 @@ def io_conc8(env: Env) -> Result:
     return _checked("io_conc8", io_conc8, out, outputs)
 
 
-def _count(env: Env, name: str, fn: Callable[..., Any], guarantee: str) -> Result:
+def _count(
+    env: Env, name: str, fn: Callable[..., Any], guarantee: str, *, emit: bool = False
+) -> Result:
     n = env.messages
     topics = Topics(env.brokers)
     try:
         src = topics.create(unique(f"{name}-in"), PARTITIONS)
+        dst = topics.create(unique(f"{name}-out"), PARTITIONS) if emit else ""
         produce(env.brokers, src, json_records(n))
         app_id = unique(name)
         topics.groups.append(app_id)
@@ -178,16 +203,22 @@ def _count(env: Env, name: str, fn: Callable[..., Any], guarantee: str) -> Resul
                 "state_dir": str(env.state_dir),
                 "consumer_config": env.consumer_config,
                 "guarantee": guarantee,
+                "dst": dst,
                 "timeout": env.timeout(n),
             },
+            profile=env.profile_path(name),
         )
         out = run_job(job, timeout=env.timeout(n) + 60)
+        outputs = end_offsets(env.brokers, dst) if emit else None
     finally:
         topics.cleanup()
-    result = _ok(name, fn, out)
+    result = _ok(name, fn, out) if outputs is None else _ok(name, fn, out, outputs=outputs)
     if out["counted"] < n:
         result.status = "failed"
         result.reason = f"the table counts {out['counted']} events of {n}"
+    elif outputs is not None and outputs < n:
+        result.status = "failed"
+        result.reason = f"only {outputs} counts emitted for {n} events"
     return result
 
 
@@ -218,6 +249,31 @@ def count_eos(env: Env) -> Result:
             extra={"rate_without_transactions": result.rate},
         )
     return result
+
+
+def count_emit_alo(env: Env) -> Result:
+    """Count and emit, at-least-once: ``counts[event.key] += 1`` then
+    ``yield event.key, counts[event.key]`` to a sink topic (4 partitions); the outputs are
+    counted (end offsets; under exactly-once this includes one marker per transaction)."""
+    return _count(env, "count_emit_alo", count_emit_alo, "at_least_once", emit=True)
+
+
+def count_emit_eos(env: Env) -> Result:
+    """The same count-and-emit with ``processing_guarantee="exactly_once"``: outputs,
+    changelog and offsets in one transaction per checkpoint."""
+    return _count(env, "count_emit_eos", count_emit_eos, "exactly_once", emit=True)
+
+
+def processes(env: Env) -> Result:
+    """Every core: the stateless JSON pass-through app run with ``streamer worker APP
+    --processes 1`` and then ``--processes 2`` (4 partitions; a supervisor and two worker
+    children in the group). Once the group is stable, ``messages`` records are produced
+    and the rate read from outside (output end offsets, 10% to 90%); the scale factor of
+    two processes over one, and the CPU seconds the broker and the workers took while
+    processing (the broker and the producing thread share the machine's cores)."""
+    one = run_processes(env.brokers, 1, env.messages, env.state_dir, env.consumer_config)
+    two = run_processes(env.brokers, 2, env.messages, env.state_dir, env.consumer_config)
+    return processes_result("processes", _description(processes), one, two)
 
 
 def recovery(env: Env) -> Result:
@@ -262,9 +318,14 @@ def latency_messages(env: Env) -> int:
     return min(max(env.messages // 20, 400), 30_000)
 
 
-def _latency_run(env: Env, work: str, n: int) -> tuple[dict[str, Any], list[float], float]:
+def _latency_run(
+    env: Env, work: str, n: int, **params: Any
+) -> tuple[dict[str, Any], list[float], float]:
+    """One latency run; with ``guarantee="exactly_once"`` the latencies are those of a
+    read_committed reader (see :class:`bench.kafka_io.CommittedReader`)."""
     topics = Topics(env.brokers)
     offered: list[float] = []
+    reader: CommittedReader | None = None
     try:
         src = topics.create(unique(f"latency-{work}-in"), PARTITIONS)
         dst = topics.create(unique(f"latency-{work}-out"), PARTITIONS)
@@ -283,16 +344,21 @@ def _latency_run(env: Env, work: str, n: int) -> tuple[dict[str, Any], list[floa
                 "state_dir": str(env.state_dir),
                 "consumer_config": env.consumer_config,
                 "timeout": env.timeout(n, floor_rate=200.0),
+                **params,
             },
         )
+        if params.get("guarantee") == "exactly_once":
+            reader = CommittedReader(env.brokers, dst, PARTITIONS, n)
 
         def start_load() -> None:
             time.sleep(LATENCY_WARMUP)  # let the first fetch start: measure steady state
             offered.append(produce_at_rate(env.brokers, src, n, LATENCY_RATE))
 
         out = run_job(job, timeout=env.timeout(n, floor_rate=200.0) + 60, on_ready=start_load)
-        latencies = read_latencies(env.brokers, dst, n)
+        latencies = reader.close() if reader is not None else read_latencies(env.brokers, dst, n)
     finally:
+        if reader is not None:
+            reader.close(0)
         topics.cleanup()
     return out, latencies, offered[0] if offered else 0.0
 
@@ -302,10 +368,13 @@ def latency(env: Env) -> Result:
     produce time in the value (load starts 1 s after the worker owns its partitions); latency
     = the output record's timestamp (set when the worker produced it) minus that time, p50/p99
     in ms. messages/20 records (400 to 30,000). The raw loop is measured the same way
-    (``raw_p50_ms``/``raw_p99_ms``)."""
+    (``raw_p50_ms``/``raw_p99_ms``). Then once more with ``exactly_once`` at its default
+    commit interval, read by a read_committed consumer: ``eos_p50_ms``/``eos_p99_ms`` run
+    from the produce time to when the output became readable (its transaction committed)."""
     n = latency_messages(env)
     out, latencies, offered = _latency_run(env, "stateless", n)
     raw_out, raw_latencies, _ = _latency_run(env, "raw", n)
+    _, eos_latencies, _ = _latency_run(env, "stateless", n, guarantee="exactly_once")
     result = _ok(
         "latency",
         latency,
@@ -314,14 +383,20 @@ def latency(env: Env) -> Result:
         raw_p50_ms=round(percentile(raw_latencies, 0.50), 2),
         raw_p99_ms=round(percentile(raw_latencies, 0.99), 2),
         raw_peak_rss_mb=raw_out.get("peak_rss_mb"),
+        eos_p50_ms=round(percentile(eos_latencies, 0.50), 2),
+        eos_p99_ms=round(percentile(eos_latencies, 0.99), 2),
+        eos_outputs=len(eos_latencies),
     )
     result.rate = round(offered, 1)  # the load latency was measured at
     result.extra["processing_rate"] = round(float(out["rate"]), 1)
     result.p50_ms = round(percentile(latencies, 0.50), 2)
     result.p99_ms = round(percentile(latencies, 0.99), 2)
-    if len(latencies) < n:
+    if len(latencies) < n or len(eos_latencies) < n:
         result.status = "failed"
-        result.reason = f"only {len(latencies)} of {n} outputs read back"
+        result.reason = (
+            f"only {len(latencies)} (at-least-once) and {len(eos_latencies)} (exactly-once, "
+            f"read_committed) of {n} outputs read back"
+        )
     return result
 
 
@@ -366,11 +441,15 @@ def backlog_rss(env: Env) -> Result:
 SCENARIOS: dict[str, Scenario] = {
     "baseline": baseline,
     "stateless_json": stateless_json,
+    "stateless_batch": stateless_batch,
     "stateless_pydantic": stateless_pydantic,
     "io_conc1": io_conc1,
     "io_conc8": io_conc8,
     "count_alo": count_alo,
     "count_eos": count_eos,
+    "count_emit_alo": count_emit_alo,
+    "count_emit_eos": count_emit_eos,
+    "processes": processes,
     "recovery": recovery,
     "latency": latency,
     "backlog_rss": backlog_rss,

@@ -13,7 +13,7 @@ only when every earlier event of the partition is complete too.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,11 +66,17 @@ class Stream:
     def __aiter__(self) -> Stream:
         return self
 
-    async def __anext__(self) -> Event:
+    def __anext__(self) -> Awaitable[Event]:
+        # Not a coroutine itself: it hands back the lane's, one coroutine per event, not
+        # two (this runs once per event).
         if held:
-            # A window callback suspended inside the event in progress: it finishes before
-            # the event completes, so its outputs commit with the event (window_callbacks).
-            await settle(self._source)
+            return self._settled_next()
+        return self._source.next_event()
+
+    async def _settled_next(self) -> Event:
+        # A window callback suspended inside the event in progress: it finishes before
+        # the event completes, so its outputs commit with the event (window_callbacks).
+        await settle(self._source)
         return await self._source.next_event()
 
     async def take(self, max_events: int, within: float) -> AsyncIterator[list[Event]]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 import click
 
 from streamer.cli.client_config import client_options, load_cli_app
+from streamer.ops.processes import Supervisor, child_argv, child_settings, parse_processes
 from streamer.ops.replay import replay as run_replay_of
 from streamer.worker import run_worker
 
@@ -32,8 +34,25 @@ from streamer.worker import run_worker
     help="Address the web endpoints listen on (default 127.0.0.1; 0.0.0.0 for every "
     "interface, as in a container).",
 )
+@click.option(
+    "--processes",
+    default="1",
+    metavar="N|auto",
+    help="Run N worker processes of the app (auto: one per core), each a member of its "
+    "group with its own instance id (<instance>-<i>), state directory "
+    "(<state_dir>/process-<i>) and web port (<port>+i); a child that dies is restarted, "
+    "SIGTERM stops them all.",
+)
+@click.option("--process-index", type=int, default=None, hidden=True)  # set by --processes
 @client_options
-def worker(app_path: str, instance: str | None, web_port: int | None, web_host: str | None) -> None:
+def worker(
+    app_path: str,
+    instance: str | None,
+    web_port: int | None,
+    web_host: str | None,
+    processes: str,
+    process_index: int | None,
+) -> None:
     """Run APP (module, module:attribute, or path/to/app.py[:attribute]) until SIGINT or
     SIGTERM: in-flight events finish, offsets are committed, the consumer leaves the group."""
     if instance:
@@ -43,7 +62,20 @@ def worker(app_path: str, instance: str | None, web_port: int | None, web_host: 
         os.environ["STREAMER_WEB_PORT"] = str(web_port)
     if web_host is not None:
         os.environ["STREAMER_WEB_HOST"] = web_host
-    run_worker(load_cli_app(app_path))
+    count = parse_processes(processes)
+    if count > 1 and process_index is None:
+        # Load the app once here: a bad path or setting fails now, in one line, not N times.
+        app = load_cli_app(app_path)
+        supervisor = Supervisor(
+            count,
+            lambda index: child_argv(sys.argv[1:], index),
+            stop_timeout=app.settings.shutdown_timeout,
+        )
+        sys.exit(supervisor.run())
+    app = load_cli_app(app_path)
+    if process_index is not None:
+        app.settings = child_settings(app.settings, process_index)
+    run_worker(app)
 
 
 @click.command()

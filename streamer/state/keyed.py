@@ -29,6 +29,11 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+_NO_KEY = object()
+_new_write: Callable[[type[TableWrite], tuple[Any, ...]], TableWrite] = tuple.__new__
+_IMMUTABLE = frozenset({str, int, bytes})
+
+
 class TablePartition:
     """One partition of a table on this worker: its store, and writes not yet in it.
 
@@ -60,14 +65,16 @@ class TablePartition:
         return self.store.get(key)
 
     def stage(self, key: bytes, value: bytes | None) -> TableWrite:
+        # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, and this
+        # runs once per table write.
         entry = self.overlay.get(key)
         if entry is None:
             self.overlay[key] = [value, 1]
-            return TableWrite(self, key, value, False, None)
+            return _new_write(TableWrite, (self, key, value, False, None))
         previous = entry[0]
         entry[0] = value
         entry[1] += 1
-        return TableWrite(self, key, value, True, previous)
+        return _new_write(TableWrite, (self, key, value, True, previous))
 
     def release(self, key: bytes, value: bytes | None) -> None:
         self.dirty[key] = value
@@ -146,6 +153,10 @@ class KeyedTable(Generic[K, V]):
         # The topic it is built from (app.table_from; see versioned.py), None for a table
         # agents write.
         self.source_topic: str | None = None
+        # The last key encoded, and its bytes: ``t[k] += 1; yield k, t[k]`` encodes the
+        # same key three times. Only immutable keys are kept, so identity means equality.
+        self._last_key: object = _NO_KEY
+        self._last_data = b""
         # Set when the table is made windowed: its keys are then windows (see windows.py),
         # which plain writes must not forge.
         self.holds_windows = False
@@ -168,12 +179,16 @@ class KeyedTable(Generic[K, V]):
     # -- encoding ----------------------------------------------------------------------------
 
     def _key(self, key: K) -> bytes:
+        if key is self._last_key:
+            return self._last_data
         try:
             data = self.key_serde.serialize(key)
         except SerializationError as exc:
             raise SerializationError(f"table {self.name!r}: key {exc}") from exc
         if data is None:
             raise SerializationError(f"table {self.name!r}: key must not be None")
+        if type(key) in _IMMUTABLE:
+            self._last_key, self._last_data = key, data
         return data
 
     def _decode(self, data: bytes) -> V:

@@ -106,7 +106,10 @@ class Checkpoint:
             for topic, key, value, headers in effects.outputs:
                 produced[topic] += 1
                 try:  # the hot path: one direct call per record
-                    produce(topic, value, key, headers=headers, on_delivery=effects)
+                    if headers is None:
+                        produce(topic, value, key, on_delivery=effects)
+                    else:
+                        produce(topic, value, key, headers=headers, on_delivery=effects)
                 except BufferError:
                     self._produce(topic, value, key, headers=headers, on_delivery=effects)
                 except KafkaException as exc:
@@ -156,10 +159,14 @@ class Checkpoint:
         """Drop what is staged and not yet durable (only a transaction can)."""
 
     def _produce_changelogs(self, parts: list[TablePartition]) -> None:
+        produce, reported = self._producer.produce, self._on_changelog
         for part in parts:
             topic, partition = part.table.changelog, part.partition
             for key, value in part.dirty.items():
-                self._produce(topic, value, key, partition, on_delivery=self._on_changelog)
+                try:  # one direct call per changed key; the wrapper only when it is needed
+                    produce(topic, value, key, partition, on_delivery=reported)
+                except (BufferError, KafkaException):
+                    self._produce(topic, value, key, partition, on_delivery=reported)
 
     def _on_changelog(self, err: KafkaError | None, message: Any) -> None:
         if err is not None:

@@ -35,6 +35,7 @@ class InlineLane(Lane):
     the lane to close."""
 
     __slots__ = ()
+    appendable = False  # records are applied in push(): never appended past it
 
     def push(self, pending: Pending) -> None:
         if self.state.ready.is_set():

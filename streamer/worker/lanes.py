@@ -11,27 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from streamer._context import TableWrite, current_event
 from streamer.agents import Agent
-from streamer.clock import SYSTEM_CLOCK, Clock
 from streamer.delays import DELIVER_AT, due_of, split_headers
-from streamer.errors import OutputRefused, StreamerError
+from streamer.errors import SerializationError, StreamerError
 from streamer.events import Event, Headers, Record
-from streamer.kafka.backend import Message
-from streamer.policy import ErrorPolicy
-from streamer.ratelimit import KeyBuckets, TokenBucket
+from streamer.ratelimit import KeyBuckets
 from streamer.replies import CORRELATION_ID, REPLY_CLIENT, Reply, reply_address
 from streamer.worker.dead_letters import dead_letter
-from streamer.worker.partition import SKIPPED_EVENT, Effects, PartitionState, Pending
+from streamer.worker.lane_context import LaneContext
+from streamer.worker.partition import Effects, PartitionState, Pending
 from streamer.worker.probes import IDLE_PROBE, LaneProbe
 
 log = logging.getLogger("streamer.agent")
 
 RETRY_REASON = "streamer.retry.reason"  # why a record was sent to a retry topic
+BATCHES_BUFFERED = 10  # take(n) batches a lane may hold before its partition pauses
 
 
 class Lane:
@@ -57,11 +54,15 @@ class Lane:
         "current",
         "due_at",
         "index",
+        "partition",
         "probe",
         "refused",
         "served",
         "state",
     )
+
+    # The pump may append to ``buffer`` directly (see Route.appendable).
+    appendable: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -72,6 +73,8 @@ class Lane:
         probe: LaneProbe = IDLE_PROBE,
     ) -> None:
         self.state = state
+        # An attribute, not a property: tables read it on every access (the Stager protocol).
+        self.partition = state.partition
         self.agent = agent
         self.index = index
         self.ctx = ctx
@@ -96,16 +99,18 @@ class Lane:
         self.due_at: float | None = None  # holding a delayed record until then
 
     @property
-    def partition(self) -> int:
-        return self.state.partition
-
-    @property
     def label(self) -> str:
         return f"{self.agent.name}@{self.state.label}#{self.index}"
 
     def push(self, pending: Pending) -> None:
         self.buffer.append(pending)
         if self._waiting:
+            self._wakeup.set()
+
+    def wake(self) -> None:
+        """Records were appended to ``buffer`` directly (the pump's fast path): wake the
+        agent if it waits for them."""
+        if self._waiting and self.buffer:
             self._wakeup.set()
 
     def close(self) -> None:
@@ -121,14 +126,34 @@ class Lane:
     # -- the EventSource protocol (see streamer.agents) ---------------------------------
 
     async def next_event(self) -> Event:
-        if self.current:
-            self.complete_current()
+        current = self.current
+        if current:
+            if len(current) == 1 and not self.probe.started:
+                # complete_current() and PartitionState.complete() inlined: once per event.
+                done = current.pop()
+                self._holder = None
+                done.remaining -= 1
+                if done.remaining <= 0:
+                    done.done = True
+                    state = self.state
+                    if state.inflight and state.inflight[0] is done:
+                        state.advance()
+            else:
+                self.complete_current()
         buffer = self.buffer
         while True:
             while not buffer:
                 await self._wait()
             pending = buffer.popleft()
-            self._taken(1)
+            probe = self.probe  # _taken(1) inlined
+            probe.taken += 1
+            if probe.taken >= probe.due:
+                probe.start()
+            self.served += 1
+            state = self.state
+            state.buffered -= 1
+            if state.paused:
+                self.ctx.on_taken(state)
             if not self.refused or await self._screen(pending):
                 break
         if self._held is not None and pending.event.topic in self._held:
@@ -141,6 +166,12 @@ class Lane:
     async def next_batch(self, max_events: int, within: float) -> list[Event]:
         if self.current:
             self.complete_current()
+        state = self.state
+        if state.pause_at < BATCHES_BUFFERED * max_events:
+            # Room for a few batches: else the partition pauses every batch, and a paused
+            # partition's prefetched records are dropped by the client and fetched again
+            # (measured: the loop then idles two thirds of the time). Still a bound.
+            state.pause_at = BATCHES_BUFFERED * max_events
         while not self.buffer:
             await self._wait()
         # A record whose output was refused is retried, or settled, on its own.
@@ -164,13 +195,16 @@ class Lane:
         count = min(max_events, len(self.buffer))
         if self.refused:  # the batch ends before the next refused record
             count = next((i for i in range(1, count) if self._was_refused(self.buffer[i])), count)
-        batch = [self.buffer.popleft() for _ in range(count)]
+        popleft = self.buffer.popleft
+        batch = [popleft() for _ in range(count)]
         self._taken(count)
-        for pending in batch:
-            if self._held is not None and pending.event.topic in self._held:
-                await self._hold(pending)
-            if self.ctx.bucket is not None or self._keys is not None:
-                await self._throttle(pending)
+        held, throttled = self._held, self.ctx.bucket is not None or self._keys is not None
+        if held is not None or throttled:  # per-record waits only where they can apply
+            for pending in batch:
+                if held is not None and pending.event.topic in held:
+                    await self._hold(pending)
+                if throttled:
+                    await self._throttle(pending)
         self.current.extend(batch)
         return [pending.event for pending in batch]
 
@@ -253,10 +287,17 @@ class Lane:
     def complete_current(self) -> None:
         if self.probe.started:  # a sampled hand-out completes: observe its latency
             self.probe.stop()
-        state = self.state
-        for pending in self.current:
-            state.complete(pending)
-        self.current.clear()
+        # PartitionState.complete() inlined, and the prefix advanced once for the whole
+        # batch of a take(): per-record work here is two attribute updates.
+        current = self.current
+        for pending in current:
+            pending.remaining -= 1
+            if pending.remaining <= 0:
+                pending.done = True
+        inflight = self.state.inflight
+        if inflight and inflight[0].done:
+            self.state.advance()
+        current.clear()
         self._holder = None
 
     def _undo_current(self) -> None:
@@ -337,10 +378,13 @@ class Lane:
             raise StreamerError(
                 f"agent {self.agent.name!r} wrote a table while no event was being processed"
             )
-        effects = self._effects()
+        effects = self._holder_effects  # _effects() inlined: once per table write
+        if self.current[-1] is not self._holder or effects is None:
+            effects = self._effects()
         if effects.writes is None:
-            effects.writes = []
-        effects.writes.append(write)
+            effects.writes = [write]
+        else:
+            effects.writes.append(write)
 
     def stage(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
@@ -351,25 +395,43 @@ class Lane:
                 f"agent {self.agent.name!r} sent to {topic!r} while no event was being "
                 "processed; send from inside `async for event in stream`"
             )
-        self._effects().outputs.append((topic, key, value, headers))
+        self._effects().add_output((topic, key, value, headers))
 
     def stage_yield(self, item: Any) -> None:
         """Route a value the agent yielded to its sinks (see streamer.events.Record)."""
         if not self.current:
             raise StreamerError(f"agent {self.agent.name!r} yielded before taking an event")
         headers: Headers | None = None
-        if isinstance(item, Reply):
+        if type(item) is tuple and len(item) == 2:  # the common shapes first: no isinstance
+            key, value = item
+        elif isinstance(item, Reply):
             self._stage_reply(item)
             return
-        if isinstance(item, Record):
+        elif isinstance(item, Record):
             key, value, headers = item.key, item.value, item.headers
         elif isinstance(item, tuple) and len(item) == 2:
             key, value = item
         else:
             key, value = self.current[-1].event.key, item
-        outputs = self._effects().outputs
+        holder = self.current[-1]  # _effects() inlined: once per output
+        effects = self._holder_effects
+        if holder is not self._holder or effects is None:
+            effects = self._effects()
         for sink in self.agent.sinks:
-            outputs.append((sink.name, sink.encode_key(key), sink.encode_value(value), headers))
+            try:  # the serdes directly; the topic's wrappers only to word a failure
+                output = (
+                    sink.name,
+                    sink.key_serde.serialize(key),
+                    sink.value_serde.serialize(value),
+                    headers,
+                )
+            except SerializationError:
+                output = (sink.name, sink.encode_key(key), sink.encode_value(value), headers)
+            outputs = effects.outputs  # add_output() inlined: once per output
+            if outputs:
+                outputs.append(output)
+            else:
+                effects.outputs = [output]
 
     def _stage_reply(self, reply: Reply) -> None:
         """Stage the reply to the request being processed, like any output: it reaches the
@@ -389,7 +451,7 @@ class Lane:
         headers: Headers = [*(reply.headers or []), (CORRELATION_ID, cid), (REPLY_CLIENT, client)]
         value = self.agent.reply_serde.serialize(reply.value)
         # Keyed by the asking client: its replies stay in order.
-        self._effects().outputs.append((topic, client, value, headers))
+        self._effects().add_output((topic, client, value, headers))
 
     # -- outputs the broker refused (DESIGN §2 rule 11) ---------------------------------------
 
@@ -438,53 +500,3 @@ class Lane:
         self.state.stats.errors += 1
         self.state.complete(pending)
         return False
-
-
-@dataclass(frozen=True)
-class LaneContext:
-    """What every lane of one agent shares: its error policy and the worker's callbacks."""
-
-    policy: ErrorPolicy
-    dead_letter_topic: str
-    on_taken: Callable[[PartitionState], None]  # a paused partition's lane drained a bit
-    on_fatal: Callable[[BaseException], None]  # the policy says: stop the worker
-    dead_lettered: Callable[[str, str], None]  # counts (agent, reason) for the metrics
-    # Records of this agent whose outputs the broker refused, by (topic, partition, offset):
-    # filled by the worker when a checkpoint fails, read by the lanes after the rewind.
-    refused: dict[tuple[str, int, int], OutputRefused] = field(default_factory=dict)
-    clock: Clock = SYSTEM_CLOCK
-    bucket: TokenBucket | None = None  # the agent-wide rate limit, shared by its lanes
-    rate_limited: Callable[[str, float], None] = lambda _agent, _seconds: None  # metrics
-    retry_topics: tuple[str, ...] = ()  # non-blocking retries: the agent's retry topics
-
-
-def settle_undecodable(
-    state: PartitionState,
-    message: Message,
-    error: Exception,
-    readers: list[tuple[str, LaneContext]],
-    fail: Callable[[BaseException], None],
-) -> None:
-    """A record no agent can see: dead-letter it (for each reader whose policy says so),
-    without retries, and go on with the next offset; a reader whose policy says stop stops
-    the worker with the offset held uncommitted."""
-    letters: list[Effects] = []
-    for name, ctx in readers:
-        if ctx.policy.on_exhausted == "stop":
-            # Track it as never completing, so no commit can pass this offset.
-            state.track(Pending(SKIPPED_EVENT, 1, message.offset() or 0, message))
-            fail(error)
-            return
-        if ctx.policy.on_exhausted == "dead_letter":
-            effects = Effects(name, None)
-            effects.dead_letter = True
-            effects.outputs.append(
-                dead_letter(ctx.dead_letter_topic, message, error, agent=name, attempts=1)
-            )
-            letters.append(effects)
-            ctx.dead_lettered(name, type(error).__name__)
-    where = f"{state.label}@{message.offset()}"
-    sent = f"; sent to {', '.join(e.outputs[0][0] for e in letters)}" if letters else ""
-    log.error("%s cannot be decoded: %s%s", where, error, sent or "; skipped")
-    state.stats.errors += 1
-    state.skip(message, letters)

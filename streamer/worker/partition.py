@@ -26,6 +26,7 @@ from streamer.state.keyed import TablePartition
 log = logging.getLogger("streamer.worker")
 
 Output = tuple[str, bytes | None, bytes | None, Headers | None]
+_NO_OUTPUTS: tuple[()] = ()
 
 
 # Stands in for the event of an offset no lane ever sees (undecodable records).
@@ -64,7 +65,8 @@ class Effects:
         # the garbage collector could free (measured: twice the CPU per record).
         self.event = event
         self.offset = offset
-        self.outputs: list[Output] = []
+        # A list once something is staged; a Pending starts with the shared empty tuple.
+        self.outputs: list[Output] | tuple[()] = []
         self.writes: list[TableWrite] | None = None
         self.dead_letter = False  # its outputs are dead letters (a refusal is then fatal)
         # Where refusals are reported: the committer's list, set when released.
@@ -74,8 +76,17 @@ class Effects:
         if err is not None and self.refusals is not None:
             self.refusals.append((self, err, message.topic() if message is not None else None))
 
-    def undo(self) -> None:
-        """Drop the outputs and undo the table writes, newest first."""
+    def add_output(self, output: Output) -> None:
+        """Stage one more output."""
+        outputs = self.outputs
+        if outputs:
+            outputs.append(output)
+        else:
+            self.outputs = [output]
+
+    def undo(self, owner: str | None = None) -> None:
+        """Drop the outputs and undo the table writes, newest first (``owner`` is for
+        :meth:`Pending.undo`'s sake; effects of one agent ignore it)."""
         self.outputs = []
         if self.writes:
             for write in reversed(self.writes):
@@ -88,27 +99,44 @@ ReleaseFn = Callable[[Effects], None]
 Refusal = tuple[Effects, KafkaError, "str | None"]
 
 
-class Pending:
+class Pending(Effects):
     """One record on its way through the agents of a partition.
 
-    ``remaining`` counts the agents that have not completed it yet; ``effects`` holds one
-    :class:`Effects` per agent that staged something for it, released together, in offset
-    order, once every agent completed it.
+    ``remaining`` counts the agents that have not completed it yet. A Pending is itself
+    the :class:`Effects` of the first agent that stages something for it (its ``owner``,
+    set then): a record read by one agent (the common case) costs one object, not two,
+    and no list of effects. Further agents' effects go to ``effects``, one
+    :class:`Effects` each. All are released together, in offset order, once every agent
+    completed the record.
     """
 
-    __slots__ = ("attempts", "done", "effects", "event", "message", "offset", "remaining")
+    __slots__ = ("attempts", "done", "effects", "message", "remaining")
+
+    event: Event  # always a record's (an Effects' may be None: a timer's sends)
 
     def __init__(self, event: Event, remaining: int, offset: int, message: Message) -> None:
+        # Effects.__init__ inlined: this runs once per record. ``outputs`` starts as a
+        # shared empty tuple (never appended to: see Effects.add_output) so a record with
+        # no output allocates no list.
+        self.owner: str | None = None
         self.event = event
         self.offset = offset
+        self.outputs = _NO_OUTPUTS
+        self.writes = None
+        self.dead_letter = False
+        self.refusals = None
         self.message = message  # the raw record, for dead letters
         self.attempts: dict[str, int] | None = None  # failed attempts per agent
         self.remaining = remaining
-        self.effects: list[Effects] | None = None
+        self.effects: list[Effects] | None = None  # agents' effects beyond the owner's
         self.done = False
 
     def effects_of(self, owner: str) -> Effects:
         """``owner``'s effects for this record, created on first use."""
+        mine = self.owner
+        if mine is None or mine == owner:
+            self.owner = owner
+            return self
         effects = self.effects
         if effects is None:
             found = Effects(owner, self.event, self.offset)
@@ -121,8 +149,13 @@ class Pending:
         effects.append(found)
         return found
 
-    def undo(self, owner: str) -> None:
-        """Drop ``owner``'s effects (its attempt failed); other agents' stay."""
+    def undo(self, owner: str | None = None) -> None:
+        """Drop ``owner``'s effects (its attempt failed); other agents' stay. (Without an
+        owner: drop this Pending's own, as :meth:`Effects.undo`.)"""
+        if owner is None or self.owner == owner:
+            Effects.undo(self)
+            self.owner = None
+            return
         effects = self.effects
         if effects:
             for candidate in effects:
@@ -152,7 +185,13 @@ class Route(Protocol):
     due_at: float | None  # holding a delayed record until then
     closing: bool
 
+    @property
+    def appendable(self) -> bool:
+        """True when the pump may append records to ``buffer`` itself (then wake the lane
+        once per batch) instead of calling push(): lanes that act on push say False."""
+
     def push(self, pending: Pending) -> None: ...
+    def wake(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -173,6 +212,7 @@ class PartitionState:
         "inflight",
         "next_commit",
         "partition",
+        "pause_at",
         "paused",
         "ready",
         "release",
@@ -198,6 +238,9 @@ class PartitionState:
         self.next_commit: int | None = None
         self.committed: int | None = None
         self.buffered = 0
+        # Records buffered in its lanes at which it pauses at the least (the worker's
+        # lane_buffer is the other bound): raised by agents that take() big batches.
+        self.pause_at = 0
         self.holding = 0  # lanes waiting for a delayed record to be due (not stalled)
         self.paused = False
         self.discarded = False
@@ -233,7 +276,7 @@ class PartitionState:
         pending.effects = effects or None
         pending.done = True
         self.inflight.append(pending)
-        self._advance()
+        self.advance()
 
     def complete(self, pending: Pending) -> None:
         """One agent finished ``pending``; when all have, advance the prefix."""
@@ -242,7 +285,7 @@ class PartitionState:
             return
         pending.done = True
         if self.inflight and self.inflight[0] is pending:
-            self._advance()
+            self.advance()
 
     def discard(self) -> None:
         """Its checkpoint failed: stop its lanes and never release anything more from it.
@@ -257,17 +300,27 @@ class PartitionState:
         for lane in self.lanes:
             lane.close()
 
-    def _advance(self) -> None:
+    def advance(self) -> None:
+        """Pop the done head of ``inflight`` and every done entry after it, releasing their
+        effects and moving the commit position (call it when the head is done)."""
         if self.discarded:
             return
         inflight = self.inflight
+        release = self.release
         while inflight and inflight[0].done:
             head = inflight.popleft()
+            # The owner's effects are the Pending itself (see Pending).
+            if head.outputs:
+                self.stats.outputs += len(head.outputs)
+                release(head)
+            if head.writes:
+                for write in head.writes:  # TableWrite.release() inlined: once per write
+                    write.target.release(write.key, write.value)
             if head.effects:
                 for effects in head.effects:
                     if effects.outputs:
                         self.stats.outputs += len(effects.outputs)
-                        self.release(effects)
+                        release(effects)
                     if effects.writes:
                         for write in effects.writes:
                             write.release()

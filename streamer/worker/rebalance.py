@@ -22,8 +22,8 @@ from streamer.kafka.clients import describe, is_transient
 from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
 from streamer.worker.committer import Committer
 from streamer.worker.inline import lane_class
+from streamer.worker.lane_context import LaneContext
 from streamer.worker.lane_task import run_lane
-from streamer.worker.lanes import LaneContext
 from streamer.worker.partition import Effects, PartitionState, WorkerStats, format_partitions
 
 if TYPE_CHECKING:
@@ -69,10 +69,11 @@ class PartitionOwnership:
 
     backend: Backend
 
-    # -- flow control: a paused partition resumes once its lanes drained to half -----------
+    # -- flow control: a paused partition resumes once its lanes drained to half of its
+    # bound (lane_buffer, or more for agents that take() big batches) -------------------
 
     def _on_taken(self, state: PartitionState) -> None:
-        if state.buffered <= self.settings.lane_buffer // 2:
+        if state.buffered <= max(self.settings.lane_buffer, state.pause_at) // 2:
             self._to_resume.add(state)
 
     def _resume_drained(self) -> None:

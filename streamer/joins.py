@@ -150,13 +150,7 @@ def _declare_table_from(
                            key_serde=topic.key_serde, value_serde=topic.value_serde,
                            history=history)  # fmt: skip
 
-    async def load(stream: Stream) -> None:
-        async for _ in stream:  # never handed anything: applied on dispatch
-            pass
-
-    loader = make_agent(load, [topic], sinks=[], concurrency=1, name=f"{name}-loader",
-                        internal=True, on_error=_INLINE_POLICY)  # fmt: skip
-    app.agents.append(replace(loader, table=table))
+    _add_inline_agent(app, f"{name}-loader", [topic], [], table)
     app.tables[name] = table
     return table
 
@@ -176,24 +170,9 @@ def _declare_join(
         raise ConfigError(f"join {name!r} is declared twice")
     if within < 0 or grace < 0:
         raise ConfigError(f"join {name!r}: within and grace must be >= 0 seconds")
-    if left.name == right.name:
-        raise ConfigError(f"join {name!r}: joins two different topics (a self-join is not built)")
-    buffers = (
-        app.table(f"{name}-left", key_type=bytes, value_type=bytes),
-        app.table(f"{name}-right", key_type=bytes, value_type=bytes),
-    )
     join = StreamJoin(name, left=left, right=right, sink=sink, within=within, grace=grace,
-                      joiner=joiner or _pair, buffers=buffers)  # fmt: skip
-
-    async def pair(stream: Stream) -> AsyncIterator[Any]:
-        async for _ in stream:  # never handed anything: joined on dispatch
-            pass
-        if False:  # an async generator: its pairs go to the sink (for topology, ACLs)
-            yield
-
-    agent = make_agent(pair, [left, right], sinks=[sink], concurrency=1, name=f"{name}-joiner",
-                       internal=True, on_error=_INLINE_POLICY)  # fmt: skip
-    app.agents.append(replace(agent, table=join))
+                      joiner=joiner or _pair, buffers=_buffers(app, name, left, right))  # fmt: skip
+    _add_inline_agent(app, f"{name}-joiner", [left, right], [sink], join)
     app.joins[name] = join
     return join
 
@@ -210,12 +189,7 @@ def _declare_table_join(
     name = name or f"{left.name}-{right.name}-joined"
     if name in app.joins or name in app.tables:
         raise ConfigError(f"join {name!r} is declared twice")
-    if left.name == right.name:
-        raise ConfigError(f"join {name!r}: joins two different topics (a self-join is not built)")
-    buffers = (
-        app.table(f"{name}-left", key_type=bytes, value_type=bytes),
-        app.table(f"{name}-right", key_type=bytes, value_type=bytes),
-    )
+    buffers = _buffers(app, name, left, right)
     value_serde = app._serde(dict if value_type is None else value_type)
     result = JoinedTable(name, changelog=f"{app.id}-{name}-changelog", default=None,
                          key_serde=left.key_serde, value_serde=value_serde,
@@ -224,18 +198,46 @@ def _declare_table_join(
     join = TableJoin(name, left=left, right=right, sink=sink, joiner=joiner or _pair,
                      buffers=buffers, result=result)  # fmt: skip
 
-    async def maintain(stream: Stream) -> AsyncIterator[Any]:
-        async for _ in stream:  # never handed anything: joined on dispatch
-            pass
-        if False:  # an async generator: its changes go to the sink (for topology, ACLs)
-            yield
-
-    agent = make_agent(maintain, [left, right], sinks=[sink] if sink is not None else [],
-                       concurrency=1, name=f"{name}-maintainer", internal=True,
-                       on_error=_INLINE_POLICY)  # fmt: skip
-    app.agents.append(replace(agent, table=join))
+    sinks = [sink] if sink is not None else []
+    _add_inline_agent(app, f"{name}-maintainer", [left, right], sinks, join)
     app.joins[name] = join
     return result
+
+
+def _buffers(
+    app: _AppLike, name: str, left: Topic, right: Topic
+) -> tuple[Table[Any, Any], Table[Any, Any]]:
+    """The two tables a join keeps each side's records in (raw bytes, changelogged)."""
+    if left.name == right.name:
+        raise ConfigError(f"join {name!r}: joins two different topics (a self-join is not built)")
+    return (
+        app.table(f"{name}-left", key_type=bytes, value_type=bytes),
+        app.table(f"{name}-right", key_type=bytes, value_type=bytes),
+    )
+
+
+def _add_inline_agent(
+    app: _AppLike, name: str, topics: list[Topic], sinks: list[Topic], target: object
+) -> None:
+    """The internal agent behind a table built from a topic or a join: never handed an
+    event (its records are applied when dispatched, ``Agent.table`` = ``target``), so it
+    runs no user code. With sinks it is an async generator, so the topology and the ACLs
+    see where its results go."""
+
+    async def wait(stream: Stream) -> None:
+        async for _ in stream:
+            pass
+
+    async def wait_yielding(stream: Stream) -> AsyncIterator[Any]:
+        async for _ in stream:
+            pass
+        if False:  # an async generator, never yielding
+            yield
+
+    fn: Any = wait_yielding if sinks else wait
+    agent = make_agent(fn, topics, sinks=sinks, concurrency=1, name=name, internal=True,
+                       on_error=_INLINE_POLICY)  # fmt: skip
+    app.agents.append(replace(agent, table=target))
 
 
 def _pair(left: Any, right: Any) -> dict[str, Any]:

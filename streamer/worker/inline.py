@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 
+from streamer._context import TableWrite
 from streamer.errors import StreamerError
 from streamer.state.stream_join import StreamJoin
 from streamer.state.table_join import TableJoin
@@ -112,10 +113,7 @@ class InlineLane(Lane):
         except Exception as exc:
             self._join_failed(join.name, pending, exc)
             return
-        effects = pending.effects_of(self.agent.name)
-        effects.writes = writes
-        effects.outputs = outputs
-        self.state.complete(pending)
+        self._stage(pending, writes, outputs)
 
     def _apply_table_join(self, join: TableJoin, pending: Pending) -> None:
         """Apply the record to its side and the joined row, staged with it, the change sent
@@ -141,6 +139,10 @@ class InlineLane(Lane):
         except Exception as exc:
             self._join_failed(join.name, pending, exc)
             return
+        self._stage(pending, writes, outputs)
+
+    def _stage(self, pending: Pending, writes: list[TableWrite], outputs: list[Output]) -> None:
+        """Stage a join's writes and outputs with its record, which is then complete."""
         effects = pending.effects_of(self.agent.name)
         effects.writes = writes
         effects.outputs = outputs

@@ -4,6 +4,9 @@ agent over its lane is in ``streamer.worker.lane_task``).
 Each assigned partition has ``concurrency`` lanes per agent; a record goes to lane
 ``crc32(key) % concurrency``, so records with the same key always share a lane and keep
 their offset order. Each lane runs one instance of the agent function in its own task.
+
+(Just over 500 lines: a lane's hand-out, completion and failure handling are one state
+machine on the hot path, read in one place.)
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from streamer.kafka.memory import MemoryBackend, MemoryBroker, Record
 from streamer.ops.offsets import parse_duration
 from streamer.state.recovery import restore
 from streamer.state.store import PartitionStore
+from tests.kafkatools import wait_until
 
 
 class _Terminal(io.StringIO):
@@ -103,10 +103,8 @@ def test_process_checks() -> None:
         # Right after Popen the child may not have exec'd yet (its command line is then the
         # parent's, or empty): look until it has, as a busy machine can take a moment.
         expected = ["-c", "import time; time.sleep(30)"]
-        deadline = time.monotonic() + 30
-        while local._cmdline(child.pid)[1:] != expected and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert local._cmdline(child.pid)[1:] == expected
+        wait_until(lambda: local._cmdline(child.pid)[1:] == expected, "the child never exec'd",
+                   timeout=30)  # fmt: skip
     finally:
         child.kill()
         child.wait()

@@ -107,11 +107,13 @@ class TablePartition:
         return True
 
     def checkpointed(self, written: dict[bytes, bytes | None]) -> None:
-        """``written`` reached RocksDB: overlay entries with nothing pending can go."""
-        overlay = self.overlay
+        """``written`` reached RocksDB: overlay entries with nothing pending can go. A key
+        written again since the checkpoint began (in ``dirty``: a commit that ran while
+        events went on) keeps its entry: it holds a value newer than the store's."""
+        overlay, dirty = self.overlay, self.dirty
         for key in written:
             entry = overlay.get(key)
-            if entry is not None and entry[1] == 0:
+            if entry is not None and entry[1] == 0 and key not in dirty:
                 del overlay[key]
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:

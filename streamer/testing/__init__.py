@@ -21,6 +21,7 @@ from streamer.testing.faults import (
     Fault,
     FaultyBackend,
     OffsetCommitFailure,
+    SlowTransaction,
     TransactionFailure,
     WatermarkTimeout,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "FaultyBackend",
     "OffsetCommitFailure",
     "SimulatedClock",
+    "SlowTransaction",
     "TestDriver",
     "TransactionFailure",
     "WatermarkTimeout",

@@ -97,6 +97,28 @@ class TransactionFailure(Fault):
 
 
 @dataclass(eq=False, repr=False)
+class SlowTransaction(Fault):
+    """``commit_transaction`` (``call="commit"``) or ``send_offsets_to_transaction``
+    (``call="send_offsets"``) does not return before ``release`` is set (at most
+    ``timeout`` seconds), as when the broker confirms late; then it goes on, or fails as
+    the :class:`TransactionFailure` kind ``then``. The worker keeps processing meanwhile:
+    what it does then is what the fault shows."""
+
+    release: threading.Event
+    _: KW_ONLY
+    call: Literal["commit", "send_offsets"] = "commit"
+    then: TransactionFailureKind | None = None
+    timeout: float = 60.0
+
+    def hold(self) -> KafkaError | None:
+        """Block the call until released; the error it then fails with, if any."""
+        self.release.wait(self.timeout)
+        if self.then is None:
+            return None
+        return transaction_error(self.then, f"injected {self.then} failure of {self.call}")
+
+
+@dataclass(eq=False, repr=False)
 class OffsetCommitFailure(Fault):
     """A consumer's ``commit`` (of a group whose id starts with ``group``, if given) raises
     ``KafkaException`` with ``code`` (default: a rebalance is in progress)."""

@@ -28,6 +28,8 @@ The faults:
   abortable.
 - :class:`TransactionFailure`: ``commit_transaction`` or ``send_offsets_to_transaction``
   fails as a timeout (retriable), an abortable error, or fencing (fatal).
+- :class:`SlowTransaction`: ``commit_transaction`` or ``send_offsets_to_transaction``
+  returns only when the test releases it (then goes on, or fails).
 - :class:`OffsetCommitFailure`: a consumer's ``commit`` is refused.
 - :class:`ConsumeFailure`: ``consume``/``poll`` returns an error message, or raises.
 - :class:`WatermarkTimeout`: ``get_watermark_offsets`` times out.
@@ -59,6 +61,7 @@ from streamer.testing.fault_kinds import (
     DeliveryFailure,
     Fault,
     OffsetCommitFailure,
+    SlowTransaction,
     TransactionFailure,
     WatermarkTimeout,
     transaction_error,
@@ -303,19 +306,25 @@ class FaultyProducer:
     # -- transactions ----------------------------------------------------------------------
 
     def _transaction_fault(self, call: str) -> None:
-        """Raise what a doomed or fenced transaction, or a firing fault, raises."""
+        """Raise what a doomed or fenced transaction, or a firing fault, raises (after
+        holding the call while a firing :class:`SlowTransaction` says so)."""
         if self._fatal is not None:
             raise KafkaException(self._fatal)
+        error: KafkaError | None = None
+        for slow in self._backend._of(SlowTransaction):
+            if slow.call == call and slow._fire():
+                error = slow.hold()
         with self._lock:
             abortable = self._abortable
         if abortable is not None:
             raise KafkaException(abortable)
-        faults = self._backend._of(TransactionFailure)
-        firing: list[TransactionFailure] = [f for f in faults if f.call == call and f._fire()]
-        if not firing:
-            return
-        error = firing[0].error()
-        if firing[0].kind == "fenced":
+        if error is None:
+            faults = self._backend._of(TransactionFailure)
+            firing: list[TransactionFailure] = [f for f in faults if f.call == call and f._fire()]
+            if not firing:
+                return
+            error = firing[0].error()
+        if error.fatal():
             self._fatal = error
             # What the broker does to a fenced producer's open transaction.
             with contextlib.suppress(KafkaException):
@@ -360,6 +369,7 @@ __all__ = [
     "FaultyConsumer",
     "FaultyProducer",
     "OffsetCommitFailure",
+    "SlowTransaction",
     "TransactionFailure",
     "WatermarkTimeout",
     "transaction_error",

@@ -26,9 +26,10 @@ Exactly-once: see :mod:`streamer.worker.transactions`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -40,12 +41,21 @@ from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
 from streamer.worker.partition import Effects, PartitionState, Refusal
 from streamer.worker.probes import IDLE_TIMER, CommitTimer
 
-__all__ = ["AtLeastOnceCheckpoint", "Checkpoint", "CheckpointFailed", "Due", "Refusal"]
+__all__ = [
+    "AtLeastOnceCheckpoint",
+    "Checkpoint",
+    "CheckpointFailed",
+    "Due",
+    "InFlightCommit",
+    "Refusal",
+]
 
 log = logging.getLogger("streamer.checkpoint")
 
 FLUSH_TIMEOUT = 30.0
+STUCK_GRACE = 15.0  # seconds past its own timeout before a blocked call is given up
 Due = list[tuple[PartitionState, int]]
+Changes = dict[bytes, bytes | None]
 
 
 class CheckpointFailed(Exception):
@@ -73,8 +83,72 @@ class CheckpointFailed(Exception):
         self.reported = False  # the worker handed its refusals to the agents' policies
 
 
+class InFlightCommit:
+    """The broker round trips of one checkpoint, running on a thread of their own while the
+    event loop goes on processing (exactly-once: ``send_offsets_to_transaction`` and
+    ``commit_transaction``). The loop finishes the checkpoint once :attr:`done`.
+
+    ``due`` and ``written`` are what the checkpoint covers: offsets to record as committed
+    and, per table partition, the changes taken out of its ``dirty`` when the commit began
+    (writes released afterwards belong to the next checkpoint).
+    """
+
+    __slots__ = ("_outcome", "_thread", "deadline", "due", "started", "written")
+
+    def __init__(
+        self,
+        work: Callable[[], None],
+        due: Due,
+        written: list[tuple[TablePartition, Changes]],
+        deadline: float,
+    ) -> None:
+        self.due = due
+        self.written = written
+        self.deadline = deadline
+        self.started = time.perf_counter()
+        self._outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                work()
+                self._outcome.append(None)
+            except BaseException as exc:  # handed to the loop thread by outcome()
+                self._outcome.append(exc)
+
+        # A daemon thread: one that never returns must not hold the process at exit.
+        self._thread = threading.Thread(target=run, name="streamer-commit", daemon=True)
+        self._thread.start()
+
+    @property
+    def done(self) -> bool:
+        return bool(self._outcome)
+
+    def overdue(self, grace: float) -> bool:
+        """Still running ``grace`` seconds past its deadline: the client is stuck."""
+        return not self._outcome and time.monotonic() > self.deadline + grace
+
+    def wait(self, grace: float) -> bool:
+        """Block until it returned, at most until ``grace`` seconds past its deadline;
+        whether it returned."""
+        self._thread.join(max(0.0, self.deadline + grace - time.monotonic()))
+        return self.done
+
+    def outcome(self) -> BaseException | None:
+        """What the round trips raised (None: they succeeded). Only once :attr:`done`."""
+        return self._outcome[0]
+
+
 class Checkpoint:
-    """What both guarantees share: releasing outputs, changelog records, RocksDB batches."""
+    """What both guarantees share: releasing outputs, changelog records, RocksDB batches.
+
+    A checkpoint whose :attr:`background` is True can also commit in two steps, so the
+    event loop never waits on the broker: :meth:`begin_commit` on the loop thread (it stages
+    what the checkpoint covers and starts the round trips on a thread), then
+    :meth:`finish_commit` on the loop thread once they returned. Between the two the
+    checkpoint must not be handed outputs (the committer holds them).
+    """
+
+    background = False
 
     def __init__(
         self,
@@ -147,6 +221,18 @@ class Checkpoint:
             with self.timer:  # observes the duration, or counts the failure it raises
                 self._commit(due, parts, states, time.monotonic() + timeout)
 
+    def begin_commit(
+        self, states: Iterable[PartitionState], timeout: float = FLUSH_TIMEOUT
+    ) -> InFlightCommit | None:
+        """Start committing the completed work of ``states`` off the loop thread (only when
+        :attr:`background`); None when there is nothing to commit. Raises
+        :class:`CheckpointFailed` when it cannot even start."""
+        raise NotImplementedError
+
+    def finish_commit(self, commit: InFlightCommit) -> None:
+        """Complete ``commit`` once it is done (or overdue). Raises CheckpointFailed."""
+        raise NotImplementedError
+
     def _pending_work(self) -> bool:
         return bool(self.refusals)
 
@@ -208,14 +294,25 @@ class Checkpoint:
             )
 
     @staticmethod
-    def _apply_tables(parts: list[TablePartition], markers: int, source: dict[int, int]) -> None:
+    def _take_dirty(parts: list[TablePartition]) -> list[tuple[TablePartition, Changes]]:
+        """Take each partition's released changes for this checkpoint; writes released
+        from now on start a fresh ``dirty`` (the next checkpoint's)."""
+        taken = []
+        for part in parts:
+            taken.append((part, part.dirty))
+            part.dirty = {}
+        return taken
+
+    @staticmethod
+    def _apply_tables(
+        taken: list[tuple[TablePartition, Changes]], markers: int, source: dict[int, int]
+    ) -> None:
         """Write what the changelog now holds to RocksDB, with the offset to resume from.
 
         ``markers`` is the number of transaction markers each written changelog partition
         gained (1 under exactly-once, 0 otherwise): recovery must start after them.
         """
-        for part in parts:
-            written, part.dirty = part.dirty, {}
+        for part, written in taken:
             part.changelog_end += len(written) + markers
             meta = {CHANGELOG_OFFSET: part.changelog_end}
             if part.partition in source:
@@ -250,7 +347,7 @@ class AtLeastOnceCheckpoint(Checkpoint):
         committed = self._commit_offsets(due) if due else {}
         # The changelog holds these changes whatever happened to the offsets: the local
         # store mirrors the changelog.
-        self._apply_tables(parts, 0, committed)
+        self._apply_tables(self._take_dirty(parts), 0, committed)
 
     def _commit_offsets(self, due: Due) -> dict[int, int]:
         """Commit ``due``; returns the offsets committed, by partition of the tables' source.

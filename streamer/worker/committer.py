@@ -10,6 +10,13 @@ is explicit::
     FAILED ──rewound()──▶ OPEN                      (the worker rewound every partition)
     any ──close()──▶ CLOSED
 
+Under exactly-once the interval's checkpoints commit in the background
+(:meth:`Committer.commit_in_background`): COMMITTING then lasts while the broker confirms the
+transaction and the event loop goes on; outputs released meanwhile are held and handed to the
+next transaction once this one committed; :meth:`Committer.poll` finishes it when it
+returned, and every other path (``commit()``, ``fail()``, ``close()``, releasing partitions)
+first :meth:`~Committer.settle` s it, so no two checkpoints ever overlap.
+
 While FAILED every ``commit()`` is refused: a revoke during shutdown, or the revoke fired
 by closing the consumer, can therefore never commit offsets or changelog records whose
 outputs died with an aborted transaction. Leaving FAILED takes a rewind: every partition
@@ -22,7 +29,13 @@ import enum
 import logging
 from collections.abc import Callable, Iterable
 
-from streamer.worker.checkpoint import FLUSH_TIMEOUT, Checkpoint, CheckpointFailed
+from streamer.worker.checkpoint import (
+    FLUSH_TIMEOUT,
+    STUCK_GRACE,
+    Checkpoint,
+    CheckpointFailed,
+    InFlightCommit,
+)
 from streamer.worker.partition import Effects, PartitionState
 
 log = logging.getLogger("streamer.checkpoint")
@@ -55,24 +68,53 @@ class Committer:
         self.failure: CheckpointFailed | None = None
         self.commits = 0
         self.failures = 0
+        # The checkpoint committing in the background, and outputs released meanwhile.
+        self._in_flight: InFlightCommit | None = None
+        self._held: list[Effects] = []
 
     @property
     def failed(self) -> bool:
         return self.status is CommitStatus.FAILED
 
+    @property
+    def in_flight(self) -> bool:
+        """A checkpoint is committing in the background."""
+        return self._in_flight is not None
+
     def release(self, batch: list[Effects]) -> None:
-        """Hand outputs of completed events to the open checkpoint; dropped when FAILED
-        (they belong to work that is rewound) or CLOSED."""
+        """Hand outputs of completed events to the open checkpoint; held while one commits
+        in the background (they go into the next transaction); dropped when FAILED (they
+        belong to work that is rewound) or CLOSED."""
         if self.status is CommitStatus.OPEN:
             self.checkpoint.release(batch)
+        elif self._in_flight is not None:
+            self._held.extend(batch)
 
-    def poll(self) -> None:
-        if self.status is not CommitStatus.CLOSED:
-            self.checkpoint.poll()
+    def poll(self) -> bool | None:
+        """Serve producer callbacks; finish a background commit that returned (or overran
+        its deadline). None when none finished; else whether it committed (False: FAILED)."""
+        if self.status is CommitStatus.CLOSED:
+            return None
+        self.checkpoint.poll()
+        in_flight = self._in_flight
+        if in_flight is not None and (in_flight.done or in_flight.overdue(STUCK_GRACE)):
+            return self._finish()
+        return None
+
+    def settle(self) -> bool | None:
+        """Wait for a background commit to return and finish it (before anything else
+        commits, aborts or releases partitions). None when none was running; else whether
+        it committed."""
+        if self._in_flight is None:
+            return None
+        self._in_flight.wait(STUCK_GRACE)
+        return self._finish()
 
     def commit(self, states: Iterable[PartitionState], timeout: float = FLUSH_TIMEOUT) -> bool:
-        """Commit the completed work of ``states``. Returns False, committing nothing, when
-        the committer is not OPEN or when this checkpoint fails (then it is FAILED)."""
+        """Commit the completed work of ``states`` now (after settling a background commit).
+        Returns False, committing nothing, when the committer is not OPEN or when this
+        checkpoint fails (then it is FAILED)."""
+        self.settle()
         if self.status is not CommitStatus.OPEN:
             if self.status is CommitStatus.FAILED:
                 log.debug("commit refused: the last checkpoint failed and is not rewound yet")
@@ -87,8 +129,46 @@ class Committer:
         self.commits += 1
         return True
 
+    def commit_in_background(
+        self, states: Iterable[PartitionState], timeout: float = FLUSH_TIMEOUT
+    ) -> bool:
+        """The interval's checkpoint: begun here and finished by :meth:`poll` when the
+        checkpoint can commit off the loop thread, else committed now. Nothing new starts
+        while one is still committing. Returns False when the committer is (now) FAILED."""
+        if self._in_flight is not None:
+            return True
+        if not self.checkpoint.background:
+            return self.commit(states, timeout) or not self.failed
+        if self.status is not CommitStatus.OPEN:
+            return not self.failed
+        self.status = CommitStatus.COMMITTING
+        try:
+            self._in_flight = self.checkpoint.begin_commit(states, timeout)
+        except CheckpointFailed as failure:
+            self._failed(failure)
+            return False
+        if self._in_flight is None:  # nothing to commit
+            self.status = CommitStatus.OPEN
+        return True
+
+    def _finish(self) -> bool:
+        in_flight, self._in_flight = self._in_flight, None
+        held, self._held = self._held, []
+        assert in_flight is not None
+        try:
+            self.checkpoint.finish_commit(in_flight)
+        except CheckpointFailed as failure:
+            self._failed(failure)  # the held outputs belong to work that is rewound
+            return False
+        self.status = CommitStatus.OPEN
+        self.commits += 1
+        if held:
+            self.checkpoint.release(held)
+        return True
+
     def fail(self, reason: str) -> None:
         """Drop the open checkpoint (lost partitions): abort its transaction; FAILED."""
+        self.settle()
         if self.status is not CommitStatus.OPEN:
             return
         try:
@@ -128,5 +208,6 @@ class Committer:
         """Abort what is still open and flush the producer, within ``timeout``."""
         if self.status is CommitStatus.CLOSED:
             return
+        self.settle()
         self.status = CommitStatus.CLOSED
         self.checkpoint.close(timeout)

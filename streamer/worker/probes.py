@@ -74,6 +74,11 @@ class CommitTimer:
         else:
             self.failed(exc_type.__name__)
 
+    def observe(self, started: float) -> None:
+        """A commit that began at ``started`` (``time.perf_counter()``) succeeded."""
+        if self._histogram is not None:
+            self._histogram.observe(time.perf_counter() - started)
+
     def failed(self, reason: str) -> None:
         if self._failures is not None:
             self._failures.labels(reason).inc()

@@ -126,6 +126,9 @@ class PartitionOwnership:
         )
 
     def _release_partitions(self, partitions: list[TopicPartition], *, commit: bool) -> None:
+        # A checkpoint committing in the background covers these partitions too: it
+        # finishes (into their stores) before anything of them is released.
+        self._settle_commit()
         states = [
             state
             for tp in partitions
@@ -169,8 +172,36 @@ class PartitionOwnership:
     # -- commits and their failures: the committer decides, the worker rewinds ---------------
 
     def _checkpoint_poll(self) -> None:
-        assert self._committer is not None
-        self._committer.poll()
+        """Serve the producer's callbacks and finish a background commit that returned."""
+        committer = self._committer
+        assert committer is not None
+        finished = committer.poll()
+        if finished is not None:
+            self._commit_finished(finished)
+
+    def _settle_commit(self) -> None:
+        """Wait for a background commit, if any, and finish it."""
+        if self._committer is not None:
+            finished = self._committer.settle()
+            if finished is not None:
+                self._commit_finished(finished)
+
+    def _commit_finished(self, committed: bool) -> None:
+        if committed:
+            self._prune_refused()
+        elif self._committer is not None and self._committer.failed:
+            self._checkpoint_failed()
+
+    def _commit_in_background(self) -> None:
+        """The commit interval's checkpoint: under exactly-once the broker confirms it while
+        events go on (see :meth:`Committer.commit_in_background`)."""
+        committer = self._committer
+        assert committer is not None
+        self._flush_released()
+        if not committer.commit_in_background(self._states.values()):
+            self._checkpoint_failed()
+        elif not committer.in_flight and not committer.checkpoint.background:
+            self._prune_refused()
 
     def _commit(
         self, states: Iterable[PartitionState] | None = None, timeout: float = FLUSH_TIMEOUT

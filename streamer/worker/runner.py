@@ -346,7 +346,8 @@ class Worker(GroupMembership):
         next_tick = clock.monotonic() + TICK_INTERVAL
         next_stall_check = clock.monotonic() + STALL_AFTER
         while not self._stopping:
-            busy = self._busy()
+            # A commit in the background is finished by a later turn: never block then.
+            busy = self._busy() or (self._committer is not None and self._committer.in_flight)
             messages = consumer.consume(batch_size, 0)
             if not messages and not busy:
                 # Idle: block until the first record arrives (consume() with a timeout would
@@ -389,7 +390,7 @@ class Worker(GroupMembership):
                 report_stalls(self._states.values(), STALL_AFTER)
                 next_stall_check = now + STALL_AFTER
             if now >= next_checkpoint:
-                self._commit()
+                self._commit_in_background()
                 next_checkpoint = now + interval
             if self._rewind_pending and not self._stopping:
                 self._rewind()

@@ -14,6 +14,12 @@ with the first of them). The checkpoint then:
 4. writes RocksDB, in one WriteBatch per table partition with the changelog and source
    offsets: local state never holds uncommitted data.
 
+Steps 1 and 4 run on the event loop; the round trips of steps 2 and 3 on a thread of their
+own (:class:`~streamer.worker.checkpoint.InFlightCommit`), so events keep being processed
+while the broker confirms: what a checkpoint covers is fixed when it begins (its offsets, the
+table changes released so far), and outputs released meanwhile are held by the committer and
+go into the next transaction once this one committed.
+
 Any failure aborts the transaction and raises
 :class:`~streamer.worker.checkpoint.CheckpointFailed` (``fenced=True`` when the producer
 is fenced or failed fatally and must be replaced). The committer then makes sure nothing
@@ -25,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -33,8 +39,14 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from streamer.errors import StreamerError
 from streamer.kafka.access import access_denied
 from streamer.kafka.backend import Consumer, Producer
-from streamer.state.keyed import TablePartition
-from streamer.worker.checkpoint import Checkpoint, CheckpointFailed, Due, _error
+from streamer.worker.checkpoint import (
+    STUCK_GRACE,
+    Checkpoint,
+    CheckpointFailed,
+    Due,
+    InFlightCommit,
+    _error,
+)
 from streamer.worker.partition import Effects, PartitionState
 from streamer.worker.probes import IDLE_TIMER, CommitTimer
 
@@ -42,7 +54,6 @@ log = logging.getLogger("streamer.transactions")
 
 TXN_TIMEOUT = 30.0
 ABORT_TIMEOUT = 10.0
-STUCK_GRACE = 15.0  # seconds past its own timeout before a blocked call is given up
 RETRY_PAUSE = 0.1  # seconds between commit attempts that fail at once
 
 
@@ -51,7 +62,11 @@ class ProducerFenced(StreamerError):
 
 
 class ExactlyOnceCheckpoint(Checkpoint):
-    """Owns the transactional producer's transaction boundaries."""
+    """Owns the transactional producer's transaction boundaries. Commits in the
+    background (:meth:`begin_commit` / :meth:`finish_commit`): the event loop processes
+    the next events while the broker confirms a transaction."""
+
+    background = True
 
     def __init__(
         self,
@@ -87,10 +102,36 @@ class ExactlyOnceCheckpoint(Checkpoint):
     def _pending_work(self) -> bool:
         return self._in_transaction or self._doomed is not None or bool(self.refusals)
 
-    def _commit(
-        self, due: Due, parts: list[TablePartition], states: list[PartitionState], deadline: float
-    ) -> None:
+    def commit(self, states: Iterable[PartitionState], timeout: float = TXN_TIMEOUT) -> None:
+        """Commit at once: :meth:`begin_commit`, wait, :meth:`finish_commit`."""
+        commit = self.begin_commit(states, timeout)
+        if commit is not None:
+            commit.wait(STUCK_GRACE)
+            self.finish_commit(commit)
+
+    def begin_commit(
+        self, states: Iterable[PartitionState], timeout: float = TXN_TIMEOUT
+    ) -> InFlightCommit | None:
+        """Steps 1 and 2 on the loop thread: what this checkpoint covers is fixed here (the
+        completed offsets, the changelog records of the changes released so far, taken out
+        of each table partition's ``dirty``); the broker round trips (offsets, commit) then
+        run on their own thread."""
+        states = list(states)
+        due: Due = [
+            (state, state.next_commit)
+            for state in states
+            if state.next_commit is not None and state.next_commit != state.committed
+        ]
+        # Co-partitioned partitions of one number share their table partitions: once each.
+        parts = list(dict.fromkeys(part for state in states for part in state.tables if part.dirty))
+        if not (due or parts or self._pending_work()):
+            return None
+        deadline = time.monotonic() + timeout
         try:
+            if self._stuck:
+                raise KafkaException(
+                    KafkaError(KafkaError._FATAL, "the producer is stuck", fatal=True)
+                )
             if self._doomed is not None:
                 raise KafkaException(self._doomed)
             if self.refusals:  # a delivery failed: the transaction can only abort
@@ -104,35 +145,56 @@ class ExactlyOnceCheckpoint(Checkpoint):
                     for s in states
                     if s.committed is not None
                 ]
-            if offsets:
-                metadata = self._consumer.consumer_group_metadata()
-                self._bounded(
-                    self._producer.send_offsets_to_transaction, offsets, metadata, _left(deadline)
-                )
-            self._commit_transaction(deadline)
+            metadata = self._consumer.consumer_group_metadata() if offsets else None
         except KafkaException as exc:
+            self.timer.failed(CheckpointFailed.__name__)
             raise self._failed(exc) from exc
+        written = self._take_dirty(parts)
+
+        def round_trips() -> None:
+            if offsets:
+                self._producer.send_offsets_to_transaction(offsets, metadata, _left(deadline))
+            self._commit_transaction(deadline)
+
+        return InFlightCommit(round_trips, due, written, deadline)
+
+    def finish_commit(self, commit: InFlightCommit) -> None:
+        """Steps 3 and 4 on the loop thread, once the round trips returned: the outcome,
+        then RocksDB. A commit still running past its deadline (and grace) gives the
+        producer up: see :meth:`_give_up`."""
+        try:
+            if not commit.done:
+                raise self._give_up("committing the transaction")
+            error = commit.outcome()
+            if error is not None:
+                raise error
+        except KafkaException as exc:
+            self.timer.failed(CheckpointFailed.__name__)
+            raise self._failed(exc) from exc
+        self._in_transaction = False
         changelog = self._changelog_failure()
         if changelog is not None:  # cannot happen once committed; kept as a guard
+            self.timer.failed(CheckpointFailed.__name__)
             raise changelog
+        self.timer.observe(commit.started)
         self.refusals.clear()  # purged or retried records of a committed transaction
-        for state, offset in due:
+        for state, offset in commit.due:
             state.committed = offset
-        self._apply_tables(parts, 1, {s.partition: offset for s, offset in due})
+        self._apply_tables(commit.written, 1, {s.partition: offset for s, offset in commit.due})
 
     def _commit_transaction(self, deadline: float) -> None:
+        """On the commit's thread: commit, calling again while librdkafka says the commit
+        is not confirmed yet (it resumes the same commit) until ``deadline``."""
         warned = False
         while True:
             started = time.monotonic()
             try:
-                self._bounded(self._producer.commit_transaction, _left(deadline))
-                self._in_transaction = False
+                self._producer.commit_transaction(_left(deadline))
                 return
             except KafkaException as exc:
                 err = _error(exc)
                 if not err.retriable() or err.txn_requires_abort() or _left(deadline) <= 0.1:
                     raise
-                # librdkafka resumes the same commit when it is called again.
                 if not warned:
                     log.warning("commit of transaction not confirmed yet (%s); retrying until "
                                 "%.0fs have passed", err.str(), _left(deadline))  # fmt: skip
@@ -140,6 +202,23 @@ class ExactlyOnceCheckpoint(Checkpoint):
                 if time.monotonic() - started < RETRY_PAUSE:
                     # It failed at once: serve delivery reports a moment rather than spin.
                     self._producer.poll(min(RETRY_PAUSE, _left(deadline)))
+
+    def _give_up(self, what: str) -> KafkaException:
+        """A blocking transactional call that has not returned long past its timeout:
+        librdkafka can block in ``send_offsets_to_transaction`` far past it once the group
+        coordinator it cached went away (a broker restart; confluentinc/librdkafka#5456,
+        #5511). The producer is given up (fenced, so a fresh one replaces it) and its thread
+        left to return whenever it does."""
+        self._stuck = True
+        self._in_transaction = False
+        log.error(
+            "%s has not returned %.0fs after its timeout; giving this producer up and "
+            "starting a fresh one (the open transaction is aborted by the broker)",
+            what, STUCK_GRACE,
+        )  # fmt: skip
+        return KafkaException(
+            KafkaError(KafkaError._FENCED, f"{what} stuck past its timeout", fatal=True)
+        )
 
     def abort(self, reason: str) -> None:
         """Abort the open transaction, if any (lost partitions). Raises CheckpointFailed
@@ -188,12 +267,8 @@ class ExactlyOnceCheckpoint(Checkpoint):
             ) from exc
 
     def _bounded(self, call: Callable[..., Any], *args: Any) -> None:
-        """Make a blocking transactional call, but never wait much longer than its own
-        timeout (the last argument): librdkafka can block in ``send_offsets_to_transaction``
-        far past it once the group coordinator it cached went away (a broker restart;
-        confluentinc/librdkafka#5456, #5511). The call runs on this checkpoint's own thread;
-        when it overstays, the producer is given up (fenced, so a fresh one replaces it)
-        and its thread left to return whenever it does."""
+        """Make a blocking transactional call (abort), but never wait much longer than its
+        own timeout (the last argument): see :meth:`_give_up`."""
         if self._stuck:
             raise KafkaException(KafkaError(KafkaError._FATAL, "the producer is stuck", fatal=True))
         timeout = float(args[-1])
@@ -211,17 +286,7 @@ class ExactlyOnceCheckpoint(Checkpoint):
         thread.start()
         thread.join(timeout + STUCK_GRACE)
         if not outcome:
-            self._stuck = True
-            self._in_transaction = False
-            name = getattr(call, "__name__", "a transactional call")
-            log.error(
-                "%s has not returned %.0fs after its %.0fs timeout; giving this producer up "
-                "and starting a fresh one (the open transaction is aborted by the broker)",
-                name, STUCK_GRACE, timeout,
-            )  # fmt: skip
-            raise KafkaException(
-                KafkaError(KafkaError._FENCED, f"{name} stuck past its timeout", fatal=True)
-            )
+            raise self._give_up(getattr(call, "__name__", "a transactional call"))
         if outcome[0] is not None:
             raise outcome[0]
 

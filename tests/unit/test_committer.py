@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
-from streamer.worker.checkpoint import Checkpoint, CheckpointFailed
+from streamer.worker.checkpoint import Checkpoint, CheckpointFailed, InFlightCommit
 from streamer.worker.committer import CommitStatus, Committer
-from streamer.worker.partition import PartitionState
+from streamer.worker.partition import Effects, PartitionState
 
 
 class ScriptedCheckpoint(Checkpoint):
@@ -99,3 +101,109 @@ def test_an_abort_that_fails_when_partitions_are_lost_still_fails_and_replaces_t
     assert committer.failed and not committer.commit([]) and first.commits == 0
     committer.rewound()
     assert committer.checkpoint is second and committer.commit([])
+
+
+class BackgroundCheckpoint(ScriptedCheckpoint):
+    """A checkpoint that commits in the background: its round trips block until the test
+    lets them return (with the outcome it scripted), as a broker confirming late would."""
+
+    background = True
+
+    def __init__(self, outcomes: list[CheckpointFailed | None]) -> None:
+        super().__init__(outcomes)
+        self.released: list[list[Effects]] = []
+        self.finished: list[CheckpointFailed | None] = []
+        self.go = threading.Event()
+
+    def release(self, batch: list[Effects]) -> None:
+        self.released.append(list(batch))
+
+    def begin_commit(
+        self, states: Iterable[PartitionState], timeout: float = 30.0
+    ) -> InFlightCommit | None:
+        self.commits += 1
+        self.go.clear()
+        return InFlightCommit(lambda: self.go.wait(10), [], [], time.monotonic() + timeout)
+
+    def finish_commit(self, commit: InFlightCommit) -> None:
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        self.finished.append(outcome)
+        if outcome is not None:
+            raise outcome
+
+
+def _effects(n: int) -> list[Effects]:
+    return [Effects(None, None, offset) for offset in range(n)]
+
+
+def _returned(commit: InFlightCommit) -> bool:
+    """Wait (bounded by its deadline) until the round trips of ``commit`` returned."""
+    return commit.wait(0.0)
+
+
+def test_outputs_released_while_a_background_commit_runs_wait_for_the_next_transaction() -> None:
+    checkpoint = BackgroundCheckpoint([])
+    committer, _ = _committer(checkpoint)
+    first = _effects(2)
+    committer.release(first)
+    assert committer.commit_in_background([]) and committer.in_flight
+    assert committer.status is CommitStatus.COMMITTING
+    later = _effects(3)
+    committer.release(later)  # an event completed while the broker confirms
+    assert checkpoint.released == [first]  # held, not in the committing transaction
+    assert committer.commit_in_background([]) and checkpoint.commits == 1  # none overlaps
+    assert committer.poll() is None  # not returned yet
+    checkpoint.go.set()
+    in_flight = committer._in_flight
+    assert in_flight is not None and _returned(in_flight)
+    assert committer.poll() is True
+    assert committer.status is CommitStatus.OPEN and committer.commits == 1
+    assert checkpoint.released == [first, later]  # into the next transaction, in order
+
+
+def test_a_background_commit_that_fails_drops_the_held_outputs_and_refuses_commits() -> None:
+    checkpoint = BackgroundCheckpoint([CheckpointFailed("transaction aborted")])
+    committer, _ = _committer(checkpoint)
+    assert committer.commit_in_background([])
+    committer.release(_effects(2))
+    checkpoint.go.set()
+    assert committer.settle() is False
+    assert committer.failed and checkpoint.released == []
+    assert not committer.commit([]) and checkpoint.commits == 1
+    committer.release(_effects(1))
+    assert checkpoint.released == []
+    committer.rewound()
+    assert committer.status is CommitStatus.OPEN
+
+
+def test_every_other_path_settles_the_background_commit_first() -> None:
+    # commit(): the background checkpoint finishes, then the requested one commits.
+    checkpoint = BackgroundCheckpoint([])
+    committer, _ = _committer(checkpoint)
+    assert committer.commit_in_background([])
+    checkpoint.go.set()
+    assert committer.commit([]) and not committer.in_flight
+    assert checkpoint.finished == [None] and checkpoint.commits == committer.commits == 2
+    # fail(): the background checkpoint failed meanwhile: nothing left to abort.
+    failing = BackgroundCheckpoint([CheckpointFailed("fenced", fenced=True)])
+    committer, _ = _committer(failing)
+    assert committer.commit_in_background([])
+    failing.go.set()
+    committer.fail("partitions were lost")
+    assert committer.failed and failing.aborts == []
+    assert committer.failure is not None and committer.failure.fenced
+    # close(): it finishes before the producer closes.
+    closing = BackgroundCheckpoint([])
+    committer, _ = _committer(closing)
+    assert committer.commit_in_background([])
+    closing.go.set()
+    committer.close()
+    assert closing.finished == [None] and closing.closed and committer.commits == 1
+
+
+def test_a_checkpoint_without_background_commits_commits_at_once() -> None:
+    checkpoint = ScriptedCheckpoint([None, CheckpointFailed("flush timed out")])
+    committer, _ = _committer(checkpoint)
+    assert committer.commit_in_background([]) and not committer.in_flight
+    assert checkpoint.commits == 1 and committer.status is CommitStatus.OPEN
+    assert not committer.commit_in_background([]) and committer.failed

@@ -347,7 +347,7 @@ class Worker(GroupMembership):
         next_stall_check = clock.monotonic() + STALL_AFTER
         while not self._stopping:
             # A commit in the background is finished by a later turn: never block then.
-            busy = self._busy() or (self._committer is not None and self._committer.in_flight)
+            busy = self._busy() or self._committing()
             messages = consumer.consume(batch_size, 0)
             if not messages and not busy:
                 # Idle: block until the first record arrives (consume() with a timeout would
@@ -389,7 +389,8 @@ class Worker(GroupMembership):
             if now >= next_stall_check:
                 report_stalls(self._states.values(), STALL_AFTER)
                 next_stall_check = now + STALL_AFTER
-            if now >= next_checkpoint:
+            # While a commit is in flight the next one waits for it (not a whole interval).
+            if now >= next_checkpoint and not self._committing():
                 self._commit_in_background()
                 next_checkpoint = now + interval
             if self._rewind_pending and not self._stopping:
@@ -398,6 +399,10 @@ class Worker(GroupMembership):
                 self.stop()
                 break
             await asyncio.sleep(0 if messages or not busy else _BUSY_NAP)
+
+    def _committing(self) -> bool:
+        """A checkpoint is committing in the background."""
+        return self._committer is not None and self._committer.in_flight
 
     def _busy(self) -> bool:
         """Some event in flight can make progress. A partition whose lanes only hold

@@ -71,10 +71,12 @@ def notes(result: Result) -> str:
             f"{extra['scale_factor']:.2f}x one process ({extra['rate_1_process']:,.0f}/s); "
             f"broker CPU {extra['broker_cpu_s_1_process']}/{extra['broker_cpu_s_2_processes']} s"
         )
-    if result.scenario in ("count_eos", "count_emit_eos") and "vs_count_alo" in extra:
+    if result.scenario.endswith(("count_eos", "count_emit_eos")) and "vs_count_alo" in extra:
         said.append(f"{extra['vs_count_alo']:.0%} of its at-least-once run")
     if "main_thread_busy" in extra and result.scenario not in ("latency", "backlog_rss"):
         said.append(f"main thread {extra['main_thread_busy']:.0%} busy")
+    if extra.get("consumer_config_not_applied"):  # a peer without librdkafka's options
+        said.append(f"not applied: {', '.join(extra['consumer_config_not_applied'])}")
     if said:
         return "; ".join(said)
     if result.scenario == "recovery":

@@ -2,6 +2,8 @@
 
 The baseline and the streamer scenarios do *the same work* on *the same records*: decode a
 JSON object, apply :func:`transform`, encode the result and produce it with the input's key.
+The peers' apps (:mod:`bench.peers`) import this module too, in virtualenvs of their own, so
+it needs nothing beyond the standard library at import time (psutil only in RssSampler).
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-import psutil  # type: ignore[import-untyped,unused-ignore]
 
 PARTITIONS = 4
 """Partitions of every throughput topic (the I/O scenarios use 1, see ``scenarios``)."""
@@ -103,10 +103,14 @@ class Progress:
 
 
 class RssSampler:
-    """Samples this process's resident set size in a daemon thread (psutil)."""
+    """Samples the resident set size of this process, or of process ``pid`` (a peer's child,
+    seen from the parent), in a daemon thread (psutil)."""
 
-    def __init__(self, interval: float = 0.05) -> None:
-        self._proc = psutil.Process()
+    def __init__(self, interval: float = 0.05, pid: int | None = None) -> None:
+        import psutil  # type: ignore[import-untyped,unused-ignore]
+
+        self._proc = psutil.Process(pid)
+        self._gone: tuple[type[BaseException], ...] = (psutil.Error,)
         self._interval = interval
         self._stop = threading.Event()
         self.samples: list[tuple[float, float]] = []  # (time.perf_counter(), MB)
@@ -117,7 +121,11 @@ class RssSampler:
         return self
 
     def sample(self) -> float:
-        mb = float(self._proc.memory_info().rss) / MB
+        """One sample now (MB); 0.0, and none recorded, once the process has exited."""
+        try:
+            mb = float(self._proc.memory_info().rss) / MB
+        except self._gone:
+            return 0.0
         self.samples.append((time.perf_counter(), mb))
         return mb
 

@@ -1,11 +1,20 @@
-"""The report: the machine, a plain-text table, and the JSON file."""
+"""The report: the machine, a plain-text table, the JSON file, and the README's section.
+
+``python -m bench.report RESULTS.json`` prints the Markdown table of a results file;
+``python -m bench.report RESULTS.json --update README.md`` rewrites the README's benchmark
+section (between :data:`BEGIN` and :data:`END`) from it: the date, machine and versions the
+JSON recorded, and the table. Nothing in that section is typed by hand.
+"""
 
 from __future__ import annotations
 
+import argparse
+import functools
 import hashlib
 import json
 import os
 import platform
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,10 +80,12 @@ def notes(result: Result) -> str:
             f"{extra['scale_factor']:.2f}x one process ({extra['rate_1_process']:,.0f}/s); "
             f"broker CPU {extra['broker_cpu_s_1_process']}/{extra['broker_cpu_s_2_processes']} s"
         )
-    if result.scenario in ("count_eos", "count_emit_eos") and "vs_count_alo" in extra:
+    if result.scenario.endswith(("count_eos", "count_emit_eos")) and "vs_count_alo" in extra:
         said.append(f"{extra['vs_count_alo']:.0%} of its at-least-once run")
     if "main_thread_busy" in extra and result.scenario not in ("latency", "backlog_rss"):
         said.append(f"main thread {extra['main_thread_busy']:.0%} busy")
+    if extra.get("consumer_config_not_applied"):  # a peer without librdkafka's options
+        said.append(f"not applied: {', '.join(extra['consumer_config_not_applied'])}")
     if said:
         return "; ".join(said)
     if result.scenario == "recovery":
@@ -170,8 +181,136 @@ def load(path: Path) -> tuple[dict[str, Any], list[Result]]:
     return document["meta"], [Result(**row) for row in document["results"]]
 
 
-if __name__ == "__main__":  # python -m bench.report results.json: the Markdown table
+BEGIN = "<!-- bench:begin -->"
+END = "<!-- bench:end -->"
+"""The markers around the README's benchmark section; ``--update`` rewrites what is between."""
+
+
+def label(result: Result) -> str:
+    """A row's name in the README: whose code ran it."""
+    if "peer" in result.extra:
+        return result.scenario  # "quixstreams stateless_json"
+    if result.scenario == "baseline":
+        return "raw confluent-kafka loop"
+    return f"streamer {result.scenario}"
+
+
+def readme_table(results: Sequence[Result]) -> str:
+    """The README's table: fewer columns than :func:`markdown`, one row per result."""
+    head = ("", "msg/s", "x raw", "CPU us/msg", "peak RSS MB", "notes")
+    out = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * 4 + "---|"]
+    for r in results:
+        ok = r.status == "ok"
+        remark = notes(r) if ok else f"{r.status}: {notes(r)}".rstrip(": ")
+        cells = (
+            label(r),
+            _num(r.rate) if ok else "-",
+            _ratio(r.ratio),
+            _num(r.extra.get("cpu_us_per_msg"), 1),
+            _num(r.peak_rss_mb, 0),
+            remark.replace("|", "/"),
+        )
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _versions(meta: dict[str, Any]) -> str:
+    m = meta.get("machine", {})
+    parts = [
+        f"streamer {m.get('streamer', '?')} (sources `{meta.get('streamer_sources', '?')}`) "
+        f"and the raw loop on confluent-kafka {m.get('confluent_kafka', '?')} / librdkafka "
+        f"{m.get('librdkafka', '?')}"
+    ]
+    for name, peer in (meta.get("peers") or {}).items():
+        versions = peer.get("versions") or {}
+        if not versions:
+            parts.append(f"{name}: {peer.get('reason') or 'no version recorded'}")
+            continue
+        client = peer.get("client", "")
+        said = f"{name} {versions.get(name, '?')} on {client} {versions.get(client, '?')}"
+        if "librdkafka" in versions:
+            said += f" / librdkafka {versions['librdkafka']}"
+        parts.append(said)
+    return "; ".join(parts)
+
+
+def readme_section(meta: dict[str, Any], results: Sequence[Result]) -> str:
+    """The README's benchmark section, markers included, from a results file alone (the
+    same JSON gives the same text)."""
+    m = meta.get("machine", {})
+    brokers = str(meta.get("brokers", ""))
+    where = (
+        "a single local broker on the same machine"
+        if brokers.startswith(("127.", "localhost", "[::1]"))
+        else f"the broker at {brokers}"
+    )
+    options = meta.get("consumer_config") or {}
+    given = (
+        ", ".join(f"`{k}={v}`" for k, v in options.items())
+        if options
+        else "none (each library's defaults)"
+    )
+    intro = (
+        f"One run of `{meta.get('command') or 'python -m bench'}` on "
+        f"{str(meta.get('started', '?'))[:10]}, {int(meta.get('messages', 0)):,} records per "
+        f"scenario, {where}: {m.get('nproc', '?')} CPUs ({m.get('cpu', '?')}), "
+        f"{m.get('memory_gb', '?')} GiB RAM, {m.get('os', '?')}, Python {m.get('python', '?')}. "
+        f"{_versions(meta)}. Consumer options given to all: {given}."
+    )
+    outro = (
+        "msg/s runs from the first record processed to the last, x raw is over the raw loop's "
+        "and CPU us/msg is the processing thread's; every library runs with its own defaults. "
+        "What each row does and how to run it: [docs/benchmarks.md](docs/benchmarks.md)."
+    )
+    generated = "<!-- generated by python -m bench.report RESULTS.json --update README.md -->"
+    wrap = functools.partial(
+        textwrap.fill, width=100, break_long_words=False, break_on_hyphens=False
+    )
+    return "\n".join(
+        [BEGIN, generated, "", wrap(intro), "", readme_table(results), "", wrap(outro), END]
+    )
+
+
+def update_section(text: str, section: str) -> str:
+    """``text`` with everything from :data:`BEGIN` to :data:`END` (both included) replaced
+    by ``section``; the rest is left as it was. ValueError without exactly one such pair."""
+    if text.count(BEGIN) != 1 or text.count(END) != 1:
+        raise ValueError(f"want exactly one {BEGIN} and one {END}")
+    start, end = text.index(BEGIN), text.index(END)
+    if end < start:
+        raise ValueError(f"{END} comes before {BEGIN}")
+    return text[:start] + section + text[end + len(END) :]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="Render a results file of python -m bench as Markdown.",
+    )
+    parser.add_argument("results", type=Path, help="the JSON written by python -m bench --json")
+    parser.add_argument(
+        "--update",
+        type=Path,
+        default=None,
+        metavar="README",
+        help=f"rewrite the section between {BEGIN} and {END} of this file",
+    )
+    args = parser.parse_args(argv)
+    meta, results = load(args.results)
+    if args.update is None:
+        print(markdown(results))
+        return 0
+    text = args.update.read_text(encoding="utf-8")
+    try:
+        updated = update_section(text, readme_section(meta, results))
+    except ValueError as exc:
+        parser.error(f"{args.update}: {exc}")
+    args.update.write_text(updated, encoding="utf-8")
+    print(f"{args.update}: benchmark section {'updated' if updated != text else 'unchanged'}")
+    return 0
+
+
+if __name__ == "__main__":
     import sys
 
-    _meta, _results = load(Path(sys.argv[1]))
-    print(markdown(_results))
+    sys.exit(main())

@@ -6,13 +6,15 @@ import datetime
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.common import Result
 from bench.kafka_io import Say, broker
+from bench.peers import run as peer_run
+from bench.peers import venvs
 from bench.report import machine, sources_digest, table, write_json
 from bench.scenarios import SCENARIOS, Env, run_scenario
 
@@ -29,7 +31,8 @@ class Report:
 
     @property
     def failed(self) -> list[Result]:
-        return [r for r in self.results if r.status == "failed"]
+        """streamer's failed rows (a peer that fails is reported, but is not streamer's)."""
+        return [r for r in self.results if r.status == "failed" and "peer" not in r.extra]
 
 
 def resolve(selection: Sequence[str]) -> list[str]:
@@ -66,9 +69,57 @@ def add_ratios(results: Sequence[Result]) -> None:
     if conc1 and conc8 and conc1.rate:
         conc8.extra["speedup_vs_conc1"] = round(conc8.rate / conc1.rate, 2)
     for alo_name, eos_name in (("count_alo", "count_eos"), ("count_emit_alo", "count_emit_eos")):
-        alo, eos = by_name.get(alo_name), by_name.get(eos_name)
-        if alo and eos and alo.rate:
-            eos.extra["vs_count_alo"] = round(eos.rate / alo.rate, 3)
+        for name, eos in by_name.items():
+            if not name.endswith(eos_name):
+                continue
+            alo = by_name.get(name.removesuffix(eos_name) + alo_name)  # a peer's: "quixstreams "
+            if alo and alo.rate:
+                eos.extra["vs_count_alo"] = round(eos.rate / alo.rate, 3)
+
+
+@dataclass
+class Peers:
+    """The peers of a ``--peers`` run: each one's Python, or why it has none."""
+
+    pythons: dict[str, Path] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def prepare(cls, cache: Path, refresh: bool, meta: dict[str, Any], say: Say) -> Peers:
+        """Make (or find) every peer's virtualenv before anything is measured."""
+        peers = cls()
+        meta["peers"] = {}
+        for peer in venvs.PEERS:
+            say(f"-- {peer.slug}: virtualenv ...")
+            entry: dict[str, Any] = {"requirements": list(peer.requirements), "client": peer.client}
+            try:
+                python = venvs.ensure(peer, cache, say, refresh=refresh)
+            except venvs.PeerUnavailable as exc:
+                peers.reasons[peer.name] = str(exc)
+                entry.update(status="unavailable", reason=str(exc))
+                say(f"   unavailable: {exc}")
+            else:
+                peers.pythons[peer.name] = python
+                info = venvs.ready_info(python.parent.parent) or {}
+                entry.update(status="ready", python=info.get("python"), path=str(python))
+                say(f"   ready: {python}")
+            meta["peers"][peer.name] = entry
+        return peers
+
+    def run(self, scenario: str, env: Env, meta: dict[str, Any]) -> Iterator[Result]:
+        """Every peer's row for ``scenario``, one by one; the versions each child reports go
+        to ``meta["peers"]``."""
+        for peer in venvs.PEERS:
+            env.say(f"-- {peer_run.row_name(peer, scenario)} ...")
+            python = self.pythons.get(peer.name)
+            if python is None:
+                yield peer_run.unavailable(peer, scenario, self.reasons[peer.name])
+                continue
+            result = peer_run.run_peer_scenario(peer, python, scenario, env)
+            versions = result.extra.get("versions")
+            if isinstance(versions, dict):
+                meta["peers"][peer.name].setdefault("versions", {}).update(versions)
+            yield result
 
 
 def run_bench(
@@ -81,11 +132,17 @@ def run_bench(
     consumer_config: dict[str, str] | None = None,
     command: str | None = None,
     say: Say = print,
+    peers: bool = False,
+    peers_cache: Path | None = None,
+    peers_refresh: bool = False,
 ) -> Report:
     """Run ``scenarios`` (names or "all") with ``messages`` as the scale, against ``brokers``
     (else ``$STREAMER_BENCH_BROKERS``, else a LocalKafka started for the run); print the table,
     write the JSON to ``json_path`` when given, and return the report. ``consumer_config``
-    (librdkafka options) applies to the baseline and to every streamer app alike."""
+    (librdkafka options) applies to the baseline and to every streamer app alike, and to the
+    peers. ``peers``: after each of stateless_json, count_alo and count_eos, the same
+    scenario with every peer of :data:`bench.peers.venvs.PEERS` (virtualenvs under
+    ``peers_cache``, made anew with ``peers_refresh``)."""
     if messages < 2:
         raise ValueError("--messages must be at least 2")
     names = resolve(scenarios)
@@ -102,7 +159,18 @@ def run_bench(
             "streamer_sources": sources_digest(),
         }
     )
+
+    def said(result: Result) -> None:
+        say(f"   {result.status}: {result.messages:,} in {result.seconds:.2f}s = "
+            f"{result.rate:,.0f}/s (wall {result.extra.get('wall_seconds')}s)"
+            + (f" - {result.reason.splitlines()[0]}" if result.reason else ""))  # fmt: skip
+
     try:
+        prepared = (
+            Peers.prepare(peers_cache or venvs.default_cache(), peers_refresh, report.meta, say)
+            if peers
+            else None
+        )
         with broker(brokers, say) as bootstrap:
             report.meta["brokers"] = bootstrap
             report.meta["broker_source"] = "given" if brokers else "env or local"
@@ -111,9 +179,11 @@ def run_bench(
                 say(f"-- {name} ...")
                 result = run_scenario(name, env)
                 report.results.append(result)
-                say(f"   {result.status}: {result.messages:,} in {result.seconds:.2f}s = "
-                    f"{result.rate:,.0f}/s (wall {result.extra.get('wall_seconds')}s)"
-                    + (f" - {result.reason.splitlines()[0]}" if result.reason else ""))  # fmt: skip
+                said(result)
+                if prepared is not None and name in peer_run.SCENARIOS:
+                    for row in prepared.run(name, env, report.meta):
+                        report.results.append(row)
+                        said(row)
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
     add_ratios(report.results)

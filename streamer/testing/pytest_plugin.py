@@ -149,5 +149,7 @@ def create_topic(kafka_admin: Any, unique_name: UniqueName) -> Iterator[CreateTo
         try:
             for future in kafka_admin.delete_topics(created, operation_timeout=10).values():
                 future.result(timeout=10)
-        except KafkaException as exc:
-            logger.warning("could not delete test topics %s: %s", created, exc)
+        except (KafkaException, TimeoutError) as exc:
+            # A broker busy enough to take over 10 s to delete topics (seen under stress)
+            # must not fail the test that used them.
+            logger.warning("could not delete test topics %s: %r", created, exc)

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint docs kafka-up kafka-down bench clean
+.PHONY: setup demo test stress lint docs kafka-up kafka-down bench clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,12 @@ demo: kafka-up
 TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
+
+# `make test` STRESS_RUNS times back to back while stress-ng keeps two cores busy (.ci/stress;
+# logs in STRESS_LOG_DIR): a test that waits on a clock instead of a state fails there.
+STRESS_RUNS ?= 3
+stress:
+	VENV=$(VENV) TEST_WORKERS=$(TEST_WORKERS) bash .ci/stress $(STRESS_RUNS)
 
 lint: setup
 	$(BIN)/ruff check streamer tests apps bench

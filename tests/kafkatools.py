@@ -4,12 +4,13 @@ worker processes that can be killed. Nothing here fakes Kafka."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -326,7 +327,7 @@ def echo_app(
     @app.agent(source, sink=[out])
     async def echo(stream: Any) -> Any:
         async for event in stream:
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # simulated work (pacing), not a wait
             yield event.key, event.value
 
     return app
@@ -383,17 +384,23 @@ def run_cli(
 POLL = 0.1  # seconds between two looks at a condition (not a wait for anything)
 
 
+def _say(what: str | Callable[[], str]) -> str:
+    return what() if callable(what) else what
+
+
 def wait_until(
     check: Callable[[], object],
-    what: str,
+    what: str | Callable[[], str],
     *,
     timeout: float = 120.0,
     workers: Iterable[WorkerProcess] = (),
     log_of: WorkerProcess | None = None,
 ) -> None:
     """Wait until ``check()`` is true, looking every ``POLL`` seconds; fail saying ``what``
-    after ``timeout`` seconds (with the log tail of ``log_of``, else of the first of
-    ``workers``), or at once when one of ``workers`` exited."""
+    (a string, or a function giving one when it fails: the last state seen) after
+    ``timeout`` seconds, with the log tail of ``log_of``, else of the first of ``workers``;
+    fail at once when one of ``workers`` exited. ``timeout`` guards against a hang; it is
+    not a claim about how fast the condition comes."""
     workers = list(workers)
     shown = log_of if log_of is not None else (workers[0] if workers else None)
     deadline = time.monotonic() + timeout
@@ -402,8 +409,35 @@ def wait_until(
             assert worker.alive(), f"{worker.log_path.name} exited\n{worker.log()[-3000:]}"
         if time.monotonic() >= deadline:
             detail = shown.log()[-3000:] if shown is not None else ""
-            raise AssertionError(f"{what}\n{detail}")
+            raise AssertionError(f"{_say(what)}\n{detail}")
         time.sleep(POLL)
+
+
+async def wait_until_async(
+    check: Callable[[], object | Awaitable[object]],
+    what: str | Callable[[], str],
+    *,
+    timeout: float = 120.0,
+    task: asyncio.Task[Any] | None = None,
+) -> None:
+    """:func:`wait_until` inside an event loop that also runs the worker under test (whose
+    ``run()`` is ``task``): looks at ``check()`` (awaited when it returns an awaitable, for
+    checks that ask the worker's own web server from a thread) every ``POLL`` seconds
+    without blocking the loop; fails saying ``what`` after ``timeout`` seconds, or at once
+    when ``task`` ended (with what it raised)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if task is not None and task.done():
+            task.result()  # re-raises what the worker raised
+            raise AssertionError(f"the worker stopped first; {_say(what)}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(_say(what))
+        await asyncio.sleep(POLL)
 
 
 def wait_committed(

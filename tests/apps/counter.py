@@ -26,5 +26,5 @@ delay = float(os.environ.get("TEST_DELAY", "0"))
 async def count(stream: streamer.Stream) -> None:
     async for event in stream:
         if delay:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # simulated work (pacing), not a wait
         counts[event.key] += 1

@@ -37,7 +37,7 @@ boom_dir = os.environ.get("TEST_BOOM_DIR")
 async def process(stream: streamer.Stream):  # type: ignore[no-untyped-def]
     async for event in stream:
         if delay:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # simulated work (pacing), not a wait
         sums[event.key] += event.value
         await sums_topic.send(key=event.key, value=sums[event.key])
         if event.value == -1 and boom_dir and not (Path(boom_dir) / "boomed").exists():

@@ -29,5 +29,5 @@ delay = float(os.environ.get("TEST_DELAY", "0"))
 async def enrich(stream: streamer.Stream) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     async for event in stream:
         if delay:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # simulated work (pacing), not a wait
         yield event.key, {"order": event.value, "customer": customers.get(event.key)}

@@ -26,5 +26,5 @@ delay = float(os.environ.get("TEST_DELAY", "0"))
 async def double(stream: streamer.Stream):  # type: ignore[no-untyped-def]
     async for event in stream:
         if delay:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # simulated work (pacing), not a wait
         yield streamer.Reply(event.value * 2)

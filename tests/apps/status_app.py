@@ -26,4 +26,4 @@ delay = float(os.environ.get("TEST_DELAY", "0"))
 async def work(stream: streamer.Stream) -> None:
     async for _event in stream:
         if delay:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # simulated work (pacing), not a wait

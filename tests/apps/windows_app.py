@@ -32,7 +32,7 @@ idle = env.get("TEST_IDLE_CLOSE", "4")  # "none": windows close only by event ti
 
 async def emit(key: str, start: float, end: float, value: int) -> None:
     if suspend:
-        await asyncio.sleep(suspend)
+        await asyncio.sleep(suspend)  # a suspending call (as HTTP would): pacing
     await closed.send(key=key, value=json.dumps({"start": start, "end": end, "value": value}))
 
 
@@ -53,5 +53,5 @@ if env.get("TEST_FINALS"):  # each closed window also as a record of this topic 
 async def count(stream: streamer.Stream) -> None:
     async for event in stream:
         if delay:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # simulated work (pacing), not a wait
         counts[event.key] += 1

@@ -21,11 +21,10 @@ from confluent_kafka import Producer
 
 from tests.kafkatools import (
     WorkerProcess,
-    committed,
-    end_offsets,
     group_settled,
     produce,
     read_all,
+    wait_committed,
     wait_until,
 )
 
@@ -69,11 +68,11 @@ def test_kill_9_and_a_zombie_leave_exactly_once_results(
         # The fault schedule: kill -9 random workers at random moments (a seeded rng, so
         # each run is the same chaos), restart them.
         for _ in range(6):
-            time.sleep(rng.uniform(1.0, 3.0))
+            time.sleep(rng.uniform(1.0, 3.0))  # pacing of the fault schedule, not a wait
             victim = rng.choice(names)
             workers[victim].kill()
             ended.append(workers[victim])
-            time.sleep(rng.uniform(0.0, 1.0))
+            time.sleep(rng.uniform(0.0, 1.0))  # pacing: down for a moment before the restart
             workers[victim] = start(victim)
         zombie = workers["w1"]  # frozen past its session timeout: its partitions move
         zombie.proc.send_signal(signal.SIGSTOP)
@@ -85,11 +84,9 @@ def test_kill_9_and_a_zombie_leave_exactly_once_results(
         )
         zombie.proc.send_signal(signal.SIGCONT)
 
-        ends = end_offsets(kafka_bootstrap, env["TEST_SRC"], PARTITIONS)
-        deadline = time.monotonic() + 240
-        while committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], PARTITIONS) != ends:
-            assert time.monotonic() < deadline, "input not fully committed"
-            time.sleep(1)
+        wait_committed(
+            kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], PARTITIONS, timeout=240
+        )
         for worker in workers.values():
             worker.stop()
     finally:

@@ -108,7 +108,7 @@ class LiveJoinInput(threading.Thread):
                 self.refunds.append((key, f"r{i}", rts))
             i += 1
             self.producer.poll(0)
-            time.sleep(0.01)
+            time.sleep(0.01)  # pacing: the input spreads over the whole scenario
         assert self.producer.flush(30) == 0
 
 

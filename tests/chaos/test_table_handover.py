@@ -3,18 +3,17 @@ continues; after a clean stop of one worker the counts are exact."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
 from tests.kafkatools import (
     WorkerProcess,
     committed,
-    end_offsets,
     group_settled,
     paced,
     produce,
     read_all,
+    wait_committed,
     wait_until,
 )
 
@@ -59,11 +58,7 @@ def test_clean_stop_moves_partitions_and_counts_stay_exact(
         )  # fmt: skip
         workers[0].stop()  # a clean stop: its partitions move
         produce(kafka_bootstrap, src, ((k.encode(), b"x") for k in keys[6_000:]))
-        ends = end_offsets(kafka_bootstrap, src, PARTITIONS)
-        deadline = time.monotonic() + 90
-        while committed(kafka_bootstrap, app_id, src, PARTITIONS) != ends:
-            assert time.monotonic() < deadline, workers[1].log()[-3000:]
-            time.sleep(0.5)
+        wait_committed(kafka_bootstrap, app_id, src, PARTITIONS, worker=workers[1], timeout=90)
         workers[1].stop()
         survivor_log = workers[1].log()
         assert "restoring" in survivor_log  # it rebuilt the moved partitions from the changelog

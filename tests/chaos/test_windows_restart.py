@@ -22,7 +22,7 @@ from confluent_kafka import Producer
 
 from streamer.state.store import PartitionStore
 from streamer.state.window_store import META_KEY
-from tests.kafkatools import WorkerProcess, committed, end_offsets, read_all
+from tests.kafkatools import WorkerProcess, committed, end_offsets, read_all, wait_until
 
 PARTITIONS = 2
 KEYS = [f"k{i}" for i in range(8)]
@@ -82,19 +82,24 @@ def test_windows_close_exactly_once_and_expire_across_kill_9(
     workers = [start("first", "state-a", "0.01")]
     try:
         # 1. Killed mid-stream: some windows closed (inside events), others open.
-        deadline = time.monotonic() + 60
-        while progress() < len(events) // 3:
-            assert time.monotonic() < deadline, workers[0].log()[-3000:]
-            time.sleep(0.2)
+        wait_until(
+            lambda: progress() >= len(events) // 3,
+            "a third of the input committed",
+            timeout=60,
+            workers=workers[:1],
+        )
         workers[0].kill()
         assert progress() < len(events)
 
         # 2. A fresh state directory: windows come back from the changelog. Killed as soon
         # as the input is committed, before the idle close of the last windows (4 s).
         workers.append(start("second", "state-b", "0"))
-        while committed(kafka_bootstrap, app_id, src, PARTITIONS) != ends:
-            assert time.monotonic() < deadline + 60, workers[1].log()[-3000:]
-            time.sleep(0.1)
+        wait_until(
+            lambda: committed(kafka_bootstrap, app_id, src, PARTITIONS) == ends,
+            "the input committed to its end",
+            timeout=120,
+            workers=workers[1:],
+        )
         workers[1].kill()
         before = _closes(kafka_bootstrap, out)
         assert before and not any(start == last_start for _, start, _ in before)
@@ -106,14 +111,15 @@ def test_windows_close_exactly_once_and_expire_across_kill_9(
         closes = _closes(kafka_bootstrap, out, expect=len(expected))
         assert {(k, s) for k, s, _ in closes} == set(expected), workers[2].log()[-3000:]
         changelog = f"{app_id}-counts-changelog"
-        deadline = time.monotonic() + 40
-        while True:
+
+        def expired() -> bool:
             latest = {(m.partition(), m.key()): m.value() for m in read_all(
                 kafka_bootstrap, changelog, idle=1)}  # fmt: skip
-            if all(v is None for (_, k), v in latest.items() if k != META_KEY):
-                break
-            assert time.monotonic() < deadline, "windows did not expire"
-            time.sleep(1)
+            return all(v is None for (_, k), v in latest.items() if k != META_KEY)
+
+        wait_until(
+            expired, "windows expired (changelog: tombstones only)", timeout=40, log_of=workers[2]
+        )
         workers[2].stop()
     finally:
         for worker in workers:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,22 +46,27 @@ def _records(start: int, stop: int) -> Iterator[tuple[bytes, bytes]]:
 
 def _outputs(bootstrap: str, topic: str, expected: set[str], timeout: float = 120) -> set[str]:
     """Distinct output values, read until they cover ``expected`` (duplicates after a
-    crash are allowed: at-least-once) or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
+    crash are allowed: at-least-once); fails after ``timeout`` saying how many are missing."""
+    seen: set[str] = set()
+
+    def covered() -> bool:
         # Read everything there is (not "until N records": duplicates would end that early).
-        seen = {m.value().decode() for m in read_all(bootstrap, topic, idle=2)}
-        if expected <= seen or time.monotonic() > deadline:
-            return seen
-        time.sleep(1)
+        seen.clear()
+        seen.update(m.value().decode() for m in read_all(bootstrap, topic, idle=2))
+        return expected <= seen
+
+    wait_until(
+        covered, lambda: f"{len(expected - seen)} inputs never reached {topic}", timeout=timeout
+    )
+    return seen
 
 
 def _wait_for_outputs(bootstrap: str, topic: str, at_least: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(read_all(bootstrap, topic, expect=at_least, timeout=5, idle=1)) >= at_least:
-            return
-    raise AssertionError(f"fewer than {at_least} outputs on {topic} after {timeout}s")
+    wait_until(
+        lambda: len(read_all(bootstrap, topic, expect=at_least, timeout=5, idle=1)) >= at_least,
+        f"fewer than {at_least} outputs on {topic}",
+        timeout=timeout,
+    )
 
 
 def test_kill_9_mid_stream_loses_nothing(
@@ -101,11 +105,13 @@ def test_workers_join_and_leave_without_losing_records(
     outputs = _outputs(kafka_bootstrap, out, expected)
     assert expected <= outputs, f"{len(expected - outputs)} inputs never reached the sink"
     # Every partition is served: the remaining workers commit up to the log end everywhere.
-    deadline = time.monotonic() + 30
-    ends = end_offsets(kafka_bootstrap, src, PARTITIONS)
-    while committed(kafka_bootstrap, echo_env["TEST_APP_ID"], src, PARTITIONS) != ends:
-        assert time.monotonic() < deadline, "some partition is not served after the rebalances"
-        time.sleep(0.5)
+    app_id, ends = echo_env["TEST_APP_ID"], end_offsets(kafka_bootstrap, src, PARTITIONS)
+    wait_until(
+        lambda: committed(kafka_bootstrap, app_id, src, PARTITIONS) == ends,
+        "some partition is not served after the rebalances",
+        timeout=30,
+        workers=workers[1:],
+    )
     # Partitions really moved: the leaver gave some up, and the joiner received some.
     assert "revoked" in workers[0].log()
     assert "assigned" in workers[2].log()

@@ -21,7 +21,14 @@ from streamer import (
     Stream,
 )
 from streamer.worker import Worker
-from tests.kafkatools import all_committed, committed, produce, read_all, run_worker_until
+from tests.kafkatools import (
+    all_committed,
+    committed,
+    produce,
+    read_all,
+    run_worker_until,
+    wait_until_async,
+)
 
 GUARANTEES = ["at_least_once", "exactly_once"]
 FAST_RETRIES = ErrorPolicy(retries=2, backoff=0.01, max_backoff=0.05)
@@ -118,13 +125,17 @@ def test_two_agents_on_one_topic_keep_their_own_attempts(
     out_a = app.topic(sink_a, key_type=str, value_type=str, partitions=1)
     out_b = app.topic(sink_b, key_type=str, value_type=str, partitions=1)
     failed: set[str] = set()
+    b_done: set[str] = set()
+    b_first: list[bool] = []  # whether B had completed e2 when A failed on it
 
     @app.agent(source, sink=[out_a], name="a")
     async def agent_a(stream: Stream):  # type: ignore[no-untyped-def]
         async for event in stream:
             if event.value == "e2" and "e2" not in failed:
                 failed.add("e2")
-                await asyncio.sleep(0.2)  # B completes e2 meanwhile
+                # A fails only once B completed e2: B's output is in flight when A's undone.
+                await wait_until_async(lambda: "e2" in b_done, "B never completed e2")
+                b_first.append("e2" in b_done)
                 raise RuntimeError("transient")
             yield event.key, f"a:{event.value}"
 
@@ -132,12 +143,14 @@ def test_two_agents_on_one_topic_keep_their_own_attempts(
     async def agent_b(stream: Stream):  # type: ignore[no-untyped-def]
         async for event in stream:
             yield event.key, f"b:{event.value}"
+            b_done.add(event.value)  # resumed: the worker took the output
 
     produce(kafka_bootstrap, src, [(b"k", f"e{i}".encode()) for i in range(1, 4)])
     asyncio.run(run_worker_until(Worker(app, handle_signals=False),
                            all_committed(kafka_bootstrap, app.group_id, src, 1)))  # fmt: skip
 
     assert failed == {"e2"}
+    assert b_first == [True], "B had not completed e2 when A failed"
     a = [m.value().decode() for m in read_all(kafka_bootstrap, sink_a, expect=3)]
     b = [m.value().decode() for m in read_all(kafka_bootstrap, sink_b, expect=3)]
     if guarantee == "exactly_once":
@@ -169,8 +182,7 @@ def test_a_failure_while_draining_keeps_the_policy(
             if event.value == "hold":
                 tries.append(event.value)
                 holding.set()
-                while not worker_box[0]._stopping:
-                    await asyncio.sleep(0.01)
+                await wait_until_async(lambda: worker_box[0]._stopping, "the drain never began")
                 if len(tries) == 1:
                     raise RuntimeError("fails once, during the drain")
             yield event.key, event.value

@@ -14,7 +14,15 @@ import pytest
 
 import streamer
 from streamer.delays import DELAY_PARTITIONS, delay_topic
-from tests.kafkatools import WorkerProcess, committed, end_offsets, read_all
+from tests.kafkatools import (
+    WorkerProcess,
+    committed,
+    end_offsets,
+    read_all,
+    wait_committed,
+    wait_until,
+    wait_until_async,
+)
 
 TOTAL = 300
 
@@ -50,19 +58,17 @@ def test_delayed_records_are_released_when_due_across_kill_9(
         ends = end_offsets(kafka_bootstrap, topic, DELAY_PARTITIONS)
         assert sum(ends.values()) == TOTAL
         # Kill -9 once some records were released and committed, others still held.
-        deadline = time.monotonic() + 120
-        while True:
-            done = committed(kafka_bootstrap, app_id, topic, DELAY_PARTITIONS)
-            if sum(max(v, 0) for v in done.values()) >= 60:
-                break
-            assert time.monotonic() < deadline, worker.log()[-3000:]
-            time.sleep(0.2)
+        done: dict[int, int] = {}
+
+        def released() -> bool:
+            done.update(committed(kafka_bootstrap, app_id, topic, DELAY_PARTITIONS))
+            return sum(max(v, 0) for v in done.values()) >= 60
+
+        wait_until(released, "60 delayed records released and committed", workers=[worker])
         assert done != ends, "the kill came too late to test anything"
         worker.kill()
         worker = WorkerProcess("tests.apps.delayed", env, tmp_path, "w2", instance="one")
-        while committed(kafka_bootstrap, app_id, topic, DELAY_PARTITIONS) != ends:
-            assert time.monotonic() < deadline, worker.log()[-3000:]
-            time.sleep(0.3)
+        wait_committed(kafka_bootstrap, app_id, topic, DELAY_PARTITIONS, worker=worker)
         worker.stop()
     finally:
         worker.close()
@@ -90,10 +96,12 @@ def test_a_worker_holding_a_record_for_an_hour_stops_at_once_and_cleanly(
         task = asyncio.create_task(worker.run())
         try:
             await dest.send(key="a", value=1, delay=timedelta(hours=1))
-            deadline = time.monotonic() + 60
-            while not any(state.holding for state in worker._states.values()):
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await wait_until_async(
+                lambda: any(state.holding for state in worker._states.values()),
+                "the worker never held the delayed record",
+                timeout=60,
+                task=task,
+            )
             assert not worker._busy()  # held only: the pump blocks in poll(), no naps
         finally:
             started = time.monotonic()

@@ -3,11 +3,10 @@ work of an aborted transaction stays invisible to read_committed readers."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from tests.kafkatools import WorkerProcess, committed, end_offsets, produce, read_all
+from tests.kafkatools import WorkerProcess, produce, read_all, wait_committed
 
 PARTITIONS = 3
 
@@ -29,11 +28,14 @@ def test_aborted_transaction_is_invisible_and_redone_once(
     produce(kafka_bootstrap, env["TEST_SRC"], ((k.encode(), str(v).encode()) for k, v in values))
     worker = WorkerProcess("tests.apps.eos", env, tmp_path, "eos", instance="only")
     try:
-        ends = end_offsets(kafka_bootstrap, env["TEST_SRC"], PARTITIONS)
-        deadline = time.monotonic() + 90
-        while committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], PARTITIONS) != ends:
-            assert time.monotonic() < deadline, worker.log()[-4000:]
-            time.sleep(0.5)
+        wait_committed(
+            kafka_bootstrap,
+            env["TEST_APP_ID"],
+            env["TEST_SRC"],
+            PARTITIONS,
+            worker=worker,
+            timeout=90,
+        )
         worker.stop()
     finally:
         worker.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from tests.integration.test_metrics import free_port, scrape
-from tests.kafkatools import ROOT, WorkerProcess, wait_committed
+from tests.kafkatools import ROOT, WorkerProcess, wait_committed, wait_until
 
 PARTITIONS = 2
 KEYS = [f"p{p}-k{k}" for p in range(PARTITIONS) for k in range(3)]  # each in one partition
@@ -95,14 +95,24 @@ def test_late_events_are_counted_logged_exported_and_windows_listed(
     worker = WorkerProcess("tests.apps.windows_app", env, tmp_path, "late", instance="w")
     try:
         wait_committed(kafka_bootstrap, app_id, src, PARTITIONS, worker=worker)
-        deadline = time.monotonic() + 30
-        while True:
-            exported = scrape(f"http://127.0.0.1:{port}").get("streamer_late_events_total", {})
-            got = {int(dict(labels)["partition"]): int(v) for labels, v in exported.items()}
-            if got == late:
-                break
-            assert time.monotonic() < deadline, (got, late)
-            time.sleep(0.3)
+        exported: dict[tuple[tuple[str, str], ...], float] = {}
+        got: dict[int, int] = {}
+
+        def counted() -> bool:
+            exported.clear()
+            exported.update(
+                scrape(f"http://127.0.0.1:{port}").get("streamer_late_events_total", {})
+            )
+            got.clear()
+            got.update({int(dict(labels)["partition"]): int(v) for labels, v in exported.items()})
+            return got == late
+
+        wait_until(
+            counted,
+            lambda: f"late events exported {got}, expected {late}",
+            timeout=30,
+            workers=[worker],
+        )
         assert all(dict(labels)["table"] == "counts" for labels in exported)
         worker.stop()
         log = worker.log()

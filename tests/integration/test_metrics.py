@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamer import App, Stream
 from streamer.worker import Worker
-from tests.kafkatools import produce
+from tests.kafkatools import produce, wait_until_async
 
 PARTITIONS = 4
 EVENTS = 20_000
@@ -82,33 +82,40 @@ def test_metrics_count_what_was_processed_and_lag_falls_to_zero(
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
         worker = Worker(app, handle_signals=False)
         task = asyncio.create_task(worker.run())
-        backlog: dict[str, Any] = {}
-        deadline = time.monotonic() + 120
+        last: dict[str, Any] = {}  # the latest scrape
+
+        async def lags() -> dict[Any, float] | None:
+            """The consumer lag per partition in a new scrape; None while nobody listens."""
+            try:
+                samples = await asyncio.to_thread(scrape, base)
+            except OSError:  # URLError included: not listening yet
+                return None
+            last.clear()
+            last.update(samples)
+            return dict(samples.get("streamer_consumer_lag", {}))
+
+        async def backlogged() -> bool:
+            # Agents blocked, partitions paused at the lane buffer: a real backlog.
+            lag = await lags()
+            return lag is not None and len(lag) == PARTITIONS and sum(lag.values()) > 0
+
+        async def done() -> bool:
+            lag = await lags()
+            return (
+                lag is not None
+                and total(last, "streamer_events_in_total") == EVENTS
+                and total(last, "streamer_events_out_total") == EVENTS
+                and len(lag) == PARTITIONS
+                and sum(lag.values()) == 0
+            )
+
         try:
-            while True:
-                assert not task.done(), task.result()
-                assert time.monotonic() < deadline, f"not done; last scrape {backlog}"
-                await asyncio.sleep(0.2)
-                try:
-                    samples = await asyncio.to_thread(scrape, base)
-                except OSError:  # URLError included
-                    continue  # not listening yet
-                lags = samples.get("streamer_consumer_lag", {})
-                if not gate.is_set():
-                    # Agents blocked, partitions paused at the lane buffer: a real backlog.
-                    if len(lags) == PARTITIONS and sum(lags.values()) > 0:
-                        backlog = dict(samples)
-                        gate.set()
-                    continue
-                done = (
-                    total(samples, "streamer_events_in_total") == EVENTS
-                    and total(samples, "streamer_events_out_total") == EVENTS
-                    and len(lags) == PARTITIONS
-                    and sum(lags.values()) == 0
-                )
-                if done:
-                    status, _ = await asyncio.to_thread(get, f"{base}/health")
-                    return backlog, samples, status
+            await wait_until_async(backlogged, lambda: f"no backlog; last scrape {last}", task=task)
+            backlog = dict(last)
+            gate.set()
+            await wait_until_async(done, lambda: f"not done; last scrape {last}", task=task)
+            status, _ = await asyncio.to_thread(get, f"{base}/health")
+            return backlog, dict(last), status
         finally:
             worker.stop()
             await asyncio.wait_for(task, 60)
@@ -184,17 +191,17 @@ def _check_ready_during_recovery(
                     answers.append((status, json.loads(body)))  # answers from its run
             except OSError:  # URLError included
                 pass  # not listening yet, or closing
-            time.sleep(0.02)
+            time.sleep(0.02)  # pacing: /ready sampled all along the run, not a wait
 
     async def scenario() -> dict[str, Any]:
         worker = Worker(app, handle_signals=False)
         task = asyncio.create_task(worker.run())
-        deadline = time.monotonic() + 120
         try:
-            while not (answers and answers[-1][0] == 200):
-                assert not task.done(), task.result()
-                assert time.monotonic() < deadline, f"never ready: {answers[-3:]}"
-                await asyncio.sleep(0.05)
+            await wait_until_async(
+                lambda: answers and answers[-1][0] == 200,
+                lambda: f"never ready: {answers[-3:]}",
+                task=task,
+            )
             return await asyncio.to_thread(scrape, base)
         finally:
             stop_polling.set()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,12 +29,19 @@ def _pids(log: str) -> dict[int, int]:
 
 
 def _outputs(bootstrap: str, topic: str, expected: set[str], timeout: float = 120) -> set[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = {m.value().decode() for m in read_all(bootstrap, topic, idle=2)}
-        if expected <= seen or time.monotonic() > deadline:
-            return seen
-        time.sleep(1)
+    """Distinct output values, read until they cover ``expected``; fails after ``timeout``
+    saying how many are missing."""
+    seen: set[str] = set()
+
+    def covered() -> bool:
+        seen.clear()
+        seen.update(m.value().decode() for m in read_all(bootstrap, topic, idle=2))
+        return expected <= seen
+
+    wait_until(
+        covered, lambda: f"{len(expected - seen)} inputs never reached {topic}", timeout=timeout
+    )
+    return seen
 
 
 def test_two_processes_share_the_group_survive_kill_9_and_stop_on_sigterm(

@@ -10,7 +10,7 @@ import zlib
 
 import streamer
 from streamer.worker import Worker
-from tests.kafkatools import committed, end_offsets
+from tests.kafkatools import committed, end_offsets, wait_until_async
 
 
 def _metric(worker: Worker, agent: str) -> float:
@@ -42,10 +42,12 @@ def test_a_limited_key_waits_while_other_lanes_go_on(kafka_bootstrap: str, uniqu
             await topic.send(key="slow", value=2)
             for key in others:
                 await topic.send(key=key, value=0)
-            deadline = time.monotonic() + 60
-            while len(seen) < 1 + len(others) or _metric(worker, "work") == 0:
-                assert time.monotonic() < deadline, seen
-                await asyncio.sleep(0.05)
+            await wait_until_async(
+                lambda: len(seen) >= 1 + len(others) and _metric(worker, "work") != 0,
+                lambda: f"the other keys not all processed, or no wait reserved: {seen}",
+                timeout=60,
+                task=task,
+            )
         finally:
             started = time.monotonic()
             worker.stop()

@@ -17,6 +17,7 @@ from typing import Any
 from streamer import App, Stream
 from streamer.kafka.backend import ConfluentBackend
 from streamer.worker import Worker
+from tests.kafkatools import wait_until_async
 
 PARTITIONS = 2
 
@@ -110,7 +111,7 @@ def test_ready_waits_until_the_repartition_topic_is_assigned(
                 assert not task.done(), task
                 assert time.monotonic() < deadline, answers[-3:]
                 answers.append(await asyncio.to_thread(_ready, port))
-                await asyncio.sleep(0.4)
+                await asyncio.sleep(0.4)  # pacing: answers sampled over a while, not a wait
             for status, detail in [a for a in answers if a[1].get("assigned") == PARTITIONS]:
                 assert status == 503, detail
                 assert "not_ready" not in detail, detail  # every partition here is ready
@@ -118,14 +119,14 @@ def test_ready_waits_until_the_repartition_topic_is_assigned(
                 withheld = {f"{by_user.name}[{p}]" for p in range(PARTITIONS)}
                 assert withheld <= set(detail["unassigned_in_group"]), detail
             release.set()
-            while True:
-                status, detail = await asyncio.to_thread(_ready, port)
-                if status == 200:
-                    assert detail["assigned"] == 2 * PARTITIONS
-                    break
-                assert not task.done(), task
-                assert time.monotonic() < deadline + 60, detail
-                await asyncio.sleep(0.3)
+            last: list[tuple[int, dict[str, Any]]] = []
+
+            async def ready() -> bool:
+                last.append(await asyncio.to_thread(_ready, port))
+                return last[-1][0] == 200
+
+            await wait_until_async(ready, lambda: f"never ready: {last[-1:]}", task=task)
+            assert last[-1][1]["assigned"] == 2 * PARTITIONS
         finally:
             worker.stop()
             await asyncio.wait_for(task, 60)

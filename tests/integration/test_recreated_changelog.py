@@ -5,7 +5,6 @@ built from, even when the stored offset falls inside the new topic's range."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -18,14 +17,17 @@ from tests.kafkatools import produce, wait_until
 
 
 def _create(admin: AdminClient, name: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:  # a topic just deleted may still be going away
+    errors: list[Exception] = []
+
+    def created() -> bool:
         try:
             admin.create_topics([NewTopic(name, 1)])[name].result(timeout=30)
-            break
-        except Exception:
-            assert time.monotonic() < deadline, f"cannot create {name}"
-            time.sleep(0.2)
+        except Exception as exc:  # a topic just deleted may still be going away: try again
+            errors.append(exc)
+            return False
+        return True
+
+    wait_until(created, lambda: f"cannot create {name}: {errors[-1:]}", timeout=60)
     wait_until(lambda: name in admin.list_topics(timeout=10).topics, f"{name} not visible")
 
 

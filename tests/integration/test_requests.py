@@ -4,7 +4,6 @@ guarantees, with timeouts, and across a kill -9 of the replying worker."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import streamer
 from streamer.replies import CORRELATION_ID, reply_topic
 from streamer.worker import Worker
-from tests.kafkatools import WorkerProcess, read_all
+from tests.kafkatools import WorkerProcess, read_all, wait_until_async
 
 
 def _replier(bootstrap: str, app_id: str, topic: str, guarantee: str) -> streamer.App:
@@ -88,10 +87,9 @@ def test_ask_from_inside_an_event_is_refused_in_one_line(kafka_bootstrap: str, u
         task = asyncio.create_task(worker.run())
         try:
             await a_topic.send(key="x", value=1)
-            deadline = time.monotonic() + 60
-            while not seen:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await wait_until_async(
+                lambda: seen, "the inner ask never failed", timeout=60, task=task
+            )
         finally:
             worker.stop()
             await asyncio.wait_for(task, 60)
@@ -130,10 +128,10 @@ def test_asks_in_flight_survive_kill_9_of_the_worker(
                 for i in range(total)
             ]
             # Kill -9 once some replies came back and others are still in flight.
-            deadline = time.monotonic() + 120
-            while sum(t.done() for t in asks) < 20:
-                assert time.monotonic() < deadline, worker.log()[-3000:]
-                await asyncio.sleep(0.05)
+            await wait_until_async(
+                lambda: sum(t.done() for t in asks) >= 20,
+                lambda: f"fewer than 20 replies\n{worker.log()[-3000:]}",
+            )
             assert sum(t.done() for t in asks) < total, "the kill came too late to test anything"
             worker.kill()
             worker = WorkerProcess("tests.apps.replier", env, tmp_path, "w2", instance="one")

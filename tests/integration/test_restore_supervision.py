@@ -199,10 +199,11 @@ def _wait_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> None:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline = time.monotonic() + timeout
-    while topic not in admin.list_topics(timeout=10).topics:
-        assert time.monotonic() < deadline, f"{topic} was never created"
-        time.sleep(0.2)
+    wait_until(
+        lambda: topic in admin.list_topics(timeout=10).topics,
+        f"{topic} was never created",
+        timeout=timeout,
+    )
 
 
 def _produce_users(bootstrap: str, topic: str, start: int, count: int) -> None:

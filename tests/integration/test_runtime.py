@@ -35,7 +35,7 @@ def test_concurrent_lanes_keep_per_key_order_and_sink_exact_outputs(
             seen[event.key].append(event.value)
             lanes_used.add((event.partition, id(stream)))
             if rng.random() < 0.05:
-                await asyncio.sleep(0.001)  # let lanes overtake each other
+                await asyncio.sleep(0.001)  # pacing: lets lanes overtake each other
             yield f"{event.key}:{event.value}"
 
     # Per key a sequence 0..39; keys interleaved so every partition sees many keys.

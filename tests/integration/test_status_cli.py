@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -114,16 +113,19 @@ def test_owners_and_live_rates_with_a_running_worker(
     env = _env(kafka_bootstrap, topic, group, TEST_DELAY="0.05")  # ~1.5 s for partition 0
     worker = WorkerProcess(APP, env, tmp_path, "worker")
     try:
-        deadline = time.monotonic() + 60
         snapshot: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            snapshot = json.loads(_status(env, "--json"))
+
+        def owning() -> bool:
+            snapshot.update(json.loads(_status(env, "--json")))
             owners = {p["owner"] for p in snapshot["partitions"]}
-            if len(snapshot["members"]) == 1 and None not in owners:
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"the worker never showed up as owner: {snapshot}\n{worker.log()}")
+            return len(snapshot["members"]) == 1 and None not in owners
+
+        wait_until(
+            owning,
+            lambda: f"the worker never showed up as owner: {snapshot}",
+            timeout=60,
+            workers=[worker],
+        )
         (member,) = snapshot["members"]
         assert sorted(member["partitions"]) == [f"{topic}[{p}]" for p in RECORDS]
         assert {p["owner"] for p in snapshot["partitions"]} == {member["label"]}
@@ -160,13 +162,13 @@ def test_owners_and_live_rates_with_a_running_worker(
         assert all(row[2] == member["label"] for row in later.values())
         assert all(row[6] != "-" for row in later.values()), views[-2]  # rates known
 
-        while time.monotonic() < deadline:
-            snapshot = json.loads(_status(env, "--json"))
-            if snapshot["total_lag"] == 0 and all(p["lag"] == 0 for p in snapshot["partitions"]):
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"lag never reached 0: {snapshot}")
+        def caught_up() -> bool:
+            snapshot.update(json.loads(_status(env, "--json")))
+            return snapshot["total_lag"] == 0 and all(p["lag"] == 0 for p in snapshot["partitions"])
+
+        wait_until(
+            caught_up, lambda: f"lag never reached 0: {snapshot}", timeout=60, workers=[worker]
+        )
     finally:
         worker.terminate()
         worker.close()

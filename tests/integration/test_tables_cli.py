@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from streamer import App, Stream
 from streamer.worker import Worker
-from tests.kafkatools import ROOT, all_committed, produce
+from tests.kafkatools import ROOT, all_committed, produce, wait_until_async
 
 APP = "tests.apps.table_app"
 PARTITIONS = 3
@@ -65,15 +64,13 @@ async def _run_and_list_while_running(
     worker = Worker(app, handle_signals=False)
     task = asyncio.create_task(worker.run())
     try:
-        deadline = time.monotonic() + 120
-        while processed[0] < EVENTS:
-            assert not task.done(), "worker stopped early"
-            assert time.monotonic() < deadline, f"only {processed[0]} of {EVENTS} counted"
-            await asyncio.sleep(0.05)
+        await wait_until_async(
+            lambda: processed[0] >= EVENTS,
+            lambda: f"only {processed[0]} of {EVENTS} counted",
+            task=task,
+        )
         # Committed up to the end: the checkpoint that wrote the counts to the stores.
-        while not done():
-            assert time.monotonic() < deadline, "counts never committed"
-            await asyncio.sleep(0.05)
+        await wait_until_async(done, "counts never committed", task=task)
         return await asyncio.to_thread(cli, "--json")
     finally:
         worker.stop()

@@ -100,4 +100,35 @@ def configure_logging(level: int | str, log_format: LogFormat = "text") -> None:
     logging.basicConfig(level=level, handlers=[handler])
 
 
-__all__ = ["TEXT_FORMAT", "JsonFormatter", "LogFormat", "configure_logging", "partitions_of"]
+class _ProcessLabel(logging.Filter):
+    """Stamps every record with the label of the worker process that logs it."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker_process = self.label
+        return True
+
+
+def label_process(label: str) -> None:
+    """Name this process in every log line (a child of ``streamer worker --processes N``):
+    text lines read ``... INFO    [process-1] streamer.worker: ...``, JSON lines get a
+    ``worker_process`` field. Call after :func:`configure_logging`."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_ProcessLabel(label))
+        if not isinstance(handler.formatter, JsonFormatter):  # JSON shows the field as it is
+            handler.setFormatter(logging.Formatter(TEXT_FORMAT.replace(
+                "%(name)s", "[%(worker_process)s] %(name)s"
+            )))  # fmt: skip
+
+
+__all__ = [
+    "TEXT_FORMAT",
+    "JsonFormatter",
+    "LogFormat",
+    "configure_logging",
+    "label_process",
+    "partitions_of",
+]

@@ -9,6 +9,7 @@ import sys
 import click
 
 from streamer.cli.client_config import client_options, load_cli_app
+from streamer.logs import label_process
 from streamer.ops.processes import Supervisor, child_argv, child_settings, parse_processes
 from streamer.ops.replay import replay as run_replay_of
 from streamer.worker import run_worker
@@ -74,6 +75,7 @@ def worker(
         sys.exit(supervisor.run())
     app = load_cli_app(app_path)
     if process_index is not None:
+        label_process(f"process-{process_index}")
         app.settings = child_settings(app.settings, process_index)
     run_worker(app)
 

@@ -66,6 +66,12 @@ def test_two_processes_share_the_group_survive_kill_9_and_stop_on_sigterm(
             return members is not None and set(members) == {"w-0", "w-1"} and all(members.values())
 
         wait_until(joined, "the two worker processes did not both join the group", timeout=90)
+        # Each child names itself in its log lines (they share the supervisor's stderr).
+        wait_until(
+            lambda: all(f"[process-{i}] streamer." in supervisor.log() for i in (0, 1)),
+            "the worker processes' log lines do not say which process wrote them",
+            timeout=30,
+        )
         produce(kafka_bootstrap, env["TEST_SRC"], _records(0, 2_000))
 
         # kill -9 one child: the supervisor starts it again, with the same identity.

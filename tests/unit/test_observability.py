@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer import App, Stream
-from streamer.logs import JsonFormatter
+from streamer.logs import JsonFormatter, configure_logging, label_process
 from streamer.worker.metrics import WorkerMetrics
 from streamer.worker.partition import PartitionState, WorkerStats
 from streamer.worker.probes import SAMPLE_EVERY, CommitTimer, LaneProbe
@@ -185,3 +185,24 @@ def test_json_log_lines_carry_tracebacks(formatter: JsonFormatter) -> None:
         record.exc_info = sys.exc_info()
     line = json.loads(formatter.format(record))
     assert "ValueError: bad value" in line["exception"]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_child_of_processes_names_itself_in_every_log_line(
+    log_format: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    root.handlers.clear()
+    try:
+        configure_logging("INFO", log_format)  # type: ignore[arg-type]
+        label_process("process-1")
+        logging.getLogger("streamer.worker").info("assigned orders[0]")
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    if log_format == "text":
+        assert line.endswith("INFO    [process-1] streamer.worker: assigned orders[0]"), line
+    else:
+        fields = json.loads(line)
+        assert fields["worker_process"] == "process-1" and fields["message"] == "assigned orders[0]"

@@ -507,3 +507,23 @@ def run_in_terminal(
             process.kill()
         os.close(master)
     return code, b"".join(chunks).decode(errors="replace")
+
+
+def distinct_outputs(
+    bootstrap: str, topic: str, expected: set[str], timeout: float = 120
+) -> set[str]:
+    """Distinct output values of ``topic`` (read_committed), read until they cover
+    ``expected`` (duplicates after a crash are allowed: at-least-once); fails after
+    ``timeout`` saying how many are missing."""
+    seen: set[str] = set()
+
+    def covered() -> bool:
+        # Read everything there is (not "until N records": duplicates would end that early).
+        seen.clear()
+        seen.update(m.value().decode() for m in read_all(bootstrap, topic, idle=2))
+        return expected <= seen
+
+    wait_until(
+        covered, lambda: f"{len(expected - seen)} inputs never reached {topic}", timeout=timeout
+    )
+    return seen

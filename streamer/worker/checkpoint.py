@@ -210,6 +210,15 @@ class Checkpoint:
         """Make the completed work of ``states`` durable: outputs, table changes, offsets,
         within ``timeout`` seconds. Raises :class:`CheckpointFailed`."""
         states = list(states)
+        due, parts = self._work(states)
+        if due or parts or self._pending_work():
+            with self.timer:  # observes the duration, or counts the failure it raises
+                self._commit(due, parts, states, time.monotonic() + timeout)
+
+    @staticmethod
+    def _work(states: list[PartitionState]) -> tuple[Due, list[TablePartition]]:
+        """What a checkpoint of ``states`` covers: the offsets that moved, and the table
+        partitions with released changes."""
         due: Due = [
             (state, state.next_commit)
             for state in states
@@ -217,9 +226,7 @@ class Checkpoint:
         ]
         # Co-partitioned partitions of one number share their table partitions: once each.
         parts = list(dict.fromkeys(part for state in states for part in state.tables if part.dirty))
-        if due or parts or self._pending_work():
-            with self.timer:  # observes the duration, or counts the failure it raises
-                self._commit(due, parts, states, time.monotonic() + timeout)
+        return due, parts
 
     def begin_commit(
         self, states: Iterable[PartitionState], timeout: float = FLUSH_TIMEOUT

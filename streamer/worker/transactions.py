@@ -43,7 +43,6 @@ from streamer.worker.checkpoint import (
     STUCK_GRACE,
     Checkpoint,
     CheckpointFailed,
-    Due,
     InFlightCommit,
     _error,
 )
@@ -117,13 +116,7 @@ class ExactlyOnceCheckpoint(Checkpoint):
         of each table partition's ``dirty``); the broker round trips (offsets, commit) then
         run on their own thread."""
         states = list(states)
-        due: Due = [
-            (state, state.next_commit)
-            for state in states
-            if state.next_commit is not None and state.next_commit != state.committed
-        ]
-        # Co-partitioned partitions of one number share their table partitions: once each.
-        parts = list(dict.fromkeys(part for state in states for part in state.tables if part.dirty))
+        due, parts = self._work(states)
         if not (due or parts or self._pending_work()):
             return None
         deadline = time.monotonic() + timeout

@@ -10,6 +10,7 @@ import pytest
 from tests.kafkatools import (
     WorkerProcess,
     committed,
+    distinct_outputs,
     end_offsets,
     group_settled,
     produce,
@@ -44,23 +45,6 @@ def _records(start: int, stop: int) -> Iterator[tuple[bytes, bytes]]:
     return ((f"k{i % 97}".encode(), str(i).encode()) for i in range(start, stop))
 
 
-def _outputs(bootstrap: str, topic: str, expected: set[str], timeout: float = 120) -> set[str]:
-    """Distinct output values, read until they cover ``expected`` (duplicates after a
-    crash are allowed: at-least-once); fails after ``timeout`` saying how many are missing."""
-    seen: set[str] = set()
-
-    def covered() -> bool:
-        # Read everything there is (not "until N records": duplicates would end that early).
-        seen.clear()
-        seen.update(m.value().decode() for m in read_all(bootstrap, topic, idle=2))
-        return expected <= seen
-
-    wait_until(
-        covered, lambda: f"{len(expected - seen)} inputs never reached {topic}", timeout=timeout
-    )
-    return seen
-
-
 def _wait_for_outputs(bootstrap: str, topic: str, at_least: int, timeout: float = 60) -> None:
     wait_until(
         lambda: len(read_all(bootstrap, topic, expect=at_least, timeout=5, idle=1)) >= at_least,
@@ -82,7 +66,7 @@ def test_kill_9_mid_stream_loses_nothing(
     second = WorkerProcess("tests.apps.echo", echo_env, tmp_path, "second")
     workers.append(second)
     expected = {f"k{i % 97}:{i}" for i in range(total)}
-    outputs = _outputs(kafka_bootstrap, echo_env["TEST_OUT"], expected)
+    outputs = distinct_outputs(kafka_bootstrap, echo_env["TEST_OUT"], expected)
     assert expected <= outputs, f"{len(expected - outputs)} inputs never reached the sink"
     second.stop()
 
@@ -102,7 +86,7 @@ def test_workers_join_and_leave_without_losing_records(
     workers[0].stop()  # one leaves
     produce(kafka_bootstrap, src, _records(10_000, 15_000))
     expected = {f"k{i % 97}:{i}" for i in range(15_000)}
-    outputs = _outputs(kafka_bootstrap, out, expected)
+    outputs = distinct_outputs(kafka_bootstrap, out, expected)
     assert expected <= outputs, f"{len(expected - outputs)} inputs never reached the sink"
     # Every partition is served: the remaining workers commit up to the log end everywhere.
     app_id, ends = echo_env["TEST_APP_ID"], end_offsets(kafka_bootstrap, src, PARTITIONS)

@@ -11,7 +11,13 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.kafkatools import WorkerProcess, group_members, produce, read_all, wait_until
+from tests.kafkatools import (
+    WorkerProcess,
+    distinct_outputs,
+    group_members,
+    produce,
+    wait_until,
+)
 
 PARTITIONS = 4
 
@@ -26,22 +32,6 @@ def _pids(log: str) -> dict[int, int]:
     for index, pid in re.findall(r"worker process (\d+) started \(pid (\d+)\)", log):
         found[int(index)] = int(pid)
     return found
-
-
-def _outputs(bootstrap: str, topic: str, expected: set[str], timeout: float = 120) -> set[str]:
-    """Distinct output values, read until they cover ``expected``; fails after ``timeout``
-    saying how many are missing."""
-    seen: set[str] = set()
-
-    def covered() -> bool:
-        seen.clear()
-        seen.update(m.value().decode() for m in read_all(bootstrap, topic, idle=2))
-        return expected <= seen
-
-    wait_until(
-        covered, lambda: f"{len(expected - seen)} inputs never reached {topic}", timeout=timeout
-    )
-    return seen
 
 
 def test_two_processes_share_the_group_survive_kill_9_and_stop_on_sigterm(
@@ -87,7 +77,7 @@ def test_two_processes_share_the_group_survive_kill_9_and_stop_on_sigterm(
         produce(kafka_bootstrap, env["TEST_SRC"], _records(2_000, 4_000))
 
         expected = {f"k{i % 31}:{i}" for i in range(4_000)}
-        seen = _outputs(kafka_bootstrap, env["TEST_OUT"], expected)
+        seen = distinct_outputs(kafka_bootstrap, env["TEST_OUT"], expected)
         assert expected <= seen, f"{len(expected - seen)} inputs without output"
         # SIGTERM to the supervisor stops every child cleanly: exit status 0 (the
         # supervisor's status is 0 only when every child's is).

@@ -77,8 +77,9 @@ class DeliveryFailure(Fault):
 
 @dataclass(eq=False, repr=False)
 class TransactionFailure(Fault):
-    """``commit_transaction`` (``call="commit"``) or ``send_offsets_to_transaction``
-    (``call="send_offsets"``) fails without reaching the broker:
+    """``commit_transaction`` (``call="commit"``), ``send_offsets_to_transaction``
+    (``call="send_offsets"``) or ``init_transactions`` (``call="init"``) fails without
+    reaching the broker:
 
     - ``"timeout"``: ``_TIMED_OUT``, retriable; the transaction stays open and calling
       the method again carries on;
@@ -90,7 +91,7 @@ class TransactionFailure(Fault):
 
     kind: TransactionFailureKind
     _: KW_ONLY
-    call: Literal["commit", "send_offsets"] = "commit"
+    call: Literal["commit", "send_offsets", "init"] = "commit"
 
     def error(self) -> KafkaError:
         return transaction_error(self.kind, f"injected {self.kind} failure of {self.call}")

@@ -26,8 +26,9 @@ The faults:
   predicate) is refused by "the broker": it is not written; its delivery callback gets the
   error at the next ``poll``/``flush``; inside a transaction, the transaction becomes
   abortable.
-- :class:`TransactionFailure`: ``commit_transaction`` or ``send_offsets_to_transaction``
-  fails as a timeout (retriable), an abortable error, or fencing (fatal).
+- :class:`TransactionFailure`: ``commit_transaction``, ``send_offsets_to_transaction`` or
+  ``init_transactions`` fails as a timeout (retriable), an abortable error, or fencing
+  (fatal).
 - :class:`SlowTransaction`: ``commit_transaction`` or ``send_offsets_to_transaction``
   returns only when the test releases it (then goes on, or fails).
 - :class:`OffsetCommitFailure`: a consumer's ``commit`` is refused.
@@ -332,6 +333,7 @@ class FaultyProducer:
         raise KafkaException(error)
 
     def init_transactions(self, timeout: float = -1) -> None:
+        self._transaction_fault("init")
         self.inner.init_transactions(timeout)
 
     def begin_transaction(self) -> None:

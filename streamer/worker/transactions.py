@@ -52,6 +52,7 @@ from streamer.worker.probes import IDLE_TIMER, CommitTimer
 log = logging.getLogger("streamer.transactions")
 
 TXN_TIMEOUT = 30.0
+INIT_ATTEMPTS = 4  # init_transactions calls (each up to TXN_TIMEOUT) before giving up
 ABORT_TIMEOUT = 10.0
 RETRY_PAUSE = 0.1  # seconds between commit attempts that fail at once
 
@@ -315,13 +316,29 @@ _FENCED: set[Any] = {
 
 
 def init_transactions(producer: Producer, transactional_id: str, brokers: str) -> None:
-    """Register the transactional.id (fencing any predecessor with the same id)."""
-    try:
-        producer.init_transactions(TXN_TIMEOUT)
-    except KafkaException as exc:
-        denied = access_denied(exc, operation="Write", transactional_id=transactional_id)
-        if denied is not None:
-            raise denied from None
-        raise ProducerFenced(
-            f"cannot start transactions as {transactional_id!r} on {brokers}: {exc}"
-        ) from exc
+    """Register the transactional.id (fencing any predecessor with the same id).
+
+    A retriable failure (``_TIMED_OUT``: the coordinator is still aborting a predecessor's
+    open transaction, as after a broker restart or a producer given up) is tried again, as
+    librdkafka documents, up to ``INIT_ATTEMPTS`` times; then, or on any other failure,
+    :class:`ProducerFenced` names the id and the brokers."""
+    for attempt in range(1, INIT_ATTEMPTS + 1):
+        try:
+            producer.init_transactions(TXN_TIMEOUT)
+            return
+        except KafkaException as exc:
+            denied = access_denied(exc, operation="Write", transactional_id=transactional_id)
+            if denied is not None:
+                raise denied from None
+            err = _error(exc)
+            if not err.retriable() or attempt == INIT_ATTEMPTS:
+                tries = f" (tried {attempt} times)" if attempt > 1 else ""
+                raise ProducerFenced(
+                    f"cannot start transactions as {transactional_id!r} on {brokers}{tries}: "
+                    f"{err.str()}"
+                ) from exc
+            log.warning(
+                "starting transactions as %r on %s is not confirmed yet (%s); trying again "
+                "(attempt %d of %d)",
+                transactional_id, brokers, err.str(), attempt + 1, INIT_ATTEMPTS,
+            )  # fmt: skip

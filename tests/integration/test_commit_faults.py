@@ -25,6 +25,7 @@ from streamer.testing.faults import (
     TransactionFailure,
 )
 from streamer.worker import Worker
+from streamer.worker.transactions import INIT_ATTEMPTS, ProducerFenced
 from tests.kafkatools import (
     all_committed,
     committed,
@@ -159,3 +160,42 @@ def test_refused_offset_commits_under_at_least_once_lose_nothing(
                      all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
     assert fault.count == 3
     _check_nothing_lost(kafka_bootstrap, app, src, sink, exact=False)
+
+
+def test_a_replaced_producer_whose_start_times_out_tries_again_and_loses_nothing(
+    kafka_bootstrap: str, create_topic, unique_name, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fenced checkpoint replaces the producer; the new one's init_transactions times out
+    twice (the coordinator still aborting the old transaction, as after a broker restart):
+    it is tried again, and every output arrives exactly once."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, "exactly_once", src, sink)
+    produce(
+        kafka_bootstrap, src, [(f"k{i % 13}".encode(), f"v{i}".encode()) for i in range(RECORDS)]
+    )
+    fenced = TransactionFailure("fenced", nth=3)
+    slow_start = TransactionFailure("timeout", call="init", nth=2, times=2)  # not the first
+    backend = FaultyBackend(ConfluentBackend(), fenced, slow_start)
+    with caplog.at_level("WARNING", logger="streamer.transactions"):
+        asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
+                         all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
+    assert fenced.count == 1 and slow_start.count == 2
+    assert "is not confirmed yet" in caplog.text and "attempt 3 of 4" in caplog.text
+    outputs = Counter(m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=RECORDS))
+    assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
+
+
+def test_transactions_that_never_start_stop_the_worker_in_one_line(
+    kafka_bootstrap: str, create_topic, unique_name
+) -> None:
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, "exactly_once", src, sink)
+    never = TransactionFailure("timeout", call="init", times=None)
+    backend = FaultyBackend(ConfluentBackend(), never)
+    with pytest.raises(ProducerFenced) as raised:
+        asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
+                         lambda: False, timeout=60))  # fmt: skip
+    message = str(raised.value)
+    assert "\n" not in message and never.count == INIT_ATTEMPTS
+    assert f"cannot start transactions as '{app.id}" in message and kafka_bootstrap in message
+    assert f"(tried {INIT_ATTEMPTS} times)" in message

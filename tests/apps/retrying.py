@@ -32,6 +32,10 @@ async def work(stream: streamer.Stream):  # type: ignore[no-untyped-def]
         if mark.exists():
             left = int(mark.read_text())
             if left > 0:
-                mark.write_text(str(left - 1))
+                # Written aside, then renamed over the marker: a kill -9 between the two
+                # leaves the old count, never an empty marker.
+                aside = mark.with_name(f"{mark.name}.new")
+                aside.write_text(str(left - 1))
+                os.replace(aside, mark)
                 raise RuntimeError(f"failing {event.value} ({left} left)")
         yield event.value

@@ -74,6 +74,10 @@ def test_kill_9_and_a_zombie_leave_exactly_once_results(
             ended.append(workers[victim])
             time.sleep(rng.uniform(0.0, 1.0))  # pacing: down for a moment before the restart
             workers[victim] = start(victim)
+        # The restarted workers are members again (a restart still joining when frozen would
+        # be no zombie: it never owned anything).
+        rejoined = group_settled(kafka_bootstrap, env["TEST_APP_ID"], 3)
+        wait_until(rejoined, "the restarted workers did not all rejoin", workers=workers.values())
         zombie = workers["w1"]  # frozen past its session timeout: its partitions move
         zombie.proc.send_signal(signal.SIGSTOP)
         # Frozen until the broker expelled it and the other two took its partitions.

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -21,6 +21,7 @@ from streamer.kafka.backend import Backend
 from streamer.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def produce(
@@ -96,34 +97,44 @@ def read_all(
     return messages
 
 
-_COORDINATOR_MOVING = (
+_TRANSIENT = (
     KafkaError.NOT_COORDINATOR,
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     KafkaError.COORDINATOR_NOT_AVAILABLE,
     KafkaError._TIMED_OUT,
+    KafkaError._TIMED_OUT_QUEUE,  # the request waited in librdkafka's queue past its timeout
 )
 
 
+def retry_transient(call: Callable[[], T], attempts: int = 20) -> T:
+    """``call()``, called again while it raises a transient broker error: the group
+    coordinator moving or loading (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, as a busy
+    or fresh broker answers), a request timed out (also in librdkafka's queue), or any
+    retriable error; as a client would. Anything else, or the last attempt's error, is
+    raised."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0]
+            transient = err.retriable() or err.code() in _TRANSIENT
+            if not transient or attempt == attempts - 1:
+                raise
+            time.sleep(0.2)  # between two attempts (not a wait for anything)
+    raise AssertionError("unreachable")
+
+
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offset per partition (-1001 when none). Retries while the
-    group's coordinator is still being elected (a fresh broker answers NOT_COORDINATOR)."""
+    """The group's committed offset per partition (-1001 when none); transient coordinator
+    errors are retried (:func:`retry_transient`)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        for attempt in range(20):
-            try:
-                result = consumer.committed(
-                    [TopicPartition(topic, p) for p in range(partitions)], timeout=10
-                )
-                return {tp.partition: tp.offset for tp in result}
-            except KafkaException as exc:
-                # The group coordinator moves or loads (NOT_COORDINATOR, COORDINATOR_LOAD_IN
-                # _PROGRESS) on a busy broker: ask again, as a client would.
-                err = exc.args[0]
-                transient = err.retriable() or err.code() in _COORDINATOR_MOVING
-                if not transient or attempt == 19:
-                    raise
-                time.sleep(0.2)
-        raise AssertionError("unreachable")
+        result = retry_transient(
+            lambda: consumer.committed(
+                [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+            )
+        )
+        return {tp.partition: tp.offset for tp in result}
     finally:
         consumer.close()
 

@@ -47,13 +47,16 @@ def test_clean_stop_moves_partitions_and_counts_stay_exact(
     ]
     try:
         keys = [f"user-{i % 200}" for i in range(12_000)]
-        produce(kafka_bootstrap, src, ((k.encode(), b"x") for k in keys[:6_000]))
-        # Both workers own partitions and have committed some counts.
+        # Both workers own partitions before any input arrives, so each counts some and
+        # commits them: every partition has a committed offset. (Input produced before the
+        # second worker joined could all be counted by the first, which then would have
+        # nothing to restore when the partitions come back to it.)
         wait_until(group_settled(kafka_bootstrap, app_id, 2), "2 workers joined", workers=workers)
+        produce(kafka_bootstrap, src, ((k.encode(), b"x") for k in keys[:6_000]))
         wait_until(
-            paced(lambda: sum(max(o, 0) for o in committed(
-                kafka_bootstrap, app_id, src, PARTITIONS).values()) > 0),
-            "nothing committed",
+            paced(lambda: all(o > 0 for o in committed(
+                kafka_bootstrap, app_id, src, PARTITIONS).values())),
+            "some partition has nothing committed",
             workers=workers,
         )  # fmt: skip
         workers[0].stop()  # a clean stop: its partitions move

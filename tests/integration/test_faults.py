@@ -5,14 +5,13 @@ errors with librdkafka's flags), and everything else passes through."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.kafka.backend import ConfluentBackend, Consumer, Producer
-from streamer.kafka.clients import consumer_config, is_transient, producer_config
+from streamer.kafka.clients import consumer_config, producer_config
 from streamer.testing.faults import (
     ConsumeFailure,
     DeliveryFailure,
@@ -21,7 +20,7 @@ from streamer.testing.faults import (
     TransactionFailure,
     WatermarkTimeout,
 )
-from tests.kafkatools import produce, read_all, wait_until
+from tests.kafkatools import produce, read_all, retry_transient
 
 
 def _producer(backend: FaultyBackend, bootstrap: str, **extra: Any) -> Producer:
@@ -173,7 +172,7 @@ def test_send_offsets_failure(kafka_bootstrap: str, create_topic, unique_name) -
             producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
         assert _error(info).txn_requires_abort()
         producer.abort_transaction(30)
-        committed = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        committed = retry_transient(lambda: consumer.committed([TopicPartition(topic, 0)], 10))
         assert committed[0].offset < 0  # nothing was committed
     finally:
         consumer.close()
@@ -190,36 +189,16 @@ def test_offset_commit_failure(kafka_bootstrap: str, create_topic, unique_name) 
         with pytest.raises(KafkaException) as info:
             consumer.commit(offsets=offsets, asynchronous=False)
         assert _error(info).code() == KafkaError.REBALANCE_IN_PROGRESS
-        assert _committed(consumer, topic) < 0
-        _transient_retried(lambda: consumer.commit(offsets=offsets, asynchronous=False))
-        assert _committed(consumer, topic) == 2
+
+        def stored() -> int:  # the group coordinator may be moving on a busy broker
+            result = retry_transient(lambda: consumer.committed([TopicPartition(topic, 0)], 10))
+            return int(result[0].offset)
+
+        assert stored() < 0
+        retry_transient(lambda: consumer.commit(offsets=offsets, asynchronous=False))
+        assert stored() == 2
     finally:
         consumer.close()
-
-
-def _transient_retried(call: Callable[[], Any]) -> Any:
-    """``call()``, made again while the broker answers with a transient error (a new
-    group's coordinator still loading answers NOT_COORDINATOR on a busy machine)."""
-    result: list[Any] = []
-
-    def attempt() -> bool:
-        try:
-            result.append(call())
-        except KafkaException as exc:
-            if not is_transient(exc):
-                raise
-            return False
-        return True
-
-    wait_until(attempt, "the broker kept answering with a transient error", timeout=60)
-    return result[0]
-
-
-def _committed(consumer: Consumer, topic: str) -> int:
-    committed = _transient_retried(
-        lambda: consumer.committed([TopicPartition(topic, 0)], timeout=10)
-    )
-    return int(committed[0].offset)
 
 
 def test_consume_failure_returns_an_error_message_or_raises(

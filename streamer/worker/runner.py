@@ -7,8 +7,9 @@ decides whether and when work is committed (``streamer.worker.committer``). Reba
 callbacks, commits, rewinds and pause/resume are in ``streamer.worker.rebalance``; the stop
 sequence in ``streamer.worker.stopping``.
 
-(Just over 500 lines: the pump and the per-record dispatch stay in one module on purpose,
-the hot path read in one place.)
+(About 540 lines: the pump and the per-record dispatch stay in one module on purpose, the
+hot path read in one place; rebalance, commits and the stop sequence already live in their
+own modules, and what remains here is the loop that calls them each turn.)
 """
 
 from __future__ import annotations

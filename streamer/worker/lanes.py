@@ -5,7 +5,7 @@ Each assigned partition has ``concurrency`` lanes per agent; a record goes to la
 ``crc32(key) % concurrency``, so records with the same key always share a lane and keep
 their offset order. Each lane runs one instance of the agent function in its own task.
 
-(Just over 500 lines: a lane's hand-out, completion and failure handling are one state
+(About 520 lines: a lane's hand-out, completion and failure handling are one state
 machine on the hot path, read in one place.)
 """
 
@@ -415,7 +415,7 @@ class Lane:
         elif isinstance(item, tuple) and len(item) == 2:
             key, value = item
         else:
-            key, value = self.current[-1].event.key, item
+            key, value = self._yielding_event().key, item
         holder = self.current[-1]  # _effects() inlined: once per output
         effects = self._holder_effects
         if holder is not self._holder or effects is None:
@@ -435,6 +435,20 @@ class Lane:
                 outputs.append(output)
             else:
                 effects.outputs = [output]
+
+    def _yielding_event(self) -> Event:
+        """The event a bare ``yield value`` answers: the one handed out, or, in a ``take()``
+        batch, the one the ``for event in batch`` loop is at (``Batch`` records it). A
+        recorded event outside the batch's offsets (a stale one, or a batch indexed rather
+        than iterated) falls back to the batch's last event."""
+        current = self.current
+        last = current[-1].event
+        if len(current) == 1:
+            return last
+        event = current_event.get()
+        if event is None or not current[0].offset <= event.offset <= last.offset:
+            return last
+        return event
 
     def _stage_reply(self, reply: Reply) -> None:
         """Stage the reply to the request being processed, like any output: it reaches the

@@ -325,3 +325,32 @@ def test_the_app_is_not_changed_and_outside_sends_reach_the_driver() -> None:
     assert TestDriver.run(app, scenario) == [("k", "from the test's own code")]
     assert app.settings is settings and app.backend is backend
     assert source.outside.backend is backend  # the redirection ended with the driver
+
+
+def test_a_bare_yield_in_a_batch_keeps_the_key_of_the_event_the_loop_is_at() -> None:
+    app = App("batch-keys")
+    src = app.topic("src", key_type=str, value_type=int, partitions=1)
+    dst = app.topic("dst", key_type=str, value_type=int, partitions=1)
+    sums = app.topic("sums", key_type=str, value_type=int, partitions=1)
+
+    @app.agent(src, sink=[dst])
+    async def double(stream: Stream) -> AsyncIterator[int]:
+        async for batch in stream.take(10, 0.5):
+            for event in batch:
+                yield event.value * 2
+
+    @app.agent(src, sink=[sums])
+    async def total(stream: Stream) -> AsyncIterator[int]:
+        async for batch in stream.take(10, 0.5):
+            yield sum(event.value for event in batch[:-1]) + batch[-1].value  # indexed
+
+    async def scenario(driver: TestDriver) -> None:
+        for i in range(5):
+            await driver.send("src", key=f"k{i}", value=i)
+        await driver.settle()
+        assert driver.records("dst") == [(f"k{i}", i * 2) for i in range(5)]
+        # Not iterated through the batch itself: the key is the batch's last event's.
+        assert [key for key, _ in driver.records("sums")] == ["k4"] * len(driver.records("sums"))
+        assert sum(value for _, value in driver.records("sums")) == 10
+
+    TestDriver.run(app, scenario)

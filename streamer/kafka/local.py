@@ -371,6 +371,10 @@ class LocalKafka:
             # Topics exist because someone declared them, never by a typo in a consumer.
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
+            # Records stay until their topic is deleted: replays and tests carry historical
+            # timestamps, which the default 7-day time retention would delete at its next
+            # check (every 5 minutes), under a test or a replay that still reads them.
+            "log.retention.ms": "-1",
             # Hung transactions of killed test producers are aborted within seconds.
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "10000",
         }

@@ -2,15 +2,22 @@
 
 Fixtures:
 
+Under pytest-xdist the session's brokers are shared by all its worker processes: the first
+worker that needs one starts it, the others find it running, and the controlling process
+stops it at the end. One JVM instead of one per worker leaves the cores to the tests (and
+every test is isolated by its unique names anyway).
+
 ``kafka_bootstrap`` (session)
     The bootstrap address: ``$STREAMER_TEST_BROKERS`` if set, else a fresh single-node broker
     (:class:`streamer.kafka.local.LocalKafka` on a free port pair, with its own data directory
-    under pytest's tmp dir) started once per session and stopped at its end.
+    under pytest's tmp dir) started the first time a test asks for it and stopped when the
+    test session ends.
 ``secure_kafka`` (session)
     A second broker, secured (:mod:`streamer.kafka.local_secure`: SASL_SSL with SCRAM-SHA-512,
-    a throw-away CA, ACLs enforced), started the first time a test asks for it and stopped at
-    the session's end. It is the :class:`~streamer.kafka.local.LocalKafka`: ``bootstrap`` and
-    ``client_config("admin" | "streamer")`` are what clients need. Needs ``cryptography``.
+    a throw-away CA, ACLs enforced), started the first time a test asks for it and stopped
+    when the test session ends. It is the :class:`~streamer.kafka.local.LocalKafka`:
+    ``bootstrap`` and ``client_config("admin" | "streamer")`` are what clients need.
+    Needs ``cryptography``.
 ``unique_name`` (function)
     ``unique_name(prefix) -> "prefix-<10 hex>"``.  Every topic and group id in a test goes
     through it, so tests never see each other's data, even on a shared broker.
@@ -29,6 +36,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,11 +45,13 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from streamer.errors import KafkaOperationError, KafkaUnavailableError
+from streamer.kafka.jars import file_lock
 from streamer.kafka.local import LocalKafka, free_port_pair
 
 logger = logging.getLogger(__name__)
 
 BROKERS_ENV = "STREAMER_TEST_BROKERS"
+SHARED_BROKERS = "brokers"  # under the session's root directory: one home per broker
 
 UniqueName = Callable[[str], str]
 CreateTopic = Callable[..., str]
@@ -58,36 +68,67 @@ def _check_reachable(bootstrap: str, timeout: float = 15.0) -> None:
         ) from exc
 
 
+def _session_root(factory: pytest.TempPathFactory) -> Path:
+    """The directory every process of this test session shares: pytest's base temp, or, in
+    a pytest-xdist worker, its parent (xdist gives each worker ``<root>/popen-gwN``)."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _shared_broker(root: Path, name: str, security: str = "plaintext") -> LocalKafka:
+    """The session's broker ``name``: the first process to ask picks its free port pair and
+    records it beside the broker's home, so every process of the session finds the same
+    one (LocalKafka's own lock makes only the first start it)."""
+    brokers = root / SHARED_BROKERS
+    with file_lock(brokers / f"{name}.lock"):
+        recorded = brokers / f"{name}.port"
+        if recorded.exists():
+            port = int(recorded.read_text())
+        else:
+            port = free_port_pair()
+            recorded.write_text(str(port))
+    return LocalKafka(port, home=brokers / name, security=security)
+
+
+def _stop_shared_brokers(root: Path) -> None:
+    for recorded in sorted((root / SHARED_BROKERS).glob("*.port")):
+        name = recorded.name.removesuffix(".port")
+        security = "sasl_ssl" if name == "secure" else "plaintext"
+        broker = LocalKafka(int(recorded.read_text()), home=recorded.parent / name,
+                            security=security)  # fmt: skip
+        if broker.down():
+            logger.info("stopped the session's %s broker on %s", name, broker.bootstrap)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controlling process (not an xdist worker) stops the session's brokers."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    factory: pytest.TempPathFactory | None = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        _stop_shared_brokers(_session_root(factory))
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Bootstrap address of the session's broker (see the module docstring)."""
     configured = os.environ.get(BROKERS_ENV)
     if configured:
         _check_reachable(configured)
-        yield configured
-        return
-    port = free_port_pair()
-    broker = LocalKafka(port, home=tmp_path_factory.mktemp("kafka"))
+        return configured
+    broker = _shared_broker(_session_root(tmp_path_factory), "plain")
     started = time.monotonic()
     bootstrap = broker.up(progress=logger.info)
     logger.info("session broker ready in %.1fs", time.monotonic() - started)
-    try:
-        yield bootstrap
-    finally:
-        broker.down()
+    return bootstrap
 
 
 @pytest.fixture(scope="session")
-def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> LocalKafka:
     """The session's secured broker (see the module docstring)."""
-    broker = LocalKafka(
-        free_port_pair(), home=tmp_path_factory.mktemp("kafka-secure"), security="sasl_ssl"
-    )
+    broker = _shared_broker(_session_root(tmp_path_factory), "secure", security="sasl_ssl")
     broker.up(progress=logger.info)
-    try:
-        yield broker
-    finally:
-        broker.down()
+    return broker
 
 
 @pytest.fixture

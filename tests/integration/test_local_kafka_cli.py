@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import uuid
 
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streamer.kafka.local import KAFKA_VERSION, LocalKafka, free_port_pair
 
@@ -49,6 +51,14 @@ def test_up_status_down_cycle() -> None:
 
         status = _streamer("kafka", "status", "--port", str(port))
         assert f"Kafka on {bootstrap} is running (pid {pid}" in status.stdout
+
+        # Records with historical timestamps (replays, tests) are never deleted by time.
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        topic = f"kept-{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(topic, num_partitions=1)])[topic].result(timeout=30)
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        configs = admin.describe_configs([resource])[resource].result(timeout=30)
+        assert configs["retention.ms"].value == "-1"
 
         logs = _streamer("kafka", "logs", "--port", str(port), "-n", "200")
         assert "Kafka Server started" in logs.stdout

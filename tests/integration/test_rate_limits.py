@@ -5,7 +5,6 @@ event uncommitted."""
 from __future__ import annotations
 
 import asyncio
-import time
 import zlib
 
 import streamer
@@ -49,11 +48,10 @@ def test_a_limited_key_waits_while_other_lanes_go_on(kafka_bootstrap: str, uniqu
                 task=task,
             )
         finally:
-            started = time.monotonic()
             worker.stop()
-            await asyncio.wait_for(task, 60)
-        # The held hand-out was cut short, not waited for.
-        assert time.monotonic() - started < 20
+            # The held hand-out is cut short, not waited for: had the stop waited for it,
+            # run() would raise ShutdownIncomplete once shutdown_timeout (30 s) passed.
+            await asyncio.wait_for(task, 120)
         return worker
 
     worker = asyncio.run(main())

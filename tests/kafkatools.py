@@ -14,7 +14,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from streamer import App
 from streamer.kafka.backend import Backend
@@ -63,38 +70,74 @@ def read_all(
     isolation: str = "read_committed",
     config: dict[str, str] | None = None,
 ) -> list[Any]:
-    """Read ``topic`` from the start: until ``expect`` records arrived, or nothing came for
-    ``idle`` seconds, bounded by ``timeout``. Returns the messages."""
+    """Read ``topic`` from the start: until ``expect`` records arrived, or, without
+    ``expect``, until every partition was read to its end and nothing more came for ``idle``
+    seconds; bounded by ``timeout``. Returns the messages ([] for a topic that does not
+    exist).
+
+    The partitions are assigned, not subscribed: there is no group join to wait for. "Read
+    to its end" is the client's partition-EOF event (at the last stable offset under
+    read_committed), so on a busy machine the idle clock starts only once everything there
+    was has been read, not while the first fetch is still on its way."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"reader-{os.getpid()}-{time.monotonic_ns()}",
-            "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            "enable.partition.eof": True,
             "isolation.level": isolation,
             **(config or {}),
         }
     )
-    consumer.subscribe([topic])
     messages: list[Any] = []
     deadline = time.monotonic() + timeout
-    last = time.monotonic()
     try:
+        partitions = _partitions_of(consumer, topic, min(deadline, time.monotonic() + idle))
+        if not partitions:
+            return messages
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
+        last = time.monotonic()
         while time.monotonic() < deadline:
-            batch = consumer.consume(1000, 0.5)
-            batch = [m for m in batch if m.error() is None]
-            if batch:
-                messages.extend(batch)
-                last = time.monotonic()
+            for message in consumer.consume(1000, 0.5):
+                error, partition = message.error(), message.partition()
+                if error is None:
+                    messages.append(message)
+                    at_end.discard(partition)
+                    last = time.monotonic()
+                elif error.code() == KafkaError._PARTITION_EOF and partition is not None:
+                    at_end.add(partition)
+                    if len(at_end) == len(partitions):
+                        last = max(last, time.monotonic())
             if expect is not None and len(messages) >= expect:
                 # Linger briefly so duplicates or extras would be seen too.
                 messages.extend(m for m in consumer.consume(1000, 1.0) if m.error() is None)
                 break
-            if expect is None and time.monotonic() - last > idle:
+            if expect is None and len(at_end) == len(partitions) and time.monotonic() - last > idle:
                 break
     finally:
         consumer.close()
     return messages
+
+
+def _partitions_of(consumer: Consumer, topic: str, until: float) -> list[int]:
+    """``topic``'s partitions once its metadata shows them all with a leader; [] when it
+    does not exist by ``until``."""
+    while True:
+        try:
+            found = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        except KafkaException:
+            found = None
+        if (
+            found is not None
+            and found.error is None
+            and found.partitions
+            and all(p.leader >= 0 for p in found.partitions.values())
+        ):
+            return sorted(found.partitions)
+        if time.monotonic() > until:
+            return []
+        time.sleep(0.1)  # the poll interval of this wait
 
 
 _TRANSIENT = (

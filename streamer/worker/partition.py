@@ -35,14 +35,16 @@ SKIPPED_EVENT = Event(None, None, [], 0, "", -1, -1)
 
 class WorkerStats:
     """Running totals of one worker (or one replay): records dispatched, outputs released,
-    events an agent failed on."""
+    events an agent failed on, and times reading waited for a commit in flight (the outputs
+    it held reached ``Committer``'s bound)."""
 
-    __slots__ = ("errors", "outputs", "records")
+    __slots__ = ("errors", "held_back", "outputs", "records")
 
     def __init__(self) -> None:
         self.records = 0
         self.outputs = 0
         self.errors = 0
+        self.held_back = 0
 
 
 class Effects:

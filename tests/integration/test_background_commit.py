@@ -22,7 +22,7 @@ import pytest
 from streamer import App
 from streamer.kafka.backend import ConfluentBackend
 from streamer.testing.faults import FaultyBackend, SlowTransaction
-from streamer.worker import Worker
+from streamer.worker import Worker, committer
 from tests.kafkatools import all_committed, produce, read_all, run_worker_until, wait_until
 
 KEYS = 7
@@ -165,6 +165,61 @@ def test_a_stop_while_a_transaction_commits_waits_for_it(
 
     asyncio.run(run_worker_until(worker, held_and_processed, then=release_once_stopping))
     _check_counts(kafka_bootstrap, sink, FIRST)
+
+
+def test_reading_waits_once_the_outputs_held_for_a_commit_reach_the_bound(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path, monkeypatch
+) -> None:
+    """While the broker does not confirm a transaction, the outputs of events completed
+    meanwhile are held in memory; past ``HELD_MAX`` events the worker reads nothing new
+    until it is confirmed (so memory stays bounded), and then goes on: every count once."""
+    monkeypatch.setattr(committer, "HELD_MAX", 100)
+    more = 5_000  # far beyond the bound plus what lanes and one fetch can hold
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app_id, seen = unique_name("bgbound"), []
+    app = _count_app(kafka_bootstrap, app_id, src, sink, tmp_path / "state", seen)
+    produce(kafka_bootstrap, src, _records(0, FIRST))
+    armed = threading.Event()
+    slow = SlowTransaction(threading.Event(), cue=armed)
+    worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), slow))
+    produced, observed = [False], []
+
+    def step() -> bool:
+        if not armed.is_set():
+            if len(seen) >= FIRST:
+                armed.set()
+            return False
+        if not slow.fired.is_set():
+            return False
+        if not produced[0]:
+            produce(kafka_bootstrap, src, _records(FIRST, more))
+            produced[0] = True
+            return False
+        # Reading paused, and the lanes drained what they had: nothing moves until the
+        # commit is confirmed.
+        if not worker.stats.held_back or any(s.buffered for s in worker._states.values()):
+            return False
+        assert worker._committer is not None
+        observed.append((worker.stats.records, worker._committer.held))
+        slow.release.set()
+        return True
+
+    finished = [False]
+    all_committed_check = _lazy_all_committed(kafka_bootstrap, app.group_id, src)
+
+    def done() -> bool:
+        if not finished[0]:
+            finished[0] = step()
+            return False
+        return all_committed_check()
+
+    asyncio.run(run_worker_until(worker, done))
+    (dispatched, held) = observed[0]
+    settings = worker.settings
+    assert dispatched < FIRST + more  # it stopped reading before the end
+    assert 100 <= held <= 100 + settings.consume_batch + 2 * settings.lane_buffer
+    assert len(seen) == FIRST + more  # then it went on, nothing redone
+    _check_counts(kafka_bootstrap, sink, FIRST + more)
 
 
 def _lazy_all_committed(bootstrap: str, group: str, src: str) -> Callable[[], bool]:

@@ -7,6 +7,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
+
+from streamer.worker import committer as committer_module
 from streamer.worker.checkpoint import Checkpoint, CheckpointFailed, InFlightCommit
 from streamer.worker.committer import CommitStatus, Committer
 from streamer.worker.partition import Effects, PartitionState
@@ -159,6 +162,24 @@ def test_outputs_released_while_a_background_commit_runs_wait_for_the_next_trans
     assert committer.poll() is True
     assert committer.status is CommitStatus.OPEN and committer.commits == 1
     assert checkpoint.released == [first, later]  # into the next transaction, in order
+
+
+def test_reading_is_held_back_once_the_held_outputs_reach_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(committer_module, "HELD_MAX", 5)
+    checkpoint = BackgroundCheckpoint([])
+    committer, _ = _committer(checkpoint)
+    committer.release(_effects(50))  # no commit in flight: nothing is held
+    assert not committer.holding_back
+    assert committer.commit_in_background([]) and committer.in_flight
+    committer.release(_effects(4))
+    assert committer.held == 4 and not committer.holding_back
+    committer.release(_effects(1))
+    assert committer.holding_back
+    checkpoint.go.set()
+    assert committer.settle() is True
+    assert committer.held == 0 and not committer.holding_back
 
 
 def test_a_background_commit_that_fails_drops_the_held_outputs_and_refuses_commits() -> None:

@@ -176,6 +176,7 @@ class ReplyClient:
             [TopicSpec(self.topic, REPLY_PARTITIONS, None, {}, internal=True)],
             auto_create=s.topic_auto_create,
             default_replication=s.topic_replication,
+            brokers=s.brokers,
         )
         overrides = {**s.kafka_config, **s.consumer_config}
         # No group: the reader is assigned every partition and never commits.

@@ -223,9 +223,10 @@ def group_settled(
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
     """Each partition's high watermark. Retries while a just-created topic's leaders are
-    being elected (NOT_LEADER_FOR_PARTITION, UNKNOWN_TOPIC_OR_PART)."""
+    being elected (NOT_LEADER_FOR_PARTITION, UNKNOWN_TOPIC_OR_PART) and while a busy or
+    restarted broker lets the request time out."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     try:
         while True:
             try:
@@ -238,6 +239,7 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
                     KafkaError.NOT_LEADER_FOR_PARTITION,
                     KafkaError.UNKNOWN_TOPIC_OR_PART,
                     KafkaError.LEADER_NOT_AVAILABLE,
+                    *_TRANSIENT,
                 )
                 if not transient or time.monotonic() > deadline:
                     raise

@@ -8,13 +8,16 @@ import sys
 from typing import Any
 
 import click
+from confluent_kafka import KafkaError, KafkaException
 
 from streamer.errors import StreamerError
 from streamer.logs import LogFormat, configure_logging
 
 
 class StreamerGroup(click.Group):
-    """A click group that turns StreamerError into one line on stderr (exit 1).
+    """A click group that turns StreamerError into one line on stderr (exit 1), and so a
+    Kafka request that failed where no code worded it (a ``KafkaException``): the client's
+    own words.
 
     With ``--debug`` the full traceback is shown instead, for bug reports.
     """
@@ -26,6 +29,13 @@ class StreamerGroup(click.Group):
             if ctx.meta.get("streamer.debug"):
                 raise
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KafkaException as exc:
+            if ctx.meta.get("streamer.debug"):
+                raise
+            err = exc.args[0] if exc.args else None
+            what = err.str() if isinstance(err, KafkaError) else str(exc)
+            click.echo(f"error: a Kafka request failed: {what} (--debug shows where)", err=True)
             sys.exit(1)
 
 

@@ -10,7 +10,12 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.cimpl import NewTopic
 
-from streamer.errors import ConfigError, KafkaOperationError, TopicMismatchError
+from streamer.errors import (
+    ConfigError,
+    KafkaOperationError,
+    KafkaUnavailableError,
+    TopicMismatchError,
+)
 from streamer.kafka.access import access_denied
 from streamer.kafka.backend import Admin
 
@@ -28,9 +33,36 @@ class TopicSpec:
     internal: bool = False  # streamer's own (dead letters): created quietly with 1 partition
 
 
-def partition_counts(admin: Admin, timeout: float = 10.0) -> dict[str, int]:
-    """Partition count of every topic in the cluster."""
-    metadata = admin.list_topics(timeout=timeout)
+# Errors of a metadata request that a busy or briefly unreachable broker answers with: the
+# request is made again until the deadline.
+_TRANSIENT_METADATA = (KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN)
+METADATA_DEADLINE = 30.0  # seconds partition_counts keeps asking through transient errors
+
+
+def partition_counts(
+    admin: Admin, timeout: float = 10.0, *, brokers: str = "the configured brokers"
+) -> dict[str, int]:
+    """Partition count of every topic in the cluster. A transient failure (the connection
+    dropped, the request timed out) is retried for up to ``METADATA_DEADLINE`` seconds;
+    then KafkaUnavailableError names ``brokers`` and the last error."""
+    deadline = time.monotonic() + METADATA_DEADLINE
+    while True:
+        try:
+            metadata = admin.list_topics(timeout=timeout)
+            break
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            code = err.code() if isinstance(err, KafkaError) else None
+            if code not in _TRANSIENT_METADATA:
+                raise KafkaOperationError(f"could not list the topics at {brokers}: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(
+                    f"Kafka at {brokers} stopped answering metadata requests "
+                    f"({err.str() if isinstance(err, KafkaError) else exc}; "
+                    f"tried for {METADATA_DEADLINE:.0f}s)"
+                ) from exc
+            log.warning("listing the topics at %s failed (%s); asking again", brokers, exc)
+            time.sleep(0.5)  # between two requests: the broker is busy or reconnecting
     return {
         name: len(topic.partitions)
         for name, topic in metadata.topics.items()
@@ -45,14 +77,16 @@ def ensure_topics(
     auto_create: bool,
     default_replication: int,
     timeout: float = 30.0,
+    brokers: str = "the configured brokers",
 ) -> dict[str, int]:
     """Create the missing topics of ``specs`` and check the partition counts of the others.
 
     Returns the partition count of every spec'd topic. Raises TopicMismatchError when an
-    existing topic has another partition count than declared, and ConfigError when a topic
-    is missing and ``auto_create`` is off.
+    existing topic has another partition count than declared, ConfigError when a topic
+    is missing and ``auto_create`` is off, KafkaOperationError when a creation fails or is
+    not confirmed within ``timeout`` seconds (``brokers`` names the cluster in errors).
     """
-    existing = partition_counts(admin)
+    existing = partition_counts(admin, brokers=brokers)
     result: dict[str, int] = {}
     to_create: list[NewTopic] = []
     for spec in specs:
@@ -91,6 +125,11 @@ def ensure_topics(
             try:
                 future.result(timeout)
                 log.info("created topic %r (%d partitions)", name, result[name])
+            except TimeoutError:
+                raise KafkaOperationError(
+                    f"could not create topic {name!r}: Kafka at {brokers} did not confirm it "
+                    f"within {timeout:.0f}s"
+                ) from None
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
                 # Another worker created it at the same moment: that is success.

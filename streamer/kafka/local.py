@@ -371,6 +371,10 @@ class LocalKafka:
             # Topics exist because someone declared them, never by a typo in a consumer.
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
+            # One node is both controller and broker: a heartbeat starved by a loaded machine
+            # (9 s by default) fences the only broker ("All brokers are currently fenced"),
+            # which then refuses every write, and there is no other broker to fail over to.
+            "broker.session.timeout.ms": "60000",
             # Records stay until their topic is deleted: replays and tests carry historical
             # timestamps, which the default 7-day time retention would delete at its next
             # check (every 5 minutes), under a test or a replay that still reads them.

@@ -193,6 +193,7 @@ class Worker(GroupMembership):
             admin,
             auto_create=s.topic_auto_create,
             default_replication=s.topic_replication,
+            brokers=s.brokers,
         )
         check_declared(self.app)  # co-partitioned counts, before anything is created
         counts = ensure(list(specs.values()))

@@ -1,0 +1,99 @@
+"""Topic administration when the broker answers badly: transient metadata failures are
+asked again, a creation the broker never confirms and a failure nobody worded each end in
+one line naming what failed (never a raw client exception)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from types import SimpleNamespace
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+from confluent_kafka import KafkaError, KafkaException
+
+from streamer.cli.base import StreamerGroup
+from streamer.errors import KafkaOperationError, KafkaUnavailableError
+from streamer.kafka import admin as admin_module
+from streamer.kafka.admin import TopicSpec, ensure_topics, partition_counts
+
+
+def _failure(code: int) -> KafkaException:
+    return KafkaException(KafkaError(code, "injected"))
+
+
+class FlakyAdmin:
+    """``list_topics`` raises the scripted errors first, then answers with ``topics``;
+    ``create_topics`` hands out futures that never complete."""
+
+    def __init__(self, errors: list[KafkaException], topics: dict[str, int]) -> None:
+        self.errors = errors
+        self.topics = topics
+        self.calls = 0
+
+    def list_topics(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return SimpleNamespace(
+            topics={
+                name: SimpleNamespace(error=None, partitions=dict.fromkeys(range(n)))
+                for name, n in self.topics.items()
+            }
+        )
+
+    def create_topics(self, new_topics: list[Any], **kwargs: Any) -> dict[str, Future[Any]]:
+        return {topic.topic: Future() for topic in new_topics}
+
+
+def test_transient_metadata_failures_are_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admin_module.time, "sleep", lambda _: None)
+    admin = FlakyAdmin([_failure(KafkaError._TRANSPORT), _failure(KafkaError._TIMED_OUT)],
+                       {"orders": 4})  # fmt: skip
+    assert partition_counts(admin, brokers="k1:9092") == {"orders": 4}
+    assert admin.calls == 3
+
+
+def test_a_broker_that_stops_answering_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admin_module, "METADATA_DEADLINE", 0.0)
+    admin = FlakyAdmin([_failure(KafkaError._TRANSPORT)] * 3, {})
+    with pytest.raises(KafkaUnavailableError, match=r"^Kafka at k1:9092 stopped answering"):
+        partition_counts(admin, brokers="k1:9092")
+
+
+def test_other_metadata_failures_are_one_line_at_once() -> None:
+    admin = FlakyAdmin([_failure(KafkaError.CLUSTER_AUTHORIZATION_FAILED)], {})
+    with pytest.raises(KafkaOperationError, match="could not list the topics at k1:9092"):
+        partition_counts(admin, brokers="k1:9092")
+    assert admin.calls == 1
+
+
+def test_a_creation_the_broker_never_confirms_names_the_topic() -> None:
+    admin = FlakyAdmin([], {})
+    with pytest.raises(KafkaOperationError) as raised:
+        ensure_topics(admin, [TopicSpec("orders", 4)], auto_create=True, default_replication=1,
+                      timeout=0.05, brokers="k1:9092")  # fmt: skip
+    assert str(raised.value) == (
+        "could not create topic 'orders': Kafka at k1:9092 did not confirm it within 0s"
+    )
+
+
+def test_an_unworded_kafka_failure_is_one_line_on_the_command_line() -> None:
+    @click.group(cls=StreamerGroup)
+    @click.option("--debug", is_flag=True)
+    @click.pass_context
+    def cli(ctx: click.Context, debug: bool) -> None:
+        ctx.meta["streamer.debug"] = debug
+
+    @cli.command()
+    def fails() -> None:
+        raise _failure(KafkaError._TRANSPORT)
+
+    result = CliRunner().invoke(cli, ["fails"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: a Kafka request failed: injected (--debug shows where)"
+    ]
+    debug = CliRunner().invoke(cli, ["--debug", "fails"])
+    assert isinstance(debug.exception, KafkaException)  # the traceback, for bug reports

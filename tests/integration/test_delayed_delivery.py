@@ -95,6 +95,9 @@ def test_a_worker_holding_a_record_for_an_hour_stops_at_once_and_cleanly(
         worker = Worker(app, handle_signals=False)
         task = asyncio.create_task(worker.run())
         try:
+            # Send once the worker created its topics and owns their partitions.
+            await wait_until_async(lambda: bool(worker._states), "the worker never started",
+                                   timeout=120, task=task)  # fmt: skip
             await dest.send(key="a", value=1, delay=timedelta(hours=1))
             await wait_until_async(
                 lambda: any(state.holding for state in worker._states.values()),

@@ -37,6 +37,9 @@ def test_a_limited_key_waits_while_other_lanes_go_on(kafka_bootstrap: str, uniqu
         worker = Worker(app, handle_signals=False)
         task = asyncio.create_task(worker.run())
         try:
+            # Send once the worker created its topics and owns their partitions.
+            await wait_until_async(lambda: bool(worker._states), "the worker never started",
+                                   timeout=120, task=task)  # fmt: skip
             await topic.send(key="slow", value=1)
             await topic.send(key="slow", value=2)
             for key in others:

@@ -62,7 +62,7 @@ def test_up_status_down_cycle() -> None:
         # The only broker is not fenced for a heartbeat a loaded machine delayed.
         node = ConfigResource(ConfigResource.Type.BROKER, "1")
         broker_configs = admin.describe_configs([node])[node].result(timeout=30)
-        assert broker_configs["broker.session.timeout.ms"].value == "60000"
+        assert broker_configs["broker.session.timeout.ms"].value == "30000"
 
         logs = _streamer("kafka", "logs", "--port", str(port), "-n", "200")
         assert "Kafka Server started" in logs.stdout

@@ -65,12 +65,21 @@ def _check_counts(bootstrap: str, sink: str, total: int) -> None:
 
 
 def _hold_then(
-    bootstrap: str, src: str, slow: SlowTransaction, seen: list[str], armed: threading.Event
+    bootstrap: str,
+    src: str,
+    slow: SlowTransaction,
+    seen: list[str],
+    armed: threading.Event,
+    *,
+    more: int = SECOND,
+    ready: Callable[[], bool] | None = None,
+    before_release: Callable[[], None] = lambda: None,
 ) -> Callable[[], bool]:
     """The scenario, as a condition the worker runs until: once the first records are
-    processed, arm the fault; once a commit is held, produce the second batch; once the
-    worker processed all of it (while the commit is still held), release the commit."""
-    produced_second = [False]
+    processed, arm the fault; once a commit is held, produce ``more`` records; once
+    ``ready()`` (default: the worker processed all of them, the commit still held), call
+    ``before_release()`` and release the commit."""
+    produced = [False]
 
     def step() -> bool:
         if not armed.is_set():
@@ -79,14 +88,15 @@ def _hold_then(
             return False
         if not slow.fired.is_set():
             return False
-        if not produced_second[0]:
-            produce(bootstrap, src, _records(FIRST, SECOND))
-            produced_second[0] = True
+        if not produced[0]:
+            produce(bootstrap, src, _records(FIRST, more))
+            produced[0] = True
             return False
-        if len(seen) < FIRST + SECOND:
+        if not (ready() if ready is not None else len(seen) >= FIRST + more):
             return False
         # Processed while the broker had not confirmed: the loop never waited on it.
         assert not slow.release.is_set()
+        before_release()
         slow.release.set()
         return True
 
@@ -107,16 +117,7 @@ def test_events_go_on_while_a_transaction_commits(
     slow = SlowTransaction(threading.Event(), cue=armed, then=then)  # type: ignore[arg-type]
     worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), slow))
     step = _hold_then(kafka_bootstrap, src, slow, seen, armed)
-    everything = [False]
-
-    def done() -> bool:
-        if not everything[0]:
-            everything[0] = step()
-            return False
-        return all_committed_check()
-
-    all_committed_check = _lazy_all_committed(kafka_bootstrap, app.group_id, src)
-    asyncio.run(run_worker_until(worker, done))
+    asyncio.run(run_worker_until(worker, _then_all_committed(step, kafka_bootstrap, app, src)))
     assert slow.count == 1
     if then is None:
         assert len(seen) == FIRST + SECOND  # nothing redone
@@ -182,38 +183,20 @@ def test_reading_waits_once_the_outputs_held_for_a_commit_reach_the_bound(
     armed = threading.Event()
     slow = SlowTransaction(threading.Event(), cue=armed)
     worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), slow))
-    produced, observed = [False], []
+    observed: list[tuple[int, int]] = []
 
-    def step() -> bool:
-        if not armed.is_set():
-            if len(seen) >= FIRST:
-                armed.set()
-            return False
-        if not slow.fired.is_set():
-            return False
-        if not produced[0]:
-            produce(kafka_bootstrap, src, _records(FIRST, more))
-            produced[0] = True
-            return False
+    def paused_and_drained() -> bool:
         # Reading paused, and the lanes drained what they had: nothing moves until the
         # commit is confirmed.
-        if not worker.stats.held_back or any(s.buffered for s in worker._states.values()):
-            return False
+        return bool(worker.stats.held_back) and not any(s.buffered for s in worker._states.values())
+
+    def observe() -> None:
         assert worker._committer is not None
         observed.append((worker.stats.records, worker._committer.held))
-        slow.release.set()
-        return True
 
-    finished = [False]
-    all_committed_check = _lazy_all_committed(kafka_bootstrap, app.group_id, src)
-
-    def done() -> bool:
-        if not finished[0]:
-            finished[0] = step()
-            return False
-        return all_committed_check()
-
-    asyncio.run(run_worker_until(worker, done))
+    step = _hold_then(kafka_bootstrap, src, slow, seen, armed, more=more,
+                      ready=paused_and_drained, before_release=observe)  # fmt: skip
+    asyncio.run(run_worker_until(worker, _then_all_committed(step, kafka_bootstrap, app, src)))
     (dispatched, held) = observed[0]
     settings = worker.settings
     assert dispatched < FIRST + more  # it stopped reading before the end
@@ -222,14 +205,21 @@ def test_reading_waits_once_the_outputs_held_for_a_commit_reach_the_bound(
     _check_counts(kafka_bootstrap, sink, FIRST + more)
 
 
-def _lazy_all_committed(bootstrap: str, group: str, src: str) -> Callable[[], bool]:
-    """``all_committed`` built on first use (after the second batch was produced, so the
-    end offsets it waits for include it)."""
+def _then_all_committed(
+    step: Callable[[], bool], bootstrap: str, app: App, src: str
+) -> Callable[[], bool]:
+    """A condition: ``step()`` until it returns True, then every record of ``src`` committed
+    by ``app``'s group (the check is built then, so the end offsets it waits for include
+    what the step produced)."""
+    stepped: list[bool] = [False]
     check: list[Callable[[], bool]] = []
 
-    def lazy() -> bool:
+    def done() -> bool:
+        if not stepped[0]:
+            stepped[0] = step()
+            return False
         if not check:
-            check.append(all_committed(bootstrap, group, src, 2))
+            check.append(all_committed(bootstrap, app.group_id, src, 2))
         return check[0]()
 
-    return lazy
+    return done

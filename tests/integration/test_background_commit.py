@@ -48,6 +48,22 @@ def _count_app(bootstrap: str, app_id: str, src: str, sink: str, state_dir: Path
     return app
 
 
+def _held_worker(
+    bootstrap: str, app_id: str, src: str, sink: str, tmp_path: Path, then: Any = None
+) -> tuple[App, list[str], threading.Event, SlowTransaction, Worker]:
+    """The counting app with ``FIRST`` records waiting for it, and its worker whose first
+    commit once ``armed`` is set is held by a :class:`SlowTransaction` (that then fails as
+    ``then``, if given). Returns the app, the values its agent completed, ``armed``, the
+    fault and the worker."""
+    seen: list[str] = []
+    app = _count_app(bootstrap, app_id, src, sink, tmp_path / "state", seen)
+    produce(bootstrap, src, _records(0, FIRST))
+    armed = threading.Event()
+    slow = SlowTransaction(threading.Event(), cue=armed, then=then)
+    worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), slow))
+    return app, seen, armed, slow, worker
+
+
 def _records(start: int, n: int) -> list[tuple[bytes, bytes]]:
     return [(f"k{i % KEYS}".encode(), f"v{i}".encode()) for i in range(start, start + n)]
 
@@ -110,12 +126,8 @@ def test_events_go_on_while_a_transaction_commits(
     """The held commit then succeeds (``None``) or fails (abortable: aborted and rewound;
     fenced: the producer is replaced): either way every count is emitted exactly once."""
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
-    app_id, seen = unique_name("bgcommit"), []
-    app = _count_app(kafka_bootstrap, app_id, src, sink, tmp_path / "state", seen)
-    produce(kafka_bootstrap, src, _records(0, FIRST))
-    armed = threading.Event()
-    slow = SlowTransaction(threading.Event(), cue=armed, then=then)  # type: ignore[arg-type]
-    worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), slow))
+    app, seen, armed, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgcommit"), src,
+                                                  sink, tmp_path, then)  # fmt: skip
     step = _hold_then(kafka_bootstrap, src, slow, seen, armed)
     asyncio.run(run_worker_until(worker, _then_all_committed(step, kafka_bootstrap, app, src)))
     assert slow.count == 1
@@ -127,7 +139,7 @@ def test_events_go_on_while_a_transaction_commits(
 
     # A fresh worker on the same state carries on from the counts RocksDB holds.
     produce(kafka_bootstrap, src, _records(FIRST + SECOND, KEYS))
-    again = _count_app(kafka_bootstrap, app_id, src, sink, tmp_path / "state", [])
+    again = _count_app(kafka_bootstrap, app.id, src, sink, tmp_path / "state", [])
     asyncio.run(
         run_worker_until(
             Worker(again, handle_signals=False, backend=ConfluentBackend()),
@@ -143,12 +155,8 @@ def test_a_stop_while_a_transaction_commits_waits_for_it(
     """SIGTERM-like stop while the broker has not confirmed: the final commit waits for the
     transaction in flight, then commits what was processed meanwhile; nothing is lost."""
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
-    app_id, seen = unique_name("bgstop"), []
-    app = _count_app(kafka_bootstrap, app_id, src, sink, tmp_path / "state", seen)
-    produce(kafka_bootstrap, src, _records(0, FIRST))
-    armed = threading.Event()
-    slow = SlowTransaction(threading.Event(), cue=armed)
-    worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), slow))
+    _, seen, armed, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgstop"), src,
+                                                sink, tmp_path)  # fmt: skip
 
     def held_and_processed() -> bool:
         if len(seen) >= FIRST // 2:
@@ -177,12 +185,8 @@ def test_reading_waits_once_the_outputs_held_for_a_commit_reach_the_bound(
     monkeypatch.setattr(committer, "HELD_MAX", 100)
     more = 5_000  # far beyond the bound plus what lanes and one fetch can hold
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
-    app_id, seen = unique_name("bgbound"), []
-    app = _count_app(kafka_bootstrap, app_id, src, sink, tmp_path / "state", seen)
-    produce(kafka_bootstrap, src, _records(0, FIRST))
-    armed = threading.Event()
-    slow = SlowTransaction(threading.Event(), cue=armed)
-    worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), slow))
+    app, seen, armed, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgbound"), src,
+                                                  sink, tmp_path)  # fmt: skip
     observed: list[tuple[int, int]] = []
 
     def paused_and_drained() -> bool:

@@ -92,7 +92,10 @@ def read_all(
     messages: list[Any] = []
     deadline = time.monotonic() + timeout
     try:
-        partitions = _partitions_of(consumer, topic, min(deadline, time.monotonic() + idle))
+        # A topic that does not exist (yet) is given ``idle`` seconds to appear, or, when
+        # records are expected, the whole timeout.
+        missing_until = deadline if expect is not None else time.monotonic() + idle
+        partitions = _partitions_of(consumer, topic, deadline, min(deadline, missing_until))
         if not partitions:
             return messages
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
@@ -120,14 +123,20 @@ def read_all(
     return messages
 
 
-def _partitions_of(consumer: Consumer, topic: str, until: float) -> list[int]:
-    """``topic``'s partitions once its metadata shows them all with a leader; [] when it
-    does not exist by ``until``."""
+def _partitions_of(
+    consumer: Consumer, topic: str, deadline: float, missing_until: float
+) -> list[int]:
+    """``topic``'s partitions once its metadata shows them all with a leader. A request the
+    broker lets time out is asked again until ``deadline``; a topic the broker says does not
+    exist gives [] after ``missing_until``."""
     while True:
+        now = time.monotonic()
         try:
             found = consumer.list_topics(topic, timeout=5).topics.get(topic)
         except KafkaException:
-            found = None
+            if now > deadline:
+                raise
+            continue  # the broker is busy: list_topics itself waited
         if (
             found is not None
             and found.error is None
@@ -135,7 +144,7 @@ def _partitions_of(consumer: Consumer, topic: str, until: float) -> list[int]:
             and all(p.leader >= 0 for p in found.partitions.values())
         ):
             return sorted(found.partitions)
-        if time.monotonic() > until:
+        if now > missing_until:
             return []
         time.sleep(0.1)  # the poll interval of this wait
 

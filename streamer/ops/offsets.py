@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from confluent_kafka import (
     ConsumerGroupState,
@@ -30,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 from pytimeparse.timeparse import timeparse
 
 from streamer.errors import ConfigError, KafkaOperationError
+from streamer.kafka.admin import partition_counts
 from streamer.kafka.backend import Backend, Consumer
 from streamer.kafka.clients import connect_admin, make_consumer
 from streamer.settings import Settings
@@ -37,7 +38,18 @@ from streamer.settings import Settings
 if TYPE_CHECKING:
     from streamer.app import App
 
+T = TypeVar("T")
+
 TIMEOUT = 10.0
+ATTEMPTS = 3  # reads of offsets a busy broker let time out are asked this many times in all
+# What a busy or briefly unreachable broker answers: worth asking again.
+_TRANSIENT = (
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+)
 # States in which the group is consuming (or about to), even if no member is listed.
 _BUSY_STATES = (
     ConsumerGroupState.STABLE,
@@ -147,6 +159,24 @@ def _one_line(exc: KafkaException) -> str:
     return err.str() if isinstance(err, KafkaError) else str(exc)
 
 
+def _transient(exc: KafkaException) -> bool:
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and (err.retriable() or err.code() in _TRANSIENT)
+
+
+def _asking_again(read: Callable[[], T], what: str) -> T:
+    """``read()``, asked again (``ATTEMPTS`` in all) while the broker answers with a
+    transient error; else KafkaOperationError saying ``what`` could not be read."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return read()
+        except KafkaException as exc:
+            if attempt < ATTEMPTS and _transient(exc):
+                continue
+            raise KafkaOperationError(f"could not {what}: {_one_line(exc)}") from exc
+    raise AssertionError("unreachable")
+
+
 class GroupOffsets:
     """Offsets of consumer group ``group``, with clients from ``backend`` configured by
     ``settings`` (brokers, Kafka properties). Use as a context manager (it holds clients).
@@ -157,6 +187,7 @@ class GroupOffsets:
 
     def __init__(self, group: str, settings: Settings, backend: Backend) -> None:
         self.group = group
+        self._brokers = settings.brokers
         self._admin = connect_admin(
             backend, settings.brokers, dict(settings.kafka_config), settings.connect_timeout
         )
@@ -186,8 +217,7 @@ class GroupOffsets:
     def partition_counts(self) -> dict[str, int]:
         """Partition count of every topic in the cluster (a full listing: asking for one
         topic by name could auto-create it on brokers that allow that)."""
-        metadata = self._admin.list_topics(timeout=TIMEOUT)
-        return {n: len(t.partitions) for n, t in metadata.topics.items() if t.error is None}
+        return partition_counts(self._admin, TIMEOUT, brokers=self._brokers)
 
     def show(self, topics: list[str]) -> list[PartitionOffsets]:
         """Committed offset, watermarks and lag of every partition of ``topics`` that exist."""
@@ -198,25 +228,26 @@ class GroupOffsets:
     def _read(self, partitions: list[TopicPartition]) -> list[PartitionOffsets]:
         if not partitions:
             return []
-        try:
-            committed = self._consumer.committed(partitions, timeout=TIMEOUT)
-            result = []
-            for tp in committed:
-                if tp.error is not None:
-                    raise KafkaOperationError(
-                        f"could not read the committed offset of {tp.topic}[{tp.partition}] "
-                        f"for group {self.group!r}: {tp.error.str()}"
-                    )
-                low, end = self._consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=TIMEOUT
-                )
-                offset = tp.offset if tp.offset >= 0 else None
-                result.append(PartitionOffsets(tp.topic, tp.partition, offset, low, end))
-        except KafkaException as exc:
-            raise KafkaOperationError(
-                f"could not read offsets of group {self.group!r}: {_one_line(exc)}"
-            ) from exc
+        result = _asking_again(
+            lambda: self._read_once(partitions), f"read offsets of group {self.group!r}"
+        )
         return sorted(result, key=lambda po: (po.topic, po.partition))
+
+    def _read_once(self, partitions: list[TopicPartition]) -> list[PartitionOffsets]:
+        committed = self._consumer.committed(partitions, timeout=TIMEOUT)
+        result = []
+        for tp in committed:
+            if tp.error is not None:
+                raise KafkaOperationError(
+                    f"could not read the committed offset of {tp.topic}[{tp.partition}] "
+                    f"for group {self.group!r}: {tp.error.str()}"
+                )
+            low, end = self._consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=TIMEOUT
+            )
+            offset = tp.offset if tp.offset >= 0 else None
+            result.append(PartitionOffsets(tp.topic, tp.partition, offset, low, end))
+        return result
 
     # -- resetting ---------------------------------------------------------------------------
 
@@ -276,12 +307,10 @@ class GroupOffsets:
     def _offsets_at(self, current: list[PartitionOffsets], moment: datetime) -> dict[int, int]:
         millis = int(moment.timestamp() * 1000)
         query = [TopicPartition(po.topic, po.partition, millis) for po in current]
-        try:
-            found = self._consumer.offsets_for_times(query, timeout=TIMEOUT)
-        except KafkaException as exc:
-            raise KafkaOperationError(
-                f"could not look up offsets by time: {_one_line(exc)}"
-            ) from exc
+        found = _asking_again(
+            lambda: self._consumer.offsets_for_times(query, timeout=TIMEOUT),
+            "look up offsets by time",
+        )
         result = {}
         for tp in found:
             if tp.error is not None:

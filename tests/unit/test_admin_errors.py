@@ -97,3 +97,32 @@ def test_an_unworded_kafka_failure_is_one_line_on_the_command_line() -> None:
     ]
     debug = CliRunner().invoke(cli, ["--debug", "fails"])
     assert isinstance(debug.exception, KafkaException)  # the traceback, for bug reports
+
+
+def test_offset_reads_are_asked_again_through_a_busy_broker() -> None:
+    from streamer.ops.offsets import ATTEMPTS, _asking_again
+
+    failures = [_failure(KafkaError._TIMED_OUT)] * (ATTEMPTS - 1)
+
+    def read() -> str:
+        if failures:
+            raise failures.pop()
+        return "offsets"
+
+    assert _asking_again(read, "read offsets") == "offsets"
+
+    def always_busy() -> str:
+        raise _failure(KafkaError._TIMED_OUT)
+
+    with pytest.raises(KafkaOperationError, match=r"^could not read offsets: injected$"):
+        _asking_again(always_busy, "read offsets")
+
+    calls = []
+
+    def refused() -> str:
+        calls.append(1)
+        raise _failure(KafkaError.GROUP_AUTHORIZATION_FAILED)
+
+    with pytest.raises(KafkaOperationError):
+        _asking_again(refused, "read offsets")
+    assert len(calls) == 1  # not a transient error: not asked again

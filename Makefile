@@ -28,11 +28,10 @@ demo: kafka-up
 # Runs every test in TEST_WORKERS processes (pytest-xdist) sharing one session broker (or
 # STREAMER_TEST_BROKERS). Most tests wait on Kafka, not on a core (a quiet run keeps the two
 # cores about a quarter busy), so three processes cut the wall time by a third even on two
-# cores; the chaos tests, each starting several worker processes, run one at a time on one
-# of them (--dist loadgroup, tests/conftest.py). TEST_WORKERS=0 runs them in this process.
+# cores. TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= 3
 test: setup
-	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 # `make test` STRESS_RUNS times back to back while stress-ng keeps two cores busy (.ci/stress;
 # logs in STRESS_LOG_DIR): a test that waits on a clock instead of a state fails there.

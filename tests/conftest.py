@@ -2,11 +2,7 @@
 
 The Kafka fixtures come from streamer's own pytest plugin (``streamer.testing.pytest_plugin``,
 loaded through its ``pytest11`` entry point), exactly as users get them.  This file only marks
-tests: those that need a real broker (``integration``), so ``pytest -m "not integration"`` runs
-the unit tests alone; and the chaos tests as one pytest-xdist group (``make test`` runs
-``--dist loadgroup``), so one worker process runs them one after another while the others
-run the rest. Each chaos test starts several worker processes (and one its own broker);
-three at once on two cores, beside a loaded machine, starved the shared broker for seconds.
+tests that need a real broker, so ``pytest -m "not integration"`` runs the unit tests alone.
 """
 
 from __future__ import annotations
@@ -27,5 +23,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if top in _BROKER_DIRS:
             item.add_marker(pytest.mark.integration)
-        if top == "chaos":
-            item.add_marker(pytest.mark.xdist_group("chaos"))

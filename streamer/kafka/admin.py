@@ -18,6 +18,7 @@ from streamer.errors import (
 )
 from streamer.kafka.access import access_denied
 from streamer.kafka.backend import Admin
+from streamer.kafka.clients import describe, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,6 @@ class TopicSpec:
     internal: bool = False  # streamer's own (dead letters): created quietly with 1 partition
 
 
-# Errors of a metadata request that a busy or briefly unreachable broker answers with: the
-# request is made again until the deadline.
-_TRANSIENT_METADATA = (KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN)
 METADATA_DEADLINE = 30.0  # seconds partition_counts keeps asking through transient errors
 
 
@@ -43,26 +41,26 @@ def partition_counts(
     admin: Admin, timeout: float = 10.0, *, brokers: str = "the configured brokers"
 ) -> dict[str, int]:
     """Partition count of every topic in the cluster. A transient failure (the connection
-    dropped, the request timed out) is retried for up to ``METADATA_DEADLINE`` seconds;
-    then KafkaUnavailableError names ``brokers`` and the last error."""
+    dropped, the request timed out: ``clients.is_transient``) is retried for up to
+    ``METADATA_DEADLINE`` seconds; then KafkaUnavailableError names ``brokers`` and the last
+    error."""
     deadline = time.monotonic() + METADATA_DEADLINE
     while True:
         try:
             metadata = admin.list_topics(timeout=timeout)
             break
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            code = err.code() if isinstance(err, KafkaError) else None
-            if code not in _TRANSIENT_METADATA:
-                raise KafkaOperationError(f"could not list the topics at {brokers}: {exc}") from exc
+            if not is_transient(exc):
+                raise KafkaOperationError(
+                    f"could not list the topics at {brokers}: {describe(exc)}"
+                ) from exc
             if time.monotonic() > deadline:
                 raise KafkaUnavailableError(
                     f"Kafka at {brokers} stopped answering metadata requests "
-                    f"({err.str() if isinstance(err, KafkaError) else exc}; "
-                    f"tried for {METADATA_DEADLINE:.0f}s)"
+                    f"({describe(exc)}; tried for {METADATA_DEADLINE:.0f}s)"
                 ) from exc
             log.warning("listing the topics at %s failed (%s); asking again", brokers, exc)
-            time.sleep(0.5)  # between two requests: the broker is busy or reconnecting
+            time.sleep(0.5)  # a refused connection fails at once: do not spin on it
     return {
         name: len(topic.partitions)
         for name, topic in metadata.topics.items()

@@ -32,7 +32,7 @@ from pytimeparse.timeparse import timeparse
 from streamer.errors import ConfigError, KafkaOperationError
 from streamer.kafka.admin import partition_counts
 from streamer.kafka.backend import Backend, Consumer
-from streamer.kafka.clients import connect_admin, make_consumer
+from streamer.kafka.clients import connect_admin, is_transient, make_consumer
 from streamer.settings import Settings
 
 if TYPE_CHECKING:
@@ -42,14 +42,6 @@ T = TypeVar("T")
 
 TIMEOUT = 10.0
 ATTEMPTS = 3  # reads of offsets a busy broker let time out are asked this many times in all
-# What a busy or briefly unreachable broker answers: worth asking again.
-_TRANSIENT = (
-    KafkaError._TIMED_OUT,
-    KafkaError._TRANSPORT,
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-)
 # States in which the group is consuming (or about to), even if no member is listed.
 _BUSY_STATES = (
     ConsumerGroupState.STABLE,
@@ -159,11 +151,6 @@ def _one_line(exc: KafkaException) -> str:
     return err.str() if isinstance(err, KafkaError) else str(exc)
 
 
-def _transient(exc: KafkaException) -> bool:
-    err = exc.args[0] if exc.args else None
-    return isinstance(err, KafkaError) and (err.retriable() or err.code() in _TRANSIENT)
-
-
 def _asking_again(read: Callable[[], T], what: str) -> T:
     """``read()``, asked again (``ATTEMPTS`` in all) while the broker answers with a
     transient error; else KafkaOperationError saying ``what`` could not be read."""
@@ -171,7 +158,7 @@ def _asking_again(read: Callable[[], T], what: str) -> T:
         try:
             return read()
         except KafkaException as exc:
-            if attempt < ATTEMPTS and _transient(exc):
+            if attempt < ATTEMPTS and is_transient(exc):
                 continue
             raise KafkaOperationError(f"could not {what}: {_one_line(exc)}") from exc
     raise AssertionError("unreachable")

@@ -129,24 +129,25 @@ def _partitions_of(
     """``topic``'s partitions once its metadata shows them all with a leader. A request the
     broker lets time out is asked again until ``deadline``; a topic the broker says does not
     exist gives [] after ``missing_until``."""
-    while True:
-        now = time.monotonic()
+    found: list[list[int]] = []
+
+    def known() -> bool:
         try:
-            found = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
         except KafkaException:
-            if now > deadline:
-                raise
-            continue  # the broker is busy: list_topics itself waited
+            return False  # the broker is busy: list_topics itself waited
         if (
-            found is not None
-            and found.error is None
-            and found.partitions
-            and all(p.leader >= 0 for p in found.partitions.values())
+            metadata is not None
+            and metadata.error is None
+            and metadata.partitions
+            and all(p.leader >= 0 for p in metadata.partitions.values())
         ):
-            return sorted(found.partitions)
-        if now > missing_until:
-            return []
-        time.sleep(0.1)  # the poll interval of this wait
+            found.append(sorted(metadata.partitions))
+            return True
+        return time.monotonic() > missing_until  # it does not exist (yet): give up then
+
+    wait_until(known, f"the metadata of {topic}", timeout=max(0.0, deadline - time.monotonic()))
+    return found[0] if found else []
 
 
 _TRANSIENT = (
@@ -164,16 +165,23 @@ def retry_transient(call: Callable[[], T], attempts: int = 20) -> T:
     or fresh broker answers), a request timed out (also in librdkafka's queue), or any
     retriable error; as a client would. Anything else, or the last attempt's error, is
     raised."""
-    for attempt in range(attempts):
+    results: list[T] = []
+    failures: list[KafkaException] = []
+
+    def answered() -> bool:
         try:
-            return call()
+            results.append(call())
+            return True
         except KafkaException as exc:
             err = exc.args[0]
             transient = err.retriable() or err.code() in _TRANSIENT
-            if not transient or attempt == attempts - 1:
+            if not transient or len(failures) == attempts - 1:
                 raise
-            time.sleep(0.2)  # between two attempts (not a wait for anything)
-    raise AssertionError("unreachable")
+            failures.append(exc)
+            return False
+
+    wait_until(answered, "a transient broker error to pass", timeout=3600)  # bounded by attempts
+    return results[0]
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:

@@ -22,7 +22,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.cimpl import NewTopic
 
-from tests.kafkatools import ROOT, committed
+from tests.kafkatools import ROOT, committed, retry_transient
 
 APP = "tests.apps.offsets_app"
 P0_RECORDS = 100
@@ -83,7 +83,11 @@ def setup(kafka_bootstrap: str, create_topic: Any, unique_name: Any, tmp_path: P
     assert producer.flush(30) == 0
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
     try:
-        consumer.commit(offsets=[TopicPartition(topic, 0, COMMITTED)], asynchronous=False)
+        retry_transient(  # a fresh broker may still be loading the group coordinator
+            lambda: consumer.commit(
+                offsets=[TopicPartition(topic, 0, COMMITTED)], asynchronous=False
+            )
+        )
     finally:
         consumer.close()
     env = {

@@ -371,17 +371,11 @@ class LocalKafka:
             # Topics exist because someone declared them, never by a typo in a consumer.
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
-            # One node is both controller and broker: a heartbeat starved by a loaded machine
-            # (9 s by default) fences the only broker ("All brokers are currently fenced"),
-            # which then refuses every write, and there is no other broker to fail over to.
-            # Not longer than 30 s: after a kill -9 the restarted broker can register only
-            # once its old registration's session expired, and it gives up registering after
-            # initial.broker.registration.timeout.ms (raised to leave room for that).
+            # The only broker must not be fenced for a heartbeat a loaded machine delayed (9 s
+            # by default); after a kill -9 it re-registers once the old session expired.
             "broker.session.timeout.ms": "30000",
             "initial.broker.registration.timeout.ms": "120000",
-            # Records stay until their topic is deleted: replays and tests carry historical
-            # timestamps, which the default 7-day time retention would delete at its next
-            # check (every 5 minutes), under a test or a replay that still reads them.
+            # Replays and tests carry historical timestamps: keep records until deleted.
             "log.retention.ms": "-1",
             # Hung transactions of killed test producers are aborted within seconds.
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "10000",

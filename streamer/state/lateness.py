@@ -22,18 +22,24 @@ class LateEvents:
 
     ``by_partition`` counts late events per table partition since the process started
     (the Prometheus counter follows it; the count stored with the partition's window
-    metadata survives restarts and is what ``streamer tables`` shows). Warnings are
-    rate-limited to one per :data:`LOG_EVERY` seconds per table, each with the count since
-    the previous one and the largest lateness seen.
+    metadata survives restarts and is what ``streamer tables`` shows). Each late event is
+    counted once even when it is processed twice: after a failed checkpoint rewinds a
+    partition, the redone events bring its stored count back up to where the dropped
+    attempt had taken it, and only a count beyond the highest this process saw for the
+    partition is new (:meth:`attached` records what a partition brings when it arrives).
+    Warnings are rate-limited to one per :data:`LOG_EVERY` seconds per table, each with the
+    count since the previous one and the largest lateness seen.
     """
 
-    __slots__ = ("_first_warned", "_last_log", "_max_behind", "_max_needed", "_partitions",
-                 "_unreported", "by_partition", "table", "total")  # fmt: skip
+    __slots__ = ("_first_warned", "_high", "_last_log", "_max_behind", "_max_needed",
+                 "_partitions", "_unreported", "by_partition", "table", "total")  # fmt: skip
 
     def __init__(self, table: str) -> None:
         self.table = table
         self.total = 0
         self.by_partition: dict[int, int] = {}
+        # The highest stored late count of each partition this process has seen.
+        self._high: dict[int, int] = {}
         self._unreported = 0
         self._max_behind = 0
         self._max_needed = 0
@@ -41,9 +47,20 @@ class LateEvents:
         self._last_log = float("-inf")
         self._first_warned = False
 
-    def count(self, partition: int, behind_ms: int, needed_grace_ms: int, now: float) -> None:
-        """One late event of ``partition``: ``behind_ms`` older than the stream time; a grace
-        of ``needed_grace_ms`` would have applied it."""
+    def attached(self, partition: int, stored: int) -> None:
+        """``partition`` was (re)built from its store, which counts ``stored`` late events
+        ever: those counted elsewhere, or before this process, are not this process's."""
+        self._high[partition] = max(self._high.get(partition, 0), stored)
+
+    def count(
+        self, partition: int, stored: int, behind_ms: int, needed_grace_ms: int, now: float
+    ) -> None:
+        """A late event of ``partition`` took its stored count to ``stored``: it was
+        ``behind_ms`` older than the stream time; a grace of ``needed_grace_ms`` would have
+        applied it. Counted unless a rewound attempt already counted it."""
+        if stored <= self._high.get(partition, 0):
+            return  # redone after a rewind: counted by the attempt that was dropped
+        self._high[partition] = stored
         self.total += 1
         self.by_partition[partition] = self.by_partition.get(partition, 0) + 1
         self._unreported += 1

@@ -299,7 +299,9 @@ class WindowedTable(Generic[K, V]):
         else:  # sliding: its left window [t - size, t]; session: at worst, a session it
             end = t + (self.kind == "sliding")  # touches that ended gap before it (+ gap)
         needed = max(0, state.stream - end + 1)
-        self.lateness.count(state.part.partition, behind, needed, current_clock.get().time())
+        self.lateness.count(
+            state.part.partition, state.late, behind, needed, current_clock.get().time()
+        )
         if self.on_late is not None:
             self._call("on_late", self.on_late, event)
 
@@ -311,6 +313,7 @@ class WindowedTable(Generic[K, V]):
             kind = PARTITION_KINDS.get(self.kind, WindowPartition)
             state = kind.rebuild(part, self.spec, current_clock.get().time())
             self._parts[part.partition] = state
+            self.lateness.attached(part.partition, state.late)
             log.debug(
                 "%s: %d open window start(s), stream time %d", part.label, len(state.open),
                 state.stream,

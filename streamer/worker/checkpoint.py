@@ -252,7 +252,14 @@ class Checkpoint:
         """Drop what is staged and not yet durable (only a transaction can)."""
 
     def _produce_changelogs(self, parts: list[TablePartition]) -> None:
-        produce, reported = self._producer.produce, self._on_changelog
+        failures = self._changelog_failures  # this transaction's list (see _retire_reports)
+
+        def reported(err: KafkaError | None, message: Any) -> None:
+            if err is not None:
+                topic = message.topic() if message is not None else "a changelog topic"
+                failures.append((err, topic))
+
+        produce = self._producer.produce
         for part in parts:
             topic, partition = part.table.changelog, part.partition
             for key, value in part.dirty.items():
@@ -261,10 +268,16 @@ class Checkpoint:
                 except (BufferError, KafkaException):
                     self._produce(topic, value, key, partition, on_delivery=reported)
 
-    def _on_changelog(self, err: KafkaError | None, message: Any) -> None:
-        if err is not None:
-            topic = message.topic() if message is not None else "a changelog topic"
-            self._changelog_failures.append((err, topic))
+    def _retire_reports(self) -> None:
+        """Give the records produced so far lists of their own to report failures to:
+        after an abort their delivery reports are purges (``_PURGE_QUEUE``,
+        ``_PURGE_INFLIGHT``), served during the abort or by a later poll, and must not fail
+        the next checkpoint (they would, and its abort would purge the redone work's
+        records: failure after failure). Records of the next transaction report to new
+        lists; a record refused for itself is produced again by the redone work and
+        refused again then."""
+        self.refusals = []
+        self._changelog_failures = []
 
     def _changelog_failure(self) -> CheckpointFailed | None:
         """The checkpoint fails when a changelog record failed. When the broker refused the

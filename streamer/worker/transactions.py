@@ -259,6 +259,8 @@ class ExactlyOnceCheckpoint(Checkpoint):
             raise CheckpointFailed(
                 f"aborting the transaction ({reason}) failed: {_error(exc).str()}", fenced=True
             ) from exc
+        finally:
+            self._retire_reports()  # what reports now is the aborted records' purges
 
     def _bounded(self, call: Callable[..., Any], *args: Any) -> None:
         """Make a blocking transactional call (abort), but never wait much longer than its

@@ -8,14 +8,15 @@ finish the job with every output once."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from confluent_kafka import KafkaError
 
-from streamer import App, CommitFailed
+from streamer import App, CommitFailed, Stream
 from streamer.kafka.backend import ConfluentBackend
 from streamer.testing.faults import (
     DeliveryFailure,
@@ -121,6 +122,45 @@ def test_offsets_the_transaction_cannot_send_are_rewound_and_redone_once(
     assert fault.count == 2
     outputs = Counter(m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=RECORDS))
     assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
+
+
+def test_records_purged_by_an_abort_do_not_fail_the_next_checkpoint(
+    kafka_bootstrap: str, create_topic, unique_name, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Aborting a transaction purges its records still queued or in flight (outputs and
+    changelog records); their delivery reports, served during the abort or by a later poll,
+    say "purged". They belong to the aborted work, which is redone: they must not fail the
+    next checkpoint (and so on, each abort purging the redone work's records), nor the final
+    commit. One injected failure, one failed checkpoint; every count once, read_committed."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = App(unique_name("purged"), brokers=kafka_bootstrap, processing_guarantee="exactly_once",
+              commit_interval=0.1, shutdown_timeout=5)  # fmt: skip
+    source = app.topic(src, key_type=str, value_type=str, partitions=2)
+    out = app.topic(sink, key_type=str, value_type=int, partitions=2)
+    counts = app.table("counts", default=int, value_type=int)
+
+    @app.agent(source, sink=[out])
+    async def count(stream: Stream) -> AsyncIterator[tuple[str, int]]:
+        async for event in stream:
+            await asyncio.sleep(0.001)  # simulated work (pacing), not a wait
+            counts[event.key] += 1
+            yield event.key, counts[event.key]
+
+    keys = [f"k{i % 13}" for i in range(RECORDS)]
+    produce(kafka_bootstrap, src, [(k.encode(), b"1") for k in keys])
+    fault = TransactionFailure("abortable", call="send_offsets", nth=3)
+    backend = FaultyBackend(ConfluentBackend(), fault)
+    worker = Worker(app, handle_signals=False, backend=backend)
+    with caplog.at_level(logging.WARNING, logger="streamer.checkpoint"):
+        asyncio.run(run_worker_until(worker, all_committed(kafka_bootstrap, app.group_id, src, 2)))
+    assert fault.count == 1
+    failed = [r.getMessage() for r in caplog.records if "checkpoint failed" in r.getMessage()]
+    assert len(failed) == 1 and "injected abortable" in failed[0], failed
+    got = Counter((m.key().decode(), m.value()) for m in read_all(kafka_bootstrap, sink,
+                                                                  expect=RECORDS))  # fmt: skip
+    expected = Counter((k, str(n).encode()) for k, total in Counter(keys).items()
+                       for n in range(1, total + 1))  # fmt: skip
+    assert got == expected
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])

@@ -10,19 +10,34 @@ warning in the worker's log, the late count per partition in ``streamer tables A
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 from confluent_kafka import Producer
 
+from streamer import App, Event, Stream
+from streamer.kafka.backend import ConfluentBackend
+from streamer.state.store import PartitionStore, partition_path
+from streamer.state.window_store import META_KEY
+from streamer.testing.faults import FaultyBackend, TransactionFailure
+from streamer.worker import Worker
 from tests.integration.test_metrics import free_port, scrape
-from tests.kafkatools import ROOT, WorkerProcess, wait_committed, wait_until
+from tests.kafkatools import (
+    ROOT,
+    WorkerProcess,
+    all_committed,
+    run_worker_until,
+    wait_committed,
+    wait_until,
+)
 
 PARTITIONS = 2
 KEYS = [f"p{p}-k{k}" for p in range(PARTITIONS) for k in range(3)]  # each in one partition
@@ -155,3 +170,59 @@ def test_late_events_are_counted_logged_exported_and_windows_listed(
     assert shown.returncode == 0 and "closed" in shown.stdout and "open" in shown.stdout
     missing = cli("get", "counts", "nope")
     assert missing.returncode == 1 and "no stored window" in missing.stderr
+
+
+def test_late_events_redone_after_a_rewind_are_counted_once(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path
+) -> None:
+    """A checkpoint that fails rewinds the partitions and the late events since the last
+    commit are processed again (``on_late`` sees them twice): the late-event counts, the
+    process's and the stored ones, still say how many events were late, once each."""
+    src = create_topic("src", partitions=PARTITIONS)
+    base = (int(time.time() * 1000) - 3_600_000) // 60_000 * 60_000
+    events = _input(base)
+    late, _counts, _stream = _reference(events)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    for key, partition, ts in events:
+        producer.produce(src, b"1", key.encode(), partition=partition, timestamp=ts)
+    assert producer.flush(30) == 0
+
+    app = App(unique_name("relate"), brokers=kafka_bootstrap, state_dir=tmp_path / "state",
+              processing_guarantee="exactly_once", commit_interval=0.2,
+              shutdown_timeout=5)  # fmt: skip
+    source = app.topic(src, key_type=str, value_type=str, partitions=PARTITIONS)
+    # The first checkpoint after the last late event was counted fails: that event, at
+    # least, is processed again.
+    fault = TransactionFailure("abortable", call="send_offsets", cue=threading.Event())
+    seen_late: list[int] = []
+
+    def on_late(event: Event) -> None:
+        seen_late.append(event.partition)
+        if len(seen_late) == sum(late.values()):
+            fault.cue.set()
+
+    counts = app.table("counts", default=int, value_type=int).tumbling(
+        SIZE / 1000, grace=GRACE / 1000, retention=86400, idle_close=None, on_late=on_late
+    )
+
+    @app.agent(source)
+    async def count(stream: Stream) -> None:
+        async for event in stream:
+            counts[event.key] += 1
+
+    worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), fault))
+    done = all_committed(kafka_bootstrap, app.group_id, src, PARTITIONS)
+    asyncio.run(run_worker_until(worker, lambda: fault.fired.is_set() and done()))
+    assert fault.count == 1
+    assert len(seen_late) > sum(late.values()), "no late event was processed again"
+    assert counts.lateness.by_partition == late
+    assert counts.late_events == sum(late.values())
+    stored = {}
+    for partition in range(PARTITIONS):
+        path = partition_path(tmp_path / "state", app.id, "counts", partition)
+        store = PartitionStore(path, read_only=True)
+        try:
+            stored[partition] = json.loads(store.get(META_KEY) or b"{}").get("late", 0)
+        finally:
+            store.close()
+    assert stored == late

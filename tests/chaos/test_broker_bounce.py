@@ -107,7 +107,10 @@ def test_workers_ride_out_a_broker_kill_and_restart(own_broker: LocalKafka, tmp_
         wait_until(
             lambda: port_is_free(own_broker.port), "port still held", workers=workers, timeout=30
         )
-        own_broker.up(progress=logger.info)  # same port, same data
+        # Same port, same data. A broker killed -9 registers again only once its old
+        # registration expired (broker.session.timeout.ms) and then loads its logs: on a
+        # crowded machine that is minutes, not seconds (a hang guard, not a timing check).
+        own_broker.up(progress=logger.info, timeout=300)
         _produce_users(bootstrap, env["TEST_SRC"], first, second)
         total = first + second
         ends = end_offsets(bootstrap, env["TEST_SRC"], PARTITIONS)

@@ -169,6 +169,8 @@ class Checkpoint:
         # Outputs the producer reported as failed since the last checkpoint.
         self.refusals: list[Refusal] = []
         self._changelog_failures: list[tuple[KafkaError, str]] = []
+        # The producer's fatal error, once a poll or flush raised it (see _unusable).
+        self.broken: KafkaError | None = None
 
     def release(self, batch: list[Effects]) -> None:
         """Hand the outputs of completed events to the producer, in order. Never raises:
@@ -197,14 +199,40 @@ class Checkpoint:
                 self._producer.produce(*args, **kwargs)
                 return
             except BufferError:
-                self._producer.poll(0.05)
+                self.poll(0.05)
+                if self.broken is not None:
+                    kwargs["on_delivery"](self.broken, None)
+                    return
             except KafkaException as exc:
                 kwargs["on_delivery"](_error(exc), None)
                 return
 
-    def poll(self) -> None:
-        """Serve producer callbacks without blocking."""
-        self._producer.poll(0)
+    def poll(self, timeout: float = 0) -> None:
+        """Serve producer callbacks (without blocking, by default). Never raises: a fatal
+        producer error is kept in :attr:`broken` and fails the next checkpoint."""
+        try:
+            self._producer.poll(timeout)
+        except KafkaException as exc:
+            self._unusable(exc)
+
+    def _unusable(self, exc: KafkaException) -> None:
+        """confluent-kafka raises a producer's fatal error (fenced by a newer instance, or
+        by the broker after a transaction timed out) from the next ``poll`` or ``flush``,
+        once: keep it, so the checkpoint fails and the producer is replaced rather than the
+        worker stopping on a raw exception."""
+        err = _error(exc)
+        if self.broken is None:
+            log.warning("the producer failed fatally (%s); it is replaced at the next "
+                        "checkpoint", err.str())  # fmt: skip
+            self.broken = err
+
+    def _broken_failure(self) -> CheckpointFailed:
+        assert self.broken is not None
+        return CheckpointFailed(
+            f"the producer failed fatally ({self.broken.str()}); it is replaced",
+            refusals=self._take_refusals(),
+            fenced=True,
+        )
 
     def commit(self, states: Iterable[PartitionState], timeout: float = FLUSH_TIMEOUT) -> None:
         """Make the completed work of ``states`` durable: outputs, table changes, offsets,
@@ -241,7 +269,7 @@ class Checkpoint:
         raise NotImplementedError
 
     def _pending_work(self) -> bool:
-        return bool(self.refusals)
+        return bool(self.refusals) or self.broken is not None
 
     def _commit(
         self, due: Due, parts: list[TablePartition], states: list[PartitionState], deadline: float
@@ -305,7 +333,12 @@ class Checkpoint:
 
     def _flush(self, deadline: float, what: str) -> None:
         timeout = max(0.0, deadline - time.monotonic())
-        remaining = self._producer.flush(timeout)
+        try:
+            remaining = self._producer.flush(timeout)
+        except KafkaException as exc:
+            self._unusable(exc)
+        if self.broken is not None:
+            raise self._broken_failure()
         if remaining:
             raise CheckpointFailed(
                 f"{remaining} {what} record(s) not acknowledged by {self._brokers} within "
@@ -341,7 +374,10 @@ class Checkpoint:
             part.checkpointed(written)
 
     def close(self, timeout: float = FLUSH_TIMEOUT) -> None:
-        self._producer.flush(timeout)
+        try:
+            self._producer.flush(timeout)
+        except KafkaException as exc:  # a producer that failed fatally delivers nothing more
+            log.debug("flushing the producer on close: %s", exc)
 
 
 class AtLeastOnceCheckpoint(Checkpoint):
@@ -350,6 +386,8 @@ class AtLeastOnceCheckpoint(Checkpoint):
     def _commit(
         self, due: Due, parts: list[TablePartition], states: list[PartitionState], deadline: float
     ) -> None:
+        if self.broken is not None:
+            raise self._broken_failure()
         self._flush(deadline, "output")
         if self.refusals:
             refusals = self._take_refusals()

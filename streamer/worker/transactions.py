@@ -100,7 +100,12 @@ class ExactlyOnceCheckpoint(Checkpoint):
             self._in_transaction = True
 
     def _pending_work(self) -> bool:
-        return self._in_transaction or self._doomed is not None or bool(self.refusals)
+        return (
+            self._in_transaction
+            or self._doomed is not None
+            or bool(self.refusals)
+            or self.broken is not None
+        )
 
     def commit(self, states: Iterable[PartitionState], timeout: float = TXN_TIMEOUT) -> None:
         """Commit at once: :meth:`begin_commit`, wait, :meth:`finish_commit`."""
@@ -126,6 +131,8 @@ class ExactlyOnceCheckpoint(Checkpoint):
                 raise KafkaException(
                     KafkaError(KafkaError._FATAL, "the producer is stuck", fatal=True)
                 )
+            if self.broken is not None:  # fatal: _failed gives the producer up
+                raise KafkaException(self.broken)
             if self._doomed is not None:
                 raise KafkaException(self._doomed)
             if self.refusals:  # a delivery failed: the transaction can only abort

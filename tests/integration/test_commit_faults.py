@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, Producer
 
 from streamer import App, CommitFailed, Stream
 from streamer.kafka.backend import ConfluentBackend
@@ -26,6 +26,7 @@ from streamer.testing.faults import (
     TransactionFailure,
 )
 from streamer.worker import Worker
+from streamer.worker.guarantee import transactional_id
 from streamer.worker.transactions import INIT_ATTEMPTS, ProducerFenced
 from tests.kafkatools import (
     all_committed,
@@ -161,6 +162,42 @@ def test_records_purged_by_an_abort_do_not_fail_the_next_checkpoint(
     expected = Counter((k, str(n).encode()) for k, total in Counter(keys).items()
                        for n in range(1, total + 1))  # fmt: skip
     assert got == expected
+
+
+def test_a_producer_fenced_mid_run_is_replaced_and_nothing_is_lost_or_doubled(
+    kafka_bootstrap: str, create_topic, unique_name
+) -> None:
+    """Another producer registers the worker's transactional.id while it runs (a zombie
+    coming back, or the broker bumping the epoch after a transaction timed out): the
+    worker's producer is fenced, and confluent-kafka raises that fatal error from its next
+    ``poll`` too. The worker replaces the producer, redoes the aborted work and goes on;
+    every output once, read_committed."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = echo_app(kafka_bootstrap, unique_name("fenced"), "exactly_once", src, sink,
+                   instance_id="w1")  # fmt: skip
+    produce(
+        kafka_bootstrap, src, [(f"k{i % 13}".encode(), f"v{i}".encode()) for i in range(RECORDS)]
+    )
+    fenced = threading.Event()
+    txn_id = transactional_id(app.id, app.settings)
+
+    def fence() -> None:
+        imposter = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": txn_id})
+        imposter.init_transactions(60)  # bumps the epoch: the worker's producer is fenced
+        fenced.set()
+
+    fencing = threading.Thread(target=fence)
+    some = _some_committed(kafka_bootstrap, app.group_id, src)
+    every = all_committed(kafka_bootstrap, app.group_id, src, 2)
+
+    def done() -> bool:
+        if not fencing.is_alive() and not fenced.is_set() and some():
+            fencing.start()
+        return fenced.is_set() and every()
+
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False), done))
+    outputs = Counter(m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=RECORDS))
+    assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])

@@ -128,12 +128,16 @@ def _partitions_of(
 ) -> list[int]:
     """``topic``'s partitions once its metadata shows them all with a leader. A request the
     broker lets time out is asked again until ``deadline``; a topic the broker says does not
-    exist gives [] after ``missing_until``."""
+    exist gives [] after ``missing_until``, and so does a broker too busy to answer by
+    ``deadline`` (nothing could be read: the caller's count says so, and a caller that
+    polls with short reads simply asks again)."""
     found: list[list[int]] = []
 
     def known() -> bool:
         try:
-            metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            metadata = consumer.list_topics(
+                topic, timeout=max(0.5, min(5.0, deadline - time.monotonic()))
+            ).topics.get(topic)
         except KafkaException:
             return False  # the broker is busy: list_topics itself waited
         if (
@@ -146,7 +150,8 @@ def _partitions_of(
             return True
         return time.monotonic() > missing_until  # it does not exist (yet): give up then
 
-    wait_until(known, f"the metadata of {topic}", timeout=max(0.0, deadline - time.monotonic()))
+    while not known() and time.monotonic() < deadline:
+        time.sleep(POLL)
     return found[0] if found else []
 
 

@@ -9,8 +9,11 @@ same reads as ``streamer offsets show``). Rates are differences between two refr
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -233,6 +236,7 @@ def _live(
     terminal (rich's Live), one snapshot after another otherwise."""
     previous: Snapshot | None = None
     footer = f"refreshing every {interval:g}s; Ctrl-C to quit"
+    refresh = _Refresh(lambda: take_snapshot(app, group, topics))
 
     def view() -> str:
         return f"{render(snapshot, previous)}\n{footer}"
@@ -242,11 +246,45 @@ def _live(
             while True:
                 click.echo(f"{view()}\n")
                 time.sleep(interval)
-                previous, snapshot = snapshot, take_snapshot(app, group, topics)
+                previous, snapshot = snapshot, refresh()
         with Live(Text(view()), auto_refresh=False, screen=False) as live:
             while True:
                 time.sleep(interval)
-                previous, snapshot = snapshot, take_snapshot(app, group, topics)
+                previous, snapshot = snapshot, refresh()
                 live.update(Text(view()), refresh=True)
     except KeyboardInterrupt:
-        pass  # the normal way out of a live view
+        # The normal way out of a live view, and it must be prompt: a refresh may still be
+        # waiting on a slow broker with the group's clients (closing them under it could
+        # block or crash), and closing a client waits for its requests too. The clients
+        # only read, so there is nothing to hand back: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+class _Refresh:
+    """Takes a snapshot on a helper thread and waits for it in a way Ctrl-C interrupts: a
+    librdkafka call waiting on a slow broker does not return to Python for a signal, so
+    the view would otherwise ignore Ctrl-C for as long as the broker takes."""
+
+    def __init__(self, take: Callable[[], Snapshot]) -> None:
+        self._take = take
+        self._thread: threading.Thread | None = None
+
+    def __call__(self) -> Snapshot:
+        outcome: list[Snapshot | BaseException] = []
+
+        def run() -> None:
+            try:
+                outcome.append(self._take())
+            except BaseException as exc:  # handed to the main thread below
+                outcome.append(exc)
+
+        self._thread = threading.Thread(target=run, name="streamer-status", daemon=True)
+        self._thread.start()
+        while self._thread.is_alive():
+            self._thread.join(0.1)  # returns to Python often: Ctrl-C is seen at once
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result

@@ -352,7 +352,10 @@ class LocalKafka:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self._data_dir),
-            # Single node: internal topics cannot have more replicas than brokers.
+            # One node: internal topics with one replica, and 4 partitions, not 50 (a restarted
+            # broker loads them one by one, minutes on a crowded machine).
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.num.partitions": "4",
             "offsets.topic.replication.factor": "1",
             "transaction.state.log.replication.factor": "1",
             "transaction.state.log.min.isr": "1",
@@ -368,9 +371,8 @@ class LocalKafka:
             "group.consumer.min.session.timeout.ms": "1000",
             "group.consumer.heartbeat.interval.ms": "1000",
             "group.consumer.min.heartbeat.interval.ms": "1000",
-            # Topics exist because someone declared them, never by a typo in a consumer.
-            "num.partitions": "1",
-            "auto.create.topics.enable": "false",
+            "num.partitions": "1",  # topics exist because someone declared them,
+            "auto.create.topics.enable": "false",  # never by a typo in a consumer
             # The only broker must not be fenced for a heartbeat a loaded machine delayed (9 s
             # by default); after a kill -9 it re-registers once the old session expired.
             "broker.session.timeout.ms": "30000",

@@ -63,6 +63,9 @@ def test_up_status_down_cycle() -> None:
         node = ConfigResource(ConfigResource.Type.BROKER, "1")
         broker_configs = admin.describe_configs([node])[node].result(timeout=30)
         assert broker_configs["broker.session.timeout.ms"].value == "30000"
+        # Its internal topics are small: a restart loads them in seconds, not minutes.
+        for internal in ("offsets.topic.num.partitions", "transaction.state.log.num.partitions"):
+            assert broker_configs[internal].value == "4"
 
         logs = _streamer("kafka", "logs", "--port", str(port), "-n", "200")
         assert "Kafka Server started" in logs.stdout

@@ -4,13 +4,14 @@ errors that skip one event, and commits of the completed prefix."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections import Counter, defaultdict
 
 import pytest
 
 from streamer import App, ErrorPolicy, Event, Record, ShutdownIncomplete, Stream
-from tests.kafkatools import committed, end_offsets, produce, read_all, run_until
+from tests.kafkatools import all_committed, committed, produce, read_all, run_until
 
 PARTITIONS = 8
 KEYS = 500
@@ -44,21 +45,30 @@ def test_concurrent_lanes_keep_per_key_order_and_sink_exact_outputs(
         src,
         ((f"k{i % KEYS}".encode(), str(i // KEYS).encode()) for i in range(MESSAGES)),
     )
-    asyncio.run(run_until(app, lambda: sum(map(len, seen.values())) >= MESSAGES))
+    asyncio.run(run_until(app, all_committed(kafka_bootstrap, app.group_id, src, PARTITIONS)))
 
     assert len(seen) == KEYS
+    per_key = MESSAGES // KEYS
+    redone = any(len(values) > per_key for values in seen.values())
     for key, values in seen.items():
-        assert values == list(range(MESSAGES // KEYS)), f"order broken for {key}"
+        # In order: each value is the next one, or, after partitions were lost and taken
+        # back (a starved broker's session timeout; at-least-once), a step back to where
+        # the commit was. A reorder shows as a step forward that skips a value.
+        steps = list(itertools.pairwise(values))
+        assert values[0] == 0 and all(b == a + 1 or b <= a for a, b in steps), (
+            f"order broken for {key}: {values}"
+        )
+        assert set(values) == set(range(per_key)), key
+        if not redone:
+            assert values == list(range(per_key)), f"order broken for {key}"
     # More than one lane per partition really ran (concurrency was exercised).
     assert len(lanes_used) > PARTITIONS
     outputs = read_all(kafka_bootstrap, out, expect=MESSAGES)
     got = Counter((m.key().decode(), m.value().decode()) for m in outputs)
     expected = Counter((f"k{i % KEYS}", f"k{i % KEYS}:{i // KEYS}") for i in range(MESSAGES))
-    assert got == expected
-    # Everything processed is committed: the group's offsets are at the log end.
-    assert committed(kafka_bootstrap, app.group_id, src, PARTITIONS) == end_offsets(
-        kafka_bootstrap, src, PARTITIONS
-    )
+    assert set(got) == set(expected)
+    if not redone:  # nothing processed twice: every output once
+        assert got == expected
 
 
 def test_send_take_record_and_failing_event(

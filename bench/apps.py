@@ -48,6 +48,11 @@ def owns_all(worker: Worker, partitions: int) -> bool:
     return len(states) == partitions and all(s.ready.is_set() for s in states.values())
 
 
+def committed_records(worker: Worker) -> int:
+    """Records the worker has committed on its source partitions (each starts at offset 0)."""
+    return sum(s.committed or 0 for s in worker._states.values())
+
+
 async def drive(
     app: App,
     done: Callable[[Worker], bool],
@@ -55,15 +60,23 @@ async def drive(
     timeout: float,
     partitions: int,
     on_owned: Callable[[], None] | None = None,
+    records: int | None = None,
 ) -> Worker:
-    """Run a worker for ``app`` in this loop until ``done(worker)``; then stop it cleanly.
-    ``on_owned`` is called once it owns all ``partitions`` (and keeps being called: it must
-    be idempotent)."""
+    """Run a worker for ``app`` in this loop until ``done(worker)`` and, given ``records``,
+    until it committed that many source records; then stop it cleanly. The second condition
+    matters when a checkpoint failed: the agents then processed some events twice, so their
+    count of processed events reaches the total before every event is done. ``on_owned`` is
+    called once it owns all ``partitions`` (and keeps being called: it must be
+    idempotent)."""
     worker = Worker(app, handle_signals=False)
     task = asyncio.create_task(worker.run())
     deadline = time.monotonic() + timeout
+
+    def finished() -> bool:
+        return done(worker) and (records is None or committed_records(worker) >= records)
+
     try:
-        while not done(worker):
+        while not finished():
             if task.done():
                 task.result()
                 raise RuntimeError("the worker stopped before the scenario finished")
@@ -90,8 +103,11 @@ def _app(job: Job, **settings: Any) -> App:
 
 
 def _measured(progress: Progress, **extra: Any) -> dict[str, Any]:
+    """The scenario's figures; ``redone``: events processed again after a failed checkpoint
+    (the rate then includes that work)."""
     return {
         "processed": progress.count,
+        "redone": max(0, progress.count - progress.target),
         "seconds": progress.seconds,
         "rate": progress.rate,
         **progress.cpu(),
@@ -166,6 +182,7 @@ def stateless(job: Job, ctx: Ctx) -> dict[str, Any]:
             timeout=float(params["timeout"]),
             partitions=partitions,
             on_owned=ctx.ready,
+            records=n,
         )
     )
     return _measured(progress)
@@ -202,8 +219,8 @@ def count(job: Job, ctx: Ctx) -> dict[str, Any]:
                 counts[event.key] += 1
                 progress.hit()
 
-    def done(_w: Worker) -> bool:
-        if not progress.done:
+    def done(worker: Worker) -> bool:
+        if not progress.done or committed_records(worker) < n:
             return False
         total.append(sum(counts.values()))  # read while the worker still owns the partitions
         return True

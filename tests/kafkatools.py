@@ -537,6 +537,14 @@ def wait_committed(
     )
 
 
+def interruptible() -> None:
+    """``preexec_fn`` for a child the test presses Ctrl-C in: SIGINT at its default, as in
+    a user's terminal. A test session started in the background (``make stress &``) runs
+    with SIGINT ignored, which every child inherits, and then Python raises no
+    KeyboardInterrupt at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_in_terminal(
     *args: str,
     env: dict[str, str] | None = None,
@@ -557,6 +565,7 @@ def run_in_terminal(
         stderr=slave,
         cwd=ROOT,
         env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(env or {})},
+        preexec_fn=interruptible,
     )
     os.close(slave)
     chunks: list[bytes] = []

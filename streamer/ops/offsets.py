@@ -315,16 +315,27 @@ class GroupOffsets:
 
     def _describe(self) -> Any:
         """The group's ConsumerGroupDescription, or None when the group does not exist."""
-        try:
-            future = self._admin.describe_consumer_groups([self.group], request_timeout=TIMEOUT)
-            return future[self.group].result(TIMEOUT)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
-                return None
-            raise KafkaOperationError(
-                f"could not describe group {self.group!r}: {_one_line(exc)}"
-            ) from exc
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                future = self._admin.describe_consumer_groups([self.group], request_timeout=TIMEOUT)
+                return future[self.group].result(TIMEOUT)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                    return None
+                if attempt < ATTEMPTS and is_transient(exc):
+                    continue
+                raise KafkaOperationError(
+                    f"could not describe group {self.group!r}: {_one_line(exc)}"
+                ) from exc
+            except TimeoutError as exc:  # the admin future itself waited TIMEOUT
+                if attempt < ATTEMPTS:
+                    continue
+                raise KafkaOperationError(
+                    f"could not describe group {self.group!r}: Kafka at {self._brokers} did "
+                    f"not answer within {TIMEOUT:g}s ({ATTEMPTS} tries)"
+                ) from exc
+        raise AssertionError("unreachable")
 
     def members(self) -> tuple[str, list[GroupMember]]:
         """The group's state name and its members with their assignments, sorted by member
@@ -384,6 +395,12 @@ class GroupOffsets:
             raise KafkaOperationError(
                 f"could not commit offsets for group {self.group!r}: {_one_line(exc)}"
             ) from exc
+        except TimeoutError as exc:  # not known to be committed: the user runs it again
+            raise KafkaOperationError(
+                f"could not commit offsets for group {self.group!r}: Kafka at {self._brokers} "
+                f"did not confirm within {TIMEOUT:g}s; check with `streamer offsets show` and "
+                "run the reset again"
+            ) from exc
         failed = [tp for tp in result.topic_partitions or [] if tp.error is not None]
         if failed:
             tp = failed[0]
@@ -410,6 +427,11 @@ class GroupOffsets:
                 future.result(30)
         except KafkaException as exc:
             raise KafkaOperationError(f"could not delete topics {names}: {_one_line(exc)}") from exc
+        except TimeoutError as exc:
+            raise KafkaOperationError(
+                f"could not delete topics {names}: Kafka at {self._brokers} did not confirm "
+                "within 30s"
+            ) from exc
         deadline = time.monotonic() + 30
         while set(names) & set(self.partition_counts()) and time.monotonic() < deadline:
             time.sleep(0.2)

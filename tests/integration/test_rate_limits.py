@@ -22,12 +22,15 @@ def test_a_limited_key_waits_while_other_lanes_go_on(kafka_bootstrap: str, uniqu
                        shutdown_timeout=30)  # fmt: skip
     topic = app.topic(unique_name("jobs"), key_type=str, value_type=int, partitions=1)
     seen: list[str] = []
+    slow_values: list[int] = []
 
     # One token an hour for each key: the second event of "slow" waits past the test.
     @app.agent(topic, rate_limit_per_key="1/h", concurrency=2)
     async def work(stream: streamer.Stream) -> None:
         async for event in stream:
             seen.append(event.key)
+            if event.key == "slow":
+                slow_values.append(event.value)
 
     slow_lane = zlib.crc32(b"slow") % 2
     others = [k for k in (f"k{i}" for i in range(100)) if zlib.crc32(k.encode()) % 2 != slow_lane]
@@ -58,7 +61,11 @@ def test_a_limited_key_waits_while_other_lanes_go_on(kafka_bootstrap: str, uniqu
         return worker
 
     worker = asyncio.run(main())
-    assert seen.count("slow") == 1 and sorted(k for k in seen if k != "slow") == sorted(others)
+    # The second "slow" event never ran; the other keys all did. (A crowded machine may
+    # make the worker lose its partition to a session timeout and take it back: then, at
+    # least once, events are processed again, the first "slow" one included.)
+    assert set(slow_values) == {1}
+    assert set(seen) - {"slow"} == set(others)
     assert _metric(worker, "work") > 3000  # the reserved wait: most of an hour
     # The held event (offset 1) is not committed: the next owner processes it.
     assert committed(kafka_bootstrap, app.group_id, topic.name, 1) == {0: 1}

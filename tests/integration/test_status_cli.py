@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.kafkatools import ROOT, WorkerProcess, wait_until
+from tests.kafkatools import ROOT, WorkerProcess, interruptible, wait_until
 
 APP = "tests.apps.status_app"
 RECORDS = {0: 30, 1: 20, 2: 10}  # per partition
@@ -141,6 +141,7 @@ def test_owners_and_live_rates_with_a_running_worker(
                 text=True,
                 cwd=ROOT,
                 env={**os.environ, **env},
+                preexec_fn=interruptible,
             )
         # Three views printed, the last with rates (known from the second view on).
         wait_until(

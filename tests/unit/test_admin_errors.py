@@ -126,3 +126,41 @@ def test_offset_reads_are_asked_again_through_a_busy_broker() -> None:
     with pytest.raises(KafkaOperationError):
         _asking_again(refused, "read offsets")
     assert len(calls) == 1  # not a transient error: not asked again
+
+
+class SlowGroupAdmin:
+    """``describe_consumer_groups`` hands out futures that time out ``slow`` times (as the
+    admin future's own ``result(timeout)`` does on a busy broker), then one that answers."""
+
+    def __init__(self, slow: int) -> None:
+        self.slow = slow
+        self.calls = 0
+
+    def describe_consumer_groups(self, groups: list[str], **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        future: Future[Any] = Future()
+        if self.calls > self.slow:
+            future.set_result(SimpleNamespace(state=None, members=[]))
+        return {groups[0]: SlowFuture(future)}
+
+
+class SlowFuture:
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self.future.result(0)  # raises TimeoutError unless it answered
+
+
+def test_a_group_description_the_broker_lets_time_out_is_asked_again_then_named() -> None:
+    from streamer.ops.offsets import ATTEMPTS, GroupOffsets
+
+    group = GroupOffsets.__new__(GroupOffsets)  # the admin client only: no broker needed
+    group.group, group._brokers = "orders", "k1:9092"
+    group._admin = SlowGroupAdmin(slow=ATTEMPTS - 1)  # type: ignore[assignment]
+    assert group.active_members() == ("UNKNOWN", 0)
+    group._admin = SlowGroupAdmin(slow=ATTEMPTS)  # type: ignore[assignment]
+    with pytest.raises(KafkaOperationError) as raised:
+        group.ensure_idle()
+    message = str(raised.value)
+    assert "\n" not in message and "k1:9092" in message and "'orders'" in message

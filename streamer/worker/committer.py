@@ -7,7 +7,8 @@ is explicit::
     OPEN ──commit()──▶ COMMITTING ──▶ OPEN          (the checkpoint is durable)
                                  └──▶ FAILED        (CheckpointFailed: nothing of it commits)
     OPEN ──fail()───▶ FAILED                        (lost partitions: the transaction aborts)
-    FAILED ──rewound()──▶ OPEN                      (the worker rewound every partition)
+    FAILED ──rewound()──▶ OPEN                      (the worker rewound every partition;
+                                                     a fenced producer replaced on a thread)
     any ──close()──▶ CLOSED
 
 Under exactly-once the interval's checkpoints commit in the background
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 from collections.abc import Callable, Iterable
 
 from streamer.worker.checkpoint import (
@@ -78,6 +80,8 @@ class Committer:
         # The checkpoint committing in the background, and outputs released meanwhile.
         self._in_flight: InFlightCommit | None = None
         self._held: list[Effects] = []
+        # A fresh checkpoint starting on a thread, after the producer was fenced.
+        self._replacing: _Replacement | None = None
 
     @property
     def failed(self) -> bool:
@@ -210,17 +214,41 @@ class Committer:
             failure.reason,
         )
 
-    def rewound(self) -> None:
-        """Every partition was rewound: accept work again (with a fresh producer if the
-        old one was fenced)."""
+    def rewound(self) -> bool:
+        """Every partition was rewound: accept work again, with a fresh producer if the old
+        one was fenced. Returns False while that producer is still starting: it starts on a
+        thread, so the worker's loop (and a SIGTERM) never waits for a broker that is away;
+        call again a moment later. A start that fails for a reason waiting cannot fix
+        (another instance holds the transactional.id, access denied) raises it."""
         if self.status is not CommitStatus.FAILED:
-            return
-        if self.failure is not None and self.failure.fenced:
-            self.checkpoint.close(0.5)
-            self.checkpoint = self._new_checkpoint()
-            self._on_new_checkpoint(self.checkpoint)
+            return True
+        if self.failure is not None and self.failure.fenced and not self._replaced():
+            return False
         self.failure = None
         self.status = CommitStatus.OPEN
+        return True
+
+    def _replaced(self) -> bool:
+        """Start replacing the checkpoint (its producer) or see whether it is done."""
+        if self._replacing is None:
+            self.checkpoint.close(0.5)
+            self._replacing = _Replacement(self._new_checkpoint)
+        outcome = self._replacing.outcome
+        if outcome is None:
+            return False  # still starting
+        self._replacing = None
+        if isinstance(outcome, BaseException):
+            if not getattr(outcome, "retriable", False):
+                raise outcome
+            # The broker is away or still loading (it may take minutes after a restart):
+            # keep trying for as long as it takes, as the consumer does.
+            log.warning("the new producer cannot start transactions yet (%s); trying again",
+                        outcome)  # fmt: skip
+            self._replacing = _Replacement(self._new_checkpoint)
+            return False
+        self.checkpoint = outcome
+        self._on_new_checkpoint(outcome)
+        return True
 
     def close(self, timeout: float = FLUSH_TIMEOUT) -> None:
         """Abort what is still open and flush the producer, within ``timeout``."""
@@ -229,3 +257,25 @@ class Committer:
         self.settle()
         self.status = CommitStatus.CLOSED
         self.checkpoint.close(timeout)
+
+
+class _Replacement:
+    """A fresh checkpoint built on a daemon thread: building one starts a producer and,
+    under exactly-once, its transactions, which waits for the broker. A thread that never
+    returns must not hold the process at exit."""
+
+    def __init__(self, build: Callable[[], Checkpoint]) -> None:
+        self._result: list[Checkpoint | BaseException] = []
+
+        def run() -> None:
+            try:
+                self._result.append(build())
+            except BaseException as exc:  # handed to the loop thread through ``outcome``
+                self._result.append(exc)
+
+        threading.Thread(target=run, name="streamer-new-producer", daemon=True).start()
+
+    @property
+    def outcome(self) -> Checkpoint | BaseException | None:
+        """The new checkpoint, or what building it raised; None while it runs."""
+        return self._result[0] if self._result else None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
-from streamer.errors import KafkaOperationError, OutputRefused
+from streamer.errors import KafkaOperationError, OutputRefused, StreamerError
 from streamer.kafka.clients import describe, is_transient
 from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
 from streamer.worker.committer import Committer
@@ -39,6 +39,7 @@ log = logging.getLogger("streamer.worker")
 
 REWIND_TIMEOUT = 5.0  # seconds one read of the committed offsets may block the pump
 REWIND_RETRY = 1.0  # seconds between tries while the group coordinator does not answer
+REPLACE_POLL = 0.05  # seconds between looks at a new producer starting on its thread
 
 
 class PartitionOwnership:
@@ -284,8 +285,10 @@ class PartitionOwnership:
         consume(): the seek must come after everything that call returns.
 
         Reading the committed offsets needs the group coordinator, which may be away (a
-        broker restarting answers NOT_COORDINATOR): then the rewind stays pending, nothing
-        is processed (the pump drops what it fetches), and it is tried again a moment later.
+        broker restarting answers NOT_COORDINATOR), and a fenced producer's replacement
+        starts on a thread (for as long as the broker takes): meanwhile the rewind stays
+        pending, nothing is processed (the pump drops what it fetches), and it is tried
+        again a moment later.
         """
         assert self._consumer is not None and self._committer is not None
         now = time.monotonic()
@@ -293,6 +296,14 @@ class PartitionOwnership:
             return
         owned = [TopicPartition(s.topic, s.partition) for s in self._states.values()]
         self._release_partitions(owned, commit=False)
+        try:
+            ready = self._committer.rewound()
+        except StreamerError as exc:  # a new producer that can never start: one line
+            self._fail(exc)
+            return
+        if not ready:  # a new producer is starting: nothing is processed until it did
+            self._rewind_not_before = now + REPLACE_POLL
+            return
         # Every partition the group gave this worker, including any released by an earlier
         # attempt of this rewind; never one it no longer owns.
         partitions = self._consumer.assignment()
@@ -315,7 +326,6 @@ class PartitionOwnership:
                 return
         self._rewind_pending = False
         self._rewind_not_before = 0.0
-        self._committer.rewound()
         if not partitions:
             return
         self._on_assign(self._consumer, partitions)

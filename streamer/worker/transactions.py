@@ -58,7 +58,11 @@ RETRY_PAUSE = 0.1  # seconds between commit attempts that fail at once
 
 
 class ProducerFenced(StreamerError):
-    """The transactional producer cannot start (its transactional.id is in use or refused)."""
+    """The transactional producer cannot start (its transactional.id is in use or refused).
+    ``retriable``: it only timed out (the broker away or still loading), so trying again
+    later may succeed."""
+
+    retriable = False
 
 
 class ExactlyOnceCheckpoint(Checkpoint):
@@ -342,10 +346,12 @@ def init_transactions(producer: Producer, transactional_id: str, brokers: str) -
             err = _error(exc)
             if not err.retriable() or attempt == INIT_ATTEMPTS:
                 tries = f" (tried {attempt} times)" if attempt > 1 else ""
-                raise ProducerFenced(
+                fenced = ProducerFenced(
                     f"cannot start transactions as {transactional_id!r} on {brokers}{tries}: "
                     f"{err.str()}"
-                ) from exc
+                )
+                fenced.retriable = err.retriable() and not err.fatal()
+                raise fenced from exc
             log.warning(
                 "starting transactions as %r on %s is not confirmed yet (%s); trying again "
                 "(attempt %d of %d)",

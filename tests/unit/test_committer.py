@@ -41,6 +41,15 @@ class ScriptedCheckpoint(Checkpoint):
         pass
 
 
+def _rewound(committer: Committer) -> None:
+    """Tell the committer every partition was rewound, and wait for a new producer to
+    start if it replaces one (it does so on a thread)."""
+    deadline = time.monotonic() + 10
+    while not committer.rewound():
+        assert time.monotonic() < deadline, "the new checkpoint never started"
+        time.sleep(0.01)
+
+
 def _committer(*checkpoints: ScriptedCheckpoint) -> tuple[Committer, list[Any]]:
     made: list[Any] = []
     queue = list(checkpoints)
@@ -60,7 +69,7 @@ def test_a_failed_checkpoint_refuses_every_commit_until_the_rewind() -> None:
     assert committer.status is CommitStatus.FAILED
     # A revoke, or leaving the group at shutdown, asks again: refused, nothing attempted.
     assert not committer.commit([]) and first.commits == 2
-    committer.rewound()
+    _rewound(committer)
     assert committer.status is CommitStatus.OPEN and committer.commit([])
     assert first.commits == 3
 
@@ -71,9 +80,58 @@ def test_a_fenced_producer_is_replaced_at_the_rewind() -> None:
     committer, made = _committer(first, second)
     assert not committer.commit([])
     assert committer.checkpoint is first  # not replaced before the partitions are rewound
-    committer.rewound()
+    _rewound(committer)
     assert first.closed and committer.checkpoint is second and made == [first, second]
     assert committer.commit([]) and second.commits == 1
+
+
+def test_a_new_producer_that_cannot_start_yet_is_tried_again_off_the_loop() -> None:
+    """The replacement starts on a thread: rewound() answers at once (False while it
+    starts), a start that only timed out (the broker away) is tried again for as long as
+    it takes, and one that can never succeed is raised."""
+    from streamer.worker.transactions import ProducerFenced
+
+    first, second = ScriptedCheckpoint([CheckpointFailed("fenced", fenced=True)]), None
+    starts: list[str] = []
+    release = threading.Event()
+
+    def new() -> Checkpoint:
+        starts.append("start")
+        if len(starts) == 1:
+            return first
+        if len(starts) <= 3:
+            away = ProducerFenced("cannot start transactions: timed out")
+            away.retriable = True
+            raise away
+        release.wait(10)  # a start still waiting on the broker
+        return ScriptedCheckpoint([])
+
+    committer = Committer(new)
+    assert not committer.commit([])
+    assert not committer.rewound()  # starting: the caller is not kept waiting
+    deadline = time.monotonic() + 10
+    while len(starts) < 4:  # two starts that timed out, tried again
+        committer.rewound()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not committer.rewound() and committer.failed  # the fourth still waits
+    release.set()
+    _rewound(committer)
+    assert committer.checkpoint is not first and committer.commit([]) and second is None
+
+    def refused() -> Checkpoint:
+        if not starts or starts[-1] != "once":
+            starts.append("once")
+            return ScriptedCheckpoint([CheckpointFailed("fenced", fenced=True)])
+        raise ProducerFenced("cannot start transactions: the id is in use")
+
+    committer = Committer(refused)
+    assert not committer.commit([])
+    deadline = time.monotonic() + 10
+    with pytest.raises(ProducerFenced, match="in use"):
+        while not committer.rewound():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
 
 
 def test_lost_partitions_abort_and_fail_the_open_checkpoint() -> None:
@@ -102,7 +160,7 @@ def test_an_abort_that_fails_when_partitions_are_lost_still_fails_and_replaces_t
     committer, _ = _committer(first, second)
     committer.fail("partitions were lost")
     assert committer.failed and not committer.commit([]) and first.commits == 0
-    committer.rewound()
+    _rewound(committer)
     assert committer.checkpoint is second and committer.commit([])
 
 
@@ -193,7 +251,7 @@ def test_a_background_commit_that_fails_drops_the_held_outputs_and_refuses_commi
     assert not committer.commit([]) and checkpoint.commits == 1
     committer.release(_effects(1))
     assert checkpoint.released == []
-    committer.rewound()
+    _rewound(committer)
     assert committer.status is CommitStatus.OPEN
 
 

@@ -164,14 +164,16 @@ _TRANSIENT = (
 )
 
 
-def retry_transient(call: Callable[[], T], attempts: int = 20) -> T:
+def retry_transient(call: Callable[[], T], timeout: float = 120.0) -> T:
     """``call()``, called again while it raises a transient broker error: the group
     coordinator moving or loading (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, as a busy
     or fresh broker answers), a request timed out (also in librdkafka's queue), or any
-    retriable error; as a client would. Anything else, or the last attempt's error, is
-    raised."""
+    retriable error; as a client would. Anything else is raised at once; a transient error
+    still there after ``timeout`` seconds (a hang guard: a coordinator that answers
+    NOT_COORDINATOR at once may do so for many seconds on a crowded machine, so a count of
+    attempts is no bound) is raised then."""
     results: list[T] = []
-    failures: list[KafkaException] = []
+    deadline = time.monotonic() + timeout
 
     def answered() -> bool:
         try:
@@ -180,12 +182,11 @@ def retry_transient(call: Callable[[], T], attempts: int = 20) -> T:
         except KafkaException as exc:
             err = exc.args[0]
             transient = err.retriable() or err.code() in _TRANSIENT
-            if not transient or len(failures) == attempts - 1:
+            if not transient or time.monotonic() >= deadline:
                 raise
-            failures.append(exc)
             return False
 
-    wait_until(answered, "a transient broker error to pass", timeout=3600)  # bounded by attempts
+    wait_until(answered, "a transient broker error to pass", timeout=timeout + 60)
     return results[0]
 
 

@@ -147,7 +147,12 @@ def kafka_admin(kafka_bootstrap: str) -> Any:
     return AdminClient({"bootstrap.servers": kafka_bootstrap})
 
 
-def _wait_for_topic(admin: Any, name: str, partitions: int, timeout: float = 30.0) -> None:
+# How long creating a test topic may take before the fixture fails: a hang guard, generous
+# because a broker on a crowded CI machine can take tens of seconds to confirm one.
+TOPIC_TIMEOUT = 120.0
+
+
+def _wait_for_topic(admin: Any, name: str, partitions: int, timeout: float = TOPIC_TIMEOUT) -> None:
     # CreateTopics returns when the controller accepted it; the broker's metadata cache (what
     # clients see) catches up a moment later, and producing before that fails.
     deadline = time.monotonic() + timeout
@@ -177,9 +182,15 @@ def create_topic(kafka_admin: Any, unique_name: UniqueName) -> Iterator[CreateTo
         name = unique_name(name_prefix)
         new = NewTopic(name, num_partitions=partitions, config=dict(config or {}))
         try:
-            kafka_admin.create_topics([new], operation_timeout=30)[name].result(timeout=30)
+            kafka_admin.create_topics([new], operation_timeout=TOPIC_TIMEOUT)[name].result(
+                timeout=TOPIC_TIMEOUT
+            )
         except KafkaException as exc:
             raise KafkaOperationError(f"could not create topic {name}: {exc}") from exc
+        except TimeoutError as exc:
+            raise KafkaOperationError(
+                f"the broker did not confirm creating topic {name} within {TOPIC_TIMEOUT:g}s"
+            ) from exc
         created.append(name)
         _wait_for_topic(kafka_admin, name, partitions)
         return name

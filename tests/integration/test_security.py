@@ -31,6 +31,9 @@ from streamer.kafka.local import LocalKafka
 from tests.integration.test_metrics import free_port
 from tests.kafkatools import ROOT, WorkerProcess, produce, read_all, run_cli, wait_until
 
+# A second broker, several worker processes: one heavy scenario at a time (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("heavy_scenario")
+
 PARTITIONS = 3
 User = tuple[str, Path]  # principal, its --command-config file
 

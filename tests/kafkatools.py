@@ -161,6 +161,16 @@ _TRANSIENT = (
     KafkaError.COORDINATOR_NOT_AVAILABLE,
     KafkaError._TIMED_OUT,
     KafkaError._TIMED_OUT_QUEUE,  # the request waited in librdkafka's queue past its timeout
+    KafkaError._ALL_BROKERS_DOWN,  # a fresh client of a broker that just (re)started
+    KafkaError._TRANSPORT,
+)
+
+
+# A just-created topic's partitions while their leaders are elected.
+_ELECTING = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.LEADER_NOT_AVAILABLE,
 )
 
 
@@ -181,7 +191,7 @@ def retry_transient(call: Callable[[], T], timeout: float = 120.0) -> T:
             return True
         except KafkaException as exc:
             err = exc.args[0]
-            transient = err.retriable() or err.code() in _TRANSIENT
+            transient = err.retriable() or err.code() in _TRANSIENT or err.code() in _ELECTING
             if not transient or time.monotonic() >= deadline:
                 raise
             return False
@@ -249,24 +259,13 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
     being elected (NOT_LEADER_FOR_PARTITION, UNKNOWN_TOPIC_OR_PART) and while a busy or
     restarted broker lets the request time out."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
-    deadline = time.monotonic() + 60
     try:
-        while True:
-            try:
-                return {
-                    p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                    for p in range(partitions)
-                }
-            except KafkaException as exc:
-                transient = exc.args[0].code() in (
-                    KafkaError.NOT_LEADER_FOR_PARTITION,
-                    KafkaError.UNKNOWN_TOPIC_OR_PART,
-                    KafkaError.LEADER_NOT_AVAILABLE,
-                    *_TRANSIENT,
-                )
-                if not transient or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        return retry_transient(
+            lambda: {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(partitions)
+            }
+        )
     finally:
         consumer.close()
 

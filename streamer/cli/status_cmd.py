@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from streamer.cli.client_config import client_options, load_cli_app
 from streamer.cli.render import render_table
 from streamer.errors import ConfigError
 from streamer.ops.offsets import GroupMember, GroupOffsets, PartitionOffsets, source_topics
+from streamer.threads import OnThread
 
 TopicPartitionKey = tuple[str, int]
 
@@ -236,7 +236,7 @@ def _live(
     terminal (rich's Live), one snapshot after another otherwise."""
     previous: Snapshot | None = None
     footer = f"refreshing every {interval:g}s; Ctrl-C to quit"
-    refresh = _Refresh(lambda: take_snapshot(app, group, topics))
+    refresh = _refresh(lambda: take_snapshot(app, group, topics))
 
     def view() -> str:
         return f"{render(snapshot, previous)}\n{footer}"
@@ -262,29 +262,15 @@ def _live(
         os._exit(0)
 
 
-class _Refresh:
-    """Takes a snapshot on a helper thread and waits for it in a way Ctrl-C interrupts: a
+def _refresh(take: Callable[[], Snapshot]) -> Callable[[], Snapshot]:
+    """``take`` on a helper thread, waited for in short steps that Ctrl-C interrupts: a
     librdkafka call waiting on a slow broker does not return to Python for a signal, so
     the view would otherwise ignore Ctrl-C for as long as the broker takes."""
 
-    def __init__(self, take: Callable[[], Snapshot]) -> None:
-        self._take = take
-        self._thread: threading.Thread | None = None
+    def refreshed() -> Snapshot:
+        snapshot = OnThread(take, "streamer-status")
+        while not snapshot.join(0.1):  # back in Python often: Ctrl-C is seen at once
+            pass
+        return snapshot.result()
 
-    def __call__(self) -> Snapshot:
-        outcome: list[Snapshot | BaseException] = []
-
-        def run() -> None:
-            try:
-                outcome.append(self._take())
-            except BaseException as exc:  # handed to the main thread below
-                outcome.append(exc)
-
-        self._thread = threading.Thread(target=run, name="streamer-status", daemon=True)
-        self._thread.start()
-        while self._thread.is_alive():
-            self._thread.join(0.1)  # returns to Python often: Ctrl-C is seen at once
-        result = outcome[0]
-        if isinstance(result, BaseException):
-            raise result
-        return result
+    return refreshed

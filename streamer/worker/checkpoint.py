@@ -26,7 +26,6 @@ Exactly-once: see :mod:`streamer.worker.transactions`.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -38,6 +37,7 @@ from streamer.errors import KafkaOperationError
 from streamer.kafka.backend import Consumer, Producer
 from streamer.state.keyed import TablePartition
 from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
+from streamer.threads import OnThread
 from streamer.worker.partition import Effects, PartitionState, Refusal
 from streamer.worker.probes import IDLE_TIMER, CommitTimer
 
@@ -93,7 +93,7 @@ class InFlightCommit:
     (writes released afterwards belong to the next checkpoint).
     """
 
-    __slots__ = ("_outcome", "_thread", "deadline", "due", "started", "written")
+    __slots__ = ("_round_trips", "deadline", "due", "started", "written")
 
     def __init__(
         self,
@@ -106,36 +106,25 @@ class InFlightCommit:
         self.written = written
         self.deadline = deadline
         self.started = time.perf_counter()
-        self._outcome: list[BaseException | None] = []
-
-        def run() -> None:
-            try:
-                work()
-                self._outcome.append(None)
-            except BaseException as exc:  # handed to the loop thread by outcome()
-                self._outcome.append(exc)
-
-        # A daemon thread: one that never returns must not hold the process at exit.
-        self._thread = threading.Thread(target=run, name="streamer-commit", daemon=True)
-        self._thread.start()
+        self._round_trips: OnThread[None] = OnThread(work, "streamer-commit")
 
     @property
     def done(self) -> bool:
-        return bool(self._outcome)
+        return self._round_trips.done
 
     def overdue(self, grace: float) -> bool:
         """Still running ``grace`` seconds past its deadline: the client is stuck."""
-        return not self._outcome and time.monotonic() > self.deadline + grace
+        return not self.done and time.monotonic() > self.deadline + grace
 
     def wait(self, grace: float) -> bool:
         """Block until it returned, at most until ``grace`` seconds past its deadline;
         whether it returned."""
-        self._thread.join(max(0.0, self.deadline + grace - time.monotonic()))
-        return self.done
+        return self._round_trips.join(max(0.0, self.deadline + grace - time.monotonic()))
 
     def outcome(self) -> BaseException | None:
         """What the round trips raised (None: they succeeded). Only once :attr:`done`."""
-        return self._outcome[0]
+        outcome = self._round_trips.outcome
+        return outcome if isinstance(outcome, BaseException) else None
 
 
 class Checkpoint:

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import enum
 import logging
-import threading
 from collections.abc import Callable, Iterable
 
+from streamer.threads import OnThread
 from streamer.worker.checkpoint import (
     FLUSH_TIMEOUT,
     STUCK_GRACE,
@@ -81,7 +81,7 @@ class Committer:
         self._in_flight: InFlightCommit | None = None
         self._held: list[Effects] = []
         # A fresh checkpoint starting on a thread, after the producer was fenced.
-        self._replacing: _Replacement | None = None
+        self._replacing: OnThread[Checkpoint] | None = None
 
     @property
     def failed(self) -> bool:
@@ -232,7 +232,7 @@ class Committer:
         """Start replacing the checkpoint (its producer) or see whether it is done."""
         if self._replacing is None:
             self.checkpoint.close(0.5)
-            self._replacing = _Replacement(self._new_checkpoint)
+            self._replacing = OnThread(self._new_checkpoint, "streamer-new-producer")
         outcome = self._replacing.outcome
         if outcome is None:
             return False  # still starting
@@ -244,7 +244,7 @@ class Committer:
             # keep trying for as long as it takes, as the consumer does.
             log.warning("the new producer cannot start transactions yet (%s); trying again",
                         outcome)  # fmt: skip
-            self._replacing = _Replacement(self._new_checkpoint)
+            self._replacing = OnThread(self._new_checkpoint, "streamer-new-producer")
             return False
         self.checkpoint = outcome
         self._on_new_checkpoint(outcome)
@@ -257,25 +257,3 @@ class Committer:
         self.settle()
         self.status = CommitStatus.CLOSED
         self.checkpoint.close(timeout)
-
-
-class _Replacement:
-    """A fresh checkpoint built on a daemon thread: building one starts a producer and,
-    under exactly-once, its transactions, which waits for the broker. A thread that never
-    returns must not hold the process at exit."""
-
-    def __init__(self, build: Callable[[], Checkpoint]) -> None:
-        self._result: list[Checkpoint | BaseException] = []
-
-        def run() -> None:
-            try:
-                self._result.append(build())
-            except BaseException as exc:  # handed to the loop thread through ``outcome``
-                self._result.append(exc)
-
-        threading.Thread(target=run, name="streamer-new-producer", daemon=True).start()
-
-    @property
-    def outcome(self) -> Checkpoint | BaseException | None:
-        """The new checkpoint, or what building it raised; None while it runs."""
-        return self._result[0] if self._result else None

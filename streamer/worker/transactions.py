@@ -29,7 +29,6 @@ of the aborted checkpoint is committed later by another path.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,6 +38,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from streamer.errors import StreamerError
 from streamer.kafka.access import access_denied
 from streamer.kafka.backend import Consumer, Producer
+from streamer.threads import OnThread
 from streamer.worker.checkpoint import (
     STUCK_GRACE,
     Checkpoint,
@@ -279,23 +279,10 @@ class ExactlyOnceCheckpoint(Checkpoint):
         if self._stuck:
             raise KafkaException(KafkaError(KafkaError._FATAL, "the producer is stuck", fatal=True))
         timeout = float(args[-1])
-        outcome: list[BaseException | None] = []
-
-        def run() -> None:
-            try:
-                call(*args)
-                outcome.append(None)
-            except BaseException as exc:  # handed to the loop thread below
-                outcome.append(exc)
-
-        # A daemon thread: one that never returns must not hold the process at exit.
-        thread = threading.Thread(target=run, name="streamer-txn", daemon=True)
-        thread.start()
-        thread.join(timeout + STUCK_GRACE)
-        if not outcome:
+        blocking = OnThread(lambda: call(*args), "streamer-txn")
+        if not blocking.join(timeout + STUCK_GRACE):
             raise self._give_up(getattr(call, "__name__", "a transactional call"))
-        if outcome[0] is not None:
-            raise outcome[0]
+        blocking.result()
 
     def close(self, timeout: float = ABORT_TIMEOUT) -> None:
         if self._stuck:  # any call could block again: leave it to the broker's timeout

@@ -13,6 +13,7 @@ from streamer.worker import committer as committer_module
 from streamer.worker.checkpoint import Checkpoint, CheckpointFailed, InFlightCommit
 from streamer.worker.committer import CommitStatus, Committer
 from streamer.worker.partition import Effects, PartitionState
+from tests.kafkatools import wait_until
 
 
 class ScriptedCheckpoint(Checkpoint):
@@ -44,10 +45,7 @@ class ScriptedCheckpoint(Checkpoint):
 def _rewound(committer: Committer) -> None:
     """Tell the committer every partition was rewound, and wait for a new producer to
     start if it replaces one (it does so on a thread)."""
-    deadline = time.monotonic() + 10
-    while not committer.rewound():
-        assert time.monotonic() < deadline, "the new checkpoint never started"
-        time.sleep(0.01)
+    wait_until(committer.rewound, "the new checkpoint never started", timeout=10)
 
 
 def _committer(*checkpoints: ScriptedCheckpoint) -> tuple[Committer, list[Any]]:
@@ -109,11 +107,8 @@ def test_a_new_producer_that_cannot_start_yet_is_tried_again_off_the_loop() -> N
     committer = Committer(new)
     assert not committer.commit([])
     assert not committer.rewound()  # starting: the caller is not kept waiting
-    deadline = time.monotonic() + 10
-    while len(starts) < 4:  # two starts that timed out, tried again
-        committer.rewound()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    # Two starts that timed out, tried again: the fourth is under way.
+    wait_until(lambda: committer.rewound() or len(starts) >= 4, "no start tried again", timeout=10)
     assert not committer.rewound() and committer.failed  # the fourth still waits
     release.set()
     _rewound(committer)
@@ -127,11 +122,8 @@ def test_a_new_producer_that_cannot_start_yet_is_tried_again_off_the_loop() -> N
 
     committer = Committer(refused)
     assert not committer.commit([])
-    deadline = time.monotonic() + 10
     with pytest.raises(ProducerFenced, match="in use"):
-        while not committer.rewound():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(committer.rewound, "the hopeless start never failed", timeout=10)
 
 
 def test_lost_partitions_abort_and_fail_the_open_checkpoint() -> None:

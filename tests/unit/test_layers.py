@@ -49,6 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "streamer.settings",
             "streamer.events",
             "streamer.clock",
+            "streamer.threads",
             "streamer.progress",
             "streamer.logs",
         ),

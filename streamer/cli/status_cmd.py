@@ -3,8 +3,10 @@
 Everything comes from the broker (no worker needs to serve HTTP): the group's members and
 their assignments (``describe_consumer_groups``), committed offsets and end offsets (the
 same reads as ``streamer offsets show``). Rates are differences between two refreshes, so
-``--once`` and ``--json`` (one snapshot each) have none. The live view redraws plain text
-(no extra dependency): in a terminal it clears the screen first, elsewhere it appends.
+``--once`` and ``--json`` (one snapshot each) have none. The live view redraws in place on a
+terminal (rich's Live) and appends one snapshot after another elsewhere. A refresh that
+fails (a broker restarting) keeps the last view, says why under it and tries again at the
+next interval: only the first snapshot's failure ends the command.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from rich.text import Text
 from streamer.app import App
 from streamer.cli.client_config import client_options, load_cli_app
 from streamer.cli.render import render_table
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, StreamerError
 from streamer.ops.offsets import GroupMember, GroupOffsets, PartitionOffsets, source_topics
 from streamer.threads import OnThread
 
@@ -236,30 +238,47 @@ def _live(
     terminal (rich's Live), one snapshot after another otherwise."""
     previous: Snapshot | None = None
     footer = f"refreshing every {interval:g}s; Ctrl-C to quit"
+    problem = ""  # why the last refresh failed, shown under the last good view
     refresh = _refresh(lambda: take_snapshot(app, group, topics))
 
     def view() -> str:
-        return f"{render(snapshot, previous)}\n{footer}"
+        return f"{render(snapshot, previous)}\n{problem or footer}"
+
+    def step() -> None:
+        nonlocal previous, snapshot, problem
+        time.sleep(interval)
+        try:
+            previous, snapshot = snapshot, refresh()
+            problem = ""
+        except StreamerError as exc:  # worded already; the next refresh may well succeed
+            problem = (
+                f"refresh failed at {datetime.now().strftime('%H:%M:%S')}: {exc}; showing "
+                f"the view of {snapshot.at.astimezone().strftime('%H:%M:%S')}, trying again "
+                f"every {interval:g}s; Ctrl-C to quit"
+            )
 
     try:
         if not sys.stdout.isatty():
             while True:
                 click.echo(f"{view()}\n")
-                time.sleep(interval)
-                previous, snapshot = snapshot, refresh()
+                step()
         with Live(Text(view()), auto_refresh=False, screen=False) as live:
             while True:
-                time.sleep(interval)
-                previous, snapshot = snapshot, refresh()
+                step()
                 live.update(Text(view()), refresh=True)
     except KeyboardInterrupt:
         # The normal way out of a live view, and it must be prompt: a refresh may still be
         # waiting on a slow broker with the group's clients (closing them under it could
         # block or crash), and closing a client waits for its requests too. The clients
         # only read, so there is nothing to hand back: leave now.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        _leave()
+
+
+def _leave() -> None:
+    """Exit 0 at once, without waiting for a refresh thread or the clients' close."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _refresh(take: Callable[[], Snapshot]) -> Callable[[], Snapshot]:

@@ -41,13 +41,21 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 TIMEOUT = 10.0
-ATTEMPTS = 3  # reads of offsets a busy broker let time out are asked this many times in all
+# How long a tool keeps asking while the broker answers "not now" (a group coordinator
+# moving or loading its partition after a restart, a request timed out on a busy machine):
+# a restarted broker loads its internal topics before any group request succeeds.
+PATIENCE = 60.0
+_BACKOFF = (0.1, 1.0)  # first and longest pause between two asks
 # States in which the group is consuming (or about to), even if no member is listed.
 _BUSY_STATES = (
     ConsumerGroupState.STABLE,
     ConsumerGroupState.PREPARING_REBALANCING,
     ConsumerGroupState.COMPLETING_REBALANCING,
 )
+
+
+class _Unconfirmed(Exception):
+    """An offset commit whose answer did not come in time: it may or may not have landed."""
 
 
 @dataclass(frozen=True)
@@ -147,21 +155,34 @@ def source_topics(app: App) -> list[str]:
 
 
 def _one_line(exc: KafkaException) -> str:
+    """The Kafka error's own text with its code's name: librdkafka leaves the text empty
+    for some broker answers ("ConsumerGroupDescribe: "), and the name is what users search."""
     err = exc.args[0] if exc.args else None
-    return err.str() if isinstance(err, KafkaError) else str(exc)
+    if not isinstance(err, KafkaError):
+        return str(exc)
+    text = err.str().strip().rstrip(":")
+    return f"{text} ({err.name()})" if text else err.name()
 
 
-def _asking_again(read: Callable[[], T], what: str) -> T:
-    """``read()``, asked again (``ATTEMPTS`` in all) while the broker answers with a
-    transient error; else KafkaOperationError saying ``what`` could not be read."""
-    for attempt in range(1, ATTEMPTS + 1):
+def _asking_again(read: Callable[[], T], what: str, *, brokers: str = "Kafka") -> T:
+    """``read()``, asked again with a growing pause for up to ``PATIENCE`` seconds while
+    the broker answers with a transient error or lets the call time out; then, or at once
+    for any other Kafka error, KafkaOperationError saying ``what`` could not be done."""
+    deadline = time.monotonic() + PATIENCE
+    pause = _BACKOFF[0]
+    while True:
         try:
             return read()
         except KafkaException as exc:
-            if attempt < ATTEMPTS and is_transient(exc):
-                continue
-            raise KafkaOperationError(f"could not {what}: {_one_line(exc)}") from exc
-    raise AssertionError("unreachable")
+            if not is_transient(exc) or time.monotonic() >= deadline:
+                raise KafkaOperationError(f"could not {what}: {_one_line(exc)}") from exc
+        except TimeoutError as exc:  # an admin future's own result(timeout)
+            if time.monotonic() >= deadline:
+                raise KafkaOperationError(
+                    f"could not {what}: {brokers} did not answer within {PATIENCE:g}s"
+                ) from exc
+        time.sleep(pause)
+        pause = min(pause * 2, _BACKOFF[1])
 
 
 class GroupOffsets:
@@ -315,27 +336,20 @@ class GroupOffsets:
 
     def _describe(self) -> Any:
         """The group's ConsumerGroupDescription, or None when the group does not exist."""
-        for attempt in range(1, ATTEMPTS + 1):
+
+        def describe() -> Any:
+            future = self._admin.describe_consumer_groups([self.group], request_timeout=TIMEOUT)
             try:
-                future = self._admin.describe_consumer_groups([self.group], request_timeout=TIMEOUT)
                 return future[self.group].result(TIMEOUT)
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
                 if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
                     return None
-                if attempt < ATTEMPTS and is_transient(exc):
-                    continue
-                raise KafkaOperationError(
-                    f"could not describe group {self.group!r}: {_one_line(exc)}"
-                ) from exc
-            except TimeoutError as exc:  # the admin future itself waited TIMEOUT
-                if attempt < ATTEMPTS:
-                    continue
-                raise KafkaOperationError(
-                    f"could not describe group {self.group!r}: Kafka at {self._brokers} did "
-                    f"not answer within {TIMEOUT:g}s ({ATTEMPTS} tries)"
-                ) from exc
-        raise AssertionError("unreachable")
+                raise
+
+        return _asking_again(
+            describe, f"describe group {self.group!r}", brokers=f"Kafka at {self._brokers}"
+        )
 
     def members(self) -> tuple[str, list[GroupMember]]:
         """The group's state name and its members with their assignments, sorted by member
@@ -388,14 +402,17 @@ class GroupOffsets:
         request = ConsumerGroupTopicPartitions(
             self.group, [TopicPartition(c.topic, c.partition, c.new) for c in changes]
         )
-        try:
+
+        def alter() -> Any:  # setting the same offsets again is harmless: asked again
             future = self._admin.alter_consumer_group_offsets([request])[self.group]
-            result = future.result(TIMEOUT)
-        except KafkaException as exc:
-            raise KafkaOperationError(
-                f"could not commit offsets for group {self.group!r}: {_one_line(exc)}"
-            ) from exc
-        except TimeoutError as exc:  # not known to be committed: the user runs it again
+            try:
+                return future.result(TIMEOUT)
+            except TimeoutError as exc:  # not known to be committed: not asked again
+                raise _Unconfirmed from exc
+
+        try:
+            result = _asking_again(alter, f"commit offsets for group {self.group!r}")
+        except _Unconfirmed as exc:  # not known to be committed: the user runs it again
             raise KafkaOperationError(
                 f"could not commit offsets for group {self.group!r}: Kafka at {self._brokers} "
                 f"did not confirm within {TIMEOUT:g}s; check with `streamer offsets show` and "

@@ -99,10 +99,14 @@ def test_an_unworded_kafka_failure_is_one_line_on_the_command_line() -> None:
     assert isinstance(debug.exception, KafkaException)  # the traceback, for bug reports
 
 
-def test_offset_reads_are_asked_again_through_a_busy_broker() -> None:
-    from streamer.ops.offsets import ATTEMPTS, _asking_again
+def test_offset_reads_are_asked_again_through_a_busy_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamer.ops import offsets
+    from streamer.ops.offsets import _asking_again
 
-    failures = [_failure(KafkaError._TIMED_OUT)] * (ATTEMPTS - 1)
+    # A coordinator moving answers NOT_COORDINATOR with no text (seen after a restart).
+    failures = [_failure(KafkaError._TIMED_OUT), KafkaException(KafkaError(16, ""))] * 3
 
     def read() -> str:
         if failures:
@@ -110,11 +114,16 @@ def test_offset_reads_are_asked_again_through_a_busy_broker() -> None:
         return "offsets"
 
     assert _asking_again(read, "read offsets") == "offsets"
+    assert not failures
 
     def always_busy() -> str:
-        raise _failure(KafkaError._TIMED_OUT)
+        raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR, "ConsumerGroupDescribe: "))
 
-    with pytest.raises(KafkaOperationError, match=r"^could not read offsets: injected$"):
+    monkeypatch.setattr(offsets, "PATIENCE", 0.5)  # then it gives up, naming the error
+    with pytest.raises(
+        KafkaOperationError,
+        match=r"^could not read offsets: ConsumerGroupDescribe \(NOT_COORDINATOR\)$",
+    ):
         _asking_again(always_busy, "read offsets")
 
     calls = []
@@ -152,14 +161,18 @@ class SlowFuture:
         return self.future.result(0)  # raises TimeoutError unless it answered
 
 
-def test_a_group_description_the_broker_lets_time_out_is_asked_again_then_named() -> None:
-    from streamer.ops.offsets import ATTEMPTS, GroupOffsets
+def test_a_group_description_the_broker_lets_time_out_is_asked_again_then_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamer.ops import offsets
+    from streamer.ops.offsets import GroupOffsets
 
     group = GroupOffsets.__new__(GroupOffsets)  # the admin client only: no broker needed
     group.group, group._brokers = "orders", "k1:9092"
-    group._admin = SlowGroupAdmin(slow=ATTEMPTS - 1)  # type: ignore[assignment]
+    group._admin = SlowGroupAdmin(slow=3)  # type: ignore[assignment]
     assert group.active_members() == ("UNKNOWN", 0)
-    group._admin = SlowGroupAdmin(slow=ATTEMPTS)  # type: ignore[assignment]
+    monkeypatch.setattr(offsets, "PATIENCE", 0.5)
+    group._admin = SlowGroupAdmin(slow=1000)  # type: ignore[assignment]
     with pytest.raises(KafkaOperationError) as raised:
         group.ensure_idle()
     message = str(raised.value)

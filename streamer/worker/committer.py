@@ -9,6 +9,8 @@ is explicit::
     OPEN ──fail()───▶ FAILED                        (lost partitions: the transaction aborts)
     FAILED ──rewound()──▶ OPEN                      (the worker rewound every partition;
                                                      a fenced producer replaced on a thread)
+    any ──renew()──▶ FAILED                         (the consumer was replaced: the next
+                                                     checkpoint is built for the new one)
     any ──close()──▶ CLOSED
 
 Under exactly-once the interval's checkpoints commit in the background
@@ -80,8 +82,10 @@ class Committer:
         # The checkpoint committing in the background, and outputs released meanwhile.
         self._in_flight: InFlightCommit | None = None
         self._held: list[Effects] = []
-        # A fresh checkpoint starting on a thread, after the producer was fenced.
+        # A fresh checkpoint starting on a thread, after the producer was fenced, and the
+        # factory it came from (a renew() while it starts makes it stale).
         self._replacing: OnThread[Checkpoint] | None = None
+        self._replacing_with = new_checkpoint
 
     @property
     def failed(self) -> bool:
@@ -214,6 +218,20 @@ class Committer:
             failure.reason,
         )
 
+    def renew(self, new_checkpoint: Callable[[], Checkpoint], timeout: float) -> None:
+        """The worker replaced its consumer (the old one failed fatally) and gave up every
+        partition uncommitted: abort what is open (within ``timeout``) and build the next
+        checkpoint with ``new_checkpoint``, which binds the new consumer. FAILED until
+        :meth:`rewound` says the new checkpoint is ready: it starts on a thread, as after a
+        fencing, so a broker that is away holds neither the loop nor a SIGTERM."""
+        self.settle()
+        self.checkpoint.close(timeout)
+        self._new_checkpoint = new_checkpoint
+        failure = CheckpointFailed("the consumer was replaced", fenced=True)
+        failure.reported = True  # nothing of it was refused: no agent is told of anything
+        self.failure = failure
+        self.status = CommitStatus.FAILED
+
     def rewound(self) -> bool:
         """Every partition was rewound: accept work again, with a fresh producer if the old
         one was fenced. Returns False while that producer is still starting: it starts on a
@@ -232,11 +250,17 @@ class Committer:
         """Start replacing the checkpoint (its producer) or see whether it is done."""
         if self._replacing is None:
             self.checkpoint.close(0.5)
-            self._replacing = OnThread(self._new_checkpoint, "streamer-new-producer")
+            self._start_replacing()
+        assert self._replacing is not None
         outcome = self._replacing.outcome
         if outcome is None:
             return False  # still starting
         self._replacing = None
+        if self._replacing_with is not self._new_checkpoint:  # built for a replaced consumer
+            if isinstance(outcome, Checkpoint):
+                outcome.close(0.5)
+            self._start_replacing()
+            return False
         if isinstance(outcome, BaseException):
             if not getattr(outcome, "retriable", False):
                 raise outcome
@@ -244,11 +268,15 @@ class Committer:
             # keep trying for as long as it takes, as the consumer does.
             log.warning("the new producer cannot start transactions yet (%s); trying again",
                         outcome)  # fmt: skip
-            self._replacing = OnThread(self._new_checkpoint, "streamer-new-producer")
+            self._start_replacing()
             return False
         self.checkpoint = outcome
         self._on_new_checkpoint(outcome)
         return True
+
+    def _start_replacing(self) -> None:
+        self._replacing_with = self._new_checkpoint
+        self._replacing = OnThread(self._new_checkpoint, "streamer-new-producer")
 
     def close(self, timeout: float = FLUSH_TIMEOUT) -> None:
         """Abort what is still open and flush the producer, within ``timeout``."""

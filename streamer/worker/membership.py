@@ -8,8 +8,11 @@ with the same ``group.instance.id``. A worker causes it to itself when the broke
 for longer than the session timeout: librdkafka rejoins under the same instance id, and an
 answer to a request sent by the previous incarnation fences the new one. The fenced consumer
 can do nothing more, yet the worker is healthy, so it gives up every partition without
-committing (exactly as if they were lost), closes the consumer and its checkpoint, and joins
-again with new ones. A worker fenced again and again is sharing its instance id with another
+committing (exactly as if they were lost), aborts the open checkpoint, closes the consumer
+and joins again with a new one. The new consumer's checkpoint (its producer) starts on a
+thread for as long as the broker takes, as after a fencing (``Committer.renew``): the
+broker that fenced the consumer may still be loading, and the loop must keep turning.
+A worker fenced again and again is sharing its instance id with another
 process: after :data:`MAX_REJOINS` within :data:`REJOIN_WINDOW` seconds it stops with one
 line naming the id.
 """
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, TopicPartition
 
 from streamer.errors import KafkaOperationError
+from streamer.kafka.backend import Consumer
 from streamer.kafka.clients import ConnectionWatch, make_consumer
 from streamer.worker.committer import Committer
 from streamer.worker.guarantee import make_checkpoint
@@ -48,8 +52,9 @@ class GroupMembership(Stopping):
     _group_overrides: dict[str, Any]
     _rejoins: list[float]
 
-    def _join_group(self, overrides: dict[str, Any]) -> None:
-        """Subscribe a new consumer to the sources, with its own checkpoint (and producer)."""
+    def _join_group(self, overrides: dict[str, Any], replacing: Consumer | None = None) -> None:
+        """Subscribe a new consumer to the sources, with its own checkpoint (and producer);
+        ``replacing`` is a failed consumer to close once the open checkpoint is aborted."""
         s = self.settings
         self._group_overrides = overrides
         lost_at = self._watch.lost_at  # the Worker starts with a watch of its own
@@ -62,12 +67,25 @@ class GroupMembership(Stopping):
         # Event-time order across partitions (streamer.worker.ordering): the pump reads
         # through this wrapper; it is the consumer itself when the app needs no order.
         self._consumer = ordered(consumer, self.app, self.settings, self._states, self.clock)
-        self._committer = Committer(
-            partial(
-                make_checkpoint, self.app.id, s, consumer, self.backend,
-                timer=self.metrics.commit_timer, produced=self.metrics.produced_tally,
-            )
+        new_checkpoint = partial(
+            make_checkpoint, self.app.id, s, consumer, self.backend,
+            timer=self.metrics.commit_timer, produced=self.metrics.produced_tally,
         )  # fmt: skip
+        if self._committer is None:
+            # The first start: its producer starts here, with bounded tries, so a worker that
+            # cannot reach its broker or is refused says so in one line at start-up.
+            self._committer = Committer(new_checkpoint)
+        else:
+            # A rejoin: the new producer starts on a thread for as long as the broker takes
+            # (it was away: that is what fenced the consumer), and the pending rewind waits.
+            self._committer.renew(new_checkpoint, CLOSE_TIMEOUT)
+        if replacing is not None:
+            # Only now: closing it fires a revoke, whose commit must find the open checkpoint
+            # aborted (its outputs belong to work given up), not commit them.
+            try:
+                replacing.close()
+            except Exception as exc:
+                log.debug("closing the fenced consumer: %s", exc)
         consumer.subscribe(
             sorted(self._subscribers),
             on_assign=self.metrics.rebalance_callback("assign", self._on_assign),
@@ -101,22 +119,15 @@ class GroupMembership(Stopping):
             reason,
             self.group_id,
         )
-        old_consumer, old_committer = self._consumer, self._committer
         owned = [TopicPartition(s.topic, s.partition) for s in self._states.values()]
         self._release_partitions(owned, commit=False)
         self._released.clear()  # outputs of work given up: never into the new checkpoint
-        if old_committer is not None:
-            # Aborts the open transaction (its outputs were never visible) and closes the
-            # producer; a new checkpoint's producer fences it in any case.
-            old_committer.close(CLOSE_TIMEOUT)
-        if old_consumer is not None:
-            try:
-                old_consumer.close()  # any revoke it fires finds nothing owned to commit
-            except Exception as exc:
-                log.debug("closing the fenced consumer: %s", exc)
-        self._join_group(self._group_overrides)
-        # Nothing is owned: the new assignment starts from the committed offsets.
-        self._rewind_pending = False
+        # The committer aborts the open transaction (its outputs were never visible) and
+        # builds the next checkpoint for the new consumer; then the old one is closed.
+        self._join_group(self._group_overrides, replacing=self._consumer)
+        # What the new consumer is assigned starts from the committed offsets once the new
+        # checkpoint is ready: the pending rewind does both (and drops what is fetched first).
+        self._rewind_pending = True
         self._rewind_not_before = 0.0
         return True
 

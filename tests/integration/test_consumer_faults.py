@@ -26,6 +26,7 @@ from streamer.testing.faults import (
 )
 from streamer.worker import Worker
 from streamer.worker.membership import MAX_REJOINS
+from streamer.worker.transactions import INIT_ATTEMPTS
 from tests.kafkatools import all_committed, echo_app, produce, read_all, run_worker_until
 
 RECORDS = 300
@@ -88,6 +89,29 @@ def test_a_fenced_consumer_is_replaced_without_losing_or_doubling_anything(
     assert set(outputs) == {f"v{i}" for i in range(RECORDS)}
     if guarantee == "exactly_once":
         assert set(outputs.values()) == {1}
+
+
+def test_a_rejoin_waits_for_a_producer_that_cannot_start_for_longer_than_its_attempts(
+    kafka_bootstrap: str, create_topic, unique_name, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The consumer is fenced (the broker was away), and the rejoin's new producer then
+    cannot start transactions for more tries than one start makes (the broker still
+    loading after a restart): the worker keeps trying off its event loop instead of
+    stopping, processes nothing meanwhile, and finishes with every output once."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, "exactly_once", src, sink, instance_id="w-1")
+    _produce_inputs(kafka_bootstrap, src)
+    fenced = ConsumeFailure(app.group_id, code=KafkaError._FATAL, nth=40)
+    away = TransactionFailure("timeout", call="init", nth=2, times=INIT_ATTEMPTS + 2)
+    backend = FaultyBackend(ConfluentBackend(), fenced, away)
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
+                         all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
+    assert fenced.count == 1 and away.count == INIT_ATTEMPTS + 2
+    assert "joining the group" in caplog.text
+    assert "the new producer cannot start transactions yet" in caplog.text
+    outputs = _outputs(kafka_bootstrap, sink)
+    assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
 
 
 def test_a_consumer_fenced_again_and_again_stops_the_worker_naming_its_instance_id(

@@ -126,6 +126,33 @@ def test_a_new_producer_that_cannot_start_yet_is_tried_again_off_the_loop() -> N
         wait_until(committer.rewound, "the hopeless start never failed", timeout=10)
 
 
+def test_a_renewed_committer_builds_the_next_checkpoint_for_the_new_consumer_off_the_loop() -> None:
+    """The worker replaced its consumer: the open checkpoint is closed (its transaction
+    aborted) at once, nothing commits until the new one, built by the new factory on a
+    thread, is ready; one that was still starting for the old consumer is not used."""
+    first, stale = ScriptedCheckpoint([CheckpointFailed("fenced", fenced=True)]), None
+    release = threading.Event()
+
+    def old_factory() -> Checkpoint:
+        nonlocal stale
+        if stale is None and first.commits == 0:
+            return first
+        release.wait(10)  # a replacement for the old consumer, still starting
+        stale = ScriptedCheckpoint([])
+        return stale
+
+    committer = Committer(old_factory)
+    assert not committer.commit([]) and not committer.rewound()  # replacing, for the old one
+    renewed = ScriptedCheckpoint([])
+    committer.renew(lambda: renewed, timeout=1.0)
+    assert first.closed and committer.failed
+    assert not committer.commit([]) and first.commits == 1  # nothing commits meanwhile
+    release.set()
+    _rewound(committer)
+    assert stale is not None and stale.closed  # built for the old consumer: closed, unused
+    assert committer.checkpoint is renewed and committer.commit([]) and renewed.commits == 1
+
+
 def test_lost_partitions_abort_and_fail_the_open_checkpoint() -> None:
     first = ScriptedCheckpoint([])
     committer, _ = _committer(first)

@@ -9,15 +9,23 @@ means the record is stored.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
+
+from confluent_kafka import KafkaError
 
 from streamer.errors import KafkaOperationError
 from streamer.events import Headers
 from streamer.kafka.backend import Backend, Producer
 from streamer.kafka.clients import make_producer
 
-ACK_TIMEOUT = 30.0  # seconds send() waits for the broker's ack
+# Seconds a record may take to be acknowledged (the producer's message.timeout.ms unless
+# configured): a busy or restarting broker can take a minute. send() waits for the record's
+# own delivery report, never less, so a failed send is known not to be stored: giving up
+# earlier would leave a record still queued that may be stored after the error was raised.
+ACK_TIMEOUT = 120.0
+_TIMEOUT_KEYS = ("message.timeout.ms", "delivery.timeout.ms")  # the second is an alias
 
 
 class Sender:
@@ -31,6 +39,8 @@ class Sender:
         self.backend = backend
         self.brokers = brokers
         self._config = dict(config)
+        if not any(key in self._config for key in _TIMEOUT_KEYS):
+            self._config["message.timeout.ms"] = int(ACK_TIMEOUT * 1000)
         self._producer: Producer | None = None
         self._lock = threading.Lock()
 
@@ -40,23 +50,36 @@ class Sender:
     def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None
     ) -> None:
-        """Produce one encoded record and wait for its ack; KafkaOperationError when the
-        broker refuses it or gives no ack within 30 s."""
+        """Produce one encoded record and wait for its delivery report; KafkaOperationError
+        when the broker refuses it or it was not acknowledged within the producer's message
+        timeout (:data:`ACK_TIMEOUT` by default): then it is known not to be stored."""
         with self._lock:
             if self._producer is None:
                 self._producer = make_producer(self.backend, self.brokers, self._config)
             producer = self._producer
-        failures: list[str] = []
+        failures: list[str] = []  # only failures are reported (delivery.report.only.error)
 
         def on_delivery(err: Any, _msg: Any) -> None:
             if err is not None:
-                failures.append(str(err))
+                failures.append(err.str() if isinstance(err, KafkaError) else str(err))
 
         producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-        remaining = producer.flush(ACK_TIMEOUT)
+        # The producer settles every record (stored, or failed and reported) by its message
+        # timeout; the margin only guards against a client that never does. Short flushes:
+        # a Ctrl-C in the CLI is seen between them.
+        deadline = time.monotonic() + self._message_timeout() + 30.0
+        remaining = producer.flush(1.0)
+        while remaining and time.monotonic() < deadline:
+            remaining = producer.flush(1.0)
         if remaining or failures:
-            reason = failures[0] if failures else f"no ack within {ACK_TIMEOUT:g}s"
+            reason = failures[0] if failures else "the producer never settled the record"
             raise KafkaOperationError(f"could not send to {topic!r} via {self.brokers}: {reason}")
+
+    def _message_timeout(self) -> float:
+        for key in _TIMEOUT_KEYS:
+            if key in self._config:
+                return float(self._config[key]) / 1000
+        return ACK_TIMEOUT
 
     def close(self, timeout: float = 5.0) -> None:
         """Finish what the producer holds (within ``timeout`` s) and drop it; a later

@@ -70,7 +70,7 @@ def test_status_on_a_terminal_redraws_in_place(
     }
     code, screen = run_in_terminal(
         "status", "tests.apps.status_app", "--interval", "0.2", env=env,
-        interrupt_after=("total lag", 3),
+        interrupt_after=("total lag", 3), timeout=300,  # a hang guard: refreshes may be slow
     )  # fmt: skip
     assert code == 0, screen
     assert screen.count("total lag") >= 3

@@ -15,14 +15,23 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from bench.common import key_of, payload
+
+T = TypeVar("T")
 
 log = logging.getLogger("bench")
 
@@ -167,15 +176,40 @@ def produce_at_rate(brokers: str, topic: str, n: int, rate: float) -> float:
     return n / elapsed if elapsed > 0 else 0.0
 
 
+def patiently(read: Callable[[], T], timeout: float = 120.0) -> T:
+    """``read()``, asked again while the broker lets it time out or answers with a
+    retriable error (a busy machine, a leader moving), for up to ``timeout`` seconds: the
+    reads the bench makes are idempotent, and a slow answer must not fail a measurement."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return read()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = err is not None and (err.retriable() or err.code() in _SLOW)
+            if not retriable or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.2)
+
+
+_SLOW = {KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError.NOT_LEADER_FOR_PARTITION,
+         KafkaError.LEADER_NOT_AVAILABLE}  # fmt: skip
+
+
+def high_watermarks(consumer: Consumer, topic: str, partitions: Iterable[int]) -> int:
+    """Sum of the high watermarks of ``partitions`` of ``topic``, each read patiently."""
+    return sum(
+        patiently(lambda p=p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1])
+        for p in partitions
+    )
+
+
 def end_offsets(brokers: str, topic: str) -> int:
     """Sum of ``topic``'s high watermarks: how many records it holds."""
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": unique("watermarks")})
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in meta.partitions
-        )
+        meta = patiently(lambda: consumer.list_topics(topic, timeout=10)).topics[topic]
+        return high_watermarks(consumer, topic, meta.partitions)
     finally:
         consumer.close()
 

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from bench.common import MB, PARTITIONS, Result
-from bench.kafka_io import Topics, json_records, produce, unique
+from bench.kafka_io import Topics, high_watermarks, json_records, produce, unique
 
 ROOT = Path(__file__).resolve().parent.parent  # the project: children import bench and streamer
 POLL = 0.05  # seconds between looks at the output's end offsets
@@ -60,10 +60,7 @@ class _Outputs:
         self.consumer = Consumer({"bootstrap.servers": brokers, "group.id": unique("scale")})
 
     def count(self) -> int:
-        return sum(
-            self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
-            for p in range(PARTITIONS)
-        )
+        return high_watermarks(self.consumer, self.topic, range(PARTITIONS))
 
     def close(self) -> None:
         self.consumer.close()

@@ -52,6 +52,9 @@ log = logging.getLogger("streamer.checkpoint")
 HELD_MAX = 50_000
 
 
+RENEWED = "the consumer was replaced"  # the reason renew() gives; see Committer.renewing
+
+
 class CommitStatus(enum.Enum):
     OPEN = "open"
     COMMITTING = "committing"
@@ -227,10 +230,16 @@ class Committer:
         self.settle()
         self.checkpoint.close(timeout)
         self._new_checkpoint = new_checkpoint
-        failure = CheckpointFailed("the consumer was replaced", fenced=True)
+        failure = CheckpointFailed(RENEWED, fenced=True)
         failure.reported = True  # nothing of it was refused: no agent is told of anything
         self.failure = failure
         self.status = CommitStatus.FAILED
+
+    @property
+    def renewing(self) -> bool:
+        """FAILED only because :meth:`renew` waits for the new consumer's checkpoint: no
+        checkpoint failed (the work given up was given up on purpose, and said so)."""
+        return self.failed and self.failure is not None and self.failure.reason == RENEWED
 
     def rewound(self) -> bool:
         """Every partition was rewound: accept work again, with a fresh producer if the old

@@ -77,7 +77,9 @@ class Stopping(PartitionOwnership):
         committer = self._committer
         if committer is not None and self._consumer is not None:
             committed = self._commit(timeout=max(FINAL_COMMIT_FLOOR, deadline - time.monotonic()))
-            if not committed and committer.failed:
+            # Stopping while a rejoin's producer still starts: nothing is owned, nothing
+            # failed (the work given up at the rejoin was said so then), so no error.
+            if not committed and committer.failed and not committer.renewing:
                 reason = committer.failure.reason if committer.failure else "unknown"
                 self._stop_error = CommitFailed(
                     f"the final commit failed ({reason}); the work since the last commit "

@@ -114,6 +114,31 @@ def test_a_rejoin_waits_for_a_producer_that_cannot_start_for_longer_than_its_att
     assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
 
 
+def test_a_worker_stopped_while_its_rejoin_producer_cannot_start_exits_cleanly(
+    kafka_bootstrap: str, create_topic, unique_name, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM while the rejoin's new producer cannot start (the broker still away): the
+    worker stops without an error (nothing failed to commit: the work given up at the
+    rejoin was given up on purpose), and a worker started next finishes with every output
+    exactly once."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, "exactly_once", src, sink, instance_id="w-2")
+    _produce_inputs(kafka_bootstrap, src)
+    fenced = ConsumeFailure(app.group_id, code=KafkaError._FATAL, nth=40)
+    away = TransactionFailure("timeout", call="init", nth=2, times=None)
+    backend = FaultyBackend(ConfluentBackend(), fenced, away)
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(run_worker_until(  # raises what the worker's run() raised: nothing here
+            Worker(app, handle_signals=False, backend=backend),
+            lambda: "the new producer cannot start transactions yet" in caplog.text,
+        ))  # fmt: skip
+    assert fenced.count == 1 and away.count >= INIT_ATTEMPTS
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False),
+                     all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
+    outputs = _outputs(kafka_bootstrap, sink)
+    assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
+
+
 def test_a_consumer_fenced_again_and_again_stops_the_worker_naming_its_instance_id(
     kafka_bootstrap: str, create_topic, unique_name, caplog: pytest.LogCaptureFixture
 ) -> None:

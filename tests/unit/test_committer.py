@@ -145,12 +145,13 @@ def test_a_renewed_committer_builds_the_next_checkpoint_for_the_new_consumer_off
     assert not committer.commit([]) and not committer.rewound()  # replacing, for the old one
     renewed = ScriptedCheckpoint([])
     committer.renew(lambda: renewed, timeout=1.0)
-    assert first.closed and committer.failed
+    assert first.closed and committer.failed and committer.renewing
     assert not committer.commit([]) and first.commits == 1  # nothing commits meanwhile
     release.set()
     _rewound(committer)
     assert stale is not None and stale.closed  # built for the old consumer: closed, unused
     assert committer.checkpoint is renewed and committer.commit([]) and renewed.commits == 1
+    assert not committer.renewing
 
 
 def test_lost_partitions_abort_and_fail_the_open_checkpoint() -> None:

@@ -466,6 +466,17 @@ def _say(what: str | Callable[[], str]) -> str:
     return what() if callable(what) else what
 
 
+# What a worker logs when at-least-once work is processed again: partitions lost (a session
+# timed out on a busy machine), a failed checkpoint rewound, an offset commit refused.
+REDO_SIGNS = ("without a clean hand-over", "rewound ", "checkpoint failed", "commit of ")
+
+
+def redone(log_text: str) -> bool:
+    """Whether a worker's log shows work processed again (at-least-once may then repeat
+    outputs and table updates; exactly-once never shows them)."""
+    return any(sign in log_text for sign in REDO_SIGNS)
+
+
 def wait_until(
     check: Callable[[], object],
     what: str | Callable[[], str],

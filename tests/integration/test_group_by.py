@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from streamer import App, ConfigError, Stream
-from tests.kafkatools import produce, run_until
+from tests.kafkatools import produce, redone, run_until
 
 PARTITIONS = 4
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_group_by_then_table_by_the_new_key(
-    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path, guarantee: str
+    kafka_bootstrap: str,
+    create_topic,
+    unique_name,
+    tmp_path: Path,
+    guarantee: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     src = create_topic("orders", partitions=PARTITIONS)
     app = App(
@@ -51,11 +57,15 @@ def test_group_by_then_table_by_the_new_key(
         result.update(totals.as_dict())
         return True
 
-    asyncio.run(run_until(app, done))
+    with caplog.at_level(logging.WARNING, logger="streamer"):
+        asyncio.run(run_until(app, done))
     expected: Counter[str] = Counter()
     for _, customer, amount in records:
         expected[customer] += amount
-    assert result == dict(expected)
+    if guarantee == "exactly_once" or not redone(caplog.text):
+        assert result == dict(expected), caplog.text[-3000:]
+    else:  # work redone at least once (a session timed out on a busy machine): never less
+        assert all(result.get(c, 0) >= total for c, total in expected.items())
     assert by_customer.name == f"{app.id}-by-customer-repartition"
 
 

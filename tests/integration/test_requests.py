@@ -4,6 +4,7 @@ guarantees, with timeouts, and across a kill -9 of the replying worker."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import streamer
 from streamer.replies import CORRELATION_ID, reply_topic
 from streamer.worker import Worker
-from tests.kafkatools import WorkerProcess, read_all, wait_until_async
+from tests.kafkatools import WorkerProcess, read_all, redone, wait_until_async
 
 
 def _replier(bootstrap: str, app_id: str, topic: str, guarantee: str) -> streamer.App:
@@ -38,7 +39,9 @@ def _cids(bootstrap: str, topic: str, expect: int, isolation: str) -> Counter[by
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
-def test_ask_returns_the_agents_reply(kafka_bootstrap: str, unique_name, guarantee: str) -> None:
+def test_ask_returns_the_agents_reply(
+    kafka_bootstrap: str, unique_name, guarantee: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async def main() -> None:
         app = _replier(kafka_bootstrap, unique_name("rr"), unique_name("requests"), guarantee)
         double = app.agents[0]
@@ -56,11 +59,15 @@ def test_ask_returns_the_agents_reply(kafka_bootstrap: str, unique_name, guarant
             worker.stop()
             await asyncio.wait_for(task, 60)
             app.replies.close()
-        # One committed reply per request: 40 correlation ids, each once.
+        # One committed reply per request: 40 correlation ids, each once (at least once if
+        # the worker had to redo work: a session timed out on a busy machine).
         cids = _cids(kafka_bootstrap, reply_topic(app.id), 40, "read_committed")
-        assert len(cids) == 40 and set(cids.values()) == {1}
+        assert len(cids) == 40
+        if guarantee == "exactly_once" or not redone(caplog.text):
+            assert set(cids.values()) == {1}, caplog.text[-3000:]
 
-    asyncio.run(main())
+    with caplog.at_level(logging.WARNING, logger="streamer"):
+        asyncio.run(main())
 
 
 def test_ask_from_inside_an_event_is_refused_in_one_line(kafka_bootstrap: str, unique_name) -> None:

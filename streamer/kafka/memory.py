@@ -223,7 +223,9 @@ class MemoryProducer:
         self._in_txn = False
         self._pending: list[tuple[str, int, Record]] = []
         self._offsets: list[tuple[str, list[TopicPartition]]] = []
-        self._reports: list[tuple[Callable[..., Any], KafkaError, Message]] = []
+        self._reports: list[tuple[Callable[..., Any], KafkaError | None, Message]] = []
+        # librdkafka reports successes too unless told not to (streamer's default is not to).
+        self._report_successes = not config.get("delivery.report.only.error", False)
 
     def produce(
         self,
@@ -255,10 +257,12 @@ class MemoryProducer:
                 self._pending.append((topic, where, record))
             else:
                 broker.append(topic, where, record)
+        if self._report_successes and on_delivery is not None:
+            self._reports.append((on_delivery, None, Message(topic, where, record)))
 
     def poll(self, timeout: float = 0) -> int:
-        """Serve the delivery callbacks of failed records (successes are not reported, as
-        with ``delivery.report.only.error``)."""
+        """Serve the delivery callbacks: of failed records, and of stored ones unless
+        ``delivery.report.only.error`` (streamer's default)."""
         reports, self._reports = self._reports, []
         for callback, error, message in reports:
             callback(error, message)

@@ -26,6 +26,7 @@ from streamer.kafka.clients import make_producer
 # earlier would leave a record still queued that may be stored after the error was raised.
 ACK_TIMEOUT = 120.0
 _TIMEOUT_KEYS = ("message.timeout.ms", "delivery.timeout.ms")  # the second is an alias
+POLL = 0.2  # seconds of one turn serving delivery reports
 
 
 class Sender:
@@ -41,8 +42,11 @@ class Sender:
         self._config = dict(config)
         if not any(key in self._config for key in _TIMEOUT_KEYS):
             self._config["message.timeout.ms"] = int(ACK_TIMEOUT * 1000)
+        # Every record's delivery is reported, so each send waits for its own.
+        self._config["delivery.report.only.error"] = False
         self._producer: Producer | None = None
         self._lock = threading.Lock()
+        self._serving = threading.Lock()  # held by the one thread serving delivery reports
 
     def __repr__(self) -> str:
         return f"Sender({self.brokers!r}, {self.backend!r})"
@@ -57,22 +61,33 @@ class Sender:
             if self._producer is None:
                 self._producer = make_producer(self.backend, self.brokers, self._config)
             producer = self._producer
-        failures: list[str] = []  # only failures are reported (delivery.report.only.error)
+        settled: list[Any] = []  # the record's delivery error, or None once it is stored
 
         def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                failures.append(err.str() if isinstance(err, KafkaError) else str(err))
+            settled.append(err)
 
         producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-        # The producer settles every record (stored, or failed and reported) by its message
-        # timeout; the margin only guards against a client that never does. Short flushes:
-        # a Ctrl-C in the CLI is seen between them.
+        # The producer settles every record (stored, or failed) by its message timeout; the
+        # margin only guards against a client that never does. One thread at a time serves
+        # the reports of every waiting send (librdkafka aborted the process when several
+        # threads flushed one producer at once), in short polls: a Ctrl-C in the CLI, and
+        # the other senders' turns, come between them.
         deadline = time.monotonic() + self._message_timeout() + 30.0
-        remaining = producer.flush(1.0)
-        while remaining and time.monotonic() < deadline:
-            remaining = producer.flush(1.0)
-        if remaining or failures:
-            reason = failures[0] if failures else "the producer never settled the record"
+        while not settled and time.monotonic() < deadline:
+            if self._serving.acquire(timeout=POLL):
+                try:
+                    producer.poll(POLL)
+                finally:
+                    self._serving.release()
+        if not settled or settled[0] is not None:
+            err = settled[0] if settled else None
+            reason = (
+                "the producer never settled the record"
+                if err is None
+                else err.str()
+                if isinstance(err, KafkaError)
+                else str(err)
+            )
             raise KafkaOperationError(f"could not send to {topic!r} via {self.brokers}: {reason}")
 
     def _message_timeout(self) -> float:
@@ -87,4 +102,5 @@ class Sender:
         with self._lock:
             producer, self._producer = self._producer, None
         if producer is not None:
-            producer.flush(timeout)
+            with self._serving:  # not while a send serves reports on it
+                producer.flush(timeout)

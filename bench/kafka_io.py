@@ -18,18 +18,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from bench.common import key_of, payload
+from streamer.kafka.clients import is_transient
 
 T = TypeVar("T")
 
@@ -185,15 +179,9 @@ def patiently(read: Callable[[], T], timeout: float = 120.0) -> T:
         try:
             return read()
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            retriable = err is not None and (err.retriable() or err.code() in _SLOW)
-            if not retriable or time.monotonic() >= deadline:
+            if not is_transient(exc) or time.monotonic() >= deadline:
                 raise
         time.sleep(0.2)
-
-
-_SLOW = {KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError.NOT_LEADER_FOR_PARTITION,
-         KafkaError.LEADER_NOT_AVAILABLE}  # fmt: skip
 
 
 def high_watermarks(consumer: Consumer, topic: str, partitions: Iterable[int]) -> int:

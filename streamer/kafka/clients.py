@@ -70,6 +70,9 @@ TRANSIENT_CODES = frozenset(
         "_TIMED_OUT",
         "_TRANSPORT",
         "_ALL_BROKERS_DOWN",
+        # The connection to a broker that went away was torn down under a request (seen
+        # from a restore's watermark read while the broker restarted).
+        "_DESTROY_BROKER",
         "_WAIT_COORD",
         "NOT_COORDINATOR",
         "COORDINATOR_NOT_AVAILABLE",

@@ -40,8 +40,12 @@ class Sender:
         self.backend = backend
         self.brokers = brokers
         self._config = dict(config)
-        if not any(key in self._config for key in _TIMEOUT_KEYS):
+        given = [self._config[key] for key in _TIMEOUT_KEYS if key in self._config]
+        if not given:
             self._config["message.timeout.ms"] = int(ACK_TIMEOUT * 1000)
+        # The producer settles every record (stored, or failed) by its message timeout; the
+        # margin only guards against a client that never does.
+        self._settle_within = (float(given[0]) / 1000 if given else ACK_TIMEOUT) + 30.0
         # Every record's delivery is reported, so each send waits for its own.
         self._config["delivery.report.only.error"] = False
         self._producer: Producer | None = None
@@ -67,34 +71,20 @@ class Sender:
             settled.append(err)
 
         producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-        # The producer settles every record (stored, or failed) by its message timeout; the
-        # margin only guards against a client that never does. One thread at a time serves
-        # the reports of every waiting send (librdkafka aborted the process when several
-        # threads flushed one producer at once), in short polls: a Ctrl-C in the CLI, and
-        # the other senders' turns, come between them.
-        deadline = time.monotonic() + self._message_timeout() + 30.0
+        # One thread at a time serves the reports of every waiting send (librdkafka aborted
+        # the process when several threads flushed one producer at once), in short polls: a
+        # Ctrl-C in the CLI, and the other senders' turns, come between them.
+        deadline = time.monotonic() + self._settle_within
         while not settled and time.monotonic() < deadline:
             if self._serving.acquire(timeout=POLL):
                 try:
                     producer.poll(POLL)
                 finally:
                     self._serving.release()
-        if not settled or settled[0] is not None:
-            err = settled[0] if settled else None
-            reason = (
-                "the producer never settled the record"
-                if err is None
-                else err.str()
-                if isinstance(err, KafkaError)
-                else str(err)
-            )
+        err = settled[0] if settled else "the producer never settled the record"
+        if err is not None:
+            reason = err.str() if isinstance(err, KafkaError) else str(err)
             raise KafkaOperationError(f"could not send to {topic!r} via {self.brokers}: {reason}")
-
-    def _message_timeout(self) -> float:
-        for key in _TIMEOUT_KEYS:
-            if key in self._config:
-                return float(self._config[key]) / 1000
-        return ACK_TIMEOUT
 
     def close(self, timeout: float = 5.0) -> None:
         """Finish what the producer holds (within ``timeout`` s) and drop it; a later

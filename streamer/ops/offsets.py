@@ -32,7 +32,7 @@ from pytimeparse.timeparse import timeparse
 from streamer.errors import ConfigError, KafkaOperationError
 from streamer.kafka.admin import partition_counts
 from streamer.kafka.backend import Backend, Consumer
-from streamer.kafka.clients import connect_admin, is_transient, make_consumer
+from streamer.kafka.clients import connect_admin, is_transient, kafka_error, make_consumer
 from streamer.settings import Settings
 
 if TYPE_CHECKING:
@@ -157,8 +157,8 @@ def source_topics(app: App) -> list[str]:
 def _one_line(exc: KafkaException) -> str:
     """The Kafka error's own text with its code's name: librdkafka leaves the text empty
     for some broker answers ("ConsumerGroupDescribe: "), and the name is what users search."""
-    err = exc.args[0] if exc.args else None
-    if not isinstance(err, KafkaError):
+    err = kafka_error(exc)
+    if err is None:
         return str(exc)
     text = err.str().strip().rstrip(":")
     return f"{text} ({err.name()})" if text else err.name()
@@ -342,8 +342,8 @@ class GroupOffsets:
             try:
                 return future[self.group].result(TIMEOUT)
             except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                err = kafka_error(exc)
+                if err is not None and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
                     return None
                 raise
 

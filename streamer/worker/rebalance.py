@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from streamer.errors import KafkaOperationError, OutputRefused, StreamerError
-from streamer.kafka.clients import describe, is_transient
+from streamer.kafka.clients import ConnectionWatch, describe, is_transient
 from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
 from streamer.worker.committer import Committer
 from streamer.worker.inline import lane_class
@@ -65,6 +65,7 @@ class PartitionOwnership:
     _rewind_pending: bool
     _rewind_not_before: float  # monotonic time of the next try of a pending rewind (0: now)
     _exactly_once: bool
+    _watch: ConnectionWatch
 
     def _fail(self, error: BaseException) -> None: ...  # Worker's: stop, run() raises
 
@@ -91,6 +92,9 @@ class PartitionOwnership:
     # -- rebalance callbacks (run inside consume(), on the loop thread) ---------------------
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # An assignment is the group coordinator's answer: Kafka is back, even for a worker
+        # whose partitions bring no new records (the pump notices those otherwise).
+        self._watch.contact()
         if not partitions:
             return
         for tp in partitions:

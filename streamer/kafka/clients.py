@@ -9,6 +9,8 @@ partitioning so co-partitioning with JVM producers holds. User options override 
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
 from typing import Any
 
@@ -45,13 +47,55 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Seconds during which the same client error is logged once: while a broker is away every
+# client reports each failed reconnection, hundreds of lines a minute that say one thing.
+REPEAT_WINDOW = 30.0
+
+
+class _RepeatGate:
+    """Says whether a client error's text should be logged now: the first of its kind in
+    :data:`REPEAT_WINDOW` seconds is, with how many like it were held back before it (texts
+    alike but for their numbers, such as "after 3ms", are of one kind). Thread-safe: error
+    callbacks run on whichever thread polls the client."""
+
+    def __init__(self, window: float = REPEAT_WINDOW) -> None:
+        self._window = window
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, int]] = {}  # kind -> (last logged at, held back)
+
+    def admit(self, text: str) -> int | None:
+        """None to hold ``text`` back; else how many like it were held back since the last
+        one logged."""
+        kind = re.sub(r"\d+", "#", text)
+        now = time.monotonic()
+        with self._lock:
+            logged_at, held = self._seen.get(kind, (-self._window, 0))
+            if now - logged_at < self._window:
+                self._seen[kind] = (logged_at, held + 1)
+                return None
+            if len(self._seen) > 1000:  # texts with names in them: keep the map small
+                self._seen.clear()
+            self._seen[kind] = (now, 0)
+            return held
+
+
+_repeats = _RepeatGate()
+
+
 def _log_client_error(err: KafkaError) -> None:
+    text = err.str()
+    if err.fatal():  # never held back: it ends the client
+        log.error("fatal Kafka client error: %s", text)
+        return
+    held = _repeats.admit(f"{err.code()}:{text}")
+    if held is None:
+        return
+    if held:
+        text += f" ({held} more like it since it was last shown)"
     if err.code() == KafkaError._ALL_BROKERS_DOWN:
-        log.warning("all Kafka brokers are down or unreachable: %s", err.str())
-    elif err.fatal():
-        log.error("fatal Kafka client error: %s", err.str())
+        log.warning("all Kafka brokers are down or unreachable: %s", text)
     else:
-        log.warning("Kafka client: %s", err.str())
+        log.warning("Kafka client: %s", text)
 
 
 # Errors that pass on their own: metadata that lags a just-created topic, a leader moving,

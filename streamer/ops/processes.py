@@ -47,7 +47,10 @@ log = logging.getLogger("streamer.processes")
 MAX_RESTARTS = 5  # restarts of one child within RESTART_WINDOW before the supervisor gives up
 RESTART_WINDOW = 60.0
 POLL = 0.2  # seconds between looks at the children
-STOP_GRACE = 30.0  # seconds past the workers' shutdown_timeout before a child is killed
+# Seconds past the workers' shutdown_timeout before a child is killed: longer than the bound a
+# worker puts on its own stop (streamer.worker.signals.STOP_GRACE, 45 s), so a stuck stop
+# says why itself.
+STOP_GRACE = 60.0
 
 
 def parse_processes(value: str) -> int:

@@ -64,7 +64,9 @@ class CheckpointFailed(Exception):
 
     ``refusals`` are the outputs the producer reported as failed, with the effects they
     came from; ``fenced`` says the producer is unusable and must be replaced; ``fatal`` is
-    an error that must stop the worker (a changelog or dead-letter record refused).
+    an error that must stop the worker (a changelog or dead-letter record refused);
+    ``unconfirmed`` says the commit was sent but never answered: the broker may still have
+    committed it (then its work is not redone; exactly-once holds either way).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class CheckpointFailed(Exception):
         self.refusals = refusals or []
         self.fenced = fenced
         self.fatal = fatal
+        self.unconfirmed = False
         self.reported = False  # the worker handed its refusals to the agents' policies
 
 
@@ -116,10 +119,13 @@ class InFlightCommit:
         """Still running ``grace`` seconds past its deadline: the client is stuck."""
         return not self.done and time.monotonic() > self.deadline + grace
 
-    def wait(self, grace: float) -> bool:
-        """Block until it returned, at most until ``grace`` seconds past its deadline;
-        whether it returned."""
-        return self._round_trips.join(max(0.0, self.deadline + grace - time.monotonic()))
+    def wait(self, grace: float, within: float | None = None) -> bool:
+        """Block until it returned, at most until ``grace`` seconds past its deadline (and
+        at most ``within`` seconds, if given); whether it returned."""
+        wait = self.deadline + grace - time.monotonic()
+        if within is not None:
+            wait = min(wait, within)
+        return self._round_trips.join(max(0.0, wait))
 
     def outcome(self) -> BaseException | None:
         """What the round trips raised (None: they succeeded). Only once :attr:`done`."""
@@ -223,9 +229,15 @@ class Checkpoint:
             fenced=True,
         )
 
-    def commit(self, states: Iterable[PartitionState], timeout: float = FLUSH_TIMEOUT) -> None:
+    def commit(
+        self,
+        states: Iterable[PartitionState],
+        timeout: float = FLUSH_TIMEOUT,
+        grace: float = STUCK_GRACE,
+    ) -> None:
         """Make the completed work of ``states`` durable: outputs, table changes, offsets,
-        within ``timeout`` seconds. Raises :class:`CheckpointFailed`."""
+        within ``timeout`` seconds; a client call blocked ``grace`` seconds past that is given
+        up (see :attr:`CheckpointFailed.unconfirmed`). Raises :class:`CheckpointFailed`."""
         states = list(states)
         due, parts = self._work(states)
         if due or parts or self._pending_work():

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 from streamer.threads import OnThread
@@ -130,27 +131,35 @@ class Committer:
             return self._finish()
         return None
 
-    def settle(self) -> bool | None:
+    def settle(self, within: float | None = None) -> bool | None:
         """Wait for a background commit to return and finish it (before anything else
-        commits, aborts or releases partitions). None when none was running; else whether
-        it committed."""
+        commits, aborts or releases partitions): until its deadline and grace, or at most
+        ``within`` seconds (a commit not returned by then fails, unconfirmed). None when
+        none was running; else whether it committed."""
         if self._in_flight is None:
             return None
-        self._in_flight.wait(STUCK_GRACE)
+        self._in_flight.wait(STUCK_GRACE, within)
         return self._finish()
 
-    def commit(self, states: Iterable[PartitionState], timeout: float = FLUSH_TIMEOUT) -> bool:
-        """Commit the completed work of ``states`` now (after settling a background commit).
-        Returns False, committing nothing, when the committer is not OPEN or when this
-        checkpoint fails (then it is FAILED)."""
-        self.settle()
+    def commit(
+        self,
+        states: Iterable[PartitionState],
+        timeout: float = FLUSH_TIMEOUT,
+        grace: float = STUCK_GRACE,
+    ) -> bool:
+        """Commit the completed work of ``states`` now (after settling a background commit),
+        blocking about ``timeout`` seconds at most, and ``grace`` more for a client call
+        that overstays it. Returns False, committing nothing, when the committer is not
+        OPEN or when this checkpoint fails (then it is FAILED)."""
+        deadline = time.monotonic() + timeout
+        self.settle(within=timeout + grace)
         if self.status is not CommitStatus.OPEN:
             if self.status is CommitStatus.FAILED:
                 log.debug("commit refused: the last checkpoint failed and is not rewound yet")
             return False
         self.status = CommitStatus.COMMITTING
         try:
-            self.checkpoint.commit(states, timeout)
+            self.checkpoint.commit(states, max(0.1, deadline - time.monotonic()), grace)
         except CheckpointFailed as failure:
             self._failed(failure)
             return False

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from streamer.errors import KafkaOperationError, OutputRefused, StreamerError
 from streamer.kafka.clients import ConnectionWatch, describe, is_transient
-from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, Refusal
+from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, STUCK_GRACE, Refusal
 from streamer.worker.committer import Committer
 from streamer.worker.inline import lane_class
 from streamer.worker.lane_context import LaneContext
@@ -209,15 +209,20 @@ class PartitionOwnership:
             self._prune_refused()
 
     def _commit(
-        self, states: Iterable[PartitionState] | None = None, timeout: float = FLUSH_TIMEOUT
+        self,
+        states: Iterable[PartitionState] | None = None,
+        timeout: float = FLUSH_TIMEOUT,
+        grace: float = STUCK_GRACE,
     ) -> bool:
-        """Ask the committer to checkpoint ``states`` (all owned by default). Returns False
-        when nothing was committed because this or an earlier checkpoint failed: then every
-        partition is rewound (by the pump, outside consume())."""
+        """Ask the committer to checkpoint ``states`` (all owned by default) within
+        ``timeout`` (and ``grace`` for a stuck client call). Returns False when nothing was
+        committed because this or an earlier checkpoint failed: then every partition is
+        rewound (by the pump, outside consume())."""
         committer = self._committer
         assert committer is not None
         self._flush_released()
-        if committer.commit(self._states.values() if states is None else states, timeout):
+        owned = self._states.values() if states is None else states
+        if committer.commit(owned, timeout, grace):
             self._prune_refused()
             return True
         if committer.failed:

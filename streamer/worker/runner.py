@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import tempfile
 import uuid
 import zlib
@@ -65,6 +64,7 @@ from streamer.worker.partition import (
 from streamer.worker.readiness import Readiness
 from streamer.worker.replay import OutputSink, ReplayCheckpoint, ReplayPlan
 from streamer.worker.scheduler import WorkerStager, run_timer
+from streamer.worker.signals import STOP_GRACE, StopSignals
 from streamer.worker.standby import StandbyManager
 from streamer.worker.tables import TableManager
 from streamer.worker.web import bind_web
@@ -109,7 +109,6 @@ class Worker(GroupMembership):
         # Commit interval, table ticks and timers read time here (simulated in streamer.testing).
         self.clock = clock
         self._stopping = False
-        self._signalled: set[int] = set()
         self._states: dict[tuple[str, int], PartitionState] = {}
         self._to_resume: set[PartitionState] = set()
         self._subscribers: dict[str, list[Agent]] = {}
@@ -262,10 +261,14 @@ class Worker(GroupMembership):
             ", ".join(a.name for a in self.app.agents),
             ", ".join(sorted(self._subscribers)),
         )
-        loop = asyncio.get_running_loop()
+        signals: StopSignals | None = None
         if self._handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._on_signal, sig)
+            signals = StopSignals(
+                asyncio.get_running_loop(),
+                self._on_signal,
+                stop_within=self.settings.shutdown_timeout + STOP_GRACE,
+            )
+            signals.install()
         # Code that runs outside any event (timers) sends through this worker's checkpoint;
         # every task created from here on inherits it, and lanes override it with themselves.
         current_lane.set(WorkerStager(self._stage_outside_events))
@@ -284,9 +287,8 @@ class Worker(GroupMembership):
                 if self._globals is not None:
                     await self._globals.stop()
                 await web.close()
-                if self._handle_signals:
-                    for sig in (signal.SIGINT, signal.SIGTERM):
-                        loop.remove_signal_handler(sig)
+                if signals is not None:
+                    signals.remove()
                 self.stopped.set()
         if self._failure is not None:
             if isinstance(self._failure, StreamerError) and not isinstance(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import tempfile
 import time
 from typing import TYPE_CHECKING
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING
 from confluent_kafka import TopicPartition
 
 from streamer.errors import CommitFailed, ShutdownIncomplete, StreamerError
+from streamer.worker.checkpoint import CheckpointFailed
 from streamer.worker.partition import PartitionState
 from streamer.worker.rebalance import PartitionOwnership
 
@@ -28,13 +27,15 @@ log = logging.getLogger("streamer.worker")
 # Seconds the final commit may take even when draining used all of shutdown_timeout: a
 # transaction needs a moment to commit, and committing beats processing everything again.
 FINAL_COMMIT_FLOOR = 5.0
+# Seconds a stopping worker waits past a commit's timeout for a client call that overstays
+# it (a broker that is away): the commit is then given up, unconfirmed, and the stop goes on.
+STOP_COMMIT_GRACE = 5.0
 
 
 class Stopping(PartitionOwnership):
     """Stop, drain and close (a mixin of Worker)."""
 
     _stopping: bool
-    _signalled: set[int]
     _stop_error: StreamerError | None
     _standby: StandbyManager | None
     _replay_state_dir: tempfile.TemporaryDirectory[str] | None
@@ -46,13 +47,8 @@ class Stopping(PartitionOwnership):
         self._stopping = True
 
     def _on_signal(self, signum: int) -> None:
-        if self._stopping and signum in self._signalled:
-            # Asked twice: the user wants out now. Nothing in flight is committed; it is
-            # processed again by the next owner.
-            log.error("%s again: exiting at once, without committing", signal.Signals(signum).name)
-            logging.shutdown()
-            os._exit(1)
-        self._signalled.add(signum)
+        """SIGINT/SIGTERM, on the loop (:mod:`streamer.worker.signals` saw it, and handles a
+        second one and the bound of the whole stop)."""
         self.stop()
 
     async def _shutdown(self) -> None:
@@ -76,15 +72,12 @@ class Stopping(PartitionOwnership):
         unfinished = await self._drain(states, deadline)
         committer = self._committer
         if committer is not None and self._consumer is not None:
-            committed = self._commit(timeout=max(FINAL_COMMIT_FLOOR, deadline - time.monotonic()))
+            budget = max(FINAL_COMMIT_FLOOR, deadline - time.monotonic())
+            committed = self._commit(timeout=budget, grace=STOP_COMMIT_GRACE)
             # Stopping while a rejoin's producer still starts: nothing is owned, nothing
             # failed (the work given up at the rejoin was said so then), so no error.
             if not committed and committer.failed and not committer.renewing:
-                reason = committer.failure.reason if committer.failure else "unknown"
-                self._stop_error = CommitFailed(
-                    f"the final commit failed ({reason}); the work since the last commit "
-                    "stays uncommitted and is processed again by the next owner"
-                )
+                self._stop_error = _final_commit_failed(committer.failure, budget)
         if unfinished and self._stop_error is None:
             self._stop_error = ShutdownIncomplete(
                 f"{unfinished} event(s) still in progress after shutdown_timeout="
@@ -125,7 +118,8 @@ class Stopping(PartitionOwnership):
             _, tasks = await asyncio.wait(tasks, timeout=min(left, interval))
             self._checkpoint_poll()
             if tasks and self._committer is not None and not self._committer.failed:
-                self._commit(timeout=max(FINAL_COMMIT_FLOOR, deadline - time.monotonic()))
+                budget = max(FINAL_COMMIT_FLOOR, deadline - time.monotonic())
+                self._commit(timeout=budget, grace=STOP_COMMIT_GRACE)
         if not tasks:
             return 0
         unfinished = sum(len(lane.current) for state in states for lane in state.lanes)
@@ -139,3 +133,18 @@ class Stopping(PartitionOwnership):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         return max(unfinished, 1)
+
+
+def _final_commit_failed(failure: CheckpointFailed | None, budget: float) -> CommitFailed:
+    """The stop's error when its final commit failed, in words true to what is known."""
+    if failure is not None and failure.unconfirmed:
+        return CommitFailed(
+            f"the final commit was not confirmed by the broker within {budget:.0f}s; its work "
+            "is committed if the commit reached the broker, else processed again by the next "
+            "owner (never both)"
+        )
+    reason = failure.reason if failure is not None else "unknown"
+    return CommitFailed(
+        f"the final commit failed ({reason}); the work since the last commit stays "
+        "uncommitted and is processed again by the next owner"
+    )

@@ -111,11 +111,17 @@ class ExactlyOnceCheckpoint(Checkpoint):
             or self.broken is not None
         )
 
-    def commit(self, states: Iterable[PartitionState], timeout: float = TXN_TIMEOUT) -> None:
-        """Commit at once: :meth:`begin_commit`, wait, :meth:`finish_commit`."""
+    def commit(
+        self,
+        states: Iterable[PartitionState],
+        timeout: float = TXN_TIMEOUT,
+        grace: float = STUCK_GRACE,
+    ) -> None:
+        """Commit at once: :meth:`begin_commit`, wait (``grace`` past ``timeout`` at most),
+        :meth:`finish_commit`."""
         commit = self.begin_commit(states, timeout)
         if commit is not None:
-            commit.wait(STUCK_GRACE)
+            commit.wait(grace)
             self.finish_commit(commit)
 
     def begin_commit(
@@ -165,11 +171,17 @@ class ExactlyOnceCheckpoint(Checkpoint):
 
     def finish_commit(self, commit: InFlightCommit) -> None:
         """Steps 3 and 4 on the loop thread, once the round trips returned: the outcome,
-        then RocksDB. A commit still running past its deadline (and grace) gives the
-        producer up: see :meth:`_give_up`."""
+        then RocksDB. A commit that has not returned (past its deadline and grace, or when
+        the caller could wait no longer) gives the producer up (see :meth:`_give_up`): the
+        failure is ``unconfirmed``, as the broker may still commit it."""
+        if not commit.done:
+            cut_short = time.monotonic() < commit.deadline + STUCK_GRACE
+            given_up = self._give_up("committing the transaction", cut_short=cut_short)
+            self.timer.failed(CheckpointFailed.__name__)
+            failure = self._failed(given_up)
+            failure.unconfirmed = True
+            raise failure from given_up
         try:
-            if not commit.done:
-                raise self._give_up("committing the transaction")
             error = commit.outcome()
             if error is not None:
                 raise error
@@ -208,14 +220,24 @@ class ExactlyOnceCheckpoint(Checkpoint):
                     # It failed at once: serve delivery reports a moment rather than spin.
                     self._producer.poll(min(RETRY_PAUSE, _left(deadline)))
 
-    def _give_up(self, what: str) -> KafkaException:
+    def _give_up(self, what: str, *, cut_short: bool = False) -> KafkaException:
         """A blocking transactional call that has not returned long past its timeout:
         librdkafka can block in ``send_offsets_to_transaction`` far past it once the group
         coordinator it cached went away (a broker restart; confluentinc/librdkafka#5456,
-        #5511). The producer is given up (fenced, so a fresh one replaces it) and its thread
-        left to return whenever it does."""
+        #5511); or one the caller cannot wait for any longer (``cut_short``: a stopping
+        worker). The producer is given up (fenced, so a fresh one replaces it if the worker
+        goes on) and its thread left to return whenever it does."""
         self._stuck = True
         self._in_transaction = False
+        if cut_short:
+            log.warning(
+                "%s was not confirmed in the time the stop allows; giving it up (the broker "
+                "commits it if the commit reached it, else aborts it)",
+                what,
+            )
+            return KafkaException(
+                KafkaError(KafkaError._FENCED, f"{what} not confirmed in time", fatal=True)
+            )
         log.error(
             "%s has not returned %.0fs after its timeout; giving this producer up and "
             "starting a fresh one (the open transaction is aborted by the broker)",

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from streamer import App
+from streamer import App, CommitFailed
 from streamer.kafka.backend import ConfluentBackend
 from streamer.testing.faults import FaultyBackend, SlowTransaction
 from streamer.worker import Worker, committer
@@ -173,6 +173,39 @@ def test_a_stop_while_a_transaction_commits_waits_for_it(
         threading.Thread(target=release, daemon=True).start()
 
     asyncio.run(run_worker_until(worker, held_and_processed, then=release_once_stopping))
+    _check_counts(kafka_bootstrap, sink, FIRST)
+
+
+@pytest.mark.parametrize("then", [None, "fenced"])
+def test_a_stop_gives_up_a_commit_the_broker_never_confirms_and_loses_nothing(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path, then: str | None
+) -> None:
+    """A stop while the broker does not confirm a transaction (a broker that went away)
+    waits for it only as long as the stop allows (its final commit's time), not until the
+    commit's own deadline: it then exits with CommitFailed saying the commit was not
+    confirmed. Whether the broker then commits that transaction (``None``) or not
+    (``fenced``), a fresh worker carries on and every count comes out exactly once."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app, seen, armed, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgunconf"), src,
+                                                  sink, tmp_path, then)  # fmt: skip
+
+    def held() -> bool:
+        if len(seen) >= FIRST // 2:
+            armed.set()
+        return slow.fired.is_set()
+
+    with pytest.raises(CommitFailed, match="final commit was not confirmed by the broker"):
+        asyncio.run(run_worker_until(worker, held))
+    # The stop ended with the commit still held (held until released, or for 60 s: before
+    # the stop was bounded, it waited 45 s and then called the producer stuck instead).
+    slow.release.set()  # the broker answers at last: commits it, or fails it
+    again = _count_app(kafka_bootstrap, app.id, src, sink, tmp_path / "state", [])
+    asyncio.run(
+        run_worker_until(
+            Worker(again, handle_signals=False, backend=ConfluentBackend()),
+            all_committed(kafka_bootstrap, app.group_id, src, 2),
+        )
+    )
     _check_counts(kafka_bootstrap, sink, FIRST)
 
 

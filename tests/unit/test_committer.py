@@ -26,7 +26,9 @@ class ScriptedCheckpoint(Checkpoint):
         self.aborts: list[str] = []
         self.closed = False
 
-    def commit(self, states: Iterable[PartitionState], timeout: float = 30.0) -> None:
+    def commit(
+        self, states: Iterable[PartitionState], timeout: float = 30.0, grace: float = 15.0
+    ) -> None:
         self.commits += 1
         outcome = self.outcomes.pop(0) if self.outcomes else None
         if outcome is not None:
@@ -194,6 +196,7 @@ class BackgroundCheckpoint(ScriptedCheckpoint):
         super().__init__(outcomes)
         self.released: list[list[Effects]] = []
         self.finished: list[CheckpointFailed | None] = []
+        self.returned_when_finished: list[bool] = []
         self.go = threading.Event()
 
     def release(self, batch: list[Effects]) -> None:
@@ -207,6 +210,7 @@ class BackgroundCheckpoint(ScriptedCheckpoint):
         return InFlightCommit(lambda: self.go.wait(10), [], [], time.monotonic() + timeout)
 
     def finish_commit(self, commit: InFlightCommit) -> None:
+        self.returned_when_finished.append(commit.done)
         outcome = self.outcomes.pop(0) if self.outcomes else None
         self.finished.append(outcome)
         if outcome is not None:
@@ -306,3 +310,16 @@ def test_a_checkpoint_without_background_commits_commits_at_once() -> None:
     assert committer.commit_in_background([]) and not committer.in_flight
     assert checkpoint.commits == 1 and committer.status is CommitStatus.OPEN
     assert not committer.commit_in_background([]) and committer.failed
+
+
+def test_a_bounded_commit_gives_up_a_background_commit_instead_of_waiting_for_it() -> None:
+    """A stopping worker commits within what is left of its stop: a background commit the
+    broker has not confirmed by then is finished as given up (the checkpoint words it as
+    unconfirmed), not waited for until its own deadline (30 s here) and grace."""
+    checkpoint = BackgroundCheckpoint([CheckpointFailed("not confirmed in time")])
+    committer, _ = _committer(checkpoint)
+    assert committer.commit_in_background([], timeout=30.0)
+    assert not committer.commit([], timeout=0.2, grace=0.1)
+    assert checkpoint.returned_when_finished == [False]
+    assert committer.failed and checkpoint.commits == 1  # the asked commit was refused
+    checkpoint.go.set()

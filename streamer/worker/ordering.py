@@ -20,7 +20,14 @@ assigned partitions) are held per partition and handed out lowest time first:
   at its time (nothing newer of the others goes out) unless it is *caught up* (its fetch
   position has reached its high watermark: nothing is coming) or it has been empty for
   ``event_order_wait`` seconds (then stream time may pass it; a bounded wait, as
-  ``max.task.idle.ms``).
+  ``max.task.idle.ms`` when the lag is not known).
+- A partition *re-reading* records this consumer already fetched once (sought back by a
+  rewind after a failed checkpoint) holds the horizon without a time limit until it is back
+  where it had been: those records are known to exist, so passing them would hand the
+  others' records out ahead of them (a join would miss the table rows they carry). This is
+  Kafka Streams' rule for a partition whose lag is known (KIP-695), with the lag taken from
+  what was fetched rather than the high watermark, which under read_committed may sit
+  above what can ever be read while another producer's transaction is open.
 - One call hands out at most :data:`SPAN_MS` of event time. The pump hands each call's
   records to the lanes and lets them run before the next call, and lanes of different
   partitions run one after the other; a small span bounds how far their outputs (e.g. a
@@ -43,7 +50,7 @@ from collections.abc import Mapping
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streamer.kafka.backend import Consumer, Message
 
@@ -145,6 +152,12 @@ class OrderedConsumer:
         self._limit = limit
         self._clock = clock
         self._queues: dict[Where, _Queue] = {}
+        # Per partition: the offset its next record will have (from the records added, or a
+        # seek), and the owner (the worker's state) with the furthest offset fetched for it,
+        # to know when it re-reads. A seek (a rewind) carries the furthest over to the new
+        # owner; an assignment without one starts afresh (another worker may have moved on).
+        self._next: dict[Where, int] = {}
+        self._reached: dict[Where, tuple[object, int]] = {}
         self._ready: deque[Message] = deque()  # released, in order, not yet returned
         self.held = 0  # records held (for tests and metrics)
 
@@ -174,7 +187,17 @@ class OrderedConsumer:
         return taken[0] if taken else None
 
     def seek(self, partition: TopicPartition) -> None:
-        self._drop((partition.topic, partition.partition))
+        where: Where = (partition.topic, partition.partition)
+        self._drop(where)
+        reached = self._reached.get(where)
+        if reached is not None:
+            self._reached[where] = (self._states.get(where), reached[1])
+        if partition.offset >= 0:
+            self._next[where] = partition.offset
+        elif partition.offset == OFFSET_BEGINNING:
+            self._next[where] = 0  # whatever the log starts at is below where it had been
+        else:
+            self._next.pop(where, None)
         self.inner.seek(partition)
 
     # -- holding and releasing -----------------------------------------------------------------
@@ -207,8 +230,21 @@ class OrderedConsumer:
             queue.items.append((queue.run, message))
             queue.empty_since = None
             self.held += 1
+        if last is not None:
+            self._note_fetched()
         self._pause_full()
         return passed
+
+    def _note_fetched(self) -> None:
+        """After records were added: where each queue's partition has got to."""
+        for where, queue in self._queues.items():
+            if not queue.items:
+                continue
+            following = cast(int, queue.items[-1][1].offset()) + 1
+            self._next[where] = following
+            reached = self._reached.get(where)
+            if reached is None or reached[0] is not queue.owner or following > reached[1]:
+                self._reached[where] = (queue.owner, following)
 
     def _take(self, count: int) -> list[Message]:
         if count <= 0:
@@ -277,26 +313,37 @@ class OrderedConsumer:
         self._ready.extend(entry[1] for entry in chunk)
 
     def _blocking(self, empty: list[tuple[Where, _Queue]], now: float) -> list[_Queue]:
-        """The empty partitions stream time must wait for: not caught up, and empty for
-        less than the wait."""
-        if not empty:
-            return []
-        candidates = []
+        """The empty partitions stream time must wait for: re-reading what it fetched before
+        (however long that takes), or not caught up and empty for less than the wait."""
+        candidates: list[tuple[Where, _Queue, bool]] = []
         for where, queue in empty:
-            if queue.empty_since is None:
-                queue.empty_since = now
-            if self._wait >= 0 and now - queue.empty_since >= self._wait:
-                continue  # waited long enough: stream time may pass it
-            candidates.append((where, queue))
+            reached = self._reached.get(where)
+            rereading = (
+                reached is not None
+                and reached[0] is self._states.get(where)
+                and self._next.get(where, 0) < reached[1]
+            )
+            if not rereading:
+                if queue.empty_since is None:
+                    queue.empty_since = now
+                if self._wait >= 0 and now - queue.empty_since >= self._wait:
+                    continue  # waited long enough: stream time may pass it
+            candidates.append((where, queue, rereading))
         if not candidates:
             return []
-        tps = [TopicPartition(topic, partition) for (topic, partition), _ in candidates]
+        tps = [TopicPartition(topic, partition) for (topic, partition), _, _ in candidates]
         try:
             positions = self.inner.position(tps)
         except Exception:  # the consumer is closing: nothing is known, nothing waits
             return []
         blocking = []
-        for (where, queue), tp in zip(candidates, positions, strict=True):
+        for (where, queue, rereading), tp in zip(candidates, positions, strict=True):
+            if rereading:
+                # Until its records come again; or its fetch position passed where it had
+                # been without any (records deleted since): then nothing more is known.
+                if tp.offset < self._reached[where][1]:
+                    blocking.append(queue)
+                continue
             _, high = self.inner.get_watermark_offsets(TopicPartition(*where), cached=True)
             if tp.offset >= 0 and high >= 0 and tp.offset >= high:
                 continue  # caught up: nothing is coming

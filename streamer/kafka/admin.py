@@ -74,7 +74,7 @@ def ensure_topics(
     *,
     auto_create: bool,
     default_replication: int,
-    timeout: float = 30.0,
+    timeout: float = 60.0,
     brokers: str = "the configured brokers",
 ) -> dict[str, int]:
     """Create the missing topics of ``specs`` and check the partition counts of the others.
@@ -124,6 +124,11 @@ def ensure_topics(
                 future.result(timeout)
                 log.info("created topic %r (%d partitions)", name, result[name])
             except TimeoutError:
+                # A busy broker may have created it without answering in time: look.
+                if name in partition_counts(admin, brokers=brokers):
+                    log.info("created topic %r (%d partitions; confirmed late)", name,
+                             result[name])  # fmt: skip
+                    continue
                 raise KafkaOperationError(
                     f"could not create topic {name!r}: Kafka at {brokers} did not confirm it "
                     f"within {timeout:.0f}s"

@@ -133,19 +133,19 @@ def test_transactions_commit_and_abort(
     producer = Producer(
         {"bootstrap.servers": kafka_bootstrap, "transactional.id": unique_name("txn-producer")}
     )
-    producer.init_transactions(30)
+    producer.init_transactions(120)
 
     producer.begin_transaction()
     for i in range(N_TXN):
         producer.produce(topic, key=b"c", value=f"committed-{i}".encode())
-    producer.commit_transaction(30)
+    producer.commit_transaction(120)
 
     producer.begin_transaction()
     for i in range(N_TXN):
         producer.produce(topic, key=b"a", value=f"aborted-{i}".encode())
     # Flush first so the aborted records really reach the log before the abort marker.
-    assert producer.flush(30) == 0
-    producer.abort_transaction(30)
+    assert producer.flush(120) == 0
+    producer.abort_transaction(120)
 
     committed = [f"committed-{i}".encode() for i in range(N_TXN)]
     aborted = [f"aborted-{i}".encode() for i in range(N_TXN)]

@@ -49,7 +49,7 @@ def test_ask_returns_the_agents_reply(
         task = asyncio.create_task(worker.run())
         try:
             results = await asyncio.gather(
-                *(double.ask(key=f"k{i}", value=i, timeout=60) for i in range(40))
+                *(double.ask(key=f"k{i}", value=i, timeout=180) for i in range(40))
             )
             assert results == [2 * i for i in range(40)]
             with pytest.raises(streamer.RequestTimeout, match="no reply from agent 'double'"):

@@ -79,6 +79,21 @@ def test_a_creation_the_broker_never_confirms_names_the_topic() -> None:
     )
 
 
+def test_a_creation_confirmed_late_is_a_creation() -> None:
+    """A busy broker created the topic but did not answer in time: the topic exists, so
+    the creation succeeded (seen under load: workers failed to start over it)."""
+
+    class LateAdmin(FlakyAdmin):
+        def create_topics(self, new_topics: list[Any], **kwargs: Any) -> dict[str, Future[Any]]:
+            self.topics.update({topic.topic: topic.num_partitions for topic in new_topics})
+            return super().create_topics(new_topics, **kwargs)
+
+    admin = LateAdmin([], {})
+    counts = ensure_topics(admin, [TopicSpec("orders", 4)], auto_create=True,
+                           default_replication=1, timeout=0.05, brokers="k1:9092")  # fmt: skip
+    assert counts == {"orders": 4}
+
+
 def test_an_unworded_kafka_failure_is_one_line_on_the_command_line() -> None:
     @click.group(cls=StreamerGroup)
     @click.option("--debug", is_flag=True)

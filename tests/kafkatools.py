@@ -25,6 +25,7 @@ from confluent_kafka import (
 
 from streamer import App
 from streamer.kafka.backend import Backend
+from streamer.kafka.clients import is_transient
 from streamer.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,7 +192,9 @@ def retry_transient(call: Callable[[], T], timeout: float = 120.0) -> T:
             return True
         except KafkaException as exc:
             err = exc.args[0]
-            transient = err.retriable() or err.code() in _TRANSIENT or err.code() in _ELECTING
+            # streamer's own notion, and a few more a test's raw client meets (a restarted
+            # broker's partitions unknown to a fresh client: _UNKNOWN_PARTITION).
+            transient = is_transient(exc) or err.code() in _TRANSIENT or err.code() in _ELECTING
             if not transient or time.monotonic() >= deadline:
                 raise
             return False

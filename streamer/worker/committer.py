@@ -147,19 +147,22 @@ class Committer:
         timeout: float = FLUSH_TIMEOUT,
         grace: float = STUCK_GRACE,
     ) -> bool:
-        """Commit the completed work of ``states`` now (after settling a background commit),
-        blocking about ``timeout`` seconds at most, and ``grace`` more for a client call
-        that overstays it. Returns False, committing nothing, when the committer is not
-        OPEN or when this checkpoint fails (then it is FAILED)."""
-        deadline = time.monotonic() + timeout
-        self.settle(within=timeout + grace)
+        """Commit the completed work of ``states`` now, within ``timeout`` seconds and
+        ``grace`` more for a client call that overstays it. A background commit still in
+        flight is settled first, given the time it began with and this ``grace`` (not the
+        longer :data:`STUCK_GRACE`: a stopping worker cannot wait that long for a broker
+        that went away). Returns False, committing nothing, when the committer is not OPEN
+        or when this checkpoint fails (then it is FAILED)."""
+        in_flight = self._in_flight
+        if in_flight is not None:
+            self.settle(within=max(timeout, in_flight.deadline - time.monotonic()) + grace)
         if self.status is not CommitStatus.OPEN:
             if self.status is CommitStatus.FAILED:
                 log.debug("commit refused: the last checkpoint failed and is not rewound yet")
             return False
         self.status = CommitStatus.COMMITTING
         try:
-            self.checkpoint.commit(states, max(0.1, deadline - time.monotonic()), grace)
+            self.checkpoint.commit(states, timeout, grace)
         except CheckpointFailed as failure:
             self._failed(failure)
             return False

@@ -181,10 +181,11 @@ def test_a_stop_gives_up_a_commit_the_broker_never_confirms_and_loses_nothing(
     kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path, then: str | None
 ) -> None:
     """A stop while the broker does not confirm a transaction (a broker that went away)
-    waits for it only as long as the stop allows (its final commit's time), not until the
-    commit's own deadline: it then exits with CommitFailed saying the commit was not
-    confirmed. Whether the broker then commits that transaction (``None``) or not
-    (``fenced``), a fresh worker carries on and every count comes out exactly once."""
+    waits for it until its own timeout and the stop's short grace, then exits with
+    CommitFailed saying the commit was not confirmed (before, it waited the 15 s grace of a
+    stuck call and said the producer was fenced). Whether the broker then commits that
+    transaction (``None``) or not (``fenced``), a fresh worker carries on and every count
+    comes out exactly once."""
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
     app, seen, armed, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgunconf"), src,
                                                   sink, tmp_path, then)  # fmt: skip
@@ -196,8 +197,7 @@ def test_a_stop_gives_up_a_commit_the_broker_never_confirms_and_loses_nothing(
 
     with pytest.raises(CommitFailed, match="final commit was not confirmed by the broker"):
         asyncio.run(run_worker_until(worker, held))
-    # The stop ended with the commit still held (held until released, or for 60 s: before
-    # the stop was bounded, it waited 45 s and then called the producer stuck instead).
+    # The stop ended with the commit still held (for 60 s, or until released).
     slow.release.set()  # the broker answers at last: commits it, or fails it
     again = _count_app(kafka_bootstrap, app.id, src, sink, tmp_path / "state", [])
     asyncio.run(

@@ -27,6 +27,9 @@ from tests.kafkatools import all_committed, produce, read_all, run_worker_until,
 
 KEYS = 7
 FIRST, SECOND = 140, 210  # records before and while a commit is held
+# Seconds any worker run here may take: a hang guard, not a timing check (on a crushed
+# machine a replaced producer or a late confirmation takes minutes).
+HANG_GUARD = 400.0
 
 
 def _count_app(bootstrap: str, app_id: str, src: str, sink: str, state_dir: Path,
@@ -129,7 +132,11 @@ def test_events_go_on_while_a_transaction_commits(
     app, seen, armed, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgcommit"), src,
                                                   sink, tmp_path, then)  # fmt: skip
     step = _hold_then(kafka_bootstrap, src, slow, seen, armed)
-    asyncio.run(run_worker_until(worker, _then_all_committed(step, kafka_bootstrap, app, src)))
+    asyncio.run(
+        run_worker_until(
+            worker, _then_all_committed(step, kafka_bootstrap, app, src), timeout=HANG_GUARD
+        )
+    )
     assert slow.count == 1
     if then is None:
         assert len(seen) == FIRST + SECOND  # nothing redone
@@ -144,6 +151,7 @@ def test_events_go_on_while_a_transaction_commits(
         run_worker_until(
             Worker(again, handle_signals=False, backend=ConfluentBackend()),
             all_committed(kafka_bootstrap, app.group_id, src, 2),
+            timeout=HANG_GUARD,
         )
     )
     _check_counts(kafka_bootstrap, sink, FIRST + SECOND + KEYS)
@@ -172,7 +180,9 @@ def test_a_stop_while_a_transaction_commits_waits_for_it(
 
         threading.Thread(target=release, daemon=True).start()
 
-    asyncio.run(run_worker_until(worker, held_and_processed, then=release_once_stopping))
+    asyncio.run(
+        run_worker_until(worker, held_and_processed, then=release_once_stopping, timeout=HANG_GUARD)
+    )
     _check_counts(kafka_bootstrap, sink, FIRST)
 
 
@@ -196,7 +206,7 @@ def test_a_stop_gives_up_a_commit_the_broker_never_confirms_and_loses_nothing(
         return slow.fired.is_set()
 
     with pytest.raises(CommitFailed, match="final commit was not confirmed by the broker"):
-        asyncio.run(run_worker_until(worker, held))
+        asyncio.run(run_worker_until(worker, held, timeout=HANG_GUARD))
     # The stop ended with the commit still held (for 60 s, or until released).
     slow.release.set()  # the broker answers at last: commits it, or fails it
     again = _count_app(kafka_bootstrap, app.id, src, sink, tmp_path / "state", [])
@@ -204,6 +214,7 @@ def test_a_stop_gives_up_a_commit_the_broker_never_confirms_and_loses_nothing(
         run_worker_until(
             Worker(again, handle_signals=False, backend=ConfluentBackend()),
             all_committed(kafka_bootstrap, app.group_id, src, 2),
+            timeout=HANG_GUARD,
         )
     )
     _check_counts(kafka_bootstrap, sink, FIRST)
@@ -233,7 +244,11 @@ def test_reading_waits_once_the_outputs_held_for_a_commit_reach_the_bound(
 
     step = _hold_then(kafka_bootstrap, src, slow, seen, armed, more=more,
                       ready=paused_and_drained, before_release=observe)  # fmt: skip
-    asyncio.run(run_worker_until(worker, _then_all_committed(step, kafka_bootstrap, app, src)))
+    asyncio.run(
+        run_worker_until(
+            worker, _then_all_committed(step, kafka_bootstrap, app, src), timeout=HANG_GUARD
+        )
+    )
     (dispatched, held) = observed[0]
     settings = worker.settings
     assert dispatched < FIRST + more  # it stopped reading before the end

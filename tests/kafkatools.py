@@ -45,6 +45,9 @@ def produce(
             "bootstrap.servers": bootstrap,
             "linger.ms": 20,
             "partitioner": "murmur2_random",
+            # Retries keep each partition's order (a plain producer may reorder batches it
+            # retries, e.g. after NOT_LEADER right after a topic was created).
+            "enable.idempotence": True,
             **(config or {}),
         }
     )

@@ -37,7 +37,9 @@ class LiveProducer(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str, partition: int) -> None:
         super().__init__(daemon=True)
-        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        self.producer = Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+        )
         self.topic, self.partition = topic, partition
         self.written: list[tuple[str, int]] = []
         self.stop = threading.Event()

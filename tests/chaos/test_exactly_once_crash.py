@@ -116,7 +116,7 @@ def test_kill_9_and_a_zombie_leave_exactly_once_results(
     assert {m.key().decode(): int(m.value()) for m in changelog} == dict(running)
 
     # No hanging transaction: a marker written now is readable right after the data.
-    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
     for topic in (env["TEST_ECHO"], env["TEST_SUMS"]):
         for partition in range(PARTITIONS):
             producer.produce(topic, b"marker", b"marker", partition)

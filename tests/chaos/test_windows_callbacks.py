@@ -55,7 +55,9 @@ def test_suspended_on_close_outputs_exist_exactly_once_across_stops(
         for i in range(PER_PARTITION)
         for p in range(PARTITIONS)
     ]
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True}
+    )
     for key, partition, ts in events:
         producer.produce(src, b"1", key.encode(), partition=partition, timestamp=ts)
     assert producer.flush(30) == 0

@@ -68,7 +68,9 @@ def test_each_final_window_exactly_once_across_hand_over_kill_and_restart(
     }
     base = (int(time.time() * 1000) - 3_600_000) // 60_000 * 60_000
     events = _events(base)
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True}
+    )
     for key, partition, ts in events:
         producer.produce(src, b"1", key.encode(), partition=partition, timestamp=ts)
     assert producer.flush(30) == 0

@@ -63,7 +63,9 @@ def test_windows_close_exactly_once_and_expire_across_kill_9(
     }
     base = (int(time.time() * 1000) - 3_600_000) // 60_000 * 60_000
     events = _events(base)
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True}
+    )
     for key, partition, ts in events:
         producer.produce(env["TEST_SRC"], b"1", key.encode(), partition=partition, timestamp=ts)
     assert producer.flush(30) == 0

@@ -71,6 +71,19 @@ def _records(start: int, n: int) -> list[tuple[bytes, bytes]]:
     return [(f"k{i % KEYS}".encode(), f"v{i}".encode()) for i in range(start, start + n)]
 
 
+def _carry_on(bootstrap: str, app: App, src: str, sink: str, tmp_path: Path) -> None:
+    """A fresh worker of the counting app, on the same state, until every record of
+    ``src`` is committed."""
+    again = _count_app(bootstrap, app.id, src, sink, tmp_path / "state", [])
+    asyncio.run(
+        run_worker_until(
+            Worker(again, handle_signals=False, backend=ConfluentBackend()),
+            all_committed(bootstrap, app.group_id, src, 2),
+            timeout=HANG_GUARD,
+        )
+    )
+
+
 def _check_counts(bootstrap: str, sink: str, total: int) -> None:
     """Every key's outputs, read_committed, are exactly 1..n once each (n summing to
     ``total``)."""
@@ -146,14 +159,7 @@ def test_events_go_on_while_a_transaction_commits(
 
     # A fresh worker on the same state carries on from the counts RocksDB holds.
     produce(kafka_bootstrap, src, _records(FIRST + SECOND, KEYS))
-    again = _count_app(kafka_bootstrap, app.id, src, sink, tmp_path / "state", [])
-    asyncio.run(
-        run_worker_until(
-            Worker(again, handle_signals=False, backend=ConfluentBackend()),
-            all_committed(kafka_bootstrap, app.group_id, src, 2),
-            timeout=HANG_GUARD,
-        )
-    )
+    _carry_on(kafka_bootstrap, app, src, sink, tmp_path)
     _check_counts(kafka_bootstrap, sink, FIRST + SECOND + KEYS)
 
 
@@ -209,14 +215,7 @@ def test_a_stop_gives_up_a_commit_the_broker_never_confirms_and_loses_nothing(
         asyncio.run(run_worker_until(worker, held, timeout=HANG_GUARD))
     # The stop ended with the commit still held (for 60 s, or until released).
     slow.release.set()  # the broker answers at last: commits it, or fails it
-    again = _count_app(kafka_bootstrap, app.id, src, sink, tmp_path / "state", [])
-    asyncio.run(
-        run_worker_until(
-            Worker(again, handle_signals=False, backend=ConfluentBackend()),
-            all_committed(kafka_bootstrap, app.group_id, src, 2),
-            timeout=HANG_GUARD,
-        )
-    )
+    _carry_on(kafka_bootstrap, app, src, sink, tmp_path)
     _check_counts(kafka_bootstrap, sink, FIRST)
 
 

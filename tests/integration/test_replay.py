@@ -95,7 +95,13 @@ def test_cli_replay_dry_run_prints_outputs(kafka_bootstrap: str, create_topic, u
 
 def _produce_at(bootstrap: str, topic: str, records: list[tuple[str, int]]) -> None:
     """Produce (key, timestamp ms) records; the value is the record's index."""
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+        }
+    )
     for index, (key, timestamp) in enumerate(records):
         producer.produce(topic, str(index).encode(), key.encode(), timestamp=timestamp)
     producer.flush(30)

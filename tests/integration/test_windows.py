@@ -29,7 +29,9 @@ Timed = tuple[str, int, int]  # key, partition, timestamp (ms)
 
 
 def _produce_timed(bootstrap: str, topic: str, events: list[Timed]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+    )
     for key, partition, ts in events:
         producer.produce(topic, b"1", key.encode(), partition=partition, timestamp=ts)
     assert producer.flush(30) == 0

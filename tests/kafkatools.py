@@ -276,11 +276,17 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
         consumer.close()
 
 
+# Seconds a worker run in a test may take to reach its condition: a hang guard, not a timing
+# check (stress runs showed a crushed broker making replaced producers and late commits
+# outlast 120 s).
+RUN_GUARD = 300.0
+
+
 async def run_until(
     app: App,
     done: Callable[[], bool],
     *,
-    timeout: float = 120.0,
+    timeout: float = RUN_GUARD,
     backend: Backend | None = None,
 ) -> Worker:
     """Run a worker for ``app`` (with ``backend``, if given) in this loop until ``done()``;
@@ -298,7 +304,7 @@ async def run_until(
             await asyncio.sleep(0.05)
     finally:
         worker.stop()
-        await asyncio.wait_for(task, 60)
+        await asyncio.wait_for(task, 120)
     return worker
 
 
@@ -307,7 +313,7 @@ async def run_worker_until(
     done: Callable[[], bool],
     *,
     then: Callable[[], None] | None = None,
-    timeout: float = 120.0,
+    timeout: float = RUN_GUARD,
 ) -> None:
     """Run ``worker`` in this loop until ``done()`` (or until it ends by itself), call
     ``then()``, stop it, and re-raise whatever its ``run()`` raised."""

@@ -12,7 +12,7 @@ from tests.kafkatools import WorkerProcess, committed, produce
 
 BACKLOG = 1_000_000
 RSS_BOUND_MB = 300  # a worker holding the whole backlog would need well over this
-GROWTH_BOUND_MB = 40
+GROWTH_BOUND_MB = 80  # 2 partitions x 16 MB queued, plus fetches in flight
 
 
 def test_memory_stays_flat_under_a_large_backlog(
@@ -39,12 +39,12 @@ def test_memory_stays_flat_under_a_large_backlog(
             assert worker.alive(), worker.log()
             samples.append(process.memory_info().rss / 2**20)
         assert max(samples) < RSS_BOUND_MB, f"RSS samples (MB): {samples}"
-        # And it ends on a plateau, not a slope. librdkafka's fetch buffers fill in steps
-        # (up to queued.max.messages.kbytes per partition and a fetch in flight: a quiet CI
-        # run saw one step of 42 MB after 16 s, then nothing), so the check is that the last
-        # seconds do not climb, not that the whole run stays within 40 MB of its start.
-        last = samples[-8:]
-        assert max(last) - min(last) < GROWTH_BOUND_MB, f"RSS still climbing: {samples}"
+        # And no trend from the first to the last steady seconds beyond what librdkafka's
+        # fetch buffers hold (queued.max.messages.kbytes, 16 MB per partition, and a fetch
+        # in flight): quiet CI runs saw RSS swing by up to 42 MB as they fill and drain.
+        steady = samples[5:]
+        start, end = sum(steady[:5]) / 5, sum(steady[-5:]) / 5
+        assert end - start < GROWTH_BOUND_MB, f"RSS grew: {samples}"
         worker.stop()
         # It was really working through the backlog, and committed what it processed.
         done = sum(committed(kafka_bootstrap, env["TEST_APP_ID"], src, 2).values())

@@ -209,6 +209,7 @@ class OrderedConsumer:
         queues, groups, states = self._queues, self._groups, self._states
         last: Where | None = None
         queue: _Queue | None = None
+        fetched: set[Where] = set()
         for message in messages:
             topic = message.topic()
             if message.error() is not None or topic not in groups:
@@ -217,6 +218,7 @@ class OrderedConsumer:
             where: Where = (topic, message.partition())  # type: ignore[assignment]
             if where != last:
                 last = where
+                fetched.add(where)
                 owner = states.get(where)
                 queue = queues.get(where)
                 if queue is None or queue.owner is not owner:
@@ -230,16 +232,15 @@ class OrderedConsumer:
             queue.items.append((queue.run, message))
             queue.empty_since = None
             self.held += 1
-        if last is not None:
-            self._note_fetched()
+        if fetched:
+            self._note_fetched(fetched)
         self._pause_full()
         return passed
 
-    def _note_fetched(self) -> None:
-        """After records were added: where each queue's partition has got to."""
-        for where, queue in self._queues.items():
-            if not queue.items:
-                continue
+    def _note_fetched(self, fetched: set[Where]) -> None:
+        """After records of the ``fetched`` partitions were added: where each has got to."""
+        for where in fetched:
+            queue = self._queues[where]
             following = cast(int, queue.items[-1][1].offset()) + 1
             self._next[where] = following
             reached = self._reached.get(where)

@@ -12,7 +12,7 @@ import sys
 # A loop blocked for good in a synchronous call, with StopSignals installed; the stop
 # callback, which could only run on the loop, would print STOPPED.
 CHILD = """
-import asyncio, logging, sys, time
+import asyncio, logging, sys, threading
 from streamer.worker.signals import StopSignals
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 
@@ -21,7 +21,7 @@ async def main() -> None:
                           stop_within=float(sys.argv[1]))
     signals.install()
     print("READY", flush=True)
-    time.sleep(600)  # the loop thread blocked in a call that does not return
+    threading.Event().wait()  # the loop thread blocked in a call that never returns
 
 asyncio.run(main())
 """

@@ -196,6 +196,11 @@ class Producer(Protocol):
     def abort_transaction(self, timeout: float = ...) -> None:
         """Abort the open transaction: its records and offsets are never visible."""
 
+    def close(self) -> object:
+        """Release the client now (confluent-kafka returns whether it could): an
+        ``init_transactions`` that timed out with its request still on its way never lands
+        afterwards (a producer merely dropped keeps going until it is garbage-collected)."""
+
 
 class Admin(Protocol):
     """An admin client. Operations return futures keyed by name (confluent-kafka's shape);

@@ -313,6 +313,10 @@ class MemoryProducer:
     def abort_transaction(self, timeout: float = -1) -> None:
         self._end_transaction()
 
+    def close(self) -> None:
+        """Drop the open transaction (nothing of it was visible); delivered records stay."""
+        self._end_transaction()
+
     def _end_transaction(self) -> None:
         self._pending.clear()
         self._offsets.clear()

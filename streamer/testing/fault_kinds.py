@@ -87,11 +87,24 @@ class TransactionFailure(Fault):
     - ``"fenced"``: ``_FENCED``, fatal; the producer is unusable from then on (every later
       transactional call raises the same error) and its open transaction is aborted, as
       the broker does when a newer producer fences it.
+
+    With ``in_flight=True`` (a ``"timeout"`` of ``call="init"`` only) the timed-out
+    request is still on its way, as librdkafka documents for ``init_transactions``: it
+    lands, registering the transactional.id again (so whichever producer registered it
+    meanwhile is fenced), once another producer of the backend with the same
+    transactional.id has finished its own init, unless this producer was closed or
+    garbage-collected first (a destroyed client sends nothing more).
     """
 
     kind: TransactionFailureKind
     _: KW_ONLY
     call: Literal["commit", "send_offsets", "init"] = "commit"
+    in_flight: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.in_flight and (self.kind, self.call) != ("timeout", "init"):
+            raise ValueError('in_flight is for kind="timeout", call="init" only')
 
     def error(self) -> KafkaError:
         return transaction_error(self.kind, f"injected {self.kind} failure of {self.call}")

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -77,6 +78,9 @@ class FaultyBackend:
         self.inner = inner
         self._faults: list[Fault] = list(faults)
         self._lock = threading.Lock()
+        # Producers whose init timed out with its request still on its way
+        # (``TransactionFailure(in_flight=True)``): (transactional.id, the producer).
+        self._inits_in_flight: list[tuple[str, weakref.ref[FaultyProducer]]] = []
 
     def add(self, *faults: Fault) -> None:
         """Add faults to the plan (clients already handed out see them too)."""
@@ -90,6 +94,25 @@ class FaultyBackend:
 
     def _of(self, kind: type[Fault]) -> list[Any]:
         return [fault for fault in self.faults if isinstance(fault, kind)]
+
+    def _init_in_flight(self, producer: FaultyProducer) -> None:
+        with self._lock:
+            if not any(ref() is producer for _, ref in self._inits_in_flight):
+                self._inits_in_flight.append((producer.transactional_id, weakref.ref(producer)))
+
+    def _land_inits_in_flight(self, registered: FaultyProducer) -> None:
+        """``registered`` finished its init: the requests still on their way for its
+        transactional.id land now (each fencing it), unless their producer is gone."""
+        with self._lock:
+            landing = [ref for txn, ref in self._inits_in_flight
+                       if txn == registered.transactional_id]  # fmt: skip
+            self._inits_in_flight = [(txn, ref) for txn, ref in self._inits_in_flight
+                                     if txn != registered.transactional_id]  # fmt: skip
+        for ref in landing:
+            late = ref()
+            # The producer's own retry is its request carrying on, not a second one.
+            if late is not None and late is not registered and not late.closed:
+                late.inner.init_transactions(60)  # the broker registers the id again
 
     def consumer(self, config: Config) -> Consumer:
         return FaultyConsumer(self.inner.consumer(config), str(config.get("group.id", "")), self)
@@ -232,6 +255,8 @@ class FaultyProducer:
             "delivery.report.cb"
         )
         self._transactional = "transactional.id" in config
+        self.transactional_id = str(config.get("transactional.id", ""))
+        self.closed = False
         self._lock = threading.Lock()
         self._reports: list[tuple[Callable[..., Any], KafkaError, Message]] = []
         self._abortable: KafkaError | None = None  # a refused record doomed the transaction
@@ -325,6 +350,8 @@ class FaultyProducer:
             if not firing:
                 return
             error = firing[0].error()
+            if firing[0].in_flight:
+                self._backend._init_in_flight(self)
         if error.fatal():
             self._fatal = error
             # What the broker does to a fenced producer's open transaction.
@@ -335,6 +362,11 @@ class FaultyProducer:
     def init_transactions(self, timeout: float = -1) -> None:
         self._transaction_fault("init")
         self.inner.init_transactions(timeout)
+        self._backend._land_inits_in_flight(self)
+
+    def close(self) -> None:
+        self.closed = True
+        self.inner.close()
 
     def begin_transaction(self) -> None:
         if self._fatal is not None:

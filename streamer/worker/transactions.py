@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -343,7 +344,20 @@ def init_transactions(producer: Producer, transactional_id: str, brokers: str) -
     A retriable failure (``_TIMED_OUT``: the coordinator is still aborting a predecessor's
     open transaction, as after a broker restart or a producer given up) is tried again, as
     librdkafka documents, up to ``INIT_ATTEMPTS`` times; then, or on any other failure,
-    :class:`ProducerFenced` names the id and the brokers."""
+    :class:`ProducerFenced` names the id and the brokers.
+
+    A producer this gives up on is closed before the error is raised: its last
+    ``InitProducerId`` may still be on its way (librdkafka carries a timed-out init on in
+    the background), and landing after the next producer with the same id registered, it
+    would fence that one. Merely dropped, the producer lives on in the error's traceback."""
+    try:
+        _init_transactions(producer, transactional_id, brokers)
+    except BaseException:
+        _close_abandoned(producer, transactional_id)
+        raise
+
+
+def _init_transactions(producer: Producer, transactional_id: str, brokers: str) -> None:
     for attempt in range(1, INIT_ATTEMPTS + 1):
         try:
             producer.init_transactions(TXN_TIMEOUT)
@@ -366,3 +380,14 @@ def init_transactions(producer: Producer, transactional_id: str, brokers: str) -
                 "(attempt %d of %d)",
                 transactional_id, brokers, err.str(), attempt + 1, INIT_ATTEMPTS,
             )  # fmt: skip
+
+
+def _close_abandoned(producer: Producer, transactional_id: str) -> None:
+    """Destroy a producer whose transactions never started, quietly: confluent-kafka warns
+    that it could not abort the init still in progress, which is the point of closing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            producer.close()
+        except Exception as exc:  # closing is best effort; the start's failure is the news
+            log.debug("closing the producer of %r that did not start: %s", transactional_id, exc)

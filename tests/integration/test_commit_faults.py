@@ -286,6 +286,44 @@ def test_a_replaced_producer_waits_for_a_broker_that_stays_away_longer_than_its_
     assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
 
 
+class _CountingProducers(FaultyBackend):
+    """Counts the producers the worker builds."""
+
+    producers = 0
+
+    def producer(self, config: dict) -> Producer:  # type: ignore[override]
+        self.producers += 1
+        return super().producer(config)  # type: ignore[return-value]
+
+
+def test_a_producer_given_up_while_its_start_is_in_flight_does_not_fence_its_successor(
+    kafka_bootstrap: str, create_topic, unique_name
+) -> None:
+    """After a fencing mid-run, the new producer's start times out on every attempt while
+    its last request is still on its way (librdkafka carries a timed-out init on in the
+    background). The worker gives that producer up and starts another: the abandoned
+    request must not land after the successor registered (it would fence it, and a broker
+    restart under load turned this into a cycle of fenced producers). Three producers in
+    all (the first, the one given up, its successor), every output once. A stable
+    instance id gives every producer of the worker the same transactional.id."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = echo_app(kafka_bootstrap, unique_name("in-flight"), "exactly_once", src, sink,
+                   instance_id="w1")  # fmt: skip
+    produce(
+        kafka_bootstrap, src, [(f"k{i % 13}".encode(), f"v{i}".encode()) for i in range(RECORDS)]
+    )
+    fenced = TransactionFailure("fenced", nth=3)
+    in_flight = TransactionFailure("timeout", call="init", nth=2, times=INIT_ATTEMPTS,
+                                   in_flight=True)  # fmt: skip
+    backend = _CountingProducers(ConfluentBackend(), fenced, in_flight)
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
+                     all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
+    assert fenced.count == 1 and in_flight.count == INIT_ATTEMPTS
+    assert backend.producers == 3, f"{backend.producers} producers: the successor was fenced"
+    outputs = Counter(m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=RECORDS))
+    assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
+
+
 def test_transactions_that_never_start_stop_the_worker_in_one_line(
     kafka_bootstrap: str, create_topic, unique_name
 ) -> None:

@@ -324,3 +324,22 @@ def test_a_commit_gives_a_background_commit_its_own_time_and_only_the_callers_gr
     assert checkpoint.returned_when_finished == [False]
     assert committer.failed and checkpoint.commits == 1  # the asked commit was refused
     checkpoint.go.set()
+
+
+@pytest.mark.parametrize("kind", ["timeout", "fenced"])
+def test_a_producer_whose_transactions_never_start_is_closed_before_the_error(
+    kind: str,
+) -> None:
+    """A start given up is closed, so an init request still on its way never lands after a
+    successor with the same transactional.id registered (it would fence that one)."""
+    from streamer.kafka.memory import MemoryBackend, MemoryBroker
+    from streamer.testing.faults import FaultyBackend, TransactionFailure
+    from streamer.worker.transactions import INIT_ATTEMPTS, ProducerFenced, init_transactions
+
+    never = TransactionFailure(kind, call="init", times=None)  # type: ignore[arg-type]
+    backend = FaultyBackend(MemoryBackend(MemoryBroker("unit")), never)
+    producer: Any = backend.producer({"transactional.id": "app-w1"})
+    with pytest.raises(ProducerFenced, match="'app-w1'"):
+        init_transactions(producer, "app-w1", "memory")
+    assert producer.closed
+    assert never.count == (INIT_ATTEMPTS if kind == "timeout" else 1)

@@ -427,7 +427,15 @@ class LocalKafka:
         if self.log_file.exists():
             # Keep the previous run's log; start-up errors quote only this run's lines.
             os.replace(self.log_file, self.log_file.with_name("broker.log.1"))
+        # -XX:+PerfDisableSharedMem: the JVM otherwise updates a memory-mapped statistics
+        # file (/tmp/hsperfdata_<user>) while every thread is stopped at a safepoint; while
+        # the disk flushes a large amount of dirty pages that write blocks, and the whole
+        # broker freezes with it. Seen on a crowded CI machine: both test brokers stopped
+        # answering even ApiVersions for 30 s at once and fenced themselves. The safepoint
+        # and GC log (asynchronous, so it cannot stall them itself) shows any pause left.
+        jvm_log = f"file={self.home / 'jvm.log'}:time,uptime,level,tags:filecount=2,filesize=10m"
         cmd = [*self._jvm(java, libs, "512m"), "-Xms256m", "-XX:+UseG1GC",
+               "-XX:+PerfDisableSharedMem", "-Xlog:async", f"-Xlog:safepoint,gc:{jvm_log}",
                "kafka.Kafka", str(self.server_properties)]  # fmt: skip
         logger.debug("starting %s", cmd)
         with self.log_file.open("ab") as out:

@@ -53,18 +53,21 @@ def _count_app(bootstrap: str, app_id: str, src: str, sink: str, state_dir: Path
 
 def _held_worker(
     bootstrap: str, app_id: str, src: str, sink: str, tmp_path: Path, then: Any = None
-) -> tuple[App, list[str], threading.Event, SlowTransaction, Worker]:
+) -> tuple[App, list[str], SlowTransaction, Worker]:
     """The counting app with ``FIRST`` records waiting for it, and its worker whose first
-    commit once ``armed`` is set is held by a :class:`SlowTransaction` (that then fails as
-    ``then``, if given). Returns the app, the values its agent completed, ``armed``, the
-    fault and the worker."""
+    commit is held by a :class:`SlowTransaction` (that then fails as ``then``, if given).
+    Returns the app, the values its agent completed, the fault and the worker.
+
+    The first commit, not one armed once some records are processed: the worker commits
+    every 0.1 s and the condition is looked at between its turns, so by the time the test
+    saw the records processed their commit could be over, and a worker with nothing left to
+    commit never commits again (a stress run waited 400 s for it)."""
     seen: list[str] = []
     app = _count_app(bootstrap, app_id, src, sink, tmp_path / "state", seen)
     produce(bootstrap, src, _records(0, FIRST))
-    armed = threading.Event()
-    slow = SlowTransaction(threading.Event(), cue=armed, then=then)
+    slow = SlowTransaction(threading.Event(), then=then)
     worker = Worker(app, handle_signals=False, backend=FaultyBackend(ConfluentBackend(), slow))
-    return app, seen, armed, slow, worker
+    return app, seen, slow, worker
 
 
 def _records(start: int, n: int) -> list[tuple[bytes, bytes]]:
@@ -101,23 +104,18 @@ def _hold_then(
     src: str,
     slow: SlowTransaction,
     seen: list[str],
-    armed: threading.Event,
     *,
     more: int = SECOND,
     ready: Callable[[], bool] | None = None,
     before_release: Callable[[], None] = lambda: None,
 ) -> Callable[[], bool]:
-    """The scenario, as a condition the worker runs until: once the first records are
-    processed, arm the fault; once a commit is held, produce ``more`` records; once
-    ``ready()`` (default: the worker processed all of them, the commit still held), call
-    ``before_release()`` and release the commit."""
+    """The scenario, as a condition the worker runs until: once its first commit is held,
+    produce ``more`` records; once ``ready()`` (default: the worker processed all of them
+    and the first ones, the commit still held), call ``before_release()`` and release the
+    commit."""
     produced = [False]
 
     def step() -> bool:
-        if not armed.is_set():
-            if len(seen) >= FIRST:
-                armed.set()
-            return False
         if not slow.fired.is_set():
             return False
         if not produced[0]:
@@ -142,9 +140,9 @@ def test_events_go_on_while_a_transaction_commits(
     """The held commit then succeeds (``None``) or fails (abortable: aborted and rewound;
     fenced: the producer is replaced): either way every count is emitted exactly once."""
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
-    app, seen, armed, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgcommit"), src,
-                                                  sink, tmp_path, then)  # fmt: skip
-    step = _hold_then(kafka_bootstrap, src, slow, seen, armed)
+    app, seen, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgcommit"), src,
+                                           sink, tmp_path, then)  # fmt: skip
+    step = _hold_then(kafka_bootstrap, src, slow, seen)
     asyncio.run(
         run_worker_until(
             worker, _then_all_committed(step, kafka_bootstrap, app, src), timeout=HANG_GUARD
@@ -169,12 +167,10 @@ def test_a_stop_while_a_transaction_commits_waits_for_it(
     """SIGTERM-like stop while the broker has not confirmed: the final commit waits for the
     transaction in flight, then commits what was processed meanwhile; nothing is lost."""
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
-    _, seen, armed, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgstop"), src,
-                                                sink, tmp_path)  # fmt: skip
+    _, seen, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgstop"), src,
+                                         sink, tmp_path)  # fmt: skip
 
     def held_and_processed() -> bool:
-        if len(seen) >= FIRST // 2:
-            armed.set()
         return slow.fired.is_set() and len(seen) >= FIRST
 
     def release_once_stopping() -> None:
@@ -203,16 +199,11 @@ def test_a_stop_gives_up_a_commit_the_broker_never_confirms_and_loses_nothing(
     transaction (``None``) or not (``fenced``), a fresh worker carries on and every count
     comes out exactly once."""
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
-    app, seen, armed, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgunconf"), src,
-                                                  sink, tmp_path, then)  # fmt: skip
-
-    def held() -> bool:
-        if len(seen) >= FIRST // 2:
-            armed.set()
-        return slow.fired.is_set()
+    app, _, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgunconf"), src,
+                                        sink, tmp_path, then)  # fmt: skip
 
     with pytest.raises(CommitFailed, match="final commit was not confirmed by the broker"):
-        asyncio.run(run_worker_until(worker, held, timeout=HANG_GUARD))
+        asyncio.run(run_worker_until(worker, slow.fired.is_set, timeout=HANG_GUARD))
     # The stop ended with the commit still held (for 60 s, or until released).
     slow.release.set()  # the broker answers at last: commits it, or fails it
     _carry_on(kafka_bootstrap, app, src, sink, tmp_path)
@@ -228,8 +219,8 @@ def test_reading_waits_once_the_outputs_held_for_a_commit_reach_the_bound(
     monkeypatch.setattr(committer, "HELD_MAX", 100)
     more = 5_000  # far beyond the bound plus what lanes and one fetch can hold
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
-    app, seen, armed, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgbound"), src,
-                                                  sink, tmp_path)  # fmt: skip
+    app, seen, slow, worker = _held_worker(kafka_bootstrap, unique_name("bgbound"), src,
+                                           sink, tmp_path)  # fmt: skip
     observed: list[tuple[int, int]] = []
 
     def paused_and_drained() -> bool:
@@ -241,7 +232,7 @@ def test_reading_waits_once_the_outputs_held_for_a_commit_reach_the_bound(
         assert worker._committer is not None
         observed.append((worker.stats.records, worker._committer.held))
 
-    step = _hold_then(kafka_bootstrap, src, slow, seen, armed, more=more,
+    step = _hold_then(kafka_bootstrap, src, slow, seen, more=more,
                       ready=paused_and_drained, before_release=observe)  # fmt: skip
     asyncio.run(
         run_worker_until(

@@ -21,8 +21,8 @@ every test is isolated by its unique names anyway).
 ``unique_name`` (function)
     ``unique_name(prefix) -> "prefix-<10 hex>"``.  Every topic and group id in a test goes
     through it, so tests never see each other's data, even on a shared broker.
-``kafka_admin`` (session)
-    A ``confluent_kafka.admin.AdminClient`` on ``kafka_bootstrap``.
+``kafka_admin`` (function)
+    A fresh ``confluent_kafka.admin.AdminClient`` on ``kafka_bootstrap`` for each test.
 ``create_topic`` (function)
     ``create_topic(prefix, partitions=1, config=None) -> name``: creates a uniquely named
     topic, returns once its metadata shows every partition with a leader, and deletes it
@@ -141,9 +141,13 @@ def unique_name() -> UniqueName:
     return make
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def kafka_admin(kafka_bootstrap: str) -> Any:
-    """An AdminClient on the session's broker."""
+    """A fresh AdminClient on the session's broker, for this test.
+
+    Not one per session: a stress run showed a long-lived client whose CreateTopics never
+    completed after the broker had fenced itself and come back (a fresh client created the
+    same topic in milliseconds), so every later topic of that process failed."""
     return AdminClient({"bootstrap.servers": kafka_bootstrap})
 
 

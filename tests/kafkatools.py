@@ -548,9 +548,11 @@ def wait_committed(
     partitions: int,
     *,
     worker: WorkerProcess | None = None,
-    timeout: float = 120.0,
+    timeout: float = RUN_GUARD,
 ) -> None:
-    """Wait until ``group`` has committed every partition of ``topic`` up to its end."""
+    """Wait until ``group`` has committed every partition of ``topic`` up to its end
+    (``timeout``: a hang guard; a stress run saw a worker's partitions lost and assigned
+    again a minute later while its broker was starved, and 120 s ran out)."""
     ends = end_offsets(bootstrap, topic, partitions)
     wait_until(
         lambda: committed(bootstrap, group, topic, partitions) == ends,

@@ -243,7 +243,12 @@ def test_reading_waits_once_the_outputs_held_for_a_commit_reach_the_bound(
     settings = worker.settings
     assert dispatched < FIRST + more  # it stopped reading before the end
     assert 100 <= held <= 100 + settings.consume_batch + 2 * settings.lane_buffer
-    assert len(seen) == FIRST + more  # then it went on, nothing redone
+    assert worker._committer is not None
+    if worker._committer.failures == 0 and not worker._rejoins:
+        # Then it went on, nothing redone. (A broker starved on a crowded machine can lose
+        # the worker its partitions or fail a checkpoint: that work is then redone, which
+        # is right; the counts below are the check that matters.)
+        assert len(seen) == FIRST + more
     _check_counts(kafka_bootstrap, sink, FIRST + more)
 
 

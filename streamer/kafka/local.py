@@ -12,11 +12,15 @@ One *instance* is one directory (its ``home``)::
     <home>/cluster.id          chosen once; the storage is formatted with it once
     <home>/data/               log.dirs (and the KRaft metadata log)
     <home>/broker.log          the JVM's stdout+stderr for the current run (.1: previous run)
+    <home>/jvm.log             the JVM's safepoint and GC pauses
     <home>/broker.pid          pid of the running JVM, removed by down()
 
 Only the JVM whose pid is recorded in ``broker.pid`` *and* whose command line names this
 home's ``server.properties`` is ever considered "ours": a recycled pid or another broker on
 the machine is never signalled.
+
+(About 500 lines: one broker's life, configure, format, spawn, probe and stop, read in one
+place; the secured broker's half already lives in ``streamer.kafka.local_secure``.)
 """
 
 from __future__ import annotations
@@ -427,12 +431,8 @@ class LocalKafka:
         if self.log_file.exists():
             # Keep the previous run's log; start-up errors quote only this run's lines.
             os.replace(self.log_file, self.log_file.with_name("broker.log.1"))
-        # -XX:+PerfDisableSharedMem: the JVM otherwise updates a memory-mapped statistics
-        # file (/tmp/hsperfdata_<user>) while every thread is stopped at a safepoint; while
-        # the disk flushes a large amount of dirty pages that write blocks, and the whole
-        # broker freezes with it. Seen on a crowded CI machine: both test brokers stopped
-        # answering even ApiVersions for 30 s at once and fenced themselves. The safepoint
-        # and GC log (asynchronous, so it cannot stall them itself) shows any pause left.
+        # No memory-mapped statistics file: writing it at a safepoint blocks while the disk
+        # flushes, freezing the whole broker. The pause log (asynchronous) shows what remains.
         jvm_log = f"file={self.home / 'jvm.log'}:time,uptime,level,tags:filecount=2,filesize=10m"
         cmd = [*self._jvm(java, libs, "512m"), "-Xms256m", "-XX:+UseG1GC",
                "-XX:+PerfDisableSharedMem", "-Xlog:async", f"-Xlog:safepoint,gc:{jvm_log}",

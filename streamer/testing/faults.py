@@ -80,7 +80,7 @@ class FaultyBackend:
         self._lock = threading.Lock()
         # Producers whose init timed out with its request still on its way
         # (``TransactionFailure(in_flight=True)``): (transactional.id, the producer).
-        self._inits_in_flight: list[tuple[str, weakref.ref[FaultyProducer]]] = []
+        self._inits_in_flight: list[tuple[str | None, weakref.ref[FaultyProducer]]] = []
 
     def add(self, *faults: Fault) -> None:
         """Add faults to the plan (clients already handed out see them too)."""
@@ -254,8 +254,7 @@ class FaultyProducer:
         self._on_delivery: Callable[..., Any] | None = config.get("on_delivery") or config.get(
             "delivery.report.cb"
         )
-        self._transactional = "transactional.id" in config
-        self.transactional_id = str(config.get("transactional.id", ""))
+        self.transactional_id: str | None = config.get("transactional.id")
         self.closed = False
         self._lock = threading.Lock()
         self._reports: list[tuple[Callable[..., Any], KafkaError, Message]] = []
@@ -307,7 +306,7 @@ class FaultyProducer:
         with self._lock:
             if callback is not None:
                 self._reports.append((callback, error, message))
-            if self._transactional:
+            if self.transactional_id is not None:
                 self._abortable = KafkaError(
                     fault.code,
                     f"Failed to deliver a record to {topic}: {error.str()}",

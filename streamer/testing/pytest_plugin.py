@@ -87,7 +87,7 @@ def _shared_broker(root: Path, name: str, security: str = "plaintext") -> LocalK
         else:
             port = free_port_pair()
             recorded.write_text(str(port))
-    return LocalKafka(port, home=brokers / name, security=security)
+    return LocalKafka(port, home=brokers / name, security=security, light=True)
 
 
 def _stop_shared_brokers(root: Path) -> None:

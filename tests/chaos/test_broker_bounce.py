@@ -35,7 +35,7 @@ WORKERS = 3
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
     """A broker for this test alone, on its own port and data directory."""
-    broker = LocalKafka(free_port_pair(), home=tmp_path / "kafka")
+    broker = LocalKafka(free_port_pair(), home=tmp_path / "kafka", light=True)
     broker.up(progress=logger.info)
     try:
         yield broker

@@ -6,12 +6,18 @@ failure here means the test environment, not the framework, is broken.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from streamer.kafka.local import LocalKafka
+from streamer.testing.pytest_plugin import BROKERS_ENV, SHARED_BROKERS, _session_root
 
 N_MESSAGES = 10_000
 N_TXN = 100
@@ -155,3 +161,19 @@ def test_transactions_commit_and_abort(
 
     raw = _read_all(kafka_bootstrap, topic, unique_name("ru"), "read_uncommitted", 2 * N_TXN)
     assert raw == committed + aborted
+
+
+def test_the_session_broker_compiles_with_the_quick_compiler_only(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The session broker is short-lived, so it is started ``light`` (see LocalKafka): the
+    JVM that answers at its address runs with the quick compiler only."""
+    if os.environ.get(BROKERS_ENV):
+        pytest.skip(f"{BROKERS_ENV} names a broker this session did not start")
+    home = _session_root(tmp_path_factory) / SHARED_BROKERS / "plain"
+    pid = int((home / "broker.pid").read_text())
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"-XX:TieredStopAtLevel=1" in argv
+    assert str(home / "server.properties").encode() in argv  # the session's broker, no other
+    status = LocalKafka(int(kafka_bootstrap.rsplit(":", 1)[1]), home=home).status()
+    assert status.running and status.pid == pid

@@ -44,6 +44,7 @@ from streamer.kafka.clients import ConnectionWatch, connect_admin, make_consumer
 from streamer.ratelimit import TokenBucket
 from streamer.settings import Settings, redact
 from streamer.topics import Topic
+from streamer.worker.collector import tuned_collector
 from streamer.worker.committer import Committer
 from streamer.worker.consumer_errors import on_message_error
 from streamer.worker.copartition import check_declared, with_copartitioning
@@ -279,7 +280,8 @@ class Worker(GroupMembership):
             ]
         web.start()
         try:
-            await self._pump()
+            with tuned_collector(s.gc_threshold):  # start-up objects are made by now
+                await self._pump()
         finally:
             try:
                 await self._shutdown()

@@ -13,6 +13,7 @@ Every user mistake is a :class:`~streamer.errors.ConfigError` with a one-line me
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+log = logging.getLogger("streamer.offsets")
+
 TIMEOUT = 10.0
 # How long a tool keeps asking while the broker answers "not now" (a group coordinator
 # moving or loading its partition after a restart, a request timed out on a busy machine):
@@ -52,6 +55,14 @@ _BUSY_STATES = (
     ConsumerGroupState.PREPARING_REBALANCING,
     ConsumerGroupState.COMPLETING_REBALANCING,
 )
+_REBALANCING = {
+    ConsumerGroupState.PREPARING_REBALANCING.name,
+    ConsumerGroupState.COMPLETING_REBALANCING.name,
+}
+# How long a reset waits for a group caught in a rebalance to settle (see ensure_idle):
+# past the 10 s session timeout streamer's workers use, with room for a loaded broker.
+SETTLE_WAIT = 30.0
+SETTLE_POLL = 0.5
 
 
 class _Unconfirmed(Exception):
@@ -387,9 +398,27 @@ class GroupOffsets:
         state = description.state.name if description.state is not None else "UNKNOWN"
         return state, members
 
-    def ensure_idle(self) -> None:
-        """Raise ConfigError when the group has active members."""
+    def ensure_idle(self, settle: float | None = None) -> None:
+        """Raise ConfigError when the group has active members.
+
+        A group caught in a rebalance (preparing or completing one) is asked again for up to
+        ``settle`` seconds (default :data:`SETTLE_WAIT`) before that: workers that were
+        just stopped can leave it mid-rebalance, and the broker drops such members once
+        their rebalance or session times out. A stable group with members is refused at
+        once: its workers are running."""
+        deadline = time.monotonic() + (SETTLE_WAIT if settle is None else settle)
         state, members = self.active_members()
+        said = False
+        while members and state in _REBALANCING and time.monotonic() < deadline:
+            if not said:
+                log.info(
+                    "consumer group %r is rebalancing (state %s, %d member(s)); waiting up "
+                    "to %.0fs for it to settle", self.group, state, members,
+                    deadline - time.monotonic(),
+                )  # fmt: skip
+                said = True
+            time.sleep(SETTLE_POLL)
+            state, members = self.active_members()
         if members:
             raise ConfigError(
                 f"consumer group {self.group!r} has {members} active member(s) (state "

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from confluent_kafka import KafkaError, KafkaException
 
 from streamer.cli.base import StreamerGroup
-from streamer.errors import KafkaOperationError, KafkaUnavailableError
+from streamer.errors import ConfigError, KafkaOperationError, KafkaUnavailableError
 from streamer.kafka import admin as admin_module
 from streamer.kafka.admin import TopicSpec, ensure_topics, partition_counts
 
@@ -192,3 +192,54 @@ def test_a_group_description_the_broker_lets_time_out_is_asked_again_then_named(
         group.ensure_idle()
     message = str(raised.value)
     assert "\n" not in message and "k1:9092" in message and "'orders'" in message
+
+
+def _group_reporting(answers: list[tuple[str, int]]) -> tuple[Any, list[tuple[str, int]]]:
+    """A GroupOffsets whose describe answers are ``answers`` in turn (the last one repeats);
+    returns it and the list of answers it gave."""
+    from streamer.ops.offsets import GroupOffsets
+
+    group = GroupOffsets.__new__(GroupOffsets)
+    group.group, group._brokers = "orders", "k1:9092"
+    given: list[tuple[str, int]] = []
+
+    def active_members() -> tuple[str, int]:
+        given.append(answers[min(len(given), len(answers) - 1)])
+        return given[-1]
+
+    group.active_members = active_members  # type: ignore[method-assign]
+    return group, given
+
+
+def test_a_reset_waits_for_a_group_left_mid_rebalance_to_empty(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamer.ops import offsets
+
+    monkeypatch.setattr(offsets, "SETTLE_POLL", 0.01)
+    group, given = _group_reporting(
+        [("COMPLETING_REBALANCING", 1), ("PREPARING_REBALANCING", 1), ("EMPTY", 0)]
+    )
+    with caplog.at_level("INFO", logger="streamer.offsets"):
+        group.ensure_idle()
+    assert given[-1] == ("EMPTY", 0) and len(given) == 3
+    assert "is rebalancing (state COMPLETING_REBALANCING, 1 member(s))" in caplog.text
+
+
+def test_a_reset_is_refused_at_once_while_workers_run() -> None:
+    group, given = _group_reporting([("STABLE", 2)])
+    with pytest.raises(ConfigError, match=r"has 2 active member\(s\) \(state STABLE\)"):
+        group.ensure_idle()
+    assert len(given) == 1  # a stable group with members is not waited for
+
+
+def test_a_group_that_stays_in_a_rebalance_is_refused_after_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamer.ops import offsets
+
+    monkeypatch.setattr(offsets, "SETTLE_POLL", 0.01)
+    group, given = _group_reporting([("PREPARING_REBALANCING", 1)])
+    with pytest.raises(ConfigError, match="state PREPARING_REBALANCING"):
+        group.ensure_idle(settle=0.05)
+    assert len(given) > 1  # asked again meanwhile

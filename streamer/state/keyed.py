@@ -212,8 +212,19 @@ class KeyedTable(Generic[K, V]):
         return part, lane
 
     def _read(self, key: K) -> bytes | None:
-        data = self._key(key)
-        part, _ = self._here()
+        # The hot path (an agent reading its event's partition) with _key(), _here() and
+        # TablePartition.read() inlined: it runs once or twice per event of a stateful agent.
+        data = self._last_data if key is self._last_key else self._key(key)
+        lane = current_lane.get()
+        if lane is not None and lane.partition >= 0:
+            part = self._owned.get(lane.partition)
+            if part is not None:
+                entry = part.overlay.get(data)
+                if entry is not None:
+                    value: bytes | None = entry[0]
+                    return value
+                return part.store.get(data)
+        part, _ = self._here()  # outside any event, or a partition not here (raises)
         if part is not None:
             return part.read(data)
         for candidate in self._owned.values():
@@ -228,7 +239,8 @@ class KeyedTable(Generic[K, V]):
             if self.default is None:
                 raise KeyError(key)
             return self.default()
-        return self._decode(data)
+        value: V = self.value_serde.deserialize(data)  # _decode() inlined
+        return value
 
     def get(self, key: K, default: V | None = None) -> V | None:
         data = self._read(key)
@@ -257,8 +269,11 @@ class KeyedTable(Generic[K, V]):
                 f"table {self.name!r} holds windows: write through the table that "
                 "tumbling()/hopping()/sliding()/session() returned"
             )
-        data = self._key(key)
-        part, lane = self._here()
+        data = self._last_data if key is self._last_key else self._key(key)
+        lane: Any = current_lane.get()
+        part = self._owned.get(lane.partition) if lane is not None else None  # _here() inlined
+        if part is None:
+            part, lane = self._here()  # says why: outside any event, or not this partition
         if part is None:
             raise StreamerError(
                 f"table {self.name!r} is written outside an agent; tables change only while "

@@ -16,7 +16,9 @@ against 8.2-11.0. The collector still runs: cycles (tracebacks of caught errors,
 are still freed, a young collection just finds more of the records already gone.
 
 The process's settings are restored when the last worker running in it stops; objects
-frozen meanwhile are thawed then (a cycle among them becomes collectable again).
+frozen meanwhile are thawed then. Both ends run a full collection in the worker's thread:
+nothing is frozen that is already garbage, and what the thaw makes collectable is collected
+there, not later in a client library's callback thread.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ def tuned_collector(threshold: int) -> Iterator[None]:
         return
     if _running == 0:
         _saved = gc.get_threshold()
+        # Garbage is collected first, here, rather than frozen: a frozen Kafka client in a
+        # cycle would be destroyed at some later collection, in whichever thread ran it,
+        # and librdkafka aborts the process when a client is destroyed from one of its own
+        # threads (a callback allocating is where a collection can start).
+        gc.collect()
         gc.freeze()
         gc.set_threshold(threshold, _saved[1], _saved[2])
     _running += 1
@@ -51,3 +58,4 @@ def tuned_collector(threshold: int) -> Iterator[None]:
         if _running == 0:
             gc.set_threshold(*_saved)
             gc.unfreeze()
+            gc.collect()  # what the thaw made collectable goes now, in this thread (above)

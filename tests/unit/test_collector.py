@@ -70,3 +70,25 @@ def test_a_running_worker_uses_the_apps_threshold() -> None:
     TestDriver.run(app, scenario)
     assert seen == [(4_321, 10, 10)]
     assert gc.get_threshold() == (700, 10, 10)  # the worker stopped: restored
+
+
+class _Cycle:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    freed = 0
+
+    def __init__(self) -> None:
+        self.me = self
+
+    def __del__(self) -> None:
+        _Cycle.freed += 1
+
+
+def test_garbage_is_collected_before_freezing_and_after_thawing() -> None:
+    gc.set_threshold(1_000_000, 10, 10)  # no collection but the ones under test
+    _Cycle.freed = 0
+    _Cycle()  # garbage already when the worker starts
+    with tuned_collector(1_000_000):  # no young collection can run meanwhile
+        assert _Cycle.freed == 1  # collected, not frozen
+        _Cycle()  # garbage made while the worker runs
+    assert _Cycle.freed == 2  # collected on the way out, in this thread

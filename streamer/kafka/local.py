@@ -19,7 +19,7 @@ Only the JVM whose pid is recorded in ``broker.pid`` *and* whose command line na
 home's ``server.properties`` is ever considered "ours": a recycled pid or another broker on
 the machine is never signalled.
 
-(About 500 lines: one broker's life, configure, format, spawn, probe and stop, read in one
+(About 520 lines: one broker's life, configure, format, spawn, probe and stop, read in one
 place; the secured broker's half already lives in ``streamer.kafka.local_secure``.)
 """
 

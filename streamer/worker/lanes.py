@@ -419,12 +419,7 @@ class Lane:
         holder = self.current[-1]  # _effects() inlined: once per output
         effects = self._holder_effects
         if holder is not self._holder or effects is None:
-            name = self.agent.name
-            if holder.owner is None or holder.owner == name:  # Pending.effects_of()'s own
-                holder.owner = name
-                effects = holder
-            else:
-                effects = holder.effects_of(name)
+            effects = holder.effects_of(self.agent.name)  # _effects() without its call
             self._holder, self._holder_effects = holder, effects
         for sink in self.agent.sinks:
             try:  # the serdes directly; the topic's wrappers only to word a failure

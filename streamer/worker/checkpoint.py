@@ -53,6 +53,9 @@ __all__ = [
 log = logging.getLogger("streamer.checkpoint")
 
 FLUSH_TIMEOUT = 30.0
+# How long the event loop may wait for the producer to send what is queued before and after
+# the outputs of a record suspected of a refusal (rare: a refusal was reported).
+ALONE_FLUSH_TIMEOUT = 5.0
 STUCK_GRACE = 15.0  # seconds past its own timeout before a blocked call is given up
 Due = list[tuple[PartitionState, int]]
 Changes = dict[bytes, bytes | None]
@@ -170,10 +173,19 @@ class Checkpoint:
     def release(self, batch: list[Effects]) -> None:
         """Hand the outputs of completed events to the producer, in order. Never raises:
         a record the producer refuses at once is reported like a failed delivery, and the
-        next checkpoint fails."""
+        next checkpoint fails.
+
+        Once a failed delivery was reported, nothing more is produced: the checkpoint fails
+        and its events are processed again after the rewind, so their outputs would be
+        duplicates under at-least-once (and aborted under exactly-once)."""
         produce, produced, refusals = self._producer.produce, self.produced, self.refusals
         for effects in batch:
+            if refusals:
+                return
             effects.refusals = refusals
+            if effects.alone:
+                self._release_alone(effects)
+                continue
             for topic, key, value, headers in effects.outputs:
                 produced[topic] += 1
                 try:  # the hot path: one direct call per record
@@ -185,6 +197,24 @@ class Checkpoint:
                     self._produce(topic, value, key, headers=headers, on_delivery=effects)
                 except KafkaException as exc:
                     effects(_error(exc), None)
+
+    def _release_alone(self, effects: Effects) -> None:
+        """Produce the outputs of a record suspected of a refusal in produce requests of
+        their own: the broker refuses a partition's whole batch for one bad record, so the
+        records released before it are sent first, and its outputs are sent before any
+        later one. A flush that times out (a broker away) lets it share a request after
+        all; a refusal then stays a suspicion (see ``Rebalancer._blame``)."""
+        self._flush_quietly()
+        for topic, key, value, headers in effects.outputs:
+            self.produced[topic] += 1
+            self._produce(topic, value, key, headers=headers, on_delivery=effects)
+        self._flush_quietly()
+
+    def _flush_quietly(self) -> None:
+        try:
+            self._producer.flush(ALONE_FLUSH_TIMEOUT)
+        except KafkaException as exc:
+            self._unusable(exc)
 
     def _produce(self, *args: Any, **kwargs: Any) -> None:
         """Produce, serving delivery reports while the producer's queue is full; a refusal

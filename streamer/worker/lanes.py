@@ -481,15 +481,24 @@ class Lane:
         checkpoint failed and every partition was rewound). Returns True to hand it to the
         agent again (a retry, after the policy's backoff), False when it was settled here:
         dead-lettered or skipped once retries are exhausted. Raises StopAsyncIteration when
-        the policy says stop (the record stays uncommitted)."""
+        the policy says stop (the record stays uncommitted). From then on its outputs are
+        produced alone; a first refusal of outputs that shared a batch (attempt 0: another
+        record's may have been the cause) is handed out again at once, uncounted."""
         refusal = self.refused.get((self.state.topic, self.state.partition, pending.offset))
         if refusal is None:
             return True
         name, policy = self.agent.name, self.ctx.policy
         attempts = refusal.attempts
+        pending.alone = True  # its outputs go in produce requests of their own now
         if pending.failed_attempts(name) < attempts:
             pending.attempts = {**(pending.attempts or {}), name: attempts}
         where = f"{self.state.label}@{pending.offset}"
+        if attempts == 0:  # a suspicion: its outputs shared a refused batch (see _blame)
+            log.info(
+                "agent %r: the broker refused a batch holding an output of %s: %s; "
+                "processing it again with its outputs sent alone", name, where, refusal,
+            )  # fmt: skip
+            return True
         if attempts <= policy.retries:
             delay = policy.delay(attempts)
             log.warning(

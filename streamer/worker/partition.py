@@ -56,9 +56,22 @@ class Effects:
     a record the broker refused here, so the failure is traced back to the record and the
     agent that produced it, and handled by that agent's error policy (rule 11). With
     ``delivery.report.only.error`` it is only ever called for failures.
+
+    ``alone`` asks the checkpoint to send its outputs in produce requests of their own: the
+    broker refuses a whole request (all records of one partition's batch) for one record
+    too large or invalid, so only a record produced alone can be told to be at fault.
     """
 
-    __slots__ = ("dead_letter", "event", "offset", "outputs", "owner", "refusals", "writes")
+    __slots__ = (
+        "alone",
+        "dead_letter",
+        "event",
+        "offset",
+        "outputs",
+        "owner",
+        "refusals",
+        "writes",
+    )
 
     def __init__(self, owner: str | None, event: Event | None, offset: int = -1) -> None:
         self.owner = owner  # the agent's name; None for a timer's sends
@@ -71,6 +84,7 @@ class Effects:
         self.outputs: list[Output] | tuple[()] = []
         self.writes: list[TableWrite] | None = None
         self.dead_letter = False  # its outputs are dead letters (a refusal is then fatal)
+        self.alone = False  # produce its outputs in requests of their own (see above)
         # Where refusals are reported: the committer's list, set when released.
         self.refusals: list[Refusal] | None = None
 
@@ -126,6 +140,7 @@ class Pending(Effects):
         self.outputs = _NO_OUTPUTS
         self.writes = None
         self.dead_letter = False
+        self.alone = False
         self.refusals = None
         self.message = message  # the raw record, for dead letters
         self.attempts: dict[str, int] | None = None  # failed attempts per agent
@@ -140,15 +155,16 @@ class Pending(Effects):
             self.owner = owner
             return self
         effects = self.effects
-        if effects is None:
-            found = Effects(owner, self.event, self.offset)
-            self.effects = [found]
-            return found
-        for candidate in effects:
-            if candidate.owner == owner:
-                return candidate
+        if effects is not None:
+            for candidate in effects:
+                if candidate.owner == owner:
+                    return candidate
         found = Effects(owner, self.event, self.offset)
-        effects.append(found)
+        found.alone = self.alone  # a suspect record's outputs all go alone
+        if effects is None:
+            self.effects = [found]
+        else:
+            effects.append(found)
         return found
 
     def undo(self, owner: str | None = None) -> None:

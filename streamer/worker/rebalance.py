@@ -252,6 +252,7 @@ class PartitionOwnership:
         for effects, err, topic in refusals:
             if err.code() not in REFUSED_CODES:
                 continue  # a timeout or a purge: not the record's fault; just rewound
+            message_less = topic is None  # refused by produce() at once, before any batch
             event = effects.event
             topic = topic or next((o[0] for o in effects.outputs), "its sink")
             if effects.dead_letter:
@@ -271,11 +272,20 @@ class PartitionOwnership:
             seen.add((effects.owner, where))
             refused = self._lane_contexts[effects.owner].refused
             before = refused.get(where)
+            # The broker refuses a partition's whole batch for one bad record. A first
+            # refusal of outputs that shared their requests is a suspicion, not an attempt
+            # (0): the record is processed again and its outputs go alone (Effects.alone),
+            # so a record that only shared a batch with the bad one is never dead-lettered.
+            # A refusal raised by produce() itself (no message) is the record's own.
+            if before is not None:
+                attempts = before.attempts + 1
+            else:
+                attempts = 1 if effects.alone or message_less else 0
             refused[where] = OutputRefused(
                 f"{topic} refused a record: {err.str()} ({err.name()})",
                 topic=topic,
                 code=err.name(),
-                attempts=1 if before is None else before.attempts + 1,
+                attempts=attempts,
             )
 
     def _prune_refused(self) -> None:

@@ -84,6 +84,45 @@ def test_a_refused_output_is_the_agents_failure_retried_then_dead_lettered(
 
 
 @pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_records_that_only_shared_a_refused_batch_are_not_blamed(
+    kafka_bootstrap: str, create_topic, unique_name, guarantee: str
+) -> None:
+    """The broker refuses a partition's whole produce request for one record too large.
+    With no retries at all, the record at fault is dead-lettered and every record whose
+    output only travelled in the same request reaches the sink (once, under exactly-once).
+    A long ``linger.ms`` makes all outputs share one request on the first try."""
+    src = create_topic("src", partitions=1)
+    sink = create_topic("sink", partitions=1, config={"max.message.bytes": "2000"})
+    policy = ErrorPolicy(retries=0, on_exhausted="dead_letter")
+    app = _app(
+        kafka_bootstrap, unique_name, guarantee, on_error=policy,
+        producer_config={"linger.ms": 500},
+    )  # fmt: skip
+    source = app.topic(src, key_type=str, value_type=str, partitions=1)
+    out = app.topic(sink, key_type=str, value_type=str, partitions=1)
+
+    @app.agent(source, sink=[out])
+    async def upper(stream: Stream):  # type: ignore[no-untyped-def]
+        async for event in stream:
+            yield event.key, ("x" * 5_000 if event.value == "big" else event.value.upper())
+
+    records = [(f"k{i}".encode(), b"big" if i == 17 else f"v{i}".encode()) for i in range(40)]
+    produce(kafka_bootstrap, src, records)
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False),
+                                 all_committed(kafka_bootstrap, app.group_id, src, 1)))  # fmt: skip
+
+    values = Counter(m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=39))
+    assert set(values) == {f"V{i}" for i in range(40) if i != 17}
+    if guarantee == "exactly_once":
+        assert all(count == 1 for count in values.values()), values
+    letters = read_all(kafka_bootstrap, f"{app.id}-upper-dlq", idle=2)
+    assert [(m.key(), m.value()) for m in letters] == [(b"k17", b"big")]
+    headers = {k: v.decode() for k, v in letters[0].headers()}
+    assert "MSG_SIZE_TOO_LARGE" in headers["streamer.error.message"]
+    assert headers["streamer.attempts"] == "1"  # refused when sent alone, once
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
 def test_a_refused_output_under_stop_leaves_its_event_uncommitted(
     kafka_bootstrap: str, create_topic, unique_name, guarantee: str
 ) -> None:

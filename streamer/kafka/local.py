@@ -156,6 +156,17 @@ class _ProbeLog:
         logger.debug("probe: " + msg, *args)
 
 
+# A light broker's JVM (see LocalKafka): the quick compiler only; and no safepoint every
+# second just in case (GuaranteedSafepointInterval): a safepoint stops every Java thread
+# until the last one reaches it, and on a saturated machine that wait grew to seconds
+# (the pause log of a stress run: 1.6 s to reach one, then no answer for 30 s).
+LIGHT_JVM = (
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+UnlockDiagnosticVMOptions",
+    "-XX:GuaranteedSafepointInterval=0",
+)
+
+
 class LocalKafka:
     """One local single-node KRaft broker, identified by its port and its home directory.
 
@@ -169,8 +180,11 @@ class LocalKafka:
     compiler only. A fresh broker spends more CPU compiling its hot paths with the optimizing
     compiler than serving a test's records (measured: start-up 2.4 s of CPU instead of
     3.4-4.7 s, a small transactional workload 2.1 s instead of 2.9-4.8 s), and on a crowded
-    machine that CPU is what its clients wait for. A long-lived broker (``streamer kafka up``,
-    the benchmark's) keeps the optimizing compiler: it pays off within minutes.
+    machine that CPU is what its clients wait for. It also runs fewer pool threads and no
+    periodic safepoint (``LIGHT_JVM``, ``_server_config``): on a saturated machine every
+    thread that wakes queues for a core, and a safepoint waits for all of them. A long-lived
+    broker (``streamer kafka up``, the benchmark's) keeps the optimizing compiler (it pays
+    off within minutes) and Kafka's defaults.
     """
 
     def __init__(
@@ -395,6 +409,16 @@ class LocalKafka:
             # Hung transactions of killed test producers are aborted within seconds.
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "10000",
         }
+        if self.light:
+            # A test session's broker serves a few clients on a shared machine: every idle
+            # pool thread still wakes a few times a second (300 ms polls), and on a saturated
+            # machine those wake-ups queue behind each other and delay the ones with work.
+            config.update({
+                "num.network.threads": "1",  # default 3 per listener
+                "num.io.threads": "2",  # default 8
+                "background.threads": "2",  # default 10
+                "num.recovery.threads.per.data.dir": "1",  # default 2
+            })  # fmt: skip
         if self.secure is not None:
             config.update(server_config(self.secure, HOST, self.port, self.controller_port))
         return config
@@ -445,7 +469,7 @@ class LocalKafka:
         jvm_log = f"file={self.home / 'jvm.log'}:time,uptime,level,tags:filecount=2,filesize=10m"
         cmd = [*self._jvm(java, libs, "512m"), "-Xms256m", "-XX:+UseG1GC",
                "-XX:+PerfDisableSharedMem", "-Xlog:async", f"-Xlog:safepoint,gc:{jvm_log}",
-               *(["-XX:TieredStopAtLevel=1"] if self.light else []),
+               *(LIGHT_JVM if self.light else []),
                "kafka.Kafka", str(self.server_properties)]  # fmt: skip
         logger.debug("starting %s", cmd)
         with self.log_file.open("ab") as out:

@@ -163,17 +163,25 @@ def test_transactions_commit_and_abort(
     assert raw == committed + aborted
 
 
-def test_the_session_broker_compiles_with_the_quick_compiler_only(
+def test_the_session_broker_is_light(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """The session broker is short-lived, so it is started ``light`` (see LocalKafka): the
-    JVM that answers at its address runs with the quick compiler only."""
+    JVM that answers at its address runs with the quick compiler only, no periodic
+    safepoint, and fewer pool threads."""
     if os.environ.get(BROKERS_ENV):
         pytest.skip(f"{BROKERS_ENV} names a broker this session did not start")
     home = _session_root(tmp_path_factory) / SHARED_BROKERS / "plain"
     pid = int((home / "broker.pid").read_text())
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert b"-XX:TieredStopAtLevel=1" in argv
+    assert b"-XX:GuaranteedSafepointInterval=0" in argv  # no safepoint every second
+    properties = dict(
+        line.split("=", 1)
+        for line in (home / "server.properties").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert properties["num.io.threads"] == "2" and properties["num.network.threads"] == "1"
     assert str(home / "server.properties").encode() in argv  # the session's broker, no other
     status = LocalKafka(int(kafka_bootstrap.rsplit(":", 1)[1]), home=home).status()
     assert status.running and status.pid == pid

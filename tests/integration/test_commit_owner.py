@@ -45,6 +45,29 @@ def _app(bootstrap: str, unique_name: Callable[[str], str], guarantee: str, **kw
     )
 
 
+def _upper_one_too_large(
+    app: App, bootstrap: str, create_topic: Callable[..., str], *, partitions: int, count: int
+) -> str:
+    """Run ``app`` with an agent that upper-cases ``count`` values into a sink whose
+    ``max.message.bytes`` is 2,000, where record 17 yields 5,000 bytes, until every offset
+    is committed. Returns the sink topic's name."""
+    src = create_topic("src", partitions=partitions)
+    sink = create_topic("sink", partitions=partitions, config={"max.message.bytes": "2000"})
+    source = app.topic(src, key_type=str, value_type=str, partitions=partitions)
+    out = app.topic(sink, key_type=str, value_type=str, partitions=partitions)
+
+    @app.agent(source, sink=[out])
+    async def upper(stream: Stream):  # type: ignore[no-untyped-def]
+        async for event in stream:
+            yield event.key, ("x" * 5_000 if event.value == "big" else event.value.upper())
+
+    records = [(f"k{i}".encode(), b"big" if i == 17 else f"v{i}".encode()) for i in range(count)]
+    produce(bootstrap, src, records)
+    done = all_committed(bootstrap, app.group_id, src, partitions)
+    asyncio.run(run_worker_until(Worker(app, handle_signals=False), done))
+    return sink
+
+
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 def test_a_refused_output_is_the_agents_failure_retried_then_dead_lettered(
     kafka_bootstrap: str, create_topic, unique_name, guarantee: str
@@ -52,22 +75,8 @@ def test_a_refused_output_is_the_agents_failure_retried_then_dead_lettered(
     """The broker refuses one output (larger than the sink's max.message.bytes): the agent's
     policy retries it, then dead-letters the event with the reason; every other output is
     there (exactly once under exactly-once), and no partition livelocks."""
-    src = create_topic("src", partitions=2)
-    sink = create_topic("sink", partitions=2, config={"max.message.bytes": "2000"})
     app = _app(kafka_bootstrap, unique_name, guarantee, on_error=FAST_RETRIES)
-    source = app.topic(src, key_type=str, value_type=str, partitions=2)
-    out = app.topic(sink, key_type=str, value_type=str, partitions=2)
-
-    @app.agent(source, sink=[out])
-    async def upper(stream: Stream):  # type: ignore[no-untyped-def]
-        async for event in stream:
-            yield event.key, ("x" * 5_000 if event.value == "big" else event.value.upper())
-
-    records = [(f"k{i}".encode(), b"big" if i == 17 else f"v{i}".encode()) for i in range(60)]
-    produce(kafka_bootstrap, src, records)
-    asyncio.run(run_worker_until(Worker(app, handle_signals=False),
-                           all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
-
+    sink = _upper_one_too_large(app, kafka_bootstrap, create_topic, partitions=2, count=60)
     outputs = read_all(kafka_bootstrap, sink, expect=59)
     values = Counter(m.value().decode() for m in outputs)
     expected = {f"V{i}" for i in range(60) if i != 17}
@@ -91,26 +100,12 @@ def test_records_that_only_shared_a_refused_batch_are_not_blamed(
     With no retries at all, the record at fault is dead-lettered and every record whose
     output only travelled in the same request reaches the sink (once, under exactly-once).
     A long ``linger.ms`` makes all outputs share one request on the first try."""
-    src = create_topic("src", partitions=1)
-    sink = create_topic("sink", partitions=1, config={"max.message.bytes": "2000"})
     policy = ErrorPolicy(retries=0, on_exhausted="dead_letter")
     app = _app(
         kafka_bootstrap, unique_name, guarantee, on_error=policy,
         producer_config={"linger.ms": 500},
     )  # fmt: skip
-    source = app.topic(src, key_type=str, value_type=str, partitions=1)
-    out = app.topic(sink, key_type=str, value_type=str, partitions=1)
-
-    @app.agent(source, sink=[out])
-    async def upper(stream: Stream):  # type: ignore[no-untyped-def]
-        async for event in stream:
-            yield event.key, ("x" * 5_000 if event.value == "big" else event.value.upper())
-
-    records = [(f"k{i}".encode(), b"big" if i == 17 else f"v{i}".encode()) for i in range(40)]
-    produce(kafka_bootstrap, src, records)
-    asyncio.run(run_worker_until(Worker(app, handle_signals=False),
-                                 all_committed(kafka_bootstrap, app.group_id, src, 1)))  # fmt: skip
-
+    sink = _upper_one_too_large(app, kafka_bootstrap, create_topic, partitions=1, count=40)
     values = Counter(m.value().decode() for m in read_all(kafka_bootstrap, sink, expect=39))
     assert set(values) == {f"V{i}" for i in range(40) if i != 17}
     if guarantee == "exactly_once":

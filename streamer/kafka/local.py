@@ -19,7 +19,7 @@ Only the JVM whose pid is recorded in ``broker.pid`` *and* whose command line na
 home's ``server.properties`` is ever considered "ours": a recycled pid or another broker on
 the machine is never signalled.
 
-(About 520 lines: one broker's life, configure, format, spawn, probe and stop, read in one
+(About 515 lines: one broker's life, configure, format, spawn, probe and stop, read in one
 place; the secured broker's half already lives in ``streamer.kafka.local_secure``.)
 """
 
@@ -31,7 +31,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -55,6 +54,7 @@ from streamer.kafka.local_secure import (
     make_certificates,
     server_config,
 )
+from streamer.kafka.ports import HOST, port_is_free
 
 SECURITY_MODES = ("plaintext", "sasl_ssl")
 """``plaintext`` (the default) or ``sasl_ssl`` (see :mod:`streamer.kafka.local_secure`)."""
@@ -63,8 +63,6 @@ logger = logging.getLogger(__name__)
 
 KAFKA_VERSION = "4.1.1"
 """The Apache Kafka version the local broker runs (jars resolved from Maven Central)."""
-
-HOST = "127.0.0.1"
 
 _REPORT_EVERY = 2.0  # seconds between "waiting for broker" progress lines
 
@@ -92,32 +90,6 @@ class UpResult:
 
 def _print_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """True if nothing listens on ``host:port`` (a bind test; TIME_WAIT does not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR as the JVM sets it: a port in TIME_WAIT is usable, a listening one not.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_pair(host: str = HOST) -> int:
-    """A free port P such that P+1 is free too (broker and controller listeners).
-
-    Another process may take them before they are used; callers get a clear error then.
-    """
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port < 65535 and port_is_free(port + 1, host) and port_is_free(port, host):
-            return port
-    raise LocalKafkaError(f"found no two consecutive free ports on {host}")
 
 
 def _new_cluster_id() -> str:

@@ -46,7 +46,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from streamer.errors import KafkaOperationError, KafkaUnavailableError
 from streamer.kafka.jars import file_lock
-from streamer.kafka.local import LocalKafka, free_port_pair
+from streamer.kafka.local import LocalKafka
+from streamer.kafka.ports import free_port_pair
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,10 @@ async def process(stream: streamer.Stream):  # type: ignore[no-untyped-def]
             await asyncio.sleep(delay)  # simulated work (pacing), not a wait
         sums[event.key] += event.value
         await sums_topic.send(key=event.key, value=sums[event.key])
+        yield event.value
         if event.value == -1 and boom_dir and not (Path(boom_dir) / "boomed").exists():
+            # Still this event (it completes at the next iteration), after its echo and sum:
+            # those are queued first, so they reach the log in the transaction that aborts
+            # (what the producer still holds when the refusal comes back is purged).
             (Path(boom_dir) / "boomed").touch()
             await oversized.send(key=event.key, value=b"x" * 200_000)
-        yield event.value

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.kafka.local import LocalKafka, free_port_pair, port_is_free
+from streamer.kafka.local import LocalKafka
+from streamer.kafka.ports import free_port_pair, port_is_free
 from tests.kafkatools import WorkerProcess, committed, end_offsets, produce, read_all, wait_until
 
 logger = logging.getLogger(__name__)

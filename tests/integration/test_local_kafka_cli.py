@@ -14,7 +14,8 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from streamer.kafka.local import KAFKA_VERSION, LocalKafka, free_port_pair
+from streamer.kafka.local import KAFKA_VERSION, LocalKafka
+from streamer.kafka.ports import free_port_pair
 
 _CLI = [sys.executable, "-c", "from streamer.cli import main; main()"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.kafka.local import free_port_pair
+from streamer.kafka.ports import free_port_pair
 from tests.kafkatools import ROOT, run_cli
 
 

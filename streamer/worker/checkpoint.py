@@ -175,13 +175,14 @@ class Checkpoint:
         a record the producer refuses at once is reported like a failed delivery, and the
         next checkpoint fails.
 
-        Once a failed delivery was reported, nothing more is produced: the checkpoint fails
-        and its events are processed again after the rewind, so their outputs would be
-        duplicates under at-least-once (and aborted under exactly-once)."""
+        Once a failed delivery was reported, events' outputs are not produced any more: the
+        checkpoint fails and its events are processed again after the rewind, so their
+        outputs would be duplicates under at-least-once (and aborted under exactly-once).
+        A timer's sends (no owner) still are: no rewind runs the timer again."""
         produce, produced, refusals = self._producer.produce, self.produced, self.refusals
         for effects in batch:
-            if refusals:
-                return
+            if refusals and effects.owner is not None:
+                continue
             effects.refusals = refusals
             if effects.alone:
                 self._release_alone(effects)

@@ -203,8 +203,9 @@ class Checkpoint:
         """Produce the outputs of a record suspected of a refusal in produce requests of
         their own: the broker refuses a partition's whole batch for one bad record, so the
         records released before it are sent first, and its outputs are sent before any
-        later one. A flush that times out (a broker away) lets it share a request after
-        all; a refusal then stays a suspicion (see ``Rebalancer._blame``)."""
+        later one. A flush that times out (a broker away) lets them share a request after
+        all, and a refusal then counts against this record even if another one caused it
+        (``PartitionOwnership._blame`` cannot tell): only when the broker takes 5 s."""
         self._flush_quietly()
         for topic, key, value, headers in effects.outputs:
             self.produced[topic] += 1

@@ -38,7 +38,7 @@ from streamer.kafka.backend import Consumer, Producer
 from streamer.state.keyed import TablePartition
 from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
 from streamer.threads import OnThread
-from streamer.worker.partition import Effects, PartitionState, Refusal
+from streamer.worker.partition import REFUSED_CODES, Effects, PartitionState, Refusal
 from streamer.worker.probes import IDLE_TIMER, CommitTimer
 
 __all__ = [
@@ -472,31 +472,3 @@ def _error(exc: KafkaException) -> KafkaError:
     if isinstance(err, KafkaError):
         return err
     return KafkaError(KafkaError._FAIL, str(exc))
-
-
-# Failures the broker (or the producer, before sending) reports about one record itself:
-# retrying the same record cannot succeed, so they are the failure of the agent that
-# produced it (DESIGN §2 rule 11). Other delivery errors (timeouts, purges of an aborted
-# transaction, transport) fail the checkpoint without blaming any agent.
-REFUSED_CODES: frozenset[Any] = frozenset(
-    getattr(KafkaError, name)
-    for name in (
-        "MSG_SIZE_TOO_LARGE",
-        "_MSG_SIZE_TOO_LARGE",
-        "RECORD_LIST_TOO_LARGE",
-        "INVALID_RECORD",
-        "INVALID_MSG",
-        "CORRUPT_MESSAGE",
-        "TOPIC_AUTHORIZATION_FAILED",
-        "POLICY_VIOLATION",
-        "TOPIC_EXCEPTION",
-        "INVALID_TOPIC_EXCEPTION",
-        "UNKNOWN_TOPIC_OR_PART",
-        "_UNKNOWN_TOPIC",
-        "_UNKNOWN_PARTITION",
-        "_INVALID_ARG",
-        "_VALUE_SERIALIZATION",
-        "_KEY_SERIALIZATION",
-    )
-    if hasattr(KafkaError, name)
-)

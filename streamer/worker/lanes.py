@@ -5,7 +5,7 @@ Each assigned partition has ``concurrency`` lanes per agent; a record goes to la
 ``crc32(key) % concurrency``, so records with the same key always share a lane and keep
 their offset order. Each lane runs one instance of the agent function in its own task.
 
-(About 520 lines: a lane's hand-out, completion and failure handling are one state
+(About 530 lines: a lane's hand-out, completion and failure handling are one state
 machine on the hot path, read in one place.)
 """
 

@@ -19,12 +19,18 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from streamer.errors import KafkaOperationError, OutputRefused, StreamerError
 from streamer.kafka.clients import ConnectionWatch, describe, is_transient
-from streamer.worker.checkpoint import FLUSH_TIMEOUT, REFUSED_CODES, STUCK_GRACE, Refusal
+from streamer.worker.checkpoint import FLUSH_TIMEOUT, STUCK_GRACE, Refusal
 from streamer.worker.committer import Committer
 from streamer.worker.inline import lane_class
 from streamer.worker.lane_context import LaneContext
 from streamer.worker.lane_task import run_lane
-from streamer.worker.partition import Effects, PartitionState, WorkerStats, format_partitions
+from streamer.worker.partition import (
+    REFUSED_CODES,
+    Effects,
+    PartitionState,
+    WorkerStats,
+    format_partitions,
+)
 
 if TYPE_CHECKING:
     from streamer.agents import Agent

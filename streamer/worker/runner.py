@@ -7,7 +7,7 @@ decides whether and when work is committed (``streamer.worker.committer``). Reba
 callbacks, commits, rewinds and pause/resume are in ``streamer.worker.rebalance``; the stop
 sequence in ``streamer.worker.stopping``.
 
-(About 560 lines: the pump and the per-record dispatch stay in one module on purpose, the
+(About 570 lines: the pump and the per-record dispatch stay in one module on purpose, the
 hot path read in one place; rebalance, commits and the stop sequence already live in their
 own modules, and what remains here is the loop that calls them each turn.)
 """

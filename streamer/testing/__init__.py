@@ -5,7 +5,8 @@ for fast, deterministic unit tests of agents, tables, windows and timers (see it
 
 :class:`FaultyBackend` (``streamer.testing.faults``) wraps a backend, real or in-memory, and
 makes chosen Kafka calls fail on cue, as the real failures would: refused records, failed
-or fenced transactions, refused offset commits, consumer errors, watermark timeouts.
+or fenced transactions, refused offset commits, consumer errors, watermark timeouts, a consumer
+that does not close.
 
 ``streamer.testing.pytest_plugin`` (loaded automatically through the ``pytest11`` entry point)
 provides a real Kafka broker per test session (``kafka_bootstrap``) and factory fixtures
@@ -22,6 +23,7 @@ from streamer.testing.faults import (
     FaultyBackend,
     OffsetCommitFailure,
     SlowTransaction,
+    StuckClose,
     TransactionFailure,
     WatermarkTimeout,
 )
@@ -35,6 +37,7 @@ __all__ = [
     "OffsetCommitFailure",
     "SimulatedClock",
     "SlowTransaction",
+    "StuckClose",
     "TestDriver",
     "TransactionFailure",
     "WatermarkTimeout",

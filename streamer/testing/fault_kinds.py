@@ -181,6 +181,19 @@ class CommittedFailure(Fault):
         return KafkaError(self.code, "injected: failed to get committed offsets", retriable=True)
 
 
+@dataclass(eq=False, repr=False)
+class StuckClose(Fault):
+    """``close`` of a consumer whose ``group.id`` starts with ``group`` does not begin
+    before ``release`` is set (at most ``timeout`` seconds), as librdkafka's close of a
+    consumer that failed while joining has been seen never to return; then the consumer
+    closes, firing its rebalance callbacks on the closing thread."""
+
+    group: str
+    release: threading.Event
+    _: KW_ONLY
+    timeout: float = 120.0
+
+
 def transaction_error(kind: TransactionFailureKind, reason: str) -> KafkaError:
     """The error librdkafka raises for a transactional call that failed as ``kind``."""
     if kind == "timeout":

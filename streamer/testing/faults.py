@@ -34,6 +34,7 @@ The faults:
 - :class:`OffsetCommitFailure`: a consumer's ``commit`` is refused.
 - :class:`ConsumeFailure`: ``consume``/``poll`` returns an error message, or raises.
 - :class:`WatermarkTimeout`: ``get_watermark_offsets`` times out.
+- :class:`StuckClose`: a consumer's ``close`` waits until the test releases it.
 - :class:`CommittedFailure`: reading the group's committed offsets fails (the group
   coordinator moving, as while a broker restarts).
 
@@ -64,6 +65,7 @@ from streamer.testing.fault_kinds import (
     Fault,
     OffsetCommitFailure,
     SlowTransaction,
+    StuckClose,
     TransactionFailure,
     WatermarkTimeout,
     transaction_error,
@@ -239,6 +241,9 @@ class FaultyConsumer:
         return self.inner.consumer_group_metadata()
 
     def close(self) -> None:
+        stuck: StuckClose | None = self._firing(StuckClose)
+        if stuck is not None:
+            stuck.release.wait(stuck.timeout)
         self.inner.close()
 
     def __getattr__(self, name: str) -> Any:  # anything else the inner client offers
@@ -403,6 +408,7 @@ __all__ = [
     "FaultyProducer",
     "OffsetCommitFailure",
     "SlowTransaction",
+    "StuckClose",
     "TransactionFailure",
     "WatermarkTimeout",
     "transaction_error",

@@ -9,12 +9,19 @@ for longer than the session timeout: librdkafka rejoins under the same instance 
 answer to a request sent by the previous incarnation fences the new one. The fenced consumer
 can do nothing more, yet the worker is healthy, so it gives up every partition without
 committing (exactly as if they were lost), aborts the open checkpoint, closes the consumer
-and joins again with a new one. The new consumer's checkpoint (its producer) starts on a
-thread for as long as the broker takes, as after a fencing (``Committer.renew``): the
-broker that fenced the consumer may still be loading, and the loop must keep turning.
-A worker fenced again and again is sharing its instance id with another
-process: after :data:`MAX_REJOINS` within :data:`REJOIN_WINDOW` seconds it stops with one
-line naming the id.
+and joins again with a new one.
+
+Closing the failed consumer runs on a thread and is waited for at most
+:data:`CLOSE_TIMEOUT` seconds: librdkafka's close of a consumer that failed while joining
+has been seen never to return, and a worker must not hang on a client it has given up. The
+rebalance callbacks that close fires (on that thread) are ignored: only the current
+consumer's callbacks act on the worker's partitions.
+
+The new consumer's checkpoint (its producer) starts on a thread for as long as the broker
+takes, as after a fencing (``Committer.renew``): the broker that fenced the consumer may
+still be loading, and the loop must keep turning. A worker fenced again and again is
+sharing its instance id with another process: after :data:`MAX_REJOINS` within
+:data:`REJOIN_WINDOW` seconds it stops with one line naming the id.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, TopicPartition
 
 from streamer.errors import KafkaOperationError
-from streamer.kafka.backend import Consumer
+from streamer.kafka.backend import Consumer, RebalanceCallback
 from streamer.kafka.clients import ConnectionWatch, make_consumer
+from streamer.threads import OnThread
 from streamer.worker.committer import Committer
 from streamer.worker.guarantee import make_checkpoint
 from streamer.worker.ordering import ordered
@@ -41,7 +49,8 @@ log = logging.getLogger("streamer.worker")
 
 MAX_REJOINS = 3  # fatal consumer errors survived within REJOIN_WINDOW before stopping
 REJOIN_WINDOW = 600.0  # seconds
-CLOSE_TIMEOUT = 5.0  # seconds the fenced consumer's checkpoint may take to abort and close
+# Seconds the failed consumer's checkpoint may take to abort and close, and the consumer to close.
+CLOSE_TIMEOUT = 5.0
 
 
 class GroupMembership(Stopping):
@@ -51,6 +60,7 @@ class GroupMembership(Stopping):
     _watch: ConnectionWatch
     _group_overrides: dict[str, Any]
     _rejoins: list[float]
+    _group_consumer: Consumer | None  # the consumer whose rebalance callbacks count
 
     def _join_group(self, overrides: dict[str, Any], replacing: Consumer | None = None) -> None:
         """Subscribe a new consumer to the sources, with its own checkpoint (and producer);
@@ -79,19 +89,50 @@ class GroupMembership(Stopping):
             # A rejoin: the new producer starts on a thread for as long as the broker takes
             # (it was away: that is what fenced the consumer), and the pending rewind waits.
             self._committer.renew(new_checkpoint, CLOSE_TIMEOUT)
+        # From here on only the new consumer's rebalance callbacks act on partitions.
+        self._group_consumer = consumer
         if replacing is not None:
-            # Only now: closing it fires a revoke, whose commit must find the open checkpoint
-            # aborted (its outputs belong to work given up), not commit them.
-            try:
-                replacing.close()
-            except Exception as exc:
-                log.debug("closing the fenced consumer: %s", exc)
+            self._close_replaced(replacing)
         consumer.subscribe(
             sorted(self._subscribers),
-            on_assign=self.metrics.rebalance_callback("assign", self._on_assign),
-            on_revoke=self.metrics.rebalance_callback("revoke", self._on_revoke),
-            on_lost=self.metrics.rebalance_callback("lost", self._on_lost),
+            on_assign=self._current_only(consumer, "assign", self._on_assign),
+            on_revoke=self._current_only(consumer, "revoke", self._on_revoke),
+            on_lost=self._current_only(consumer, "lost", self._on_lost),
         )
+
+    def _current_only(
+        self, consumer: Consumer, kind: str, callback: RebalanceCallback
+    ) -> RebalanceCallback:
+        """``callback`` (counted as ``kind``), run only while ``consumer`` is the worker's.
+
+        A replaced consumer's close fires its revoke (or lost) callback on the closing
+        thread, for partitions the worker gave up already (or, by then, took again through
+        the new consumer): acting on it would release the new consumer's partitions, or
+        fail its checkpoint, from a thread that is not the event loop's."""
+        counted = self.metrics.rebalance_callback(kind, callback)
+
+        def if_current(client: Any, partitions: list[Any]) -> None:
+            if self._group_consumer is consumer:
+                counted(client, partitions)
+            elif partitions:
+                log.debug("ignored the %s callback of a replaced consumer", kind)
+
+        return if_current
+
+    def _close_replaced(self, replacing: Consumer) -> None:
+        """Close a consumer given up after a fatal error, waiting at most
+        :data:`CLOSE_TIMEOUT` seconds; past that it is left behind (its thread and
+        connections end with the process), so a close that never returns cannot hang the
+        worker."""
+        closing = OnThread(replacing.close, "streamer-close-failed-consumer")
+        if not closing.join(CLOSE_TIMEOUT):
+            log.warning(
+                "the failed consumer did not close within %gs; leaving it behind (its "
+                "connections close when the process exits) and going on with a new one",
+                CLOSE_TIMEOUT,
+            )
+        elif isinstance(closing.outcome, BaseException):
+            log.debug("closing the failed consumer: %s", closing.outcome)
 
     def _rejoin_after_fatal(self, err: KafkaError) -> bool:
         """The consumer failed fatally with ``err``: give up its partitions uncommitted and

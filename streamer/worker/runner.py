@@ -138,6 +138,7 @@ class Worker(GroupMembership):
         self._exactly_once = self.settings.exactly_once and replay is None
         self._watch = ConnectionWatch()  # the consumer's error_cb: logs losing/regaining Kafka
         self._rejoins: list[float] = []  # when the consumer was replaced after a fatal error
+        self._group_consumer: Consumer | None = None  # whose rebalance callbacks count
         self._rewind_pending = False
         self._held_back = False  # reading waits for a commit in flight (_holding_back)
         self._rewind_not_before = 0.0

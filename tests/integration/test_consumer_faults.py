@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable
 
@@ -22,10 +23,11 @@ from streamer.testing.faults import (
     CommittedFailure,
     ConsumeFailure,
     FaultyBackend,
+    StuckClose,
     TransactionFailure,
 )
 from streamer.worker import Worker
-from streamer.worker.membership import MAX_REJOINS
+from streamer.worker.membership import CLOSE_TIMEOUT, MAX_REJOINS
 from streamer.worker.transactions import INIT_ATTEMPTS
 from tests.kafkatools import all_committed, echo_app, produce, read_all, run_worker_until
 
@@ -135,6 +137,43 @@ def test_a_worker_stopped_while_its_rejoin_producer_cannot_start_exits_cleanly(
     assert fenced.count == 1 and away.count >= INIT_ATTEMPTS
     asyncio.run(run_worker_until(Worker(app, handle_signals=False),
                      all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
+    outputs = _outputs(kafka_bootstrap, sink)
+    assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
+
+
+def test_a_failed_consumer_whose_close_hangs_is_left_behind_and_its_callbacks_ignored(
+    kafka_bootstrap: str, create_topic, unique_name, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The consumer fails fatally and closing it then hangs (librdkafka's close of a
+    consumer that failed while joining has been seen never to return): the worker waits
+    CLOSE_TIMEOUT, says so, and joins with a new consumer. When the old close goes on at
+    last, the revoke it fires on its own thread is ignored, not run against the new
+    consumer's partitions. A dynamic member, so the old consumer still holds its partitions
+    then (the group waits for it to leave): every output comes out exactly once."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = _echo_app(kafka_bootstrap, unique_name, "exactly_once", src, sink)
+    _produce_inputs(kafka_bootstrap, src)
+    fenced = ConsumeFailure(app.group_id, code=KafkaError._FATAL, nth=40)
+    release = threading.Event()
+    stuck = StuckClose(app.group_id, release)
+    backend = FaultyBackend(ConfluentBackend(), fenced, stuck)
+    finished = all_committed(kafka_bootstrap, app.group_id, src, 2)
+
+    def done() -> bool:
+        if "did not close within" in caplog.text:
+            release.set()  # the old close goes on now, on the thread it was left on
+        return release.is_set() and finished()
+
+    try:
+        with caplog.at_level(logging.DEBUG, logger="streamer.worker"):
+            asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
+                                         done))  # fmt: skip
+    finally:
+        release.set()
+    assert fenced.count == 1 and stuck.count == 1
+    warning = next(r for r in caplog.records if "did not close within" in r.getMessage())
+    assert warning.levelno == logging.WARNING and f"{CLOSE_TIMEOUT:g}s" in warning.getMessage()
+    assert "ignored the revoke callback of a replaced consumer" in caplog.text
     outputs = _outputs(kafka_bootstrap, sink)
     assert set(outputs) == {f"v{i}" for i in range(RECORDS)} and set(outputs.values()) == {1}
 

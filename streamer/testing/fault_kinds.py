@@ -182,6 +182,16 @@ class CommittedFailure(Fault):
 
 
 @dataclass(eq=False, repr=False)
+class Redelivery(Fault):
+    """``consume`` of a consumer whose ``group.id`` starts with ``group`` hands out the
+    records of its previous call again, before the new ones, as a client that went back
+    to an older fetch position does (a pause, resume or seek racing a fetch, or a
+    position reset while the broker was away)."""
+
+    group: str
+
+
+@dataclass(eq=False, repr=False)
 class StuckClose(Fault):
     """``close`` of a consumer whose ``group.id`` starts with ``group`` does not begin
     before ``release`` is set (at most ``timeout`` seconds), as librdkafka's close of a

@@ -34,6 +34,7 @@ The faults:
 - :class:`OffsetCommitFailure`: a consumer's ``commit`` is refused.
 - :class:`ConsumeFailure`: ``consume``/``poll`` returns an error message, or raises.
 - :class:`WatermarkTimeout`: ``get_watermark_offsets`` times out.
+- :class:`Redelivery`: a consumer's ``consume`` repeats the records of its previous call.
 - :class:`StuckClose`: a consumer's ``close`` waits until the test releases it.
 - :class:`CommittedFailure`: reading the group's committed offsets fails (the group
   coordinator moving, as while a broker restarts).
@@ -64,6 +65,7 @@ from streamer.testing.fault_kinds import (
     DeliveryFailure,
     Fault,
     OffsetCommitFailure,
+    Redelivery,
     SlowTransaction,
     StuckClose,
     TransactionFailure,
@@ -140,6 +142,7 @@ class FaultyConsumer:
         self._group = group
         self._backend = backend
         self._assigned: list[TopicPartition] = []
+        self._last: list[Message] = []  # what consume() returned last (for Redelivery)
 
     def _firing(self, kind: type[Fault]) -> Any:
         # Every selected fault counts the call (a list, not a generator), the first applies.
@@ -169,7 +172,13 @@ class FaultyConsumer:
         failed = self._consume_failure()
         if failed is not None:
             return failed
-        return self.inner.consume(num_messages, timeout)
+        messages = self.inner.consume(num_messages, timeout)
+        if not self._backend._of(Redelivery):
+            return messages
+        again = self._last if self._last and self._firing(Redelivery) is not None else []
+        if messages:
+            self._last = [m for m in messages if m.error() is None]
+        return [*again, *messages]
 
     def poll(self, timeout: float = -1) -> Message | None:
         failed = self._consume_failure()
@@ -407,6 +416,7 @@ __all__ = [
     "FaultyConsumer",
     "FaultyProducer",
     "OffsetCommitFailure",
+    "Redelivery",
     "SlowTransaction",
     "StuckClose",
     "TransactionFailure",

@@ -261,6 +261,7 @@ class PartitionState:
         "pause_at",
         "paused",
         "ready",
+        "redelivered",
         "release",
         "routes",
         "stall_probe",
@@ -278,7 +279,10 @@ class PartitionState:
         self.stats = stats
         # Replays stop a partition here (exclusive); None: no end.
         self.stop_offset: int | None = None
-        self.fetched_to = 0  # the offset after the last one fetched (replays only)
+        # The offset after the last record dispatched (or where a rewind restarts it): a
+        # record below it is never dispatched again while this worker owns the partition.
+        self.fetched_to = 0
+        self.redelivered = 0  # records the client handed out again, skipped
         self.stall_probe: Pending | None = None  # the head at the last stall check
         self.inflight: deque[Pending] = deque()
         self.next_commit: int | None = None
@@ -371,6 +375,21 @@ class PartitionState:
                         for write in effects.writes:
                             write.release()
             self.next_commit = head.offset + 1
+
+
+def redelivered(state: PartitionState, offset: int) -> None:
+    """The client handed out ``offset`` of ``state`` again (below :attr:`fetched_to`):
+    count it, and say so for the first one of each ownership. Processing it again would
+    apply its table writes twice under any guarantee (they are in the store already)."""
+    state.redelivered += 1
+    if state.redelivered == 1:
+        log.warning(
+            "%s: the Kafka client went back to offset %d after handing out up to %d; "
+            "skipping the records it repeats (each is processed once)",
+            state.label,
+            offset,
+            state.fetched_to - 1,
+        )
 
 
 def format_partitions(partitions: Iterable[TopicPartition | PartitionState]) -> str:

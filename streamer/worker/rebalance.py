@@ -356,6 +356,9 @@ class PartitionOwnership:
         self._on_assign(self._consumer, partitions)
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            state = self._states.get((tp.topic, tp.partition))
+            if state is not None and tp.offset >= 0:
+                state.fetched_to = tp.offset  # a record below it is committed work
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         log.warning("rewound %s to their committed offsets", format_partitions(partitions))
 

@@ -60,6 +60,7 @@ from streamer.worker.partition import (
     Route,
     WorkerStats,
     format_partitions,
+    redelivered,
     report_stalls,
 )
 from streamer.worker.readiness import Readiness
@@ -491,10 +492,15 @@ class Worker(GroupMembership):
                 continue
             raw_key: bytes | None = message.key()
             offset: int = message.offset()  # type: ignore[assignment]
-            if state.stop_offset is not None:
-                state.fetched_to = max(state.fetched_to, offset + 1)
-                if offset >= state.stop_offset:  # a replay's range ends before it
-                    continue
+            if offset < state.fetched_to:
+                # Dispatched already while this worker owns it (the client re-fetched from
+                # an older position): its effects are in the tables, so it must not run
+                # again. Also anything below the offset a rewind started from.
+                redelivered(state, offset)
+                continue
+            state.fetched_to = offset + 1
+            if state.stop_offset is not None and offset >= state.stop_offset:
+                continue  # a replay's range ends before it
             try:
                 event = Event(
                     decode_key(raw_key),  # type: ignore[misc]

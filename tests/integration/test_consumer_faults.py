@@ -11,18 +11,19 @@ import asyncio
 import logging
 import re
 import threading
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from confluent_kafka import KafkaError
 
-from streamer import App, KafkaOperationError
+from streamer import App, KafkaOperationError, Stream
 from streamer.kafka.backend import ConfluentBackend
 from streamer.testing.faults import (
     CommittedFailure,
     ConsumeFailure,
     FaultyBackend,
+    Redelivery,
     StuckClose,
     TransactionFailure,
 )
@@ -198,3 +199,46 @@ def test_a_consumer_fenced_again_and_again_stops_the_worker_naming_its_instance_
     rejoins = [r for r in caplog.records if "joining the group" in r.getMessage()]
     assert len(rejoins) == MAX_REJOINS  # then the next fatal error stopped it
     assert not read_all(kafka_bootstrap, sink, idle=1, timeout=5)  # nothing half-committed
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_records_the_client_hands_out_again_are_counted_once(
+    kafka_bootstrap: str,
+    create_topic,
+    unique_name,
+    guarantee: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The consumer hands out records it had handed out already (a clean-clone CI saw
+    librdkafka go back to offset 0 of a partition after a broker restart, while the
+    worker's table already held the counts of those records): the worker skips what it
+    dispatched already, so a count in a table sees each record once, and every count
+    emitted, read back with read_committed, is 1..n for its key, once."""
+    src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
+    app = App(unique_name("redelivery"), brokers=kafka_bootstrap, processing_guarantee=guarantee,
+              commit_interval=0.1, shutdown_timeout=2)  # fmt: skip
+    source = app.topic(src, key_type=str, value_type=str, partitions=2)
+    out = app.topic(sink, key_type=str, value_type=int, partitions=2)
+    counts = app.table("counts", default=int, value_type=int)
+
+    @app.agent(source, sink=[out])
+    async def count(stream: Stream) -> AsyncIterator[tuple[str, int]]:
+        async for event in stream:
+            counts[event.key] += 1
+            yield event.key, counts[event.key]
+
+    _produce_inputs(kafka_bootstrap, src)
+    again = Redelivery(app.group_id, nth=2, times=3)
+    backend = FaultyBackend(ConfluentBackend(), again)
+    with caplog.at_level(logging.WARNING, logger="streamer.worker"):
+        asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
+                         all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
+    assert again.count == 3
+    emitted: defaultdict[str, list[int]] = defaultdict(list)
+    for message in read_all(kafka_bootstrap, sink, expect=RECORDS):
+        emitted[message.key().decode()].append(int(message.value()))
+    expected = Counter(f"k{i % 11}" for i in range(RECORDS))
+    assert {key: sorted(values) for key, values in emitted.items()} == {
+        key: list(range(1, n + 1)) for key, n in expected.items()
+    }
+    assert "the Kafka client went back to offset" in caplog.text

@@ -228,8 +228,31 @@ def make_producer(backend: Backend, brokers: str, overrides: dict[str, Any]) -> 
     return backend.producer(producer_config(brokers, overrides))
 
 
+class _RepeatFilter(logging.Filter):
+    """Holds back a librdkafka log line (WARNING and above) of a kind logged within
+    :data:`REPEAT_WINDOW` seconds, as :func:`_log_client_error` does for error callbacks:
+    while a broker is away each client logs every failed reconnection, at ERROR, several
+    times a second. The next line of the kind shown says how many were held back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._gate = _RepeatGate()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        held = self._gate.admit(text)
+        if held is None:
+            return False
+        if held:
+            record.msg, record.args = f"{text} ({held} more like it since it was last shown)", ()
+        return True
+
+
 # librdkafka's own log lines go through Python logging, never raw to stderr.
 _client_log = logging.getLogger("streamer.kafka.client")
+_client_log.addFilter(_RepeatFilter())
 # The admin client mostly probes reachability at start; its connection failures are
 # reported once, by check_reachable, in words.
 _admin_log = logging.getLogger("streamer.kafka.admin-client")

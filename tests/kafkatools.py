@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -421,6 +422,39 @@ def echo_app(
             yield event.key, event.value
 
     return app
+
+
+def count_app(
+    bootstrap: str, app_id: str, guarantee: str, src: str, sink: str, **settings: Any
+) -> App:
+    """An app whose one agent counts ``src``'s keys (2 partitions, str keys) in a table
+    and yields each new count to ``sink``; committing every 0.1 s, stopping within 2 s.
+    ``settings`` override the App's."""
+    app = App(app_id, brokers=bootstrap, processing_guarantee=guarantee,
+              **{"commit_interval": 0.1, "shutdown_timeout": 2, **settings})  # fmt: skip
+    source = app.topic(src, key_type=str, value_type=str, partitions=2)
+    out = app.topic(sink, key_type=str, value_type=int, partitions=2)
+    counts = app.table("counts", default=int, value_type=int)
+
+    @app.agent(source, sink=[out])
+    async def count(stream: Any) -> Any:
+        async for event in stream:
+            counts[event.key] += 1
+            yield event.key, counts[event.key]
+
+    return app
+
+
+def assert_counts_exact(bootstrap: str, sink: str, keys: Iterable[str]) -> None:
+    """``sink`` holds, read with read_committed, the counts 1..n of every key, each once,
+    where n is how often the key occurs in ``keys`` (the inputs' keys)."""
+    expected = Counter(keys)
+    per_key: dict[str, list[int]] = defaultdict(list)
+    for message in read_all(bootstrap, sink, expect=sum(expected.values())):
+        per_key[message.key().decode()].append(int(message.value()))
+    assert {k: sorted(v) for k, v in per_key.items()} == {
+        k: list(range(1, n + 1)) for k, n in expected.items()
+    }
 
 
 def create_app_topics(app: App) -> None:

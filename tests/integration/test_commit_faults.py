@@ -11,12 +11,12 @@ import asyncio
 import logging
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import KafkaError, Producer
 
-from streamer import App, CommitFailed, Stream
+from streamer import App, CommitFailed
 from streamer.kafka.backend import ConfluentBackend
 from streamer.testing.faults import (
     DeliveryFailure,
@@ -30,7 +30,9 @@ from streamer.worker.guarantee import transactional_id
 from streamer.worker.transactions import INIT_ATTEMPTS, ProducerFenced
 from tests.kafkatools import (
     all_committed,
+    assert_counts_exact,
     committed,
+    count_app,
     echo_app,
     paced,
     produce,
@@ -134,18 +136,8 @@ def test_records_purged_by_an_abort_do_not_fail_the_next_checkpoint(
     next checkpoint (and so on, each abort purging the redone work's records), nor the final
     commit. No checkpoint fails for a purged record; every count once, read_committed."""
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
-    app = App(unique_name("purged"), brokers=kafka_bootstrap, processing_guarantee="exactly_once",
-              commit_interval=0.1, shutdown_timeout=5)  # fmt: skip
-    source = app.topic(src, key_type=str, value_type=str, partitions=2)
-    out = app.topic(sink, key_type=str, value_type=int, partitions=2)
-    counts = app.table("counts", default=int, value_type=int)
-
-    @app.agent(source, sink=[out])
-    async def count(stream: Stream) -> AsyncIterator[tuple[str, int]]:
-        async for event in stream:
-            counts[event.key] += 1
-            yield event.key, counts[event.key]
-
+    app = count_app(kafka_bootstrap, unique_name("purged"), "exactly_once", src, sink,
+                    shutdown_timeout=5)  # fmt: skip
     keys = [f"k{i % 13}" for i in range(RECORDS)]
     produce(kafka_bootstrap, src, [(k.encode(), b"1") for k in keys])
     fault = TransactionFailure("abortable", call="send_offsets", nth=1)
@@ -158,11 +150,7 @@ def test_records_purged_by_an_abort_do_not_fail_the_next_checkpoint(
     assert any("injected abortable" in line for line in failed), failed
     # (A busy broker may fail a checkpoint of its own; never one of the purged records.)
     assert not [line for line in failed if "Purged" in line], failed
-    got = Counter((m.key().decode(), m.value()) for m in read_all(kafka_bootstrap, sink,
-                                                                  expect=RECORDS))  # fmt: skip
-    expected = Counter((k, str(n).encode()) for k, total in Counter(keys).items()
-                       for n in range(1, total + 1))  # fmt: skip
-    assert got == expected
+    assert_counts_exact(kafka_bootstrap, sink, keys)
 
 
 def test_a_producer_fenced_mid_run_is_replaced_and_nothing_is_lost_or_doubled(

@@ -11,13 +11,13 @@ import asyncio
 import logging
 import re
 import threading
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import KafkaError
 
-from streamer import App, KafkaOperationError, Stream
+from streamer import App, KafkaOperationError
 from streamer.kafka.backend import ConfluentBackend
 from streamer.testing.faults import (
     CommittedFailure,
@@ -30,7 +30,15 @@ from streamer.testing.faults import (
 from streamer.worker import Worker
 from streamer.worker.membership import CLOSE_TIMEOUT, MAX_REJOINS
 from streamer.worker.transactions import INIT_ATTEMPTS
-from tests.kafkatools import all_committed, echo_app, produce, read_all, run_worker_until
+from tests.kafkatools import (
+    all_committed,
+    assert_counts_exact,
+    count_app,
+    echo_app,
+    produce,
+    read_all,
+    run_worker_until,
+)
 
 RECORDS = 300
 
@@ -215,18 +223,7 @@ def test_records_the_client_hands_out_again_are_counted_once(
     dispatched already, so a count in a table sees each record once, and every count
     emitted, read back with read_committed, is 1..n for its key, once."""
     src, sink = create_topic("src", partitions=2), create_topic("sink", partitions=2)
-    app = App(unique_name("redelivery"), brokers=kafka_bootstrap, processing_guarantee=guarantee,
-              commit_interval=0.1, shutdown_timeout=2)  # fmt: skip
-    source = app.topic(src, key_type=str, value_type=str, partitions=2)
-    out = app.topic(sink, key_type=str, value_type=int, partitions=2)
-    counts = app.table("counts", default=int, value_type=int)
-
-    @app.agent(source, sink=[out])
-    async def count(stream: Stream) -> AsyncIterator[tuple[str, int]]:
-        async for event in stream:
-            counts[event.key] += 1
-            yield event.key, counts[event.key]
-
+    app = count_app(kafka_bootstrap, unique_name("redelivery"), guarantee, src, sink)
     _produce_inputs(kafka_bootstrap, src)
     again = Redelivery(app.group_id, nth=2, times=3)
     backend = FaultyBackend(ConfluentBackend(), again)
@@ -234,11 +231,5 @@ def test_records_the_client_hands_out_again_are_counted_once(
         asyncio.run(run_worker_until(Worker(app, handle_signals=False, backend=backend),
                          all_committed(kafka_bootstrap, app.group_id, src, 2)))  # fmt: skip
     assert again.count == 3
-    emitted: defaultdict[str, list[int]] = defaultdict(list)
-    for message in read_all(kafka_bootstrap, sink, expect=RECORDS):
-        emitted[message.key().decode()].append(int(message.value()))
-    expected = Counter(f"k{i % 11}" for i in range(RECORDS))
-    assert {key: sorted(values) for key, values in emitted.items()} == {
-        key: list(range(1, n + 1)) for key, n in expected.items()
-    }
+    assert_counts_exact(kafka_bootstrap, sink, (f"k{i % 11}" for i in range(RECORDS)))
     assert "the Kafka client went back to offset" in caplog.text

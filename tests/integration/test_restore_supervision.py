@@ -13,7 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from streamer.testing.faults import ConsumeFailure, FaultyBackend, WatermarkTime
 from streamer.worker import Worker
 from tests.kafkatools import (
     WorkerProcess,
+    assert_counts_exact,
     produce,
     read_all,
     run_until,
@@ -67,13 +68,7 @@ def _produce(bootstrap: str, topic: str, start: int, count: int) -> None:
 
 def _assert_exact(bootstrap: str, out: str, total: int) -> None:
     """Every key's counts 1..n, each exactly once (read_committed)."""
-    per_key: dict[str, list[int]] = defaultdict(list)
-    for message in read_all(bootstrap, out, expect=total):
-        per_key[message.key().decode()].append(int(message.value()))
-    expected = Counter(f"k{i % KEYS}" for i in range(total))
-    assert {k: sorted(v) for k, v in per_key.items()} == {
-        k: list(range(1, n + 1)) for k, n in expected.items()
-    }
+    assert_counts_exact(bootstrap, out, (f"k{i % KEYS}" for i in range(total)))
 
 
 def _first_run(bootstrap: str, app_id: str, src: str, out: str, state_dir: Path) -> None:
@@ -217,16 +212,6 @@ def _produce_users(bootstrap: str, topic: str, start: int, count: int) -> None:
     )
 
 
-def assert_counts_exact(bootstrap: str, out: str, total: int) -> None:
-    per_key: dict[str, list[int]] = defaultdict(list)
-    for message in read_all(bootstrap, out, expect=total):
-        per_key[message.key().decode()].append(int(message.value()))
-    expected = Counter(f"u{i % KEYS}" for i in range(total))
-    assert {k: sorted(v) for k, v in per_key.items()} == {
-        k: list(range(1, n + 1)) for k, n in expected.items()
-    }
-
-
 def test_five_workers_starting_at_once_on_fresh_topics_all_become_ready(
     kafka_bootstrap: str, unique_name, tmp_path: Path
 ) -> None:
@@ -252,7 +237,9 @@ def test_five_workers_starting_at_once_on_fresh_topics_all_become_ready(
         total = 3_000
         _produce_users(kafka_bootstrap, env["TEST_SRC"], 0, total)
         wait_committed(kafka_bootstrap, env["TEST_APP_ID"], env["TEST_SRC"], partitions)
-        assert_counts_exact(kafka_bootstrap, env["TEST_OUT"], total)
+        assert_counts_exact(
+            kafka_bootstrap, env["TEST_OUT"], (f"u{i % KEYS}" for i in range(total))
+        )
         for worker in workers:
             assert worker.alive(), worker.log()[-3000:]
             assert "Unknown partition" not in worker.log()

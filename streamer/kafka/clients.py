@@ -78,6 +78,14 @@ class _RepeatGate:
             self._seen[kind] = (now, 0)
             return held
 
+    def shown(self, text: str, kind: str | None = None) -> str | None:
+        """``text`` as it should be logged now (with how many like it were held back), or
+        None to hold it back; ``kind`` (default: ``text``) is what tells repeats apart."""
+        held = self.admit(kind if kind is not None else text)
+        if held is None:
+            return None
+        return f"{text} ({held} more like it since it was last shown)" if held else text
+
 
 _repeats = _RepeatGate()
 
@@ -87,11 +95,10 @@ def _log_client_error(err: KafkaError) -> None:
     if err.fatal():  # never held back: it ends the client
         log.error("fatal Kafka client error: %s", text)
         return
-    held = _repeats.admit(f"{err.code()}:{text}")
-    if held is None:
+    shown = _repeats.shown(text, kind=f"{err.code()}:{text}")
+    if shown is None:
         return
-    if held:
-        text += f" ({held} more like it since it was last shown)"
+    text = shown
     if err.code() == KafkaError._ALL_BROKERS_DOWN:
         log.warning("all Kafka brokers are down or unreachable: %s", text)
     else:
@@ -242,11 +249,10 @@ class _RepeatFilter(logging.Filter):
         if record.levelno < logging.WARNING:
             return True
         text = record.getMessage()
-        held = self._gate.admit(text)
-        if held is None:
+        shown = self._gate.shown(text)
+        if shown is None:
             return False
-        if held:
-            record.msg, record.args = f"{text} ({held} more like it since it was last shown)", ()
+        record.msg, record.args = shown, ()
         return True
 
 

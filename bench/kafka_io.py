@@ -192,12 +192,20 @@ def high_watermarks(consumer: Consumer, topic: str, partitions: Iterable[int]) -
     )
 
 
-def end_offsets(brokers: str, topic: str) -> int:
-    """Sum of ``topic``'s high watermarks: how many records it holds."""
+def end_offsets(brokers: str, topic: str, at_least: int = 0, timeout: float = 30.0) -> int:
+    """Sum of ``topic``'s end offsets as a read_committed reader sees them: how many
+    records it holds. Asked again (for up to ``timeout`` seconds) while below ``at_least``:
+    a transaction's commit returns before its markers are written to the partitions, and
+    until they are the end offsets stop short of its records."""
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": unique("watermarks")})
     try:
         meta = patiently(lambda: consumer.list_topics(topic, timeout=10)).topics[topic]
-        return high_watermarks(consumer, topic, meta.partitions)
+        deadline = time.monotonic() + timeout
+        while True:
+            total = high_watermarks(consumer, topic, meta.partitions)
+            if total >= at_least or time.monotonic() >= deadline:
+                return total
+            time.sleep(0.1)  # polling an observable condition, bounded by the deadline
     finally:
         consumer.close()
 

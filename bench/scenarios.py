@@ -113,7 +113,7 @@ def _passthrough(
             profile=env.profile_path(name),
         )
         out = run_job(job, timeout=env.timeout(n) + 60)
-        return out, end_offsets(env.brokers, dst)
+        return out, end_offsets(env.brokers, dst, at_least=n)
     finally:
         topics.cleanup()
 
@@ -209,7 +209,7 @@ def _count(
             profile=env.profile_path(name),
         )
         out = run_job(job, timeout=env.timeout(n) + 60)
-        outputs = end_offsets(env.brokers, dst) if emit else None
+        outputs = end_offsets(env.brokers, dst, at_least=n) if emit else None
     finally:
         topics.cleanup()
     result = _ok(name, fn, out) if outputs is None else _ok(name, fn, out, outputs=outputs)

@@ -75,7 +75,10 @@ class Settings(BaseSettings):
     )
     topic_replication: int = Field(1, ge=1, description="Replication factor for created topics.")
     lane_buffer: int = Field(
-        1000, ge=1, description="Events buffered per partition before it is paused."
+        1000,
+        ge=1,
+        description="Events buffered per partition before it is paused (at least two "
+        "consume batches).",
     )
     consume_batch: int = Field(500, ge=1, description="Max records taken per consume call.")
     gc_threshold: int = Field(

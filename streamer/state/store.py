@@ -7,6 +7,12 @@ the two can never disagree after a crash (DESIGN §2 rule 5).
 
 The key layout is the table's serialized key as is; windowed tables will prefix keys with
 the window start, so range scans over a key's windows stay contiguous.
+
+A store also keeps the values its checkpoints wrote last in memory (a bounded read cache):
+a table partition drops a key's in-memory value once a checkpoint made it durable, and the
+next event of that key would read it back from RocksDB. Every write to the data goes
+through :meth:`PartitionStore.apply`, which refreshes or clears the cache, so a cached value
+is always the one RocksDB holds.
 """
 
 from __future__ import annotations
@@ -27,6 +33,15 @@ CHANGELOG_OFFSET = b"changelog_offset"
 # id, and offsets that happen to fall inside its range must not be trusted.
 CHANGELOG_ID = b"changelog_id"
 SOURCE_OFFSET = b"source_offset"
+
+# Bytes of keys and values a store keeps cached (each entry counted with CACHE_ENTRY_COST
+# more for the dict slot and the two bytes objects): with 10,000 counters over 4 partitions
+# under exactly-once (a checkpoint every 0.1 s), the count scenario of ``python -m bench``
+# read 85,000 keys from RocksDB per 400,000 events without it and 10,000 (the first reads)
+# with it. 1 MiB per table partition bounds it whatever the values weigh.
+CACHE_BYTES = 1 << 20
+CACHE_ENTRY_COST = 100
+_MISSING = object()
 
 
 def table_path(state_dir: str | Path, app_id: str, table: str) -> Path:
@@ -67,6 +82,9 @@ class PartitionStore:
         )
         self._meta = self._db.get_column_family(_META)
         self._meta_handle = self._db.get_column_family_handle(_META)
+        # key -> value (None: absent) as the last checkpoints wrote them, oldest first.
+        self._cache: dict[bytes, bytes | None] = {}
+        self._cached_bytes = 0
 
     @classmethod
     def open_or_rebuild(cls, path: Path) -> PartitionStore:
@@ -84,8 +102,10 @@ class PartitionStore:
             return cls(path)
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._db.get(key)
-        return value
+        value = self._cache.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._db.get(key)
+        return value  # type: ignore[return-value]
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         yield from self._db.items()
@@ -110,8 +130,19 @@ class PartitionStore:
     def is_empty(self) -> bool:
         return next(iter(self._db.keys()), None) is None
 
-    def apply(self, writes: Mapping[bytes, bytes | None], meta: Mapping[bytes, int]) -> None:
-        """Write ``writes`` (None deletes) and ``meta`` offsets atomically, in one WriteBatch."""
+    def apply(
+        self,
+        writes: Mapping[bytes, bytes | None],
+        meta: Mapping[bytes, int],
+        *,
+        remember: bool = False,
+    ) -> None:
+        """Write ``writes`` (None deletes) and ``meta`` offsets atomically, in one WriteBatch.
+
+        ``remember``: keep the written values in the read cache (a checkpoint's writes,
+        which the same keys' next events are likely to read). Otherwise (a restore, a
+        standby's or global table's catch-up, a wipe) the cache is emptied: those write
+        many keys nobody reads yet, and the cache must not outlive a value it holds."""
         batch = WriteBatch(raw_mode=True)
         for key, value in writes.items():
             if value is None:
@@ -121,11 +152,35 @@ class PartitionStore:
         for name, offset in meta.items():
             batch.put(name, str(offset).encode(), self._meta_handle)
         self._db.write(batch)
+        if remember:
+            self._remember(writes)
+        elif self._cache:
+            self._cache.clear()
+            self._cached_bytes = 0
+
+    def _remember(self, writes: Mapping[bytes, bytes | None]) -> None:
+        """Cache ``writes`` as the newest entries, dropping the oldest past CACHE_BYTES."""
+        cache = self._cache
+        size = self._cached_bytes
+        for key, value in writes.items():
+            old = cache.pop(key, _MISSING)
+            if old is not _MISSING:
+                size -= len(key) + (len(old) if old is not None else 0)  # type: ignore[arg-type]
+            else:
+                size += CACHE_ENTRY_COST
+            cache[key] = value  # at the end: the oldest entries go first
+            size += len(key) + (len(value) if value is not None else 0)
+        while size > CACHE_BYTES and cache:
+            key = next(iter(cache))
+            value = cache.pop(key)
+            size -= CACHE_ENTRY_COST + len(key) + (len(value) if value is not None else 0)
+        self._cached_bytes = size
 
     def approximate_keys(self) -> int:
         return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
 
     def close(self) -> None:
+        self._cache.clear()
         # Drop the column-family references first: RocksDB's lock is released only when
         # nothing refers to the database any more (else reopening hits "lock hold").
         del self._meta, self._meta_handle

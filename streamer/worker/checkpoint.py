@@ -403,7 +403,7 @@ class Checkpoint:
             meta = {CHANGELOG_OFFSET: part.changelog_end}
             if part.partition in source:
                 meta[SOURCE_OFFSET] = source[part.partition]
-            part.store.apply(written, meta)
+            part.store.apply(written, meta, remember=True)
             part.checkpointed(written)
 
     def close(self, timeout: float = FLUSH_TIMEOUT) -> None:

@@ -48,9 +48,15 @@ log = logging.getLogger("streamer.checkpoint")
 
 # Events whose outputs may wait for a background commit before the worker stops reading new
 # records until it is confirmed: memory stays bounded however long the broker takes (a
-# commit may run for FLUSH_TIMEOUT + STUCK_GRACE). A commit of the 0.1 s interval at 150k
-# events/s holds about 15,000.
-HELD_MAX = 50_000
+# commit may run for FLUSH_TIMEOUT + STUCK_GRACE). The bound also keeps transactions small:
+# the held outputs all go into the next transaction, whose commit must deliver them first,
+# so a large bound feeds itself (bigger transactions, longer commits, more held). Measured
+# with python -m bench count_emit_eos (400,000 events, a 2-core machine with the broker on
+# it): at 50,000 commits took 51 ms (median) to 615 ms, 50,500 events were held at the
+# most, the loop spent 8.1-8.5 us of CPU per event at 115,000-117,000 events/s and peaked at
+# 314 MB; at 10,000, 6.7-7.4 us, 130,000-144,000 events/s, 160 MB; at 5,000 about the same
+# as 10,000, and 2,000 was slower again (the loop waits too often).
+HELD_MAX = 10_000
 
 
 RENEWED = "the consumer was replaced"  # the reason renew() gives; see Committer.renewing

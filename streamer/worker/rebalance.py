@@ -46,6 +46,7 @@ log = logging.getLogger("streamer.worker")
 REWIND_TIMEOUT = 5.0  # seconds one read of the committed offsets may block the pump
 REWIND_RETRY = 1.0  # seconds between tries while the group coordinator does not answer
 REPLACE_POLL = 0.05  # seconds between looks at a new producer starting on its thread
+HELD_BACK_SAYS = 1.0  # seconds reading waits for a commit in flight before it is said at INFO
 # A partition pauses once its lanes hold lane_buffer records, or this many consume batches
 # if that is more. Pausing drops what the client prefetched for the partition and resuming
 # fetches it again: with consume_batch at 2,000 over the default lane_buffer of 1,000, a
@@ -78,6 +79,8 @@ class PartitionOwnership:
     _rewind_not_before: float  # monotonic time of the next try of a pending rewind (0: now)
     _exactly_once: bool
     _watch: ConnectionWatch
+    _held_back: float | None  # since when reading waits for a commit in flight
+    _held_back_said: bool
 
     def _fail(self, error: BaseException) -> None: ...  # Worker's: stop, run() raises
 
@@ -190,6 +193,36 @@ class PartitionOwnership:
             self._checkpoint_failed()
 
     # -- commits and their failures: the committer decides, the worker rewinds ---------------
+
+    def _committing(self) -> bool:
+        """A checkpoint is committing in the background."""
+        return self._committer is not None and self._committer.in_flight
+
+    def _holding_back(self) -> bool:
+        """Reading waits for the commit in flight (see ``Committer.holding_back``). At full
+        speed that is routine (a few times a second, for some milliseconds each): said at
+        DEBUG, and at INFO once one wait lasts HELD_BACK_SAYS seconds (a slow broker)."""
+        committer = self._committer
+        if committer is None or not committer.holding_back:
+            self._held_back = None
+            return False
+        now = time.monotonic()
+        if self._held_back is None:
+            self._held_back = now
+            self._held_back_said = False
+            self.stats.held_back += 1
+            log.debug(
+                "reading paused: the outputs of %d events wait for the broker to confirm "
+                "the transaction in flight", committer.held,
+            )  # fmt: skip
+        elif not self._held_back_said and now - self._held_back >= HELD_BACK_SAYS:
+            self._held_back_said = True
+            log.info(
+                "reading has waited %.0fs for the broker to confirm the transaction in "
+                "flight (the outputs of %d events wait for it)", now - self._held_back,
+                committer.held,
+            )  # fmt: skip
+        return True
 
     def _checkpoint_poll(self) -> None:
         """Serve the producer's callbacks and finish a background commit that returned."""

@@ -7,7 +7,7 @@ decides whether and when work is committed (``streamer.worker.committer``). Reba
 callbacks, commits, rewinds and pause/resume are in ``streamer.worker.rebalance``; the stop
 sequence in ``streamer.worker.stopping``.
 
-(About 570 lines: the pump and the per-record dispatch stay in one module on purpose, the
+(About 560 lines: the pump and the per-record dispatch stay in one module on purpose, the
 hot path read in one place; rebalance, commits and the stop sequence already live in their
 own modules, and what remains here is the loop that calls them each turn.)
 """
@@ -141,7 +141,10 @@ class Worker(GroupMembership):
         self._rejoins: list[float] = []  # when the consumer was replaced after a fatal error
         self._group_consumer: Consumer | None = None  # whose rebalance callbacks count
         self._rewind_pending = False
-        self._held_back = False  # reading waits for a commit in flight (_holding_back)
+        # Since when reading waits for a commit in flight (_holding_back), and whether the
+        # wait was said at INFO.
+        self._held_back = None
+        self._held_back_said = False
         self._rewind_not_before = 0.0
         self._stop_error: StreamerError | None = None  # why the stop was not clean
         self._globals: GlobalTables | None = None
@@ -410,26 +413,6 @@ class Worker(GroupMembership):
                 self.stop()
                 break
             await asyncio.sleep(0 if messages or not busy else _BUSY_NAP)
-
-    def _committing(self) -> bool:
-        """A checkpoint is committing in the background."""
-        return self._committer is not None and self._committer.in_flight
-
-    def _holding_back(self) -> bool:
-        """Reading waits for the commit in flight (see ``Committer.holding_back``); says so
-        once per commit that makes it wait."""
-        committer = self._committer
-        if committer is None or not committer.holding_back:
-            self._held_back = False
-            return False
-        if not self._held_back:
-            self._held_back = True
-            self.stats.held_back += 1
-            log.info(
-                "reading paused: the outputs of %d events wait for the broker to confirm "
-                "the transaction in flight", committer.held,
-            )  # fmt: skip
-        return True
 
     def _busy(self) -> bool:
         """Some event in flight can make progress. A partition whose lanes only hold

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -10,9 +11,11 @@ from typing import Any
 import pytest
 
 from streamer.worker import committer as committer_module
+from streamer.worker import rebalance as rebalance_module
 from streamer.worker.checkpoint import Checkpoint, CheckpointFailed, InFlightCommit
 from streamer.worker.committer import CommitStatus, Committer
-from streamer.worker.partition import Effects, PartitionState
+from streamer.worker.partition import Effects, PartitionState, WorkerStats
+from streamer.worker.rebalance import PartitionOwnership
 from tests.kafkatools import wait_until
 
 
@@ -343,3 +346,42 @@ def test_a_producer_whose_transactions_never_start_is_closed_before_the_error(
         init_transactions(producer, "app-w1", "memory")
     assert producer.closed
     assert never.count == (INIT_ATTEMPTS if kind == "timeout" else 1)
+
+
+class _Waiting:
+    """What ``PartitionOwnership._holding_back`` asks of the committer."""
+
+    def __init__(self) -> None:
+        self.holding_back = True
+        self.held = 7
+
+
+class _Reader(PartitionOwnership):
+    def __init__(self, committer: _Waiting) -> None:
+        self._committer = committer  # type: ignore[assignment]
+        self.stats = WorkerStats()
+        self._held_back = None
+        self._held_back_said = False
+
+
+def test_reading_held_back_is_routine_at_debug_and_said_at_info_once_it_lasts(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At full speed reading waits for commits a few times a second: that is no news (DEBUG).
+    A wait that lasts HELD_BACK_SAYS seconds is (INFO), once per wait."""
+    caplog.set_level(logging.DEBUG, logger="streamer.worker")
+    committer = _Waiting()
+    reader = _Reader(committer)
+    assert reader._holding_back()
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    monkeypatch.setattr(rebalance_module, "HELD_BACK_SAYS", 0.0)  # this wait lasted long enough
+    assert reader._holding_back() and reader._holding_back()
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(infos) == 1
+    assert "for the broker to confirm the transaction" in infos[0] and "7 events" in infos[0]
+    committer.holding_back = False  # confirmed: reading goes on
+    assert not reader._holding_back()
+    committer.holding_back = True  # the next commit makes it wait again
+    assert reader._holding_back() and reader._holding_back()
+    assert reader.stats.held_back == 2
+    assert len([r for r in caplog.records if r.levelno == logging.INFO]) == 2

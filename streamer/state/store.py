@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 from pathlib import Path
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch
@@ -41,6 +42,7 @@ SOURCE_OFFSET = b"source_offset"
 # with it. 1 MiB per table partition bounds it whatever the values weigh.
 CACHE_BYTES = 1 << 20
 CACHE_ENTRY_COST = 100
+_CACHE_ENTRIES_MAX = CACHE_BYTES // CACHE_ENTRY_COST  # no more entries than this can fit
 _MISSING = object()
 
 
@@ -162,7 +164,14 @@ class PartitionStore:
         """Cache ``writes`` as the newest entries, dropping the oldest past CACHE_BYTES."""
         cache = self._cache
         size = self._cached_bytes
-        for key, value in writes.items():
+        items: Iterable[tuple[bytes, bytes | None]] = writes.items()
+        if len(writes) > _CACHE_ENTRIES_MAX:
+            # More than the cache can hold (a checkpoint after a large backlog): only the
+            # last writes could stay, so skip the rest instead of inserting and evicting them.
+            cache.clear()
+            size = 0
+            items = islice(items, len(writes) - _CACHE_ENTRIES_MAX, None)
+        for key, value in items:
             old = cache.pop(key, _MISSING)
             if old is not _MISSING:
                 size -= len(key) + (len(old) if old is not None else 0)  # type: ignore[arg-type]

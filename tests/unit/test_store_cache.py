@@ -74,3 +74,19 @@ def test_the_newest_value_wins_and_the_oldest_entries_go_past_the_bound(
     assert store.get(b"b") == b"1"  # still in RocksDB, read from there
     assert db.gets == 1
     assert store._cached_bytes <= store_module.CACHE_BYTES
+
+
+def test_a_checkpoint_larger_than_the_cache_keeps_its_last_writes(store: PartitionStore) -> None:
+    """A checkpoint after a large backlog writes more keys than the cache can hold: its last
+    writes are the ones kept, and what the cache held before is dropped."""
+    store.apply({b"old": b"1"}, {}, remember=True)
+    many = {b"k%d" % i: b"v%d" % i for i in range(3 * store_module._CACHE_ENTRIES_MAX)}
+    store.apply(many, {}, remember=True)
+    assert len(store._cache) <= store_module._CACHE_ENTRIES_MAX
+    assert b"old" not in store._cache
+    last = b"k%d" % (len(many) - 1)
+    assert store._cache[last] == many[last]
+    assert store._cached_bytes <= store_module.CACHE_BYTES
+    db = _count(store)
+    assert store.get(b"k0") == b"v0"  # from RocksDB
+    assert db.gets == 1

@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from streamer.errors import KafkaOperationError, KafkaUnavailableError
+from streamer.kafka.clients import is_transient
 from streamer.kafka.jars import file_lock
 from streamer.kafka.local import LocalKafka
 from streamer.kafka.ports import free_port_pair
@@ -178,6 +179,35 @@ def _wait_for_topic(admin: Any, name: str, partitions: int, timeout: float = TOP
         time.sleep(0.1)
 
 
+def _create_topic(admin: Any, new: NewTopic, timeout: float = TOPIC_TIMEOUT) -> None:
+    """Create ``new``, asking again within ``timeout`` while the broker cannot take it yet:
+    a transient error, or every broker fenced (a single broker whose heartbeat to its
+    controller came late on a crowded machine answers INVALID_REPLICATION_FACTOR until its
+    next heartbeat lands). A topic found to exist on a later try was created by an earlier
+    one whose answer was lost."""
+    deadline = time.monotonic() + timeout
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            admin.create_topics([new], operation_timeout=timeout)[new.topic].result(timeout=timeout)
+            return
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            code = err.code() if err is not None else None
+            if tries > 1 and code == KafkaError.TOPIC_ALREADY_EXISTS:
+                return
+            retry = is_transient(exc) or code == KafkaError.INVALID_REPLICATION_FACTOR
+            if not retry or time.monotonic() > deadline:
+                raise KafkaOperationError(f"could not create topic {new.topic}: {exc}") from exc
+            logger.warning("creating topic %s failed (%s); trying again", new.topic, exc)
+            time.sleep(0.5)
+        except TimeoutError as exc:
+            raise KafkaOperationError(
+                f"the broker did not confirm creating topic {new.topic} within {timeout:g}s"
+            ) from exc
+
+
 @pytest.fixture
 def create_topic(kafka_admin: Any, unique_name: UniqueName) -> Iterator[CreateTopic]:
     """``create_topic(prefix, partitions=1, config=None) -> name`` (see the module docstring)."""
@@ -185,17 +215,8 @@ def create_topic(kafka_admin: Any, unique_name: UniqueName) -> Iterator[CreateTo
 
     def create(name_prefix: str, partitions: int = 1, config: dict[str, str] | None = None) -> str:
         name = unique_name(name_prefix)
-        new = NewTopic(name, num_partitions=partitions, config=dict(config or {}))
-        try:
-            kafka_admin.create_topics([new], operation_timeout=TOPIC_TIMEOUT)[name].result(
-                timeout=TOPIC_TIMEOUT
-            )
-        except KafkaException as exc:
-            raise KafkaOperationError(f"could not create topic {name}: {exc}") from exc
-        except TimeoutError as exc:
-            raise KafkaOperationError(
-                f"the broker did not confirm creating topic {name} within {TOPIC_TIMEOUT:g}s"
-            ) from exc
+        _create_topic(kafka_admin, NewTopic(name, num_partitions=partitions,
+                                            config=dict(config or {})))  # fmt: skip
         created.append(name)
         _wait_for_topic(kafka_admin, name, partitions)
         return name

@@ -46,6 +46,11 @@ _CACHE_ENTRIES_MAX = CACHE_BYTES // CACHE_ENTRY_COST  # no more entries than thi
 _MISSING = object()
 
 
+def _weight(key: bytes, value: bytes | None) -> int:
+    """What one cache entry counts against CACHE_BYTES."""
+    return CACHE_ENTRY_COST + len(key) + (len(value) if value is not None else 0)
+
+
 def table_path(state_dir: str | Path, app_id: str, table: str) -> Path:
     """Where table ``table`` of app ``app_id`` keeps its partitions on this machine."""
     return Path(state_dir) / app_id / table
@@ -174,15 +179,12 @@ class PartitionStore:
         for key, value in items:
             old = cache.pop(key, _MISSING)
             if old is not _MISSING:
-                size -= len(key) + (len(old) if old is not None else 0)  # type: ignore[arg-type]
-            else:
-                size += CACHE_ENTRY_COST
+                size -= _weight(key, old)  # type: ignore[arg-type]
             cache[key] = value  # at the end: the oldest entries go first
-            size += len(key) + (len(value) if value is not None else 0)
+            size += _weight(key, value)
         while size > CACHE_BYTES and cache:
             key = next(iter(cache))
-            value = cache.pop(key)
-            size -= CACHE_ENTRY_COST + len(key) + (len(value) if value is not None else 0)
+            size -= _weight(key, cache.pop(key))
         self._cached_bytes = size
 
     def approximate_keys(self) -> int:

@@ -45,7 +45,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from streamer.errors import KafkaOperationError, KafkaUnavailableError
-from streamer.kafka.clients import is_transient
+from streamer.kafka.clients import is_transient, kafka_error
 from streamer.kafka.jars import file_lock
 from streamer.kafka.local import LocalKafka
 from streamer.kafka.ports import free_port_pair
@@ -193,7 +193,7 @@ def _create_topic(admin: Any, new: NewTopic, timeout: float = TOPIC_TIMEOUT) -> 
             admin.create_topics([new], operation_timeout=timeout)[new.topic].result(timeout=timeout)
             return
         except KafkaException as exc:
-            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            err = kafka_error(exc)
             code = err.code() if err is not None else None
             if tries > 1 and code == KafkaError.TOPIC_ALREADY_EXISTS:
                 return

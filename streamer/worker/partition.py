@@ -289,7 +289,8 @@ class PartitionState:
         self.committed: int | None = None
         self.buffered = 0
         # Records buffered in its lanes at which it pauses at the least (the worker's
-        # lane_buffer is the other bound): raised by agents that take() big batches.
+        # lane_buffer is the other bound): two consume batches when it is assigned
+        # (rebalance.PAUSE_FLOOR), raised by agents that take() big batches.
         self.pause_at = 0
         self.holding = 0  # lanes waiting for a delayed record to be due (not stalled)
         self.paused = False

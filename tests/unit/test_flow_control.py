@@ -4,23 +4,16 @@ over the in-memory broker; what is asserted is the worker's own bookkeeping)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 from streamer import App, Stream
 from streamer.testing import TestDriver
 from streamer.worker.partition import PartitionState
+from tests.kafkatools import wait_until_async
 
 RECORDS = 3_000
 CONSUME_BATCH = 400
 LANE_BUFFER = 100
-
-
-async def _until(condition: object, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.001)
 
 
 def test_a_consume_batch_over_the_lane_buffer_pauses_only_past_two_batches() -> None:
@@ -54,13 +47,17 @@ def test_a_consume_batch_over_the_lane_buffer_pauses_only_past_two_batches() -> 
             current = state()
             return current is not None and current.paused
 
-        await _until(paused, "the partition to pause")
+        await wait_until_async(paused, "the partition never paused", task=driver._task)
         current = state()
         assert current is not None
         paused_with.append(current.buffered)
         gate.set()
-        await _until(lambda: len(driver.records("flow-out")) == RECORDS, "every output")
-        await _until(lambda: not paused(), "the partition to resume")
+        await wait_until_async(
+            lambda: len(driver.records("flow-out")) == RECORDS,
+            "not every output came out",
+            task=driver._task,
+        )
+        await wait_until_async(lambda: not paused(), "never resumed", task=driver._task)
         return driver.records("flow-out")
 
     outputs = TestDriver.run(app, scenario)

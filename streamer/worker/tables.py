@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,9 @@ class TableManager:
     def _close(self, holding: _Holding, *, give_back: bool = True) -> None:
         for part in holding.parts:
             part.table.detach(part.partition)
+            # Committed writes RocksDB does not have yet: the next owner of this store (a
+            # restart, a standby, this worker again) then restores less from the changelog.
+            part.persist(time.monotonic())
             part.store.close()
             self._release_path(part.store.path)
         holding.parts.clear()

@@ -41,6 +41,7 @@ from streamer.kafka.access import access_denied
 from streamer.kafka.backend import Consumer, Producer
 from streamer.threads import OnThread
 from streamer.worker.checkpoint import (
+    STORE_WRITE_INTERVAL,
     STUCK_GRACE,
     Checkpoint,
     CheckpointFailed,
@@ -198,7 +199,8 @@ class ExactlyOnceCheckpoint(Checkpoint):
         self.refusals.clear()  # purged or retried records of a committed transaction
         for state, offset in commit.due:
             state.committed = offset
-        self._apply_tables(commit.written, 1, {s.partition: offset for s, offset in commit.due})
+        source = {s.partition: offset for s, offset in commit.due}
+        self._apply_tables(commit.written, 1, source, every=STORE_WRITE_INTERVAL)
 
     def _commit_transaction(self, deadline: float) -> None:
         """On the commit's thread: commit, calling again while librdkafka says the commit

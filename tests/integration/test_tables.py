@@ -8,7 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 from streamer import App, Stream
-from tests.kafkatools import produce, read_all, run_until
+from streamer.state.store import CHANGELOG_OFFSET, PartitionStore, partition_path
+from streamer.worker import transactions
+from tests.kafkatools import end_offsets, produce, read_all, run_until
 
 PARTITIONS = 6
 KEYS = 1_000
@@ -79,3 +81,73 @@ def test_counts_survive_losing_the_state_directory(
     expected["key-1"] += 1
     assert processed2["events"] == 1  # only the new event: the rest was committed
     assert rebuilt == expected
+
+
+def test_a_clean_stop_under_exactly_once_leaves_local_state_complete(
+    kafka_bootstrap: str, create_topic, unique_name, tmp_path: Path, monkeypatch
+) -> None:
+    """Under exactly-once RocksDB is written at most once a second (the changelog has every
+    commit meanwhile); a worker that stops writes what it holds, so its local state ends
+    where its changelog ends, and the next worker on that state restores nothing."""
+    # Only a table partition's first commit reaches RocksDB before the stop: the rest is
+    # held however slowly this machine runs.
+    monkeypatch.setattr(transactions, "STORE_WRITE_INTERVAL", 3600.0)
+    partitions, keys, events = 2, 50, 2_000
+    src = create_topic("eos-clicks", partitions=partitions)
+    app_id = unique_name("eos-counter")
+
+    def feed(first: int) -> None:
+        half = range(first, first + events // 2)
+        produce(kafka_bootstrap, src, ((f"k{i % keys}".encode(), b"1") for i in half))
+
+    feed(0)
+
+    def counting_app() -> tuple[App, dict[str, int]]:
+        app = App(
+            app_id,
+            brokers=kafka_bootstrap,
+            state_dir=tmp_path,
+            processing_guarantee="exactly_once",
+        )
+        source = app.topic(src, key_type=str, value_type=str, partitions=partitions)
+        counts = app.table("counts", default=int, value_type=int)
+        processed = {"events": 0}
+
+        @app.agent(source)
+        async def count(stream: Stream) -> None:
+            async for event in stream:
+                counts[event.key] += 1
+                processed["events"] += 1
+
+        return app, processed
+
+    app, processed = counting_app()
+    changelog = app.tables["counts"].changelog
+
+    def second_half_done() -> bool:
+        # The second half is fed once the first is processed: committed in later
+        # transactions than the first, held.
+        if processed["events"] == events // 2 and not fed_second:
+            fed_second.append(True)
+            feed(events // 2)
+        return processed["events"] >= events
+
+    fed_second: list[bool] = []
+    asyncio.run(run_until(app, second_half_done))
+
+    ends = end_offsets(kafka_bootstrap, changelog, partitions)
+    stored: Counter[str] = Counter()
+    for partition in range(partitions):
+        store = PartitionStore(partition_path(tmp_path, app_id, "counts", partition))
+        try:
+            assert store.meta_offset(CHANGELOG_OFFSET) == ends[partition]
+            stored.update({key.decode(): int(value) for key, value in store.items()})
+        finally:
+            store.close()
+    assert stored == Counter(f"k{i % keys}" for i in range(events))
+
+    produce(kafka_bootstrap, src, [(b"k1", b"1")])
+    app2, processed2 = counting_app()
+    worker = asyncio.run(run_until(app2, lambda: processed2["events"] >= 1))
+    assert processed2["events"] == 1  # the rest was committed
+    assert worker._tables.restored_records == 0

@@ -289,7 +289,17 @@ class TableManager:
             part.table.detach(part.partition)
             # Committed writes RocksDB does not have yet: the next owner of this store (a
             # restart, a standby, this worker again) then restores less from the changelog.
-            part.persist(time.monotonic())
+            # Not writing them loses nothing (the changelog has them), so a failure here
+            # only costs that restore.
+            try:
+                part.persist(time.monotonic())
+            except Exception as exc:  # rocksdict raises plain Exception
+                log.warning(
+                    "%s: writing its last committed changes to local state failed (%s); "
+                    "they are restored from the changelog when it is next assigned",
+                    part.label,
+                    exc,
+                )
             part.store.close()
             self._release_path(part.store.path)
         holding.parts.clear()

@@ -4,17 +4,21 @@ under exactly-once, the changelog having the writes meanwhile and the overlay se
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from streamer import App
+from streamer.kafka.memory import MemoryBackend, MemoryBroker
 from streamer.serde import IntSerde, StrSerde
 from streamer.state.keyed import KeyedTable, TablePartition
 from streamer.state.store import CHANGELOG_OFFSET, PartitionStore
 from streamer.worker import checkpoint
 from streamer.worker.checkpoint import STORE_WRITE_INTERVAL, Checkpoint
+from streamer.worker.tables import TableManager, _Holding
 
 
 @pytest.fixture
@@ -106,3 +110,55 @@ def test_at_least_once_writes_rocksdb_after_every_commit(part: TablePartition) -
         _commit(part, {b"a": value}, every=0.0)
         assert _on_disk(part, b"a") == value
     assert part.unapplied == {}
+
+
+def test_closing_a_partition_writes_what_it_holds(tmp_path: Path) -> None:
+    manager, holding, part = _held_partition(tmp_path)
+    manager._close(holding, give_back=False)
+    reopened = PartitionStore(tmp_path / "db")
+    try:
+        assert reopened.get(b"a") == b"2"
+        assert reopened.meta_offset(CHANGELOG_OFFSET) == 4
+    finally:
+        reopened.close()
+    assert 0 not in part.table.owned
+
+
+def test_a_failed_write_at_close_is_said_and_the_partition_still_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The changelog has the held writes: failing to write them locally costs a longer
+    restore, never the release of the partition."""
+    manager, holding, part = _held_partition(tmp_path)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(PartitionStore, "apply", broken)
+    with caplog.at_level(logging.WARNING, logger="streamer.tables"):
+        manager._close(holding, give_back=False)
+    assert "counts[0]: writing its last committed changes to local state failed" in caplog.text
+    assert "No space left on device" in caplog.text
+    monkeypatch.undo()
+    reopened = PartitionStore(tmp_path / "db")  # closed: RocksDB's lock was released
+    try:
+        assert reopened.get(b"a") == b"1"  # the first commit's; the rest is in the changelog
+    finally:
+        reopened.close()
+    assert 0 not in part.table.owned
+
+
+def _held_partition(tmp_path: Path) -> tuple[TableManager, _Holding, TablePartition]:
+    """A table partition of a worker's table manager holding one committed write that
+    RocksDB does not have yet."""
+    app = App("store-writes", brokers="127.0.0.1:1")
+    table = app.table("counts", default=int, value_type=int)
+    part = TablePartition(table, 0, PartitionStore(tmp_path / "db"))
+    table.attach(part)
+    _commit(part, {b"a": b"1"}, every=STORE_WRITE_INTERVAL)
+    _commit(part, {b"a": b"2"}, every=STORE_WRITE_INTERVAL)
+    assert part.unapplied
+    manager = TableManager(app, {}, MemoryBackend(MemoryBroker("store-writes")), state_dir=tmp_path)
+    holding = _Holding(0)
+    holding.parts.append(part)
+    return manager, holding, part

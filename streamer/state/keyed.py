@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from streamer._context import TableWrite, current_lane
 from streamer.errors import SerializationError, StreamerError
 from streamer.serde import Serde
+from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
 
 if TYPE_CHECKING:
     from streamer.state.store import PartitionStore
@@ -41,9 +42,9 @@ class TablePartition:
     serves read-your-writes. ``dirty`` holds released writes awaiting the next checkpoint.
     ``changelog_end`` is the changelog offset after our last write: recovery resumes there.
     ``unapplied`` holds writes the changelog has durably (committed) that RocksDB does not
-    have yet, and ``unapplied_meta`` the offsets to store with them: under exactly-once a
-    checkpoint commits every 0.1 s, and writing RocksDB as often cost more than the
-    changelog (see :meth:`persist`). The overlay keeps serving them until then.
+    have yet, and ``source_offset`` the source offset their last commit reached: under
+    exactly-once a checkpoint commits every 0.1 s, and writing RocksDB as often cost more
+    than the changelog (see :meth:`persist`). The overlay keeps serving them until then.
     """
 
     __slots__ = (
@@ -52,10 +53,10 @@ class TablePartition:
         "dirty",
         "overlay",
         "partition",
+        "source_offset",
         "store",
         "table",
         "unapplied",
-        "unapplied_meta",
     )
 
     def __init__(self, table: KeyedTable[Any, Any], partition: int, store: PartitionStore) -> None:
@@ -66,7 +67,7 @@ class TablePartition:
         self.dirty: dict[bytes, bytes | None] = {}
         self.changelog_end = 0
         self.unapplied: dict[bytes, bytes | None] = {}
-        self.unapplied_meta: dict[bytes, int] = {}
+        self.source_offset: int | None = None
         self.applied_at = 0.0  # time.monotonic() of the last persist()
 
     @property
@@ -124,16 +125,20 @@ class TablePartition:
         return True
 
     def persist(self, now: float) -> None:
-        """Write :attr:`unapplied` and its offsets to RocksDB in one batch (a no-op when
-        there is nothing). Local state may lag the changelog (recovery reads the rest from
-        the changelog, from the stored offset) but never run ahead of it: only committed
-        writes are ever unapplied. Call it with no commit in flight: the overlay entries it
-        drops must not hold a value a commit has taken and not yet confirmed."""
+        """Write :attr:`unapplied` to RocksDB in one batch with the offsets to resume from
+        (``changelog_end``, and ``source_offset`` when known); a no-op when there is
+        nothing. Local state may lag the changelog (recovery reads the rest from the
+        changelog, from the stored offset) but never run ahead of it: only committed writes
+        are ever unapplied. Call it with no commit in flight: the overlay entries it drops
+        must not hold a value a commit has taken and not yet confirmed."""
         self.applied_at = now
-        if not self.unapplied and not self.unapplied_meta:
+        if not self.unapplied:
             return
         written, self.unapplied = self.unapplied, {}
-        meta, self.unapplied_meta = self.unapplied_meta, {}
+        meta = {CHANGELOG_OFFSET: self.changelog_end}
+        if self.source_offset is not None:
+            meta[SOURCE_OFFSET] = self.source_offset
+            self.source_offset = None
         self.store.apply(written, meta, remember=True)
         self.checkpointed(written)
 

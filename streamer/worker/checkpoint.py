@@ -36,7 +36,6 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from streamer.errors import KafkaOperationError
 from streamer.kafka.backend import Consumer, Producer
 from streamer.state.keyed import TablePartition
-from streamer.state.store import CHANGELOG_OFFSET, SOURCE_OFFSET
 from streamer.threads import OnThread
 from streamer.worker.partition import REFUSED_CODES, Effects, PartitionState, Refusal
 from streamer.worker.probes import IDLE_TIMER, CommitTimer
@@ -414,15 +413,12 @@ class Checkpoint:
         now = time.monotonic()
         for part, written in taken:
             part.changelog_end += len(written) + markers
-            meta = {CHANGELOG_OFFSET: part.changelog_end}
             if part.partition in source:
-                meta[SOURCE_OFFSET] = source[part.partition]
-            if not every and not part.unapplied:
-                part.store.apply(written, meta, remember=True)
-                part.checkpointed(written)
-                continue
-            part.unapplied.update(written)
-            part.unapplied_meta.update(meta)
+                part.source_offset = source[part.partition]
+            if part.unapplied:
+                part.unapplied.update(written)
+            else:  # the common case: taken from ``dirty``, nothing else holds it
+                part.unapplied = written
             if now >= part.applied_at + every or len(part.unapplied) >= UNAPPLIED_MAX:
                 part.persist(now)
 
